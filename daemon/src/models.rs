@@ -1,0 +1,258 @@
+//! The models directory: `<state>/models/<name>/` holds the GGUF file and `manifest.json` (architecture, quant
+//! types, size, context length, sha256). A model is referred to by name everywhere else.
+
+use hearth_engine::gguf::GgufFile;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelStoreError {
+    #[error("model '{0}' is not imported (see `hearth model list`)")]
+    NotFound(String),
+    #[error("a model named '{0}' already exists (remove it first or choose --name)")]
+    Exists(String),
+    #[error("invalid model name '{0}': use letters, digits, '.', '_', '-' and ':' (at most 64)")]
+    BadName(String),
+    #[error(transparent)]
+    Engine(#[from] hearth_engine::EngineError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt manifest: {source}")]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, ModelStoreError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    pub file: String,
+    pub architecture: String,
+    /// Tensor type → number of tensors.
+    pub quant_types: BTreeMap<String, usize>,
+    /// The file's overall type (`general.file_type` as llama.cpp names it), when known.
+    pub file_type: Option<String>,
+    pub size_bytes: u64,
+    pub context_length: Option<u64>,
+    pub parameters: u64,
+    pub sha256: String,
+    pub imported_at: u64,
+}
+
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelStoreError + '_ {
+    move |source| ModelStoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+}
+
+/// A default name from a file name: `SmolLM2-135M-Instruct-Q4_1.gguf` → `smollm2-135m-instruct-q4_1`.
+pub fn name_from_path(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    let n: String = stem
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    n.chars().take(64).collect()
+}
+
+fn file_type_name(ft: u64) -> Option<&'static str> {
+    Some(match ft {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        _ => return None,
+    })
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+impl ModelStore {
+    pub fn new(state_dir: &Path) -> ModelStore {
+        ModelStore {
+            root: state_dir.join("models"),
+        }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Validates the file as a loadable GGUF, copies it in and writes the manifest.
+    pub fn import(&self, src: &Path, name: Option<&str>) -> Result<Manifest> {
+        let name = name
+            .map(str::to_owned)
+            .unwrap_or_else(|| name_from_path(src));
+        if !valid_name(&name) {
+            return Err(ModelStoreError::BadName(name));
+        }
+        let gguf = GgufFile::open(src)?;
+        let arch = gguf.architecture()?.to_owned();
+        // Refuse what we cannot run now rather than at first request.
+        hearth_engine::Model::from_gguf(
+            std::sync::Arc::new(GgufFile::open(src)?),
+            &Default::default(),
+        )?;
+        let dir = self.dir(&name);
+        if dir.exists() {
+            return Err(ModelStoreError::Exists(name));
+        }
+        let file_name = src
+            .file_name()
+            .and_then(|f| f.to_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{name}.gguf"));
+        let tmp = self
+            .root
+            .join(format!(".import-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let dst = tmp.join(&file_name);
+        if std::fs::hard_link(src, &dst).is_err() {
+            std::fs::copy(src, &dst).map_err(io(&dst))?;
+        }
+        let manifest = Manifest {
+            name: name.clone(),
+            file: file_name,
+            architecture: arch.clone(),
+            quant_types: gguf
+                .type_counts()
+                .into_iter()
+                .map(|(t, n)| (t.name(), n))
+                .collect(),
+            file_type: gguf
+                .get_u64("general.file_type")
+                .and_then(file_type_name)
+                .map(str::to_owned),
+            size_bytes: gguf.file_size(),
+            context_length: gguf.get_u64(&format!("{arch}.context_length")),
+            parameters: gguf.tensors.iter().map(|t| t.n_elements()).sum(),
+            sha256: sha256_file(&dst)?,
+            imported_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let mpath = tmp.join("manifest.json");
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|source| ModelStoreError::Manifest {
+                path: mpath.clone(),
+                source,
+            })?;
+        std::fs::write(&mpath, json).map_err(io(&mpath))?;
+        // Publish atomically: a half-imported model is never listed.
+        std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        Ok(manifest)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Manifest> {
+        if !valid_name(name) {
+            return Err(ModelStoreError::NotFound(name.to_owned()));
+        }
+        let path = self.dir(name).join("manifest.json");
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ModelStoreError::NotFound(name.to_owned()),
+            _ => ModelStoreError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| ModelStoreError::Manifest { path, source })
+    }
+
+    pub fn file_path(&self, m: &Manifest) -> PathBuf {
+        self.dir(&m.name).join(&m.file)
+    }
+
+    pub fn list(&self) -> Result<Vec<Manifest>> {
+        let rd = match std::fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&self.root)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            out.push(self.get(&name)?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<()> {
+        self.get(name)?;
+        let dir = self.dir(name);
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))
+    }
+
+    /// A model argument: a path to a .gguf file, or the name of an imported model.
+    pub fn resolve(&self, arg: &str) -> Result<PathBuf> {
+        let p = Path::new(arg);
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        let m = self.get(arg)?;
+        Ok(self.file_path(&m))
+    }
+}

@@ -1,0 +1,28 @@
+//! hearth-engine: local inference on GGUF models. No HTTP, SQL or users here — the daemon builds on this.
+//!
+//! Data flow: `gguf` (file) → `model` (weights + config) and `tokenizer`/`chat` (text ↔ ids) → `batch`
+//! (continuous batching over the KV cache, `kv`) → `model::forward` (built on `weights::matmul` and the
+//! `quant::dot` kernels, run on a `threadpool`) → `sampling` → `stream` (UTF-8 + stop strings).
+
+pub mod batch;
+pub mod chat;
+pub mod error;
+pub mod gguf;
+pub mod kv;
+pub mod loaded;
+pub mod model;
+pub mod ops;
+pub mod quant;
+pub mod sampling;
+pub mod stream;
+pub mod threadpool;
+pub mod tokenizer;
+pub mod weights;
+
+pub use batch::{Batch, Event, FinishReason, GenerateRequest, SeqId, Usage};
+pub use chat::{ChatMessage, ChatTemplate};
+pub use error::{EngineError, Result};
+pub use loaded::{default_threads, LoadedModel};
+pub use model::{LoadOptions, Model};
+pub use sampling::SamplingParams;
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,312 @@
+//! The transformer forward pass over a set of entries (one token of one sequence each). Entries of different
+//! sequences share every matmul — that is what makes continuous batching pay: the weights are read once per step.
+
+use super::config::{Activation, Rope};
+use super::{Layer, Model};
+use crate::kv::KvCache;
+use crate::ops;
+use crate::quant::{quantize_acts, QActs};
+use crate::threadpool::{split_range, SharedMut, ThreadPool};
+use crate::weights::matmul;
+
+/// One token to run: sequence slot, its position, and whether its logits are needed.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub slot: usize,
+    pub pos: usize,
+    pub token: u32,
+    pub want_logits: bool,
+}
+
+/// Buffers reused across steps so a decode step allocates nothing once warmed up.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    xb: Vec<f32>,
+    xq: QActs,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    cs_global: Vec<(f32, f32)>,
+    cs_local: Vec<(f32, f32)>,
+    scores: Vec<Vec<f32>>,
+    xo: Vec<f32>,
+    /// Logits of the entries that asked for them, in entry order: [n_out × vocab].
+    pub logits: Vec<f32>,
+}
+
+fn fill_rope(rope: &Rope, entries: &[Entry], out: &mut Vec<(f32, f32)>) {
+    let half = rope.dims / 2;
+    out.resize(entries.len() * half, (1.0, 0.0));
+    for (e, chunk) in entries.iter().zip(out.chunks_exact_mut(half.max(1))) {
+        for (i, cs) in chunk.iter_mut().enumerate().take(half) {
+            let (s, c) = (e.pos as f32 * rope.inv_freq[i]).sin_cos();
+            *cs = (c, s);
+        }
+    }
+}
+
+/// Runs `f` over `0..n` split across the pool.
+fn par_for(pool: &ThreadPool, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    if n < 2 {
+        f(0..n);
+        return;
+    }
+    pool.run(&|ti, nt| f(split_range(n, nt, ti)));
+}
+
+impl Model {
+    /// Runs the entries through the model, writing their keys/values into `kv` and the logits of the entries
+    /// with `want_logits` into `scratch.logits`. Slots must have room (`KvCache::reserve`) for every position.
+    pub fn forward(&self, pool: &ThreadPool, kv: &mut KvCache, entries: &[Entry], s: &mut Scratch) {
+        let c = &self.config;
+        let n = entries.len();
+        let d = c.d_model;
+        let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
+        let (q_dim, kv_dim) = (nh * hd, nkv * hd);
+        s.x.resize(n * d, 0.0);
+        s.xb.resize(n * d, 0.0);
+        s.q.resize(n * q_dim, 0.0);
+        s.k.resize(n * kv_dim, 0.0);
+        s.v.resize(n * kv_dim, 0.0);
+        s.att.resize(n * q_dim, 0.0);
+        s.tmp.resize(n * d, 0.0);
+        s.gate.resize(n * c.ffn_dim, 0.0);
+        s.up.resize(n * c.ffn_dim, 0.0);
+
+        for (e, row) in entries.iter().zip(s.x.chunks_exact_mut(d)) {
+            self.embed.dequantize_row(e.token as usize, row);
+            if let Some(scale) = c.embed_scale {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        fill_rope(&c.rope_global, entries, &mut s.cs_global);
+        fill_rope(&c.rope_local, entries, &mut s.cs_local);
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            self.attention_block(pool, kv, entries, l, layer, s);
+            self.ffn_block(pool, n, layer, s);
+        }
+
+        // Output head, only for entries that need logits.
+        let outs: Vec<usize> = (0..n).filter(|&i| entries[i].want_logits).collect();
+        s.xo.resize(outs.len() * d, 0.0);
+        for (j, &i) in outs.iter().enumerate() {
+            ops::rms_norm(
+                &s.x[i * d..(i + 1) * d],
+                &self.output_norm,
+                c.rms_eps,
+                &mut s.xo[j * d..(j + 1) * d],
+            );
+        }
+        s.logits.resize(outs.len() * c.vocab_size, 0.0);
+        if !outs.is_empty() {
+            quantize_acts(&s.xo, d, &mut s.xq);
+            matmul(
+                pool,
+                &mut [(&self.output, &mut s.logits)],
+                &s.xo,
+                &s.xq,
+                outs.len(),
+            );
+            if let Some(cap) = c.final_logit_softcap {
+                s.logits
+                    .iter_mut()
+                    .for_each(|v| *v = (*v / cap).tanh() * cap);
+            }
+        }
+    }
+
+    fn attention_block(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvCache,
+        entries: &[Entry],
+        l: usize,
+        layer: &Layer,
+        s: &mut Scratch,
+    ) {
+        let c = &self.config;
+        let n = entries.len();
+        let d = c.d_model;
+        let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
+        let (q_dim, kv_dim) = (nh * hd, nkv * hd);
+
+        for (x, xb) in s.x.chunks_exact(d).zip(s.xb.chunks_exact_mut(d)) {
+            ops::rms_norm(x, &layer.attn_norm, c.rms_eps, xb);
+        }
+        quantize_acts(&s.xb, d, &mut s.xq);
+        matmul(
+            pool,
+            &mut [
+                (&layer.wq, &mut s.q[..]),
+                (&layer.wk, &mut s.k[..]),
+                (&layer.wv, &mut s.v[..]),
+            ],
+            &s.xb,
+            &s.xq,
+            n,
+        );
+        for (buf, bias) in [
+            (&mut s.q, &layer.bq),
+            (&mut s.k, &layer.bk),
+            (&mut s.v, &layer.bv),
+        ] {
+            if let Some(b) = bias {
+                for row in buf.chunks_exact_mut(b.len()) {
+                    row.iter_mut().zip(b).for_each(|(v, bi)| *v += bi);
+                }
+            }
+        }
+        if let Some(w) = &layer.q_norm {
+            s.q.chunks_exact_mut(hd)
+                .for_each(|h| ops::rms_norm_inplace(h, w, c.rms_eps));
+        }
+        if let Some(w) = &layer.k_norm {
+            s.k.chunks_exact_mut(hd)
+                .for_each(|h| ops::rms_norm_inplace(h, w, c.rms_eps));
+        }
+        let swa = c.layer_is_swa[l];
+        let (rope, cs) = if swa {
+            (&c.rope_local, &s.cs_local)
+        } else {
+            (&c.rope_global, &s.cs_global)
+        };
+        let half = rope.dims / 2;
+        for (i, e) in entries.iter().enumerate() {
+            let cs_e = &cs[i * half..(i + 1) * half];
+            for h in s.q[i * q_dim..(i + 1) * q_dim].chunks_exact_mut(hd) {
+                ops::rope_head(&mut h[..rope.dims], cs_e, rope.neox);
+            }
+            for h in s.k[i * kv_dim..(i + 1) * kv_dim].chunks_exact_mut(hd) {
+                ops::rope_head(&mut h[..rope.dims], cs_e, rope.neox);
+            }
+            kv.write(
+                e.slot,
+                l,
+                e.pos,
+                &s.k[i * kv_dim..(i + 1) * kv_dim],
+                &s.v[i * kv_dim..(i + 1) * kv_dim],
+            );
+        }
+
+        // Attention: one task per (entry, head).
+        let window = if swa { c.sliding_window } else { None };
+        let max_pos = entries.iter().map(|e| e.pos + 1).max().unwrap_or(0);
+        s.scores.resize_with(pool.n_threads(), Vec::new);
+        for sc in &mut s.scores {
+            if sc.len() < max_pos {
+                sc.resize(max_pos, 0.0);
+            }
+        }
+        let scores = SharedMut(s.scores.as_mut_ptr());
+        let att = SharedMut(s.att.as_mut_ptr());
+        let q = &s.q;
+        let kv_ref = &*kv;
+        let group = nh / nkv;
+        let scale = c.attn_scale;
+        let task = |ti: usize, range: std::ops::Range<usize>| {
+            // SAFETY: thread `ti` owns scores[ti]; each task writes only its own head's slice of `att`.
+            let sc_buf = unsafe { &mut *scores.ptr().add(ti) };
+            for t in range {
+                let (i, h) = (t / nh, t % nh);
+                let e = entries[i];
+                let n_pos = e.pos + 1;
+                let lo = window.map_or(0, |w| n_pos.saturating_sub(w));
+                let (keys, vals) = kv_ref.layer(e.slot, l, n_pos);
+                let g = h / group;
+                let qh = &q[i * q_dim + h * hd..i * q_dim + (h + 1) * hd];
+                let sc = &mut sc_buf[..n_pos - lo];
+                for (p, sv) in (lo..n_pos).zip(sc.iter_mut()) {
+                    *sv =
+                        ops::dot(qh, &keys[p * kv_dim + g * hd..p * kv_dim + (g + 1) * hd]) * scale;
+                }
+                ops::softmax_inplace(sc);
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(att.ptr().add(i * q_dim + h * hd), hd)
+                };
+                out.fill(0.0);
+                for (p, &w) in (lo..n_pos).zip(sc.iter()) {
+                    ops::axpy(
+                        out,
+                        w,
+                        &vals[p * kv_dim + g * hd..p * kv_dim + (g + 1) * hd],
+                    );
+                }
+            }
+        };
+        let n_tasks = n * nh;
+        if n_tasks * max_pos < 4096 {
+            task(0, 0..n_tasks);
+        } else {
+            pool.run(&|ti, nt| task(ti, split_range(n_tasks, nt, ti)));
+        }
+
+        quantize_acts(&s.att, q_dim, &mut s.xq);
+        matmul(pool, &mut [(&layer.wo, &mut s.tmp[..])], &s.att, &s.xq, n);
+        if let Some(w) = &layer.post_attn_norm {
+            s.tmp
+                .chunks_exact_mut(d)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+        s.x.iter_mut().zip(&s.tmp).for_each(|(x, t)| *x += t);
+    }
+
+    fn ffn_block(&self, pool: &ThreadPool, n: usize, layer: &Layer, s: &mut Scratch) {
+        let c = &self.config;
+        let d = c.d_model;
+        let f = c.ffn_dim;
+        for (x, xb) in s.x.chunks_exact(d).zip(s.xb.chunks_exact_mut(d)) {
+            ops::rms_norm(x, &layer.ffn_norm, c.rms_eps, xb);
+        }
+        quantize_acts(&s.xb, d, &mut s.xq);
+        matmul(
+            pool,
+            &mut [
+                (&layer.w_gate, &mut s.gate[..]),
+                (&layer.w_up, &mut s.up[..]),
+            ],
+            &s.xb,
+            &s.xq,
+            n,
+        );
+        let gate = SharedMut(s.gate.as_mut_ptr());
+        let up = &s.up;
+        let act = c.activation;
+        par_for(pool, n, &|range| {
+            for i in range {
+                // SAFETY: each thread owns rows `range` of gate.
+                let g = unsafe { std::slice::from_raw_parts_mut(gate.ptr().add(i * f), f) };
+                let u = &up[i * f..(i + 1) * f];
+                match act {
+                    Activation::Silu => g
+                        .iter_mut()
+                        .zip(u)
+                        .for_each(|(g, u)| *g = ops::silu(*g) * u),
+                    Activation::GeluTanh => g
+                        .iter_mut()
+                        .zip(u)
+                        .for_each(|(g, u)| *g = ops::gelu_tanh(*g) * u),
+                }
+            }
+        });
+        quantize_acts(&s.gate, f, &mut s.xq);
+        matmul(
+            pool,
+            &mut [(&layer.w_down, &mut s.tmp[..])],
+            &s.gate,
+            &s.xq,
+            n,
+        );
+        if let Some(w) = &layer.post_ffn_norm {
+            s.tmp
+                .chunks_exact_mut(d)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+        s.x.iter_mut().zip(&s.tmp).for_each(|(x, t)| *x += t);
+    }
+}

@@ -1,0 +1,255 @@
+//! Models: loading a GGUF file into weights plus a `ModelConfig`, and the forward pass.
+//! Architecture files (`llama`, `gemma3`) only translate metadata and tensor names; the forward pass
+//! (`forward`) is shared and never branches on the back end.
+
+pub mod config;
+mod forward;
+pub mod gemma3;
+pub mod llama;
+
+pub use config::{Activation, ModelConfig};
+pub use forward::{Entry, Scratch};
+
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use crate::quant::dot::Isa;
+use crate::quant::GgmlType;
+use crate::weights::Weight;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Convert every matrix to this type at load (`f16`/`f32`): a higher-precision twin of a quantized file, e.g.
+    /// as a speculative-decoding target. None keeps the file's types (zero-copy).
+    pub dtype: Option<GgmlType>,
+    /// Kernel path; None detects the best one.
+    pub isa: Option<Isa>,
+}
+
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Weight,
+    pub wk: Weight,
+    pub wv: Weight,
+    pub wo: Weight,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Weight,
+    pub w_up: Weight,
+    pub w_down: Weight,
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub file: Arc<GgufFile>,
+    pub isa: Isa,
+    pub embed: Weight,
+    pub output: Weight,
+    pub output_norm: Vec<f32>,
+    pub layers: Vec<Layer>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Llama 3 style frequency factors (`rope_freqs.weight`), when present.
+fn rope_freq_factors(file: &GgufFile) -> Result<Option<Vec<f32>>> {
+    match file.tensor_info("rope_freqs.weight") {
+        None => Ok(None),
+        Some(info) => Ok(Some(read_f32_vec(file, &info.name)?)),
+    }
+}
+
+fn read_f32_vec(file: &GgufFile, name: &str) -> Result<Vec<f32>> {
+    let info = file
+        .tensor_info(name)
+        .ok_or_else(|| EngineError::BadTensor {
+            path: file.path().to_path_buf(),
+            tensor: name.to_owned(),
+            reason: "required tensor is missing".into(),
+        })?;
+    let mut out = vec![0f32; info.n_elements() as usize];
+    if !crate::quant::dequantize_row(info.ty, file.tensor_data(info), &mut out) {
+        return Err(EngineError::UnsupportedTensorType {
+            path: file.path().to_path_buf(),
+            tensor: name.to_owned(),
+            ty: info.ty.name(),
+        });
+    }
+    Ok(out)
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
+        let file = Arc::new(GgufFile::open(path)?);
+        Self::from_gguf(file, opts)
+    }
+
+    pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Model> {
+        let arch = file.architecture()?.to_owned();
+        let config = if llama::ARCHITECTURES.contains(&arch.as_str()) {
+            llama::config(&file, &arch)?
+        } else if gemma3::ARCHITECTURES.contains(&arch.as_str()) {
+            gemma3::config(&file, &arch)?
+        } else {
+            return Err(EngineError::UnsupportedArchitecture(arch));
+        };
+        let isa = opts.isa.unwrap_or_else(Isa::detect);
+        let f = &file;
+        let weight = |name: &str| -> Result<Weight> {
+            let w = Weight::from_file(f, name, isa)?;
+            match opts.dtype {
+                Some(ty) if ty != w.ty => w.converted(ty, isa),
+                _ => Ok(w),
+            }
+        };
+        let vec = |name: &str| read_f32_vec(f, name);
+        let opt_vec = |name: &str| -> Result<Option<Vec<f32>>> {
+            if f.tensor_info(name).is_some() {
+                vec(name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let c = &config;
+        let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let p = |s: &str| format!("blk.{l}.{s}");
+            let layer = Layer {
+                attn_norm: vec(&p("attn_norm.weight"))?,
+                wq: weight(&p("attn_q.weight"))?,
+                wk: weight(&p("attn_k.weight"))?,
+                wv: weight(&p("attn_v.weight"))?,
+                wo: weight(&p("attn_output.weight"))?,
+                bq: opt_vec(&p("attn_q.bias"))?,
+                bk: opt_vec(&p("attn_k.bias"))?,
+                bv: opt_vec(&p("attn_v.bias"))?,
+                q_norm: opt_vec(&p("attn_q_norm.weight"))?,
+                k_norm: opt_vec(&p("attn_k_norm.weight"))?,
+                post_attn_norm: opt_vec(&p("post_attention_norm.weight"))?,
+                ffn_norm: vec(&p("ffn_norm.weight"))?,
+                w_gate: weight(&p("ffn_gate.weight"))?,
+                w_up: weight(&p("ffn_up.weight"))?,
+                w_down: weight(&p("ffn_down.weight"))?,
+                post_ffn_norm: opt_vec(&p("post_ffw_norm.weight"))?,
+            };
+            let shape_err = |t: &Weight, rows: usize, cols: usize| EngineError::BadTensor {
+                path: f.path().to_path_buf(),
+                tensor: t.name.clone(),
+                reason: format!(
+                    "shape [{} x {}] does not match the metadata ([{rows} x {cols}])",
+                    t.rows, t.cols
+                ),
+            };
+            for (w, rows, cols) in [
+                (&layer.wq, q_dim, c.d_model),
+                (&layer.wk, kv_dim, c.d_model),
+                (&layer.wv, kv_dim, c.d_model),
+                (&layer.wo, c.d_model, q_dim),
+                (&layer.w_gate, c.ffn_dim, c.d_model),
+                (&layer.w_up, c.ffn_dim, c.d_model),
+                (&layer.w_down, c.d_model, c.ffn_dim),
+            ] {
+                if w.rows != rows || w.cols != cols {
+                    return Err(shape_err(w, rows, cols));
+                }
+            }
+            let norm_err = |what: &str, len: usize, want: usize| EngineError::BadTensor {
+                path: f.path().to_path_buf(),
+                tensor: p(what),
+                reason: format!("length {len}, expected {want}"),
+            };
+            if layer.attn_norm.len() != c.d_model {
+                return Err(norm_err(
+                    "attn_norm.weight",
+                    layer.attn_norm.len(),
+                    c.d_model,
+                ));
+            }
+            if layer.ffn_norm.len() != c.d_model {
+                return Err(norm_err("ffn_norm.weight", layer.ffn_norm.len(), c.d_model));
+            }
+            for (n, name, want) in [
+                (&layer.q_norm, "attn_q_norm.weight", c.head_dim),
+                (&layer.k_norm, "attn_k_norm.weight", c.head_dim),
+                (
+                    &layer.post_attn_norm,
+                    "post_attention_norm.weight",
+                    c.d_model,
+                ),
+                (&layer.post_ffn_norm, "post_ffw_norm.weight", c.d_model),
+                (&layer.bq, "attn_q.bias", q_dim),
+                (&layer.bk, "attn_k.bias", kv_dim),
+                (&layer.bv, "attn_v.bias", kv_dim),
+            ] {
+                if let Some(v) = n {
+                    if v.len() != want {
+                        return Err(norm_err(name, v.len(), want));
+                    }
+                }
+            }
+            layers.push(layer);
+        }
+        // Embeddings stay in the file's type: rows are dequantized on look-up.
+        let embed = Weight::from_file(f, "token_embd.weight", isa)?;
+        if embed.cols != c.d_model || embed.rows != c.vocab_size {
+            return Err(EngineError::BadTensor {
+                path: f.path().to_path_buf(),
+                tensor: "token_embd.weight".into(),
+                reason: format!(
+                    "shape [{} x {}], expected [{} x {}] (vocabulary x width)",
+                    embed.rows, embed.cols, c.vocab_size, c.d_model
+                ),
+            });
+        }
+        // Tied embeddings: the output head is the embedding matrix.
+        let output = if f.tensor_info("output.weight").is_some() {
+            weight("output.weight")?
+        } else {
+            weight("token_embd.weight")?
+        };
+        let output_norm = vec("output_norm.weight")?;
+        Ok(Model {
+            config,
+            isa,
+            embed,
+            output,
+            output_norm,
+            layers,
+            file,
+        })
+    }
+
+    /// Bytes of weights (mapped or owned).
+    pub fn weight_bytes(&self) -> usize {
+        let per_layer: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|w| w.n_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        per_layer + self.embed.n_bytes()
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.config.n_kv_heads * self.config.head_dim
+    }
+}

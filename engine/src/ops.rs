@@ -1,0 +1,136 @@
+//! Element-wise and row operations of the forward pass (norms, activations, rotary embeddings, softmax).
+//! Written as plain loops over fixed-width chunks so the compiler vectorises them; the heavy lifting is in
+//! `quant::dot`.
+
+/// Dot product with eight independent accumulators (lets the compiler use SIMD without reassociation tricks).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// y += a * x
+#[inline]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// out = x / rms(x) * w (RMSNorm).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ss = dot(x, x) / x.len() as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    for ((o, xi), wi) in out.iter_mut().zip(x).zip(w) {
+        *o = xi * scale * wi;
+    }
+}
+
+/// RMSNorm in place.
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let ss = dot(x, x) / x.len() as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    for (xi, wi) in x.iter_mut().zip(w) {
+        *xi = *xi * scale * wi;
+    }
+}
+
+pub fn softmax_inplace(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// GELU, tanh approximation (what Gemma uses and what ggml's `gelu` computes).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+/// Rotary embedding of one head in place. `cs` holds (cos, sin) for each rotated pair.
+/// `neox`: pairs are (i, i + d/2); otherwise adjacent (2i, 2i+1) as in GGUF llama files.
+#[inline]
+pub fn rope_head(x: &mut [f32], cs: &[(f32, f32)], neox: bool) {
+    let half = cs.len();
+    if neox {
+        for (i, &(c, s)) in cs.iter().enumerate() {
+            let (a, b) = (x[i], x[i + half]);
+            x[i] = a * c - b * s;
+            x[i + half] = a * s + b * c;
+        }
+    } else {
+        for (i, &(c, s)) in cs.iter().enumerate() {
+            let (a, b) = (x[2 * i], x[2 * i + 1]);
+            x[2 * i] = a * c - b * s;
+            x[2 * i + 1] = a * s + b * c;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_constant_is_weight() {
+        let mut out = [0.0; 4];
+        rms_norm(&[2.0; 4], &[1.0, 2.0, 3.0, 4.0], 0.0, &mut out);
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_is_stable() {
+        let mut x = [1000.0, 1001.0, 1002.0];
+        softmax_inplace(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0]);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_angle() {
+        let a = std::f32::consts::FRAC_PI_2;
+        let mut x = [1.0, 0.0, 0.0, 1.0];
+        rope_head(&mut x, &[(a.cos(), a.sin()), (1.0, 0.0)], false);
+        assert!((x[0]).abs() < 1e-6 && (x[1] - 1.0).abs() < 1e-6);
+        let mut y = [1.0, 0.0, 0.0, 1.0];
+        rope_head(&mut y, &[(a.cos(), a.sin()), (1.0, 0.0)], true);
+        // neox pairs (0,2) and (1,3): (1,0) rotated by 90° → (0,1).
+        assert!(
+            y[0].abs() < 1e-6
+                && (y[2] - 1.0).abs() < 1e-6
+                && (y[1]).abs() < 1e-6
+                && (y[3] - 1.0).abs() < 1e-6
+        );
+    }
+
+    #[test]
+    fn gelu_matches_known_values() {
+        assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+        assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,85 @@
+//! Row · activation dot products. `scalar` is the reference; `x86` holds AVX2 and AVX-512 VNNI versions that are
+//! selected once at run time (`Isa::detect`). Every SIMD kernel is tested against the scalar one.
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use super::{GgmlType, QRow};
+
+/// Which instruction-set path the kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best path this CPU supports; `HEARTH_ISA=scalar|avx2|avx512vnni` caps it (for tests and comparisons).
+    pub fn detect() -> Isa {
+        let best = Self::best_supported();
+        match std::env::var("HEARTH_ISA").ok().as_deref() {
+            Some("scalar") => Isa::Scalar,
+            Some("avx2") if best != Isa::Scalar => Isa::Avx2,
+            _ => best,
+        }
+    }
+
+    pub fn best_supported() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+            {
+                if std::is_x86_feature_detected!("avx512vnni")
+                    && std::is_x86_feature_detected!("avx512vl")
+                {
+                    return Isa::Avx512Vnni;
+                }
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+/// `w_row` (one weight row of type `ty`) · activations. `xq` is the int8 form, `xf` the f32 form of the same row
+/// (types without an integer kernel use `xf`).
+pub type DotFn = fn(w_row: &[u8], xq: QRow<'_>, xf: &[f32]) -> f32;
+
+/// The kernel for a weight type on a given ISA.
+pub fn kernel(ty: GgmlType, isa: Isa) -> Option<DotFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        if let Some(k) = x86::kernel(ty, isa == Isa::Avx512Vnni) {
+            return Some(k);
+        }
+    }
+    let _ = isa;
+    scalar::kernel(ty)
+}
+
+/// Whether a type's kernel reads the int8 activations (then callers must quantize them first).
+pub fn uses_int8_acts(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
+    )
+}

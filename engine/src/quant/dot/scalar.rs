@@ -1,0 +1,205 @@
+//! Scalar reference kernels. Integer inner products, then the block scales — the same arithmetic the SIMD
+//! versions do, so they agree to float rounding.
+
+use super::DotFn;
+use crate::quant::blocks::*;
+use crate::quant::{dequantize_row, read_f16, GgmlType, QRow, QK};
+
+pub fn kernel(ty: GgmlType) -> Option<DotFn> {
+    Some(match ty {
+        GgmlType::F32 => dot_f32,
+        GgmlType::F16 => dot_f16,
+        GgmlType::BF16 => dot_dequant::<30>,
+        GgmlType::Q2K => dot_dequant::<10>,
+        GgmlType::Q3K => dot_dequant::<11>,
+        GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q4_1 => dot_q4_1,
+        GgmlType::Q5_0 => dot_q5_0,
+        GgmlType::Q5_1 => dot_q5_1,
+        GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q4K => dot_q4k,
+        GgmlType::Q5K => dot_q5k,
+        GgmlType::Q6K => dot_q6k,
+        _ => return None,
+    })
+}
+
+/// Dequantizes 256 elements at a time and takes an f32 dot: the fallback for types without an integer kernel.
+/// `T` is the ggml type id.
+pub fn dot_dequant<const T: u32>(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
+    let ty = GgmlType::from_id(T);
+    let Some((elems, bytes)) = ty.block_geometry() else {
+        return f32::NAN;
+    };
+    let per = 256 / elems * bytes;
+    let mut buf = [0f32; 256];
+    let mut sum = 0f32;
+    for (chunk, x) in w.chunks(per).zip(xf.chunks(256)) {
+        let k = x.len();
+        dequantize_row(ty, chunk, &mut buf[..k]);
+        sum += buf[..k].iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+    }
+    sum
+}
+
+pub fn dot_f32(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
+    w.chunks_exact(4)
+        .zip(xf)
+        .map(|(c, x)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * x)
+        .sum()
+}
+
+pub fn dot_f16(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
+    w.chunks_exact(2)
+        .zip(xf)
+        .map(|(c, x)| read_f16(c, 0) * x)
+        .sum()
+}
+
+#[inline]
+fn idot(a: impl Iterator<Item = i32>, x: &[i8]) -> i32 {
+    a.zip(x).map(|(a, &b)| a * b as i32).sum()
+}
+
+/// Unsigned nibbles of a 16-byte `qs`: low nibbles are elements 0..16, high nibbles 16..32.
+#[inline]
+fn nibbles(qs: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    qs.iter()
+        .map(|&b| (b & 0xF) as i32)
+        .chain(qs.iter().map(|&b| (b >> 4) as i32))
+}
+
+pub fn dot_q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (b, blk) in w.chunks_exact(Q4_0_BYTES).enumerate() {
+        let dot = idot(nibbles(&blk[2..18]), &xq.q[b * QK..]);
+        s += read_f16(blk, 0) * xq.d[b] * (dot - 8 * xq.sum[b]) as f32;
+    }
+    s
+}
+
+pub fn dot_q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (b, blk) in w.chunks_exact(Q4_1_BYTES).enumerate() {
+        let dot = idot(nibbles(&blk[4..20]), &xq.q[b * QK..]);
+        s +=
+            read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.d[b] * xq.sum[b] as f32;
+    }
+    s
+}
+
+fn q5_values(qh: u32, qs: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    (0..32).map(move |i| {
+        let nib = if i < 16 { qs[i] & 0xF } else { qs[i - 16] >> 4 };
+        (nib as i32) | ((((qh >> i) & 1) as i32) << 4)
+    })
+}
+
+pub fn dot_q5_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (b, blk) in w.chunks_exact(Q5_0_BYTES).enumerate() {
+        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+        let dot = idot(q5_values(qh, &blk[6..22]), &xq.q[b * QK..]);
+        s += read_f16(blk, 0) * xq.d[b] * (dot - 16 * xq.sum[b]) as f32;
+    }
+    s
+}
+
+pub fn dot_q5_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (b, blk) in w.chunks_exact(Q5_1_BYTES).enumerate() {
+        let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
+        let dot = idot(q5_values(qh, &blk[8..24]), &xq.q[b * QK..]);
+        s +=
+            read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.d[b] * xq.sum[b] as f32;
+    }
+    s
+}
+
+pub fn dot_q8_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (b, blk) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+        let dot = idot(blk[2..34].iter().map(|&v| v as i8 as i32), &xq.q[b * QK..]);
+        s += read_f16(blk, 0) * xq.d[b] * dot as f32;
+    }
+    s
+}
+
+pub fn dot_q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (sb, blk) in w.chunks_exact(Q4_K_BYTES).enumerate() {
+        let d = read_f16(blk, 0);
+        let dmin = read_f16(blk, 2);
+        let scales = &blk[4..16];
+        let qs = &blk[16..144];
+        for j in 0..8 {
+            let b = sb * 8 + j;
+            let (sc, m) = scale_min_k4(j, scales);
+            let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
+            let shift = if j % 2 == 0 { 0 } else { 4 };
+            let dot = idot(
+                q.iter().map(|&v| ((v >> shift) & 0xF) as i32),
+                &xq.q[b * QK..],
+            );
+            s += xq.d[b] * (d * sc as f32 * dot as f32 - dmin * m as f32 * xq.sum[b] as f32);
+        }
+    }
+    s
+}
+
+pub fn dot_q5k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (sb, blk) in w.chunks_exact(Q5_K_BYTES).enumerate() {
+        let d = read_f16(blk, 0);
+        let dmin = read_f16(blk, 2);
+        let scales = &blk[4..16];
+        let qh = &blk[16..48];
+        let qs = &blk[48..176];
+        for j in 0..8 {
+            let b = sb * 8 + j;
+            let (sc, m) = scale_min_k4(j, scales);
+            let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
+            let shift = if j % 2 == 0 { 0 } else { 4 };
+            let vals = q
+                .iter()
+                .zip(qh)
+                .map(|(&v, &h)| (((v >> shift) & 0xF) as i32) | ((((h >> j) & 1) as i32) << 4));
+            let dot = idot(vals, &xq.q[b * QK..]);
+            s += xq.d[b] * (d * sc as f32 * dot as f32 - dmin * m as f32 * xq.sum[b] as f32);
+        }
+    }
+    s
+}
+
+pub fn dot_q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (sb, blk) in w.chunks_exact(Q6_K_BYTES).enumerate() {
+        let d = read_f16(blk, 208);
+        for n in 0..2 {
+            let ql = &blk[n * 64..n * 64 + 64];
+            let qh = &blk[128 + n * 32..128 + n * 32 + 32];
+            let sc = &blk[192 + n * 8..192 + n * 8 + 8];
+            for part in 0..4 {
+                let b = sb * 8 + n * 4 + part;
+                let x = &xq.q[b * QK..b * QK + QK];
+                let mut acc = 0i32;
+                for half in 0..2 {
+                    let mut dot = 0i32;
+                    for l in half * 16..half * 16 + 16 {
+                        let (lo_byte, hi_shift) = match part {
+                            0 => (ql[l] & 0xF, 0),
+                            1 => (ql[l + 32] & 0xF, 2),
+                            2 => (ql[l] >> 4, 4),
+                            _ => (ql[l + 32] >> 4, 6),
+                        };
+                        let q = (lo_byte | (((qh[l] >> hi_shift) & 3) << 4)) as i32 - 32;
+                        dot += q * x[l] as i32;
+                    }
+                    acc += dot * (sc[part * 2 + half] as i8) as i32;
+                }
+                s += d * xq.d[b] * acc as f32;
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,477 @@
+//! AVX2 (+FMA, F16C) kernels, instantiated twice: once with `vpmaddubsw`+`vpmaddwd` for the u8×i8 inner product
+//! and once with AVX-512 VNNI's `vpdpbusd` (256-bit form, AVX512VL). The instantiation is chosen at run time.
+
+use super::DotFn;
+use crate::quant::GgmlType;
+
+pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
+    macro_rules! pick {
+        ($name:ident) => {
+            if vnni {
+                vnni_k::$name as DotFn
+            } else {
+                avx2_k::$name as DotFn
+            }
+        };
+    }
+    Some(match ty {
+        GgmlType::F32 => pick!(f32_),
+        GgmlType::F16 => pick!(f16_),
+        GgmlType::Q4_0 => pick!(q4_0),
+        GgmlType::Q4_1 => pick!(q4_1),
+        GgmlType::Q5_0 => pick!(q5_0),
+        GgmlType::Q8_0 => pick!(q8_0),
+        GgmlType::Q4K => pick!(q4k),
+        GgmlType::Q6K => pick!(q6k),
+        _ => return None,
+    })
+}
+
+macro_rules! isa_kernels {
+    ($modname:ident, $features:literal, $vnni:expr) => {
+        pub mod $modname {
+            use crate::quant::blocks::*;
+            use crate::quant::{QRow, QK};
+            use std::arch::x86_64::*;
+
+            /// acc + Σ over groups of 4 of (u8 a) × (i8 b), as 8 × i32.
+            #[inline(always)]
+            unsafe fn mul_sum_us8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+                // SAFETY: only reached from functions compiled with the needed features.
+                unsafe {
+                    if $vnni {
+                        _mm256_dpbusd_epi32(acc, a, b)
+                    } else {
+                        _mm256_add_epi32(
+                            acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)),
+                        )
+                    }
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn hsum(v: __m256) -> f32 {
+                unsafe {
+                    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                    _mm_cvtss_f32(s)
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn f16_at(p: *const u8) -> f32 {
+                unsafe {
+                    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                        p as *const u16,
+                    ) as i32)))
+                }
+            }
+
+            /// 32 unsigned nibbles from 16 bytes: low nibbles first, then high nibbles.
+            #[inline(always)]
+            unsafe fn nibbles32(p: *const u8) -> __m256i {
+                unsafe {
+                    let qs = _mm_loadu_si128(p as *const __m128i);
+                    let m = _mm_set1_epi8(0xF);
+                    let lo = _mm_and_si128(qs, m);
+                    let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m);
+                    _mm256_set_m128i(hi, lo)
+                }
+            }
+
+            /// Byte i = 0xFF where bit i of `x` is set.
+            #[inline(always)]
+            unsafe fn bytes_from_bits(x: u32) -> __m256i {
+                unsafe {
+                    let shuf = _mm256_set_epi64x(
+                        0x0303030303030303,
+                        0x0202020202020202,
+                        0x0101010101010101,
+                        0x0000000000000000,
+                    );
+                    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+                    let bytes =
+                        _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe_u64 as i64));
+                    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn load_x(xq: &QRow<'_>, b: usize) -> __m256i {
+                debug_assert!((b + 1) * QK <= xq.q.len());
+                unsafe { _mm256_loadu_si256(xq.q.as_ptr().add(b * QK) as *const __m256i) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4_0_impl(w: &[u8], xq: QRow<'_>) -> f32 {
+                unsafe {
+                    let nb = w.len() / Q4_0_BYTES;
+                    let mut acc = _mm256_setzero_ps();
+                    let mut off = 0f32;
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * Q4_0_BYTES);
+                        let dd = f16_at(blk) * xq.d[b];
+                        let p = mul_sum_us8(
+                            _mm256_setzero_si256(),
+                            nibbles32(blk.add(2)),
+                            load_x(&xq, b),
+                        );
+                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
+                        off += dd * xq.sum[b] as f32;
+                    }
+                    hsum(acc) - 8.0 * off
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4_1_impl(w: &[u8], xq: QRow<'_>) -> f32 {
+                unsafe {
+                    let nb = w.len() / Q4_1_BYTES;
+                    let mut acc = _mm256_setzero_ps();
+                    let mut off = 0f32;
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * Q4_1_BYTES);
+                        let dx = xq.d[b];
+                        let dd = f16_at(blk) * dx;
+                        let p = mul_sum_us8(
+                            _mm256_setzero_si256(),
+                            nibbles32(blk.add(4)),
+                            load_x(&xq, b),
+                        );
+                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
+                        off += f16_at(blk.add(2)) * dx * xq.sum[b] as f32;
+                    }
+                    hsum(acc) + off
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q5_0_impl(w: &[u8], xq: QRow<'_>) -> f32 {
+                unsafe {
+                    let nb = w.len() / Q5_0_BYTES;
+                    let mut acc = _mm256_setzero_ps();
+                    let mut off = 0f32;
+                    let bit4 = _mm256_set1_epi8(0x10);
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * Q5_0_BYTES);
+                        let dd = f16_at(blk) * xq.d[b];
+                        let qh = std::ptr::read_unaligned(blk.add(2) as *const u32);
+                        let q = _mm256_or_si256(
+                            nibbles32(blk.add(6)),
+                            _mm256_and_si256(bytes_from_bits(qh), bit4),
+                        );
+                        let p = mul_sum_us8(_mm256_setzero_si256(), q, load_x(&xq, b));
+                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
+                        off += dd * xq.sum[b] as f32;
+                    }
+                    hsum(acc) - 16.0 * off
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q8_0_impl(w: &[u8], xq: QRow<'_>) -> f32 {
+                unsafe {
+                    let nb = w.len() / Q8_0_BYTES;
+                    let mut acc = _mm256_setzero_ps();
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * Q8_0_BYTES);
+                        let dd = f16_at(blk) * xq.d[b];
+                        let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                        let xv = load_x(&xq, b);
+                        // |w| × (x with w's sign) keeps the product while making the first operand unsigned.
+                        let p = mul_sum_us8(
+                            _mm256_setzero_si256(),
+                            _mm256_sign_epi8(wv, wv),
+                            _mm256_sign_epi8(xv, wv),
+                        );
+                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
+                    }
+                    hsum(acc)
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4k_impl(w: &[u8], xq: QRow<'_>) -> f32 {
+                unsafe {
+                    let nsb = w.len() / Q4_K_BYTES;
+                    let mut acc = _mm256_setzero_ps();
+                    let mut off = 0f32;
+                    let m4 = _mm256_set1_epi8(0xF);
+                    for sb in 0..nsb {
+                        let blk = w.as_ptr().add(sb * Q4_K_BYTES);
+                        let d = f16_at(blk);
+                        let dmin = f16_at(blk.add(2));
+                        let scales = std::slice::from_raw_parts(blk.add(4), 12);
+                        for j in 0..4 {
+                            let q = _mm256_loadu_si256(blk.add(16 + 32 * j) as *const __m256i);
+                            let lo = _mm256_and_si256(q, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                            let (b0, b1) = (sb * 8 + 2 * j, sb * 8 + 2 * j + 1);
+                            let (sc0, mn0) = scale_min_k4(2 * j, scales);
+                            let (sc1, mn1) = scale_min_k4(2 * j + 1, scales);
+                            let p0 = mul_sum_us8(_mm256_setzero_si256(), lo, load_x(&xq, b0));
+                            let p1 = mul_sum_us8(_mm256_setzero_si256(), hi, load_x(&xq, b1));
+                            acc = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(p0),
+                                _mm256_set1_ps(d * sc0 as f32 * xq.d[b0]),
+                                acc,
+                            );
+                            acc = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(p1),
+                                _mm256_set1_ps(d * sc1 as f32 * xq.d[b1]),
+                                acc,
+                            );
+                            off += dmin
+                                * (mn0 as f32 * xq.d[b0] * xq.sum[b0] as f32
+                                    + mn1 as f32 * xq.d[b1] * xq.sum[b1] as f32);
+                        }
+                    }
+                    hsum(acc) - off
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q6k_impl(w: &[u8], xq: QRow<'_>) -> f32 {
+                unsafe {
+                    let nsb = w.len() / Q6_K_BYTES;
+                    let mut acc = _mm256_setzero_ps();
+                    let m4 = _mm256_set1_epi8(0xF);
+                    let m2 = _mm256_set1_epi8(0x30);
+                    let c32 = _mm256_set1_epi8(32);
+                    for sb in 0..nsb {
+                        let blk = w.as_ptr().add(sb * Q6_K_BYTES);
+                        let d = f16_at(blk.add(208));
+                        for n in 0..2 {
+                            let ql0 = _mm256_loadu_si256(blk.add(n * 64) as *const __m256i);
+                            let ql1 = _mm256_loadu_si256(blk.add(n * 64 + 32) as *const __m256i);
+                            let qh = _mm256_loadu_si256(blk.add(128 + n * 32) as *const __m256i);
+                            let sc = blk.add(192 + n * 8) as *const i8;
+                            let parts = [
+                                _mm256_or_si256(
+                                    _mm256_and_si256(ql0, m4),
+                                    _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(ql1, m4),
+                                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                    _mm256_and_si256(qh, m2),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
+                                ),
+                            ];
+                            for (p, q) in parts.iter().enumerate() {
+                                let b = sb * 8 + n * 4 + p;
+                                let x = load_x(&xq, b);
+                                let diff = _mm256_sub_epi16(
+                                    _mm256_maddubs_epi16(*q, x),
+                                    _mm256_maddubs_epi16(c32, x),
+                                );
+                                let s16 = _mm256_set_m128i(
+                                    _mm_set1_epi16(*sc.add(2 * p + 1) as i16),
+                                    _mm_set1_epi16(*sc.add(2 * p) as i16),
+                                );
+                                let pi = _mm256_madd_epi16(diff, s16);
+                                acc = _mm256_fmadd_ps(
+                                    _mm256_cvtepi32_ps(pi),
+                                    _mm256_set1_ps(d * xq.d[b]),
+                                    acc,
+                                );
+                            }
+                        }
+                    }
+                    hsum(acc)
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn f32_impl(w: &[u8], x: &[f32]) -> f32 {
+                unsafe {
+                    let n = x.len();
+                    let wp = w.as_ptr() as *const f32;
+                    let mut a0 = _mm256_setzero_ps();
+                    let mut a1 = _mm256_setzero_ps();
+                    let mut i = 0;
+                    while i + 16 <= n {
+                        a0 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(wp.add(i)),
+                            _mm256_loadu_ps(x.as_ptr().add(i)),
+                            a0,
+                        );
+                        a1 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(wp.add(i + 8)),
+                            _mm256_loadu_ps(x.as_ptr().add(i + 8)),
+                            a1,
+                        );
+                        i += 16;
+                    }
+                    let mut s = hsum(_mm256_add_ps(a0, a1));
+                    while i < n {
+                        s += std::ptr::read_unaligned(wp.add(i)) * x[i];
+                        i += 1;
+                    }
+                    s
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn f16_impl(w: &[u8], x: &[f32]) -> f32 {
+                unsafe {
+                    let n = x.len();
+                    let wp = w.as_ptr();
+                    let mut a0 = _mm256_setzero_ps();
+                    let mut i = 0;
+                    while i + 8 <= n {
+                        let h = _mm_loadu_si128(wp.add(2 * i) as *const __m128i);
+                        a0 = _mm256_fmadd_ps(
+                            _mm256_cvtph_ps(h),
+                            _mm256_loadu_ps(x.as_ptr().add(i)),
+                            a0,
+                        );
+                        i += 8;
+                    }
+                    let mut s = hsum(a0);
+                    while i < n {
+                        s += f16_at(wp.add(2 * i)) * x[i];
+                        i += 1;
+                    }
+                    s
+                }
+            }
+
+            // Safe entry points: `kernel()` hands these out only after run-time detection of the features, and
+            // every row length was validated against the block size when the model was loaded.
+            pub fn q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { q4_0_impl(w, xq) }
+            }
+            pub fn q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { q4_1_impl(w, xq) }
+            }
+            pub fn q5_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { q5_0_impl(w, xq) }
+            }
+            pub fn q8_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { q8_0_impl(w, xq) }
+            }
+            pub fn q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { q4k_impl(w, xq) }
+            }
+            pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { q6k_impl(w, xq) }
+            }
+            pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
+                unsafe { f32_impl(w, xf) }
+            }
+            pub fn f16_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
+                unsafe { f16_impl(w, xf) }
+            }
+        }
+    };
+}
+
+isa_kernels!(avx2_k, "avx2,fma,f16c", false);
+isa_kernels!(vnni_k, "avx2,fma,f16c,avx512vnni,avx512vl", true);
+
+#[cfg(test)]
+mod tests {
+    use super::super::{kernel, scalar, Isa};
+    use crate::quant::{dequantize_row, quantize_acts, GgmlType, QActs};
+
+    /// Deterministic pseudo-random bytes (xorshift): random block contents exercise every bit pattern.
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Random blocks, with each f16 scale field overwritten by a small sane value so sums stay finite.
+    fn random_row(ty: GgmlType, n: usize, seed: u64) -> Vec<u8> {
+        let (elems, bb) = ty.block_geometry().expect("sized");
+        let mut w = bytes(n / elems * bb, seed);
+        let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+        let scale_offsets: &[usize] = match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+            GgmlType::Q6K => &[208],
+            GgmlType::Q2K => &[80, 82],
+            GgmlType::Q3K => &[108],
+            _ => &[],
+        };
+        for blk in w.chunks_exact_mut(bb) {
+            for (k, &o) in scale_offsets.iter().enumerate() {
+                blk[o..o + 2].copy_from_slice(&f16(0.01 + 0.003 * k as f32));
+            }
+        }
+        if ty == GgmlType::F16 {
+            for c in w.chunks_exact_mut(2) {
+                c.copy_from_slice(&f16((c[0] as f32 - 128.0) / 64.0));
+            }
+        }
+        if ty == GgmlType::F32 {
+            for c in w.chunks_exact_mut(4) {
+                c.copy_from_slice(&((c[0] as f32 - 128.0) / 64.0).to_le_bytes());
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn simd_kernels_match_scalar_and_dequantized_reference() {
+        let n = 512;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let mut xq = QActs::default();
+        quantize_acts(&x, n, &mut xq);
+        // The f32 view of the int8 activations: the exact input the integer kernels see.
+        let xdq: Vec<f32> = (0..n).map(|i| xq.q[i] as f32 * xq.d[i / 32]).collect();
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q2K,
+            GgmlType::Q3K,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ] {
+            let w = random_row(ty, n, ty.id() as u64 + 7);
+            let mut wf = vec![0f32; n];
+            assert!(dequantize_row(ty, &w, &mut wf));
+            let int8 = super::super::uses_int8_acts(ty);
+            let input = if int8 { &xdq } else { &x };
+            let reference: f32 = wf.iter().zip(input).map(|(a, b)| a * b).sum();
+            let s = scalar::kernel(ty).expect("scalar kernel")(&w, xq.row(0), &x);
+            let tol = 1e-3 * reference.abs().max(1.0);
+            assert!(
+                (s - reference).abs() < tol,
+                "{ty}: scalar {s} vs dequantized reference {reference}"
+            );
+            for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+                if Isa::best_supported() == Isa::Scalar
+                    || (isa == Isa::Avx512Vnni && Isa::best_supported() != isa)
+                {
+                    continue;
+                }
+                let v = kernel(ty, isa).expect("kernel")(&w, xq.row(0), &x);
+                assert!((v - s).abs() < tol, "{ty} {isa:?}: {v} vs scalar {s}");
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Quantized tensor formats: the ggml block layouts, dequantization, activation quantization and the dot-product
+//! kernels (scalar reference + SIMD, chosen at run time).
+
+mod acts;
+pub mod blocks;
+mod dequant;
+pub mod dot;
+mod types;
+
+pub use acts::{quantize_acts, QActs, QRow, QK};
+pub use dequant::dequantize_row;
+pub use types::GgmlType;
+
+#[inline]
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+#[inline]
+pub(crate) fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+#[inline]
+pub(crate) fn read_f16(b: &[u8], at: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}

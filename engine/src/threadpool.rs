@@ -1,0 +1,207 @@
+//! A fixed pool of compute threads for the forward pass.
+//!
+//! A decode step runs ~100 small parallel regions (one per matmul group), so the hand-off must cost
+//! microseconds: workers spin briefly on an epoch counter before parking on a condvar. The calling thread takes
+//! part as worker 0.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+type Job = dyn Fn(usize, usize) + Sync;
+
+struct Shared {
+    epoch: AtomicU64,
+    done: AtomicUsize,
+    stop: AtomicBool,
+    sleepers: AtomicUsize,
+    /// The job of the current epoch; written only by `run` while every worker is idle.
+    job: UnsafeCell<Option<*const Job>>,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+// SAFETY: `job` is written by `run` before the epoch is published (Release) and read by workers after they observe
+// the new epoch (Acquire); `run` does not return (and so the pointee outlives every use) until all workers are done.
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+pub struct ThreadPool {
+    n_threads: usize,
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    /// Serialises `run` callers.
+    running: Mutex<()>,
+}
+
+const SPIN_ITERS: u32 = 1 << 17;
+
+impl ThreadPool {
+    /// A pool of `n_threads` including the caller (so `n_threads - 1` spawned workers).
+    pub fn new(n_threads: usize) -> ThreadPool {
+        let n_threads = n_threads.max(1);
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            job: UnsafeCell::new(None),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let handles = (1..n_threads)
+            .map(|idx| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("hearth-compute-{idx}"))
+                    .spawn(move || worker(shared, idx, n_threads))
+                    .expect("spawning a compute thread (out of threads or memory)")
+            })
+            .collect();
+        ThreadPool {
+            n_threads,
+            shared,
+            handles,
+            running: Mutex::new(()),
+        }
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.n_threads
+    }
+
+    /// Runs `f(thread_index, n_threads)` on every thread of the pool and returns when all have finished.
+    pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        if self.n_threads == 1 {
+            f(0, 1);
+            return;
+        }
+        let _guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &*self.shared;
+        // SAFETY: all workers finished the previous epoch (we waited for `done`), so none reads `job` now.
+        // The lifetime is erased; we wait for every worker below before `f` can go out of scope.
+        unsafe {
+            let ptr: *const Job =
+                std::mem::transmute::<&(dyn Fn(usize, usize) + Sync), &'static Job>(f);
+            *s.job.get() = Some(ptr);
+        }
+        s.done.store(0, Ordering::Relaxed);
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
+            let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        f(0, self.n_threads);
+        let mut spins = 0u32;
+        while s.done.load(Ordering::Acquire) < self.n_threads - 1 {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+fn worker(s: Arc<Shared>, idx: usize, n: usize) {
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0u32;
+        let epoch = loop {
+            let e = s.epoch.load(Ordering::Acquire);
+            if e != seen || s.stop.load(Ordering::Relaxed) {
+                break e;
+            }
+            spins += 1;
+            if spins < SPIN_ITERS {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Park until the next job.
+            let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            while s.epoch.load(Ordering::SeqCst) == seen && !s.stop.load(Ordering::SeqCst) {
+                guard = s.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
+            drop(guard);
+            spins = 0;
+        };
+        if s.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        seen = epoch;
+        // SAFETY: see `Shared`; the job pointer is valid for this epoch.
+        if let Some(job) = unsafe { *s.job.get() } {
+            unsafe { (*job)(idx, n) };
+        }
+        s.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Splits `0..n` into `parts` contiguous ranges and returns range `i`.
+pub fn split_range(n: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+    let per = n / parts;
+    let rem = n % parts;
+    let start = i * per + i.min(rem);
+    start..start + per + usize::from(i < rem)
+}
+
+/// A raw pointer that may cross to pool threads; each thread writes a disjoint part of the buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub *mut T);
+impl<T> SharedMut<T> {
+    /// Through a method, so closures capture the Sync wrapper rather than the bare pointer field.
+    #[inline]
+    pub fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_thread_runs_each_job_once() {
+        let pool = ThreadPool::new(3);
+        for round in 0..200 {
+            let hits = AtomicUsize::new(0);
+            pool.run(&|i, n| {
+                assert_eq!(n, 3);
+                hits.fetch_add(1 << (8 * i), Ordering::SeqCst);
+            });
+            assert_eq!(
+                hits.load(Ordering::SeqCst),
+                1 | 1 << 8 | 1 << 16,
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_range_covers_everything() {
+        let mut all = Vec::new();
+        for i in 0..4 {
+            all.extend(split_range(10, 4, i));
+        }
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,206 @@
+//! Weight matrices (borrowed from the memory map, or owned when converted at load) and the parallel
+//! matrix × activations product built on `quant::dot`.
+
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use crate::quant::dot::{self, DotFn, Isa};
+use crate::quant::{dequantize_row, GgmlType, QActs};
+use crate::threadpool::{split_range, SharedMut, ThreadPool};
+use std::sync::Arc;
+
+enum Storage {
+    Mapped { file: Arc<GgufFile>, index: usize },
+    Owned(Vec<u8>),
+}
+
+/// A [rows × cols] matrix; row r is `cols` elements of `ty`, contiguous.
+pub struct Weight {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    storage: Storage,
+    kernel: DotFn,
+}
+
+impl std::fmt::Debug for Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Weight({} {} [{}x{}])",
+            self.name, self.ty, self.rows, self.cols
+        )
+    }
+}
+
+impl Weight {
+    /// A 2-D tensor of the file as a matrix, checked to have a kernel.
+    pub fn from_file(file: &Arc<GgufFile>, name: &str, isa: Isa) -> Result<Weight> {
+        let bad = |reason: String| EngineError::BadTensor {
+            path: file.path().to_path_buf(),
+            tensor: name.to_owned(),
+            reason,
+        };
+        let (index, info) = file
+            .tensors
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == name)
+            .ok_or_else(|| bad("required tensor is missing".into()))?;
+        if info.dims.len() > 2 {
+            return Err(bad(format!(
+                "expected a matrix, found dimensions {:?}",
+                info.dims
+            )));
+        }
+        if !info.ty.is_supported_weight() {
+            return Err(EngineError::UnsupportedTensorType {
+                path: file.path().to_path_buf(),
+                tensor: name.to_owned(),
+                ty: info.ty.name(),
+            });
+        }
+        let cols = info.row_len();
+        if cols % 32 != 0 {
+            return Err(bad(format!("row length {cols} is not a multiple of 32")));
+        }
+        let kernel =
+            dot::kernel(info.ty, isa).ok_or_else(|| bad(format!("no kernel for {}", info.ty)))?;
+        let (be, bb) = info.ty.block_geometry().unwrap_or((1, 4));
+        Ok(Weight {
+            name: name.to_owned(),
+            ty: info.ty,
+            rows: info.n_rows(),
+            cols,
+            row_bytes: cols / be * bb,
+            storage: Storage::Mapped {
+                file: file.clone(),
+                index,
+            },
+            kernel,
+        })
+    }
+
+    /// The same matrix converted to F32 or F16 and owned (the `dtype = "f16"` load option).
+    pub fn converted(&self, ty: GgmlType, isa: Isa) -> Result<Weight> {
+        let bytes_per = match ty {
+            GgmlType::F32 => 4,
+            GgmlType::F16 => 2,
+            other => {
+                return Err(EngineError::InvalidRequest(format!(
+                    "cannot convert weights to {other}"
+                )))
+            }
+        };
+        let mut data = Vec::with_capacity(self.rows * self.cols * bytes_per);
+        let mut row = vec![0f32; self.cols];
+        for r in 0..self.rows {
+            self.dequantize_row(r, &mut row);
+            for v in &row {
+                match ty {
+                    GgmlType::F32 => data.extend_from_slice(&v.to_le_bytes()),
+                    _ => data.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes()),
+                }
+            }
+        }
+        Ok(Weight {
+            name: self.name.clone(),
+            ty,
+            rows: self.rows,
+            cols: self.cols,
+            row_bytes: self.cols * bytes_per,
+            storage: Storage::Owned(data),
+            kernel: dot::kernel(ty, isa)
+                .ok_or_else(|| EngineError::InvalidRequest(format!("no kernel for {ty}")))?,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Mapped { file, index } => file.tensor_data(&file.tensors[*index]),
+            Storage::Owned(v) => v,
+        }
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        dequantize_row(self.ty, self.row(r), out);
+    }
+
+    pub fn n_bytes(&self) -> usize {
+        self.rows * self.row_bytes
+    }
+
+    pub fn uses_int8_acts(&self) -> bool {
+        dot::uses_int8_acts(self.ty)
+    }
+}
+
+/// Rows handled per inner tile: the tile's weight bytes stay in L1/L2 while every token is multiplied by them.
+const ROW_TILE: usize = 16;
+
+/// For each (weight, out) pair: out[t * w.rows + r] = w.row(r) · x[t] for every token t. All weights share the
+/// input (`x`, `n_tok` rows of `cols`, and its int8 form `xq`). Rows of all pairs are split across the pool's threads
+/// in one parallel region.
+pub fn matmul(
+    pool: &ThreadPool,
+    jobs: &mut [(&Weight, &mut [f32])],
+    x: &[f32],
+    xq: &QActs,
+    n_tok: usize,
+) {
+    let total_rows: usize = jobs.iter().map(|(w, _)| w.rows).sum();
+    let cols = jobs.first().map(|(w, _)| w.cols).unwrap_or(0);
+    debug_assert!(jobs
+        .iter()
+        .all(|(w, out)| w.cols == cols && out.len() >= n_tok * w.rows));
+    debug_assert!(x.len() >= n_tok * cols);
+    let targets: Vec<(&Weight, SharedMut<f32>)> = jobs
+        .iter_mut()
+        .map(|(w, o)| (&**w, SharedMut(o.as_mut_ptr())))
+        .collect();
+    let targets = &targets;
+    pool.run(&|ti, nt| {
+        let range = split_range(total_rows, nt, ti);
+        let mut base = 0;
+        for (w, out) in targets {
+            let (lo, hi) = (range.start.max(base), range.end.min(base + w.rows));
+            if lo < hi {
+                let (lo, hi) = (lo - base, hi - base);
+                let data = w.bytes();
+                let mut r0 = lo;
+                while r0 < hi {
+                    let r1 = (r0 + ROW_TILE).min(hi);
+                    for t in 0..n_tok {
+                        let xr = xq_row_or_empty(xq, t);
+                        let xf = &x[t * cols..(t + 1) * cols];
+                        for r in r0..r1 {
+                            let v =
+                                (w.kernel)(&data[r * w.row_bytes..(r + 1) * w.row_bytes], xr, xf);
+                            // SAFETY: row ranges are disjoint between threads; the index is within `out`.
+                            unsafe { *out.0.add(t * w.rows + r) = v };
+                        }
+                    }
+                    r0 = r1;
+                }
+            }
+            base += w.rows;
+        }
+    });
+}
+
+fn xq_row_or_empty(xq: &QActs, t: usize) -> crate::quant::QRow<'_> {
+    if xq.cols == 0 || xq.q.len() < (t + 1) * xq.cols {
+        crate::quant::QRow {
+            q: &[],
+            d: &[],
+            sum: &[],
+        }
+    } else {
+        xq.row(t)
+    }
+}
