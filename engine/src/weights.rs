@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::dot::{self, DotFn, Isa};
+use crate::quant::dot::{self, Dot4Fn, DotFn, Isa};
 use crate::quant::{dequantize_row, GgmlType, QActs};
 use crate::threadpool::{split_range, SharedMut, ThreadPool};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub struct Weight {
     row_bytes: usize,
     storage: Storage,
     kernel: DotFn,
+    kernel4: Option<Dot4Fn>,
 }
 
 impl std::fmt::Debug for Weight {
@@ -79,6 +80,7 @@ impl Weight {
                 index,
             },
             kernel,
+            kernel4: dot::kernel4(info.ty, isa),
         })
     }
 
@@ -113,6 +115,7 @@ impl Weight {
             storage: Storage::Owned(data),
             kernel: dot::kernel(ty, isa)
                 .ok_or_else(|| EngineError::InvalidRequest(format!("no kernel for {ty}")))?,
+            kernel4: dot::kernel4(ty, isa),
         })
     }
 
@@ -175,14 +178,28 @@ pub fn matmul(
                 let mut r0 = lo;
                 while r0 < hi {
                     let r1 = (r0 + ROW_TILE).min(hi);
-                    for t in 0..n_tok {
+                    let mut t0 = 0;
+                    if let (Some(k4), true) = (w.kernel4, xq.cols == cols) {
+                        while t0 + 4 <= n_tok {
+                            let rows = [xq.row(t0), xq.row(t0 + 1), xq.row(t0 + 2), xq.row(t0 + 3)];
+                            for r in r0..r1 {
+                                let v = k4(&data[r * w.row_bytes..(r + 1) * w.row_bytes], &rows);
+                                for (k, vk) in v.iter().enumerate() {
+                                    // SAFETY: row ranges are disjoint between threads; the index is within `out`.
+                                    unsafe { *out.ptr().add((t0 + k) * w.rows + r) = *vk };
+                                }
+                            }
+                            t0 += 4;
+                        }
+                    }
+                    for t in t0..n_tok {
                         let xr = xq_row_or_empty(xq, t);
                         let xf = &x[t * cols..(t + 1) * cols];
                         for r in r0..r1 {
                             let v =
                                 (w.kernel)(&data[r * w.row_bytes..(r + 1) * w.row_bytes], xr, xf);
-                            // SAFETY: row ranges are disjoint between threads; the index is within `out`.
-                            unsafe { *out.0.add(t * w.rows + r) = v };
+                            // SAFETY: as above.
+                            unsafe { *out.ptr().add(t * w.rows + r) = v };
                         }
                     }
                     r0 = r1;

@@ -209,7 +209,7 @@ impl Model {
         let kv_ref = &*kv;
         let group = nh / nkv;
         let scale = c.attn_scale;
-        let task = |ti: usize, range: std::ops::Range<usize>| {
+        let task = |ti: usize, range: std::iter::StepBy<std::ops::Range<usize>>| {
             // SAFETY: thread `ti` owns scores[ti]; each task writes only its own head's slice of `att`.
             let sc_buf = unsafe { &mut *scores.ptr().add(ti) };
             for t in range {
@@ -240,10 +240,12 @@ impl Model {
             }
         };
         let n_tasks = n * nh;
-        if n_tasks * max_pos < 4096 {
-            task(0, 0..n_tasks);
+        if n_tasks < 2 || n_tasks * max_pos < 512 {
+            task(0, (0..n_tasks).step_by(1));
         } else {
-            pool.run(&|ti, nt| task(ti, split_range(n_tasks, nt, ti)));
+            // Strided, not contiguous: in a prompt chunk later entries attend to more positions (causal
+            // triangle), so contiguous ranges would leave one thread with most of the work.
+            pool.run(&|ti, nt| task(ti, (ti..n_tasks).step_by(nt)));
         }
 
         quantize_acts(&s.att, q_dim, &mut s.xq);

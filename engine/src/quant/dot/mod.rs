@@ -57,6 +57,19 @@ impl Isa {
 /// (types without an integer kernel use `xf`).
 pub type DotFn = fn(w_row: &[u8], xq: QRow<'_>, xf: &[f32]) -> f32;
 
+/// Four activation rows at once: `out[t] = w_row · xq[t]`.
+pub type Dot4Fn = fn(w_row: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4];
+
+/// The four-token kernel for a weight type, where one exists (int8 formats on x86).
+pub fn kernel4(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return x86::kernel4(ty, isa == Isa::Avx512Vnni);
+    }
+    let _ = (ty, isa);
+    None
+}
+
 /// The kernel for a weight type on a given ISA.
 pub fn kernel(ty: GgmlType, isa: Isa) -> Option<DotFn> {
     #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,7 @@
 //! AVX2 (+FMA, F16C) kernels, instantiated twice: once with `vpmaddubsw`+`vpmaddwd` for the u8×i8 inner product
 //! and once with AVX-512 VNNI's `vpdpbusd` (256-bit form, AVX512VL). The instantiation is chosen at run time.
 
-use super::DotFn;
+use super::{Dot4Fn, DotFn};
 use crate::quant::GgmlType;
 
 pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
@@ -23,6 +23,28 @@ pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
         GgmlType::Q8_0 => pick!(q8_0),
         GgmlType::Q4K => pick!(q4k),
         GgmlType::Q6K => pick!(q6k),
+        _ => return None,
+    })
+}
+
+/// Four-token kernels (prompt processing): each weight block is decoded once for four activation rows.
+pub fn kernel4(ty: GgmlType, vnni: bool) -> Option<Dot4Fn> {
+    macro_rules! pick {
+        ($name:ident) => {
+            if vnni {
+                vnni_k::$name as Dot4Fn
+            } else {
+                avx2_k::$name as Dot4Fn
+            }
+        };
+    }
+    Some(match ty {
+        GgmlType::Q4_0 => pick!(q4_0_x4),
+        GgmlType::Q4_1 => pick!(q4_1_x4),
+        GgmlType::Q5_0 => pick!(q5_0_x4),
+        GgmlType::Q8_0 => pick!(q8_0_x4),
+        GgmlType::Q4K => pick!(q4k_x4),
+        GgmlType::Q6K => pick!(q6k_x4),
         _ => return None,
     })
 }
@@ -104,139 +126,195 @@ macro_rules! isa_kernels {
                 unsafe { _mm256_loadu_si256(xq.q.as_ptr().add(b * QK) as *const __m256i) }
             }
 
-            #[target_feature(enable = $features)]
-            unsafe fn q4_0_impl(w: &[u8], xq: QRow<'_>) -> f32 {
-                unsafe {
-                    let nb = w.len() / Q4_0_BYTES;
-                    let mut acc = _mm256_setzero_ps();
-                    let mut off = 0f32;
-                    for b in 0..nb {
-                        let blk = w.as_ptr().add(b * Q4_0_BYTES);
-                        let dd = f16_at(blk) * xq.d[b];
-                        let p = mul_sum_us8(
-                            _mm256_setzero_si256(),
-                            nibbles32(blk.add(2)),
-                            load_x(&xq, b),
-                        );
-                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
-                        off += dd * xq.sum[b] as f32;
+            /// One 32-weight sub-block, decoded: unsigned 8-bit codes (or |w| for signed formats, with the signs to
+            /// move onto x), the scale and the offset that multiplies the block's activation sum.
+            struct Sub {
+                q: __m256i,
+                sign: Option<__m256i>,
+                dw: f32,
+                cw: f32,
+            }
+
+            /// A weight format read as a stream of 32-wide sub-blocks.
+            trait Format {
+                const BYTES: usize;
+                const SUBS: usize;
+                type Hdr: Copy;
+                unsafe fn header(blk: *const u8) -> Self::Hdr;
+                unsafe fn sub(blk: *const u8, hdr: Self::Hdr, j: usize) -> Sub;
+            }
+
+            struct Q4_0;
+            impl Format for Q4_0 {
+                const BYTES: usize = Q4_0_BYTES;
+                const SUBS: usize = 1;
+                type Hdr = ();
+                #[inline(always)]
+                unsafe fn header(_: *const u8) {}
+                #[inline(always)]
+                unsafe fn sub(blk: *const u8, _: (), _: usize) -> Sub {
+                    unsafe {
+                        let dw = f16_at(blk);
+                        Sub {
+                            q: nibbles32(blk.add(2)),
+                            sign: None,
+                            dw,
+                            cw: -8.0 * dw,
+                        }
                     }
-                    hsum(acc) - 8.0 * off
                 }
             }
 
-            #[target_feature(enable = $features)]
-            unsafe fn q4_1_impl(w: &[u8], xq: QRow<'_>) -> f32 {
-                unsafe {
-                    let nb = w.len() / Q4_1_BYTES;
-                    let mut acc = _mm256_setzero_ps();
-                    let mut off = 0f32;
-                    for b in 0..nb {
-                        let blk = w.as_ptr().add(b * Q4_1_BYTES);
-                        let dx = xq.d[b];
-                        let dd = f16_at(blk) * dx;
-                        let p = mul_sum_us8(
-                            _mm256_setzero_si256(),
-                            nibbles32(blk.add(4)),
-                            load_x(&xq, b),
-                        );
-                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
-                        off += f16_at(blk.add(2)) * dx * xq.sum[b] as f32;
+            struct Q4_1;
+            impl Format for Q4_1 {
+                const BYTES: usize = Q4_1_BYTES;
+                const SUBS: usize = 1;
+                type Hdr = ();
+                #[inline(always)]
+                unsafe fn header(_: *const u8) {}
+                #[inline(always)]
+                unsafe fn sub(blk: *const u8, _: (), _: usize) -> Sub {
+                    unsafe {
+                        Sub {
+                            q: nibbles32(blk.add(4)),
+                            sign: None,
+                            dw: f16_at(blk),
+                            cw: f16_at(blk.add(2)),
+                        }
                     }
-                    hsum(acc) + off
                 }
             }
 
-            #[target_feature(enable = $features)]
-            unsafe fn q5_0_impl(w: &[u8], xq: QRow<'_>) -> f32 {
-                unsafe {
-                    let nb = w.len() / Q5_0_BYTES;
-                    let mut acc = _mm256_setzero_ps();
-                    let mut off = 0f32;
-                    let bit4 = _mm256_set1_epi8(0x10);
-                    for b in 0..nb {
-                        let blk = w.as_ptr().add(b * Q5_0_BYTES);
-                        let dd = f16_at(blk) * xq.d[b];
+            struct Q5_0;
+            impl Format for Q5_0 {
+                const BYTES: usize = Q5_0_BYTES;
+                const SUBS: usize = 1;
+                type Hdr = ();
+                #[inline(always)]
+                unsafe fn header(_: *const u8) {}
+                #[inline(always)]
+                unsafe fn sub(blk: *const u8, _: (), _: usize) -> Sub {
+                    unsafe {
+                        let dw = f16_at(blk);
                         let qh = std::ptr::read_unaligned(blk.add(2) as *const u32);
                         let q = _mm256_or_si256(
                             nibbles32(blk.add(6)),
-                            _mm256_and_si256(bytes_from_bits(qh), bit4),
+                            _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10)),
                         );
-                        let p = mul_sum_us8(_mm256_setzero_si256(), q, load_x(&xq, b));
-                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
-                        off += dd * xq.sum[b] as f32;
-                    }
-                    hsum(acc) - 16.0 * off
-                }
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn q8_0_impl(w: &[u8], xq: QRow<'_>) -> f32 {
-                unsafe {
-                    let nb = w.len() / Q8_0_BYTES;
-                    let mut acc = _mm256_setzero_ps();
-                    for b in 0..nb {
-                        let blk = w.as_ptr().add(b * Q8_0_BYTES);
-                        let dd = f16_at(blk) * xq.d[b];
-                        let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                        let xv = load_x(&xq, b);
-                        // |w| × (x with w's sign) keeps the product while making the first operand unsigned.
-                        let p = mul_sum_us8(
-                            _mm256_setzero_si256(),
-                            _mm256_sign_epi8(wv, wv),
-                            _mm256_sign_epi8(xv, wv),
-                        );
-                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dd), acc);
-                    }
-                    hsum(acc)
-                }
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn q4k_impl(w: &[u8], xq: QRow<'_>) -> f32 {
-                unsafe {
-                    let nsb = w.len() / Q4_K_BYTES;
-                    let mut acc = _mm256_setzero_ps();
-                    let mut off = 0f32;
-                    let m4 = _mm256_set1_epi8(0xF);
-                    for sb in 0..nsb {
-                        let blk = w.as_ptr().add(sb * Q4_K_BYTES);
-                        let d = f16_at(blk);
-                        let dmin = f16_at(blk.add(2));
-                        let scales = std::slice::from_raw_parts(blk.add(4), 12);
-                        for j in 0..4 {
-                            let q = _mm256_loadu_si256(blk.add(16 + 32 * j) as *const __m256i);
-                            let lo = _mm256_and_si256(q, m4);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                            let (b0, b1) = (sb * 8 + 2 * j, sb * 8 + 2 * j + 1);
-                            let (sc0, mn0) = scale_min_k4(2 * j, scales);
-                            let (sc1, mn1) = scale_min_k4(2 * j + 1, scales);
-                            let p0 = mul_sum_us8(_mm256_setzero_si256(), lo, load_x(&xq, b0));
-                            let p1 = mul_sum_us8(_mm256_setzero_si256(), hi, load_x(&xq, b1));
-                            acc = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(p0),
-                                _mm256_set1_ps(d * sc0 as f32 * xq.d[b0]),
-                                acc,
-                            );
-                            acc = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(p1),
-                                _mm256_set1_ps(d * sc1 as f32 * xq.d[b1]),
-                                acc,
-                            );
-                            off += dmin
-                                * (mn0 as f32 * xq.d[b0] * xq.sum[b0] as f32
-                                    + mn1 as f32 * xq.d[b1] * xq.sum[b1] as f32);
+                        Sub {
+                            q,
+                            sign: None,
+                            dw,
+                            cw: -16.0 * dw,
                         }
                     }
-                    hsum(acc) - off
+                }
+            }
+
+            struct Q8_0;
+            impl Format for Q8_0 {
+                const BYTES: usize = Q8_0_BYTES;
+                const SUBS: usize = 1;
+                type Hdr = ();
+                #[inline(always)]
+                unsafe fn header(_: *const u8) {}
+                #[inline(always)]
+                unsafe fn sub(blk: *const u8, _: (), _: usize) -> Sub {
+                    unsafe {
+                        let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                        // |w| × (x with w's sign) keeps each product while making the first operand unsigned.
+                        Sub {
+                            q: _mm256_sign_epi8(w, w),
+                            sign: Some(w),
+                            dw: f16_at(blk),
+                            cw: 0.0,
+                        }
+                    }
+                }
+            }
+
+            struct Q4K;
+            impl Format for Q4K {
+                const BYTES: usize = Q4_K_BYTES;
+                const SUBS: usize = 8;
+                /// (d, dmin, scales[8], mins[8])
+                type Hdr = (f32, f32, [u8; 8], [u8; 8]);
+                #[inline(always)]
+                unsafe fn header(blk: *const u8) -> Self::Hdr {
+                    unsafe {
+                        let scales = std::slice::from_raw_parts(blk.add(4), 12);
+                        let mut sc = [0u8; 8];
+                        let mut mn = [0u8; 8];
+                        for j in 0..8 {
+                            (sc[j], mn[j]) = scale_min_k4(j, scales);
+                        }
+                        (f16_at(blk), f16_at(blk.add(2)), sc, mn)
+                    }
+                }
+                #[inline(always)]
+                unsafe fn sub(blk: *const u8, h: Self::Hdr, j: usize) -> Sub {
+                    unsafe {
+                        let q = _mm256_loadu_si256(blk.add(16 + 32 * (j / 2)) as *const __m256i);
+                        let q = if j % 2 == 0 {
+                            q
+                        } else {
+                            _mm256_srli_epi16(q, 4)
+                        };
+                        Sub {
+                            q: _mm256_and_si256(q, _mm256_set1_epi8(0xF)),
+                            sign: None,
+                            dw: h.0 * h.2[j] as f32,
+                            cw: -h.1 * h.3[j] as f32,
+                        }
+                    }
+                }
+            }
+
+            /// out[t] = w · x[t] for N token rows: each weight sub-block is decoded once and used N times.
+            #[target_feature(enable = $features)]
+            unsafe fn blocks_impl<F: Format, const N: usize>(
+                w: &[u8],
+                xq: &[QRow<'_>; N],
+            ) -> [f32; N] {
+                unsafe {
+                    let nb = w.len() / F::BYTES;
+                    let mut acc = [_mm256_setzero_ps(); N];
+                    let mut off = [0f32; N];
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * F::BYTES);
+                        let hdr = F::header(blk);
+                        for j in 0..F::SUBS {
+                            let s = F::sub(blk, hdr, j);
+                            let xb = b * F::SUBS + j;
+                            for t in 0..N {
+                                let mut x = load_x(&xq[t], xb);
+                                if let Some(sg) = s.sign {
+                                    x = _mm256_sign_epi8(x, sg);
+                                }
+                                let p = mul_sum_us8(_mm256_setzero_si256(), s.q, x);
+                                let dx = *xq[t].d.get_unchecked(xb);
+                                acc[t] = _mm256_fmadd_ps(
+                                    _mm256_cvtepi32_ps(p),
+                                    _mm256_set1_ps(s.dw * dx),
+                                    acc[t],
+                                );
+                                off[t] += s.cw * dx * *xq[t].sum.get_unchecked(xb) as f32;
+                            }
+                        }
+                    }
+                    let mut out = [0f32; N];
+                    for t in 0..N {
+                        out[t] = hsum(acc[t]) + off[t];
+                    }
+                    out
                 }
             }
 
             #[target_feature(enable = $features)]
-            unsafe fn q6k_impl(w: &[u8], xq: QRow<'_>) -> f32 {
+            unsafe fn q6k_impl<const N: usize>(w: &[u8], xq: &[QRow<'_>; N]) -> [f32; N] {
                 unsafe {
                     let nsb = w.len() / Q6_K_BYTES;
-                    let mut acc = _mm256_setzero_ps();
+                    let mut acc = [_mm256_setzero_ps(); N];
                     let m4 = _mm256_set1_epi8(0xF);
                     let m2 = _mm256_set1_epi8(0x30);
                     let c32 = _mm256_set1_epi8(32);
@@ -268,25 +346,31 @@ macro_rules! isa_kernels {
                             ];
                             for (p, q) in parts.iter().enumerate() {
                                 let b = sb * 8 + n * 4 + p;
-                                let x = load_x(&xq, b);
-                                let diff = _mm256_sub_epi16(
-                                    _mm256_maddubs_epi16(*q, x),
-                                    _mm256_maddubs_epi16(c32, x),
-                                );
                                 let s16 = _mm256_set_m128i(
                                     _mm_set1_epi16(*sc.add(2 * p + 1) as i16),
                                     _mm_set1_epi16(*sc.add(2 * p) as i16),
                                 );
-                                let pi = _mm256_madd_epi16(diff, s16);
-                                acc = _mm256_fmadd_ps(
-                                    _mm256_cvtepi32_ps(pi),
-                                    _mm256_set1_ps(d * xq.d[b]),
-                                    acc,
-                                );
+                                for t in 0..N {
+                                    let x = load_x(&xq[t], b);
+                                    let diff = _mm256_sub_epi16(
+                                        _mm256_maddubs_epi16(*q, x),
+                                        _mm256_maddubs_epi16(c32, x),
+                                    );
+                                    let pi = _mm256_madd_epi16(diff, s16);
+                                    acc[t] = _mm256_fmadd_ps(
+                                        _mm256_cvtepi32_ps(pi),
+                                        _mm256_set1_ps(d * *xq[t].d.get_unchecked(b)),
+                                        acc[t],
+                                    );
+                                }
                             }
                         }
                     }
-                    hsum(acc)
+                    let mut out = [0f32; N];
+                    for t in 0..N {
+                        out[t] = hsum(acc[t]);
+                    }
+                    out
                 }
             }
 
@@ -348,22 +432,40 @@ macro_rules! isa_kernels {
             // Safe entry points: `kernel()` hands these out only after run-time detection of the features, and
             // every row length was validated against the block size when the model was loaded.
             pub fn q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { q4_0_impl(w, xq) }
+                unsafe { blocks_impl::<Q4_0, 1>(w, &[xq])[0] }
             }
             pub fn q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { q4_1_impl(w, xq) }
+                unsafe { blocks_impl::<Q4_1, 1>(w, &[xq])[0] }
             }
             pub fn q5_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { q5_0_impl(w, xq) }
+                unsafe { blocks_impl::<Q5_0, 1>(w, &[xq])[0] }
             }
             pub fn q8_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { q8_0_impl(w, xq) }
+                unsafe { blocks_impl::<Q8_0, 1>(w, &[xq])[0] }
             }
             pub fn q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { q4k_impl(w, xq) }
+                unsafe { blocks_impl::<Q4K, 1>(w, &[xq])[0] }
             }
             pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { q6k_impl(w, xq) }
+                unsafe { q6k_impl::<1>(w, &[xq])[0] }
+            }
+            pub fn q4_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
+                unsafe { blocks_impl::<Q4_0, 4>(w, xq) }
+            }
+            pub fn q4_1_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
+                unsafe { blocks_impl::<Q4_1, 4>(w, xq) }
+            }
+            pub fn q5_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
+                unsafe { blocks_impl::<Q5_0, 4>(w, xq) }
+            }
+            pub fn q8_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
+                unsafe { blocks_impl::<Q8_0, 4>(w, xq) }
+            }
+            pub fn q4k_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
+                unsafe { blocks_impl::<Q4K, 4>(w, xq) }
+            }
+            pub fn q6k_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
+                unsafe { q6k_impl::<4>(w, xq) }
             }
             pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
                 unsafe { f32_impl(w, xf) }
@@ -437,6 +539,11 @@ mod tests {
         quantize_acts(&x, n, &mut xq);
         // The f32 view of the int8 activations: the exact input the integer kernels see.
         let xdq: Vec<f32> = (0..n).map(|i| xq.q[i] as f32 * xq.d[i / 32]).collect();
+        let x4: Vec<f32> = (0..4 * n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / (5.0 + (i / n) as f32))
+            .collect();
+        let mut xq4 = QActs::default();
+        quantize_acts(&x4, n, &mut xq4);
         for ty in [
             GgmlType::F32,
             GgmlType::F16,
@@ -471,6 +578,18 @@ mod tests {
                 }
                 let v = kernel(ty, isa).expect("kernel")(&w, xq.row(0), &x);
                 assert!((v - s).abs() < tol, "{ty} {isa:?}: {v} vs scalar {s}");
+                if let Some(k4) = super::super::kernel4(ty, isa) {
+                    // Four different rows: the same row and three shifted copies of the activations.
+                    let rows = [xq.row(0), xq4.row(1), xq4.row(2), xq4.row(3)];
+                    let got = k4(&w, &rows);
+                    for (t, g) in got.iter().enumerate() {
+                        let want = scalar::kernel(ty).expect("scalar")(&w, rows[t], &x);
+                        assert!(
+                            (g - want).abs() < 1e-3 * want.abs().max(1.0),
+                            "{ty} {isa:?} x4 row {t}: {g} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }
