@@ -17,11 +17,40 @@ pub struct LoadedModel {
     pub pool: Arc<ThreadPool>,
 }
 
-/// Default thread count: the cores this process may use.
+/// Default thread count: physical cores (SMT siblings share the SIMD units the kernels saturate), capped by the
+/// CPUs this process may use.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
+    let allowed = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1)
+        .unwrap_or(1);
+    let physical = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .map(|s| physical_cores(&s))
+        .unwrap_or(0);
+    if physical > 0 {
+        physical.min(allowed)
+    } else {
+        allowed
+    }
+}
+
+/// Distinct (physical id, core id) pairs in /proc/cpuinfo; 0 when the file does not say.
+fn physical_cores(cpuinfo: &str) -> usize {
+    let mut cores = std::collections::HashSet::new();
+    let (mut phys, mut core) = (None, None);
+    for line in cpuinfo.lines().chain(std::iter::once("")) {
+        let value = || line.split(':').nth(1).map(|v| v.trim().to_owned());
+        if line.starts_with("physical id") {
+            phys = value();
+        } else if line.starts_with("core id") {
+            core = value();
+        } else if line.trim().is_empty() {
+            if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                cores.insert((p, c));
+            }
+        }
+    }
+    cores.len()
 }
 
 impl LoadedModel {
@@ -63,5 +92,16 @@ impl LoadedModel {
             n_slots,
             context,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_physical_cores_not_smt_siblings() {
+        let info = "processor : 0\nphysical id : 0\ncore id : 0\n\nprocessor : 1\nphysical id : 0\ncore id : 0\n\n\
+                    processor : 2\nphysical id : 0\ncore id : 1\n\nprocessor : 3\nphysical id : 1\ncore id : 0\n";
+        assert_eq!(super::physical_cores(info), 3);
+        assert_eq!(super::physical_cores("processor : 0\n"), 0);
     }
 }

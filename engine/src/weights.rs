@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::dot::{self, Dot4Fn, DotFn, Isa};
+use crate::quant::dot::{self, Dot4Fn, DotFn, DotR4Fn, Isa};
 use crate::quant::{dequantize_row, GgmlType, QActs};
 use crate::threadpool::{split_range, SharedMut, ThreadPool};
 use std::sync::Arc;
@@ -23,6 +23,7 @@ pub struct Weight {
     storage: Storage,
     kernel: DotFn,
     kernel4: Option<Dot4Fn>,
+    kernel_r4: Option<DotR4Fn>,
 }
 
 impl std::fmt::Debug for Weight {
@@ -81,6 +82,7 @@ impl Weight {
             },
             kernel,
             kernel4: dot::kernel4(info.ty, isa),
+            kernel_r4: dot::kernel_r4(info.ty, isa),
         })
     }
 
@@ -116,6 +118,7 @@ impl Weight {
             kernel: dot::kernel(ty, isa)
                 .ok_or_else(|| EngineError::InvalidRequest(format!("no kernel for {ty}")))?,
             kernel4: dot::kernel4(ty, isa),
+            kernel_r4: dot::kernel_r4(ty, isa),
         })
     }
 
@@ -195,7 +198,20 @@ pub fn matmul(
                     for t in t0..n_tok {
                         let xr = xq_row_or_empty(xq, t);
                         let xf = &x[t * cols..(t + 1) * cols];
-                        for r in r0..r1 {
+                        let mut r_start = r0;
+                        if let (Some(kr), true) = (w.kernel_r4, xq.cols == cols) {
+                            let row = |r: usize| &data[r * w.row_bytes..(r + 1) * w.row_bytes];
+                            while r_start + 4 <= r1 {
+                                let r = r_start;
+                                let v = kr(&[row(r), row(r + 1), row(r + 2), row(r + 3)], xr);
+                                for (k, vk) in v.iter().enumerate() {
+                                    // SAFETY: as above.
+                                    unsafe { *out.ptr().add(t * w.rows + r + k) = *vk };
+                                }
+                                r_start += 4;
+                            }
+                        }
+                        for r in r_start..r1 {
                             let v =
                                 (w.kernel)(&data[r * w.row_bytes..(r + 1) * w.row_bytes], xr, xf);
                             // SAFETY: as above.

@@ -296,7 +296,9 @@ impl GgufFile {
                     ty.name()
                 )));
             }
-            let n_bytes = n_elements / block_elems as u64 * block_bytes as u64;
+            let n_bytes = (n_elements / block_elems as u64)
+                .checked_mul(block_bytes as u64)
+                .ok_or_else(|| tensor_err(format!("dimensions {dims:?} overflow")))?;
             if offset % alignment != 0 {
                 return Err(tensor_err(format!(
                     "offset {offset} is not aligned to {alignment}"

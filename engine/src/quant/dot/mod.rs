@@ -60,6 +60,19 @@ pub type DotFn = fn(w_row: &[u8], xq: QRow<'_>, xf: &[f32]) -> f32;
 /// Four activation rows at once: `out[t] = w_row · xq[t]`.
 pub type Dot4Fn = fn(w_row: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4];
 
+/// Four weight rows against one activation row: `out[r] = w_rows[r] · xq`.
+pub type DotR4Fn = fn(w_rows: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4];
+
+/// The four-row kernel for a weight type, where one exists (generation: one token, many rows).
+pub fn kernel_r4(ty: GgmlType, isa: Isa) -> Option<DotR4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return x86::kernel_r4(ty, isa == Isa::Avx512Vnni);
+    }
+    let _ = (ty, isa);
+    None
+}
+
 /// The four-token kernel for a weight type, where one exists (int8 formats on x86).
 pub fn kernel4(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
     #[cfg(target_arch = "x86_64")]

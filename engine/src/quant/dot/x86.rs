@@ -1,7 +1,7 @@
 //! AVX2 (+FMA, F16C) kernels, instantiated twice: once with `vpmaddubsw`+`vpmaddwd` for the u8×i8 inner product
 //! and once with AVX-512 VNNI's `vpdpbusd` (256-bit form, AVX512VL). The instantiation is chosen at run time.
 
-use super::{Dot4Fn, DotFn};
+use super::{Dot4Fn, DotFn, DotR4Fn};
 use crate::quant::GgmlType;
 
 pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
@@ -45,6 +45,26 @@ pub fn kernel4(ty: GgmlType, vnni: bool) -> Option<Dot4Fn> {
         GgmlType::Q8_0 => pick!(q8_0_x4),
         GgmlType::Q4K => pick!(q4k_x4),
         GgmlType::Q6K => pick!(q6k_x4),
+        _ => return None,
+    })
+}
+
+/// Four-row kernels for one token (generation), where they exist.
+pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
+    macro_rules! pick {
+        ($name:ident) => {
+            if vnni {
+                vnni_k::$name as DotR4Fn
+            } else {
+                avx2_k::$name as DotR4Fn
+            }
+        };
+    }
+    Some(match ty {
+        GgmlType::Q4_0 => pick!(q4_0_r4),
+        GgmlType::Q4_1 => pick!(q4_1_r4),
+        GgmlType::Q5_0 => pick!(q5_0_r4),
+        GgmlType::Q8_0 => pick!(q8_0_r4),
         _ => return None,
     })
 }
@@ -282,6 +302,7 @@ macro_rules! isa_kernels {
                     let mut off = [0f32; N];
                     for b in 0..nb {
                         let blk = w.as_ptr().add(b * F::BYTES);
+                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(8 * F::BYTES) as *const i8);
                         let hdr = F::header(blk);
                         for j in 0..F::SUBS {
                             let s = F::sub(blk, hdr, j);
@@ -298,13 +319,62 @@ macro_rules! isa_kernels {
                                     _mm256_set1_ps(s.dw * dx),
                                     acc[t],
                                 );
-                                off[t] += s.cw * dx * *xq[t].sum.get_unchecked(xb) as f32;
+                                // Same association as rows_impl: results must not depend on which kernel ran.
+                                off[t] += s.cw * (dx * *xq[t].sum.get_unchecked(xb) as f32);
                             }
                         }
                     }
                     let mut out = [0f32; N];
                     for t in 0..N {
                         out[t] = hsum(acc[t]) + off[t];
+                    }
+                    out
+                }
+            }
+
+            /// out[r] = w[r] · x for R rows and one token: x and its scales are loaded once for R rows, and the
+            /// R accumulators are independent (more work in flight per cycle than one row at a time).
+            #[target_feature(enable = $features)]
+            unsafe fn rows_impl<F: Format, const R: usize>(
+                w: &[&[u8]; R],
+                xq: QRow<'_>,
+            ) -> [f32; R] {
+                unsafe {
+                    let nb = w[0].len() / F::BYTES;
+                    let mut acc = [_mm256_setzero_ps(); R];
+                    let mut off = [0f32; R];
+                    for b in 0..nb {
+                        for j in 0..F::SUBS {
+                            let xb = b * F::SUBS + j;
+                            let x = load_x(&xq, xb);
+                            let dx = *xq.d.get_unchecked(xb);
+                            let dxs = dx * *xq.sum.get_unchecked(xb) as f32;
+                            for r in 0..R {
+                                let blk = w[r].as_ptr().add(b * F::BYTES);
+                                if j == 0 {
+                                    // Four interleaved row streams outrun the hardware prefetcher; ask ahead.
+                                    _mm_prefetch::<_MM_HINT_T0>(
+                                        blk.wrapping_add(8 * F::BYTES) as *const i8
+                                    );
+                                }
+                                let s = F::sub(blk, F::header(blk), j);
+                                let xs = match s.sign {
+                                    Some(sg) => _mm256_sign_epi8(x, sg),
+                                    None => x,
+                                };
+                                let p = mul_sum_us8(_mm256_setzero_si256(), s.q, xs);
+                                acc[r] = _mm256_fmadd_ps(
+                                    _mm256_cvtepi32_ps(p),
+                                    _mm256_set1_ps(s.dw * dx),
+                                    acc[r],
+                                );
+                                off[r] += s.cw * dxs;
+                            }
+                        }
+                    }
+                    let mut out = [0f32; R];
+                    for r in 0..R {
+                        out[r] = hsum(acc[r]) + off[r];
                     }
                     out
                 }
@@ -320,6 +390,7 @@ macro_rules! isa_kernels {
                     let c32 = _mm256_set1_epi8(32);
                     for sb in 0..nsb {
                         let blk = w.as_ptr().add(sb * Q6_K_BYTES);
+                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(2 * Q6_K_BYTES) as *const i8);
                         let d = f16_at(blk.add(208));
                         for n in 0..2 {
                             let ql0 = _mm256_loadu_si256(blk.add(n * 64) as *const __m256i);
@@ -448,6 +519,18 @@ macro_rules! isa_kernels {
             }
             pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 unsafe { q6k_impl::<1>(w, &[xq])[0] }
+            }
+            pub fn q4_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows_impl::<Q4_0, 4>(w, xq) }
+            }
+            pub fn q4_1_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows_impl::<Q4_1, 4>(w, xq) }
+            }
+            pub fn q5_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows_impl::<Q5_0, 4>(w, xq) }
+            }
+            pub fn q8_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows_impl::<Q8_0, 4>(w, xq) }
             }
             pub fn q4_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
                 unsafe { blocks_impl::<Q4_0, 4>(w, xq) }
@@ -578,6 +661,17 @@ mod tests {
                 }
                 let v = kernel(ty, isa).expect("kernel")(&w, xq.row(0), &x);
                 assert!((v - s).abs() < tol, "{ty} {isa:?}: {v} vs scalar {s}");
+                if let Some(r4) = super::super::kernel_r4(ty, isa) {
+                    let w2 = random_row(ty, n, 99);
+                    let got = r4(&[&w, &w2, &w, &w2], xq.row(0));
+                    let want2 = scalar::kernel(ty).expect("scalar")(&w2, xq.row(0), &x);
+                    for (g, want) in got.iter().zip([s, want2, s, want2]) {
+                        assert!(
+                            (g - want).abs() < 1e-3 * want.abs().max(1.0),
+                            "{ty} {isa:?} r4: {g} vs {want}"
+                        );
+                    }
+                }
                 if let Some(k4) = super::super::kernel4(ty, isa) {
                     // Four different rows: the same row and three shifted copies of the activations.
                     let rows = [xq.row(0), xq4.row(1), xq4.row(2), xq4.row(3)];

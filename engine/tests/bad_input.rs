@@ -1,0 +1,230 @@
+//! Bad input: every malformed file or request is a typed error with a message that names the problem — never a
+//! panic. Synthetic files are written with the engine's own GGUF writer, in the real format.
+
+mod common;
+
+use hearth_engine::gguf::writer::GgufWriter;
+use hearth_engine::gguf::{GgufFile, MetaArray, MetaValue};
+use hearth_engine::quant::GgmlType;
+use hearth_engine::{
+    EngineError, GenerateRequest, LoadOptions, LoadedModel, Model, SamplingParams,
+};
+
+fn write(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(f.path(), bytes).expect("write");
+    f
+}
+
+fn small_file() -> GgufWriter {
+    let mut w = GgufWriter::default();
+    w.meta("general.architecture", MetaValue::String("llama".into()))
+        .meta("general.name", MetaValue::String("tiny".into()))
+        .meta(
+            "some.array",
+            MetaValue::Array(MetaArray::I32(vec![1, 2, 3])),
+        )
+        .f32_tensor("a.weight", &[32, 2], &[0.5; 64])
+        .f32_tensor("b.weight", &[32], &[1.0; 32]);
+    w
+}
+
+#[test]
+fn a_valid_file_round_trips() {
+    let f = write(&small_file().to_bytes());
+    let g = GgufFile::open(f.path()).expect("opens");
+    assert_eq!(g.version, 3);
+    assert_eq!(g.get_str("general.name"), Some("tiny"));
+    assert_eq!(
+        g.get("some.array")
+            .and_then(|v| v.as_array())
+            .map(|a| a.len()),
+        Some(3)
+    );
+    let info = g.tensor_info("a.weight").expect("tensor");
+    assert_eq!(
+        (info.row_len(), info.n_rows(), info.ty),
+        (32, 2, GgmlType::F32)
+    );
+    assert_eq!(g.tensor_data(info).len(), 256);
+}
+
+#[test]
+fn bad_magic_names_the_file() {
+    let mut bytes = small_file().to_bytes();
+    bytes[0] = b'X';
+    let f = write(&bytes);
+    let e = GgufFile::open(f.path()).expect_err("bad magic");
+    assert!(matches!(e, EngineError::BadGguf { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("bad magic") && msg.contains(&f.path().display().to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let mut bytes = small_file().to_bytes();
+    bytes[4] = 9;
+    let e = GgufFile::open(write(&bytes).path()).expect_err("version");
+    assert!(e.to_string().contains("unsupported GGUF version 9"), "{e}");
+}
+
+#[test]
+fn truncated_files_are_errors_at_every_length() {
+    let bytes = small_file().to_bytes();
+    for len in (0..bytes.len()).step_by(7) {
+        let e = GgufFile::open(write(&bytes[..len]).path()).expect_err("truncated");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("GGUF") || msg.contains("tensor"),
+            "len {len}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn tensor_outside_the_file_names_the_tensor() {
+    let mut w = GgufWriter::default();
+    w.meta("general.architecture", MetaValue::String("llama".into()))
+        .f32_tensor("big.weight", &[32, 1000], &[0.0; 32]);
+    let e = GgufFile::open(write(&w.to_bytes()).path()).expect_err("outside");
+    match &e {
+        EngineError::BadTensor { tensor, reason, .. } => {
+            assert_eq!(tensor, "big.weight");
+            assert!(reason.contains("outside"), "{reason}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn unknown_tensor_type_is_named() {
+    let mut w = GgufWriter::default();
+    w.meta("general.architecture", MetaValue::String("llama".into()))
+        .tensor("odd.weight", &[256], GgmlType::Other(16), vec![0; 66]);
+    let e = GgufFile::open(write(&w.to_bytes()).path()).expect_err("type");
+    assert!(
+        matches!(&e, EngineError::UnsupportedTensorType { tensor, .. } if tensor == "odd.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unsupported_architecture_is_a_typed_error() {
+    let mut w = GgufWriter::default();
+    w.meta("general.architecture", MetaValue::String("mamba".into()));
+    let f = write(&w.to_bytes());
+    let e = Model::load(f.path(), &LoadOptions::default()).expect_err("arch");
+    assert!(
+        matches!(e, EngineError::UnsupportedArchitecture(ref a) if a == "mamba"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_model_missing_a_tensor_names_it() {
+    let mut w = small_file();
+    w.meta("llama.block_count", MetaValue::U32(1))
+        .meta("llama.embedding_length", MetaValue::U32(32))
+        .meta("llama.feed_forward_length", MetaValue::U32(64))
+        .meta("llama.attention.head_count", MetaValue::U32(2))
+        .meta("llama.vocab_size", MetaValue::U32(4));
+    let e = Model::load(write(&w.to_bytes()).path(), &LoadOptions::default()).expect_err("missing");
+    assert!(e.to_string().contains("blk.0.attn_norm.weight"), "{e}");
+}
+
+#[test]
+fn random_corruption_never_panics() {
+    let clean = small_file().to_bytes();
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..1500 {
+        let mut bytes = clean.clone();
+        for _ in 0..3 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let at = (s as usize) % bytes.len();
+            bytes[at] = (s >> 32) as u8;
+        }
+        // Either it parses (the flip hit data) or it is an error; a panic fails the test.
+        let _ = GgufFile::open(write(&bytes).path());
+    }
+}
+
+#[test]
+fn bad_requests_are_refused_before_any_work() {
+    let lm = LoadedModel::load(common::model(common::SMOLLM2), &LoadOptions::default(), 1)
+        .expect("load");
+    let mut batch = lm.new_batch(1, 64);
+    let req = |prompt: Vec<u32>, max_tokens: usize, sampling: SamplingParams| GenerateRequest {
+        prompt,
+        max_tokens,
+        sampling,
+        ..Default::default()
+    };
+    let cases: Vec<(GenerateRequest, &str)> = vec![
+        (req(vec![], 4, SamplingParams::greedy()), "prompt is empty"),
+        (
+            req(vec![1; 60], 10, SamplingParams::greedy()),
+            "exceeds the context length of 64",
+        ),
+        (req(vec![1], 0, SamplingParams::greedy()), "max_tokens"),
+        (
+            req(vec![999_999], 4, SamplingParams::greedy()),
+            "outside the vocabulary",
+        ),
+        (
+            req(
+                vec![1],
+                4,
+                SamplingParams {
+                    temperature: -0.5,
+                    ..Default::default()
+                },
+            ),
+            "temperature",
+        ),
+        (
+            req(
+                vec![1],
+                4,
+                SamplingParams {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+            ),
+            "top_p",
+        ),
+    ];
+    for (r, want) in cases {
+        let e = batch.add(r).expect_err(want);
+        assert!(e.to_string().contains(want), "{e} does not say {want:?}");
+    }
+    assert!(batch.is_empty(), "nothing was admitted");
+    let overflow = batch
+        .add(req(vec![1; 60], 10, SamplingParams::greedy()))
+        .expect_err("overflow");
+    assert!(matches!(
+        overflow,
+        EngineError::ContextOverflow {
+            prompt_tokens: 60,
+            max_tokens: 10,
+            context: 64
+        }
+    ));
+}
+
+#[test]
+fn a_template_that_raises_is_a_template_error() {
+    let t = hearth_engine::ChatTemplate::new("{{ raise_exception('no system role') }}", "", "")
+        .expect("compiles");
+    let e = t
+        .render(&[hearth_engine::ChatMessage::new("system", "x")], true)
+        .expect_err("raises");
+    assert!(
+        matches!(e, EngineError::Template(ref m) if m.contains("no system role")),
+        "{e}"
+    );
+}
