@@ -44,6 +44,8 @@ pub enum EngineError {
         max_tokens: usize,
         context: usize,
     },
+    #[error("cannot start compute threads: {0}")]
+    Threads(String),
     #[error("the batch is full ({0} sequences)")]
     BatchFull(usize),
 }

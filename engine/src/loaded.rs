@@ -2,7 +2,7 @@
 
 use crate::batch::Batch;
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::model::{LoadOptions, Model};
 use crate::threadpool::ThreadPool;
@@ -68,7 +68,9 @@ impl LoadedModel {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
             template,
-            pool: Arc::new(ThreadPool::new(threads)),
+            pool: Arc::new(
+                ThreadPool::new(threads).map_err(|e| EngineError::Threads(e.to_string()))?,
+            ),
         })
     }
 

@@ -39,7 +39,7 @@ const SPIN_ITERS: u32 = 1 << 17;
 
 impl ThreadPool {
     /// A pool of `n_threads` including the caller (so `n_threads - 1` spawned workers).
-    pub fn new(n_threads: usize) -> ThreadPool {
+    pub fn new(n_threads: usize) -> std::io::Result<ThreadPool> {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
@@ -50,21 +50,32 @@ impl ThreadPool {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         });
-        let handles = (1..n_threads)
-            .map(|idx| {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("hearth-compute-{idx}"))
-                    .spawn(move || worker(shared, idx, n_threads))
-                    .expect("spawning a compute thread (out of threads or memory)")
-            })
-            .collect();
-        ThreadPool {
+        let mut handles = Vec::with_capacity(n_threads - 1);
+        for idx in 1..n_threads {
+            let for_worker = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("hearth-compute-{idx}"))
+                .spawn(move || worker(for_worker, idx, n_threads));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // Stop the workers already started before reporting.
+                    drop(ThreadPool {
+                        n_threads,
+                        shared,
+                        handles,
+                        running: Mutex::new(()),
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(ThreadPool {
             n_threads,
             shared,
             handles,
             running: Mutex::new(()),
-        }
+        })
     }
 
     pub fn n_threads(&self) -> usize {
@@ -181,7 +192,7 @@ mod tests {
 
     #[test]
     fn every_thread_runs_each_job_once() {
-        let pool = ThreadPool::new(3);
+        let pool = ThreadPool::new(3).expect("threads");
         for round in 0..200 {
             let hits = AtomicUsize::new(0);
             pool.run(&|i, n| {
