@@ -4,67 +4,51 @@
 use super::{Dot4Fn, DotFn, DotR4Fn};
 use crate::quant::GgmlType;
 
+/// The AVX2 or the VNNI instantiation of a kernel, as the function-pointer type `$t` names.
+macro_rules! pick {
+    ($vnni:expr, $t:ty, $name:ident) => {
+        if $vnni {
+            vnni_k::$name as $t
+        } else {
+            avx2_k::$name as $t
+        }
+    };
+}
+
 pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
-    macro_rules! pick {
-        ($name:ident) => {
-            if vnni {
-                vnni_k::$name as DotFn
-            } else {
-                avx2_k::$name as DotFn
-            }
-        };
-    }
     Some(match ty {
-        GgmlType::F32 => pick!(f32_),
-        GgmlType::F16 => pick!(f16_),
-        GgmlType::Q4_0 => pick!(q4_0),
-        GgmlType::Q4_1 => pick!(q4_1),
-        GgmlType::Q5_0 => pick!(q5_0),
-        GgmlType::Q8_0 => pick!(q8_0),
-        GgmlType::Q4K => pick!(q4k),
-        GgmlType::Q6K => pick!(q6k),
+        GgmlType::F32 => pick!(vnni, DotFn, f32_),
+        GgmlType::F16 => pick!(vnni, DotFn, f16_),
+        GgmlType::Q4_0 => pick!(vnni, DotFn, q4_0),
+        GgmlType::Q4_1 => pick!(vnni, DotFn, q4_1),
+        GgmlType::Q5_0 => pick!(vnni, DotFn, q5_0),
+        GgmlType::Q8_0 => pick!(vnni, DotFn, q8_0),
+        GgmlType::Q4K => pick!(vnni, DotFn, q4k),
+        GgmlType::Q6K => pick!(vnni, DotFn, q6k),
         _ => return None,
     })
 }
 
 /// Four-token kernels (prompt processing): each weight block is decoded once for four activation rows.
 pub fn kernel4(ty: GgmlType, vnni: bool) -> Option<Dot4Fn> {
-    macro_rules! pick {
-        ($name:ident) => {
-            if vnni {
-                vnni_k::$name as Dot4Fn
-            } else {
-                avx2_k::$name as Dot4Fn
-            }
-        };
-    }
     Some(match ty {
-        GgmlType::Q4_0 => pick!(q4_0_x4),
-        GgmlType::Q4_1 => pick!(q4_1_x4),
-        GgmlType::Q5_0 => pick!(q5_0_x4),
-        GgmlType::Q8_0 => pick!(q8_0_x4),
-        GgmlType::Q4K => pick!(q4k_x4),
-        GgmlType::Q6K => pick!(q6k_x4),
+        GgmlType::Q4_0 => pick!(vnni, Dot4Fn, q4_0_x4),
+        GgmlType::Q4_1 => pick!(vnni, Dot4Fn, q4_1_x4),
+        GgmlType::Q5_0 => pick!(vnni, Dot4Fn, q5_0_x4),
+        GgmlType::Q8_0 => pick!(vnni, Dot4Fn, q8_0_x4),
+        GgmlType::Q4K => pick!(vnni, Dot4Fn, q4k_x4),
+        GgmlType::Q6K => pick!(vnni, Dot4Fn, q6k_x4),
         _ => return None,
     })
 }
 
 /// Four-row kernels for one token (generation), where they exist.
 pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
-    macro_rules! pick {
-        ($name:ident) => {
-            if vnni {
-                vnni_k::$name as DotR4Fn
-            } else {
-                avx2_k::$name as DotR4Fn
-            }
-        };
-    }
     Some(match ty {
-        GgmlType::Q4_0 => pick!(q4_0_r4),
-        GgmlType::Q4_1 => pick!(q4_1_r4),
-        GgmlType::Q5_0 => pick!(q5_0_r4),
-        GgmlType::Q8_0 => pick!(q8_0_r4),
+        GgmlType::Q4_0 => pick!(vnni, DotR4Fn, q4_0_r4),
+        GgmlType::Q4_1 => pick!(vnni, DotR4Fn, q4_1_r4),
+        GgmlType::Q5_0 => pick!(vnni, DotR4Fn, q5_0_r4),
+        GgmlType::Q8_0 => pick!(vnni, DotR4Fn, q8_0_r4),
         _ => return None,
     })
 }
