@@ -145,13 +145,11 @@ impl ModelStore {
         if !valid_name(&name) {
             return Err(ModelStoreError::BadName(name));
         }
-        let gguf = GgufFile::open(src)?;
+        let gguf = std::sync::Arc::new(GgufFile::open(src)?);
         let arch = gguf.architecture()?.to_owned();
-        // Refuse what we cannot run now rather than at first request.
-        hearth_engine::Model::from_gguf(
-            std::sync::Arc::new(GgufFile::open(src)?),
-            &Default::default(),
-        )?;
+        // Refuse what we cannot run now rather than at first request (cheap: weights stay in the map).
+        hearth_engine::Model::from_gguf(gguf.clone(), &Default::default())?;
+        hearth_engine::Tokenizer::from_gguf(&gguf)?;
         let dir = self.dir(&name);
         if dir.exists() {
             return Err(ModelStoreError::Exists(name));

@@ -44,12 +44,10 @@ impl Weight {
             tensor: name.to_owned(),
             reason,
         };
-        let (index, info) = file
-            .tensors
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.name == name)
+        let index = file
+            .tensor_index(name)
             .ok_or_else(|| bad("required tensor is missing".into()))?;
+        let info = &file.tensors[index];
         if info.dims.len() > 2 {
             return Err(bad(format!(
                 "expected a matrix, found dimensions {:?}",
@@ -64,7 +62,7 @@ impl Weight {
             });
         }
         let cols = info.row_len();
-        if cols % 32 != 0 {
+        if !cols.is_multiple_of(32) {
             return Err(bad(format!("row length {cols} is not a multiple of 32")));
         }
         let kernel =
@@ -146,6 +144,9 @@ impl Weight {
     }
 }
 
+/// The most weights one `matmul` call multiplies with the same input (q, k and v).
+pub const MAX_JOBS: usize = 3;
+
 /// Rows handled per inner tile: the tile's weight bytes stay in L1/L2 while every token is multiplied by them.
 const ROW_TILE: usize = 16;
 
@@ -165,15 +166,20 @@ pub fn matmul(
         .iter()
         .all(|(w, out)| w.cols == cols && out.len() >= n_tok * w.rows));
     debug_assert!(x.len() >= n_tok * cols);
-    let targets: Vec<(&Weight, SharedMut<f32>)> = jobs
-        .iter_mut()
-        .map(|(w, o)| (&**w, SharedMut(o.as_mut_ptr())))
-        .collect();
-    let targets = &targets;
+    // At most MAX_JOBS pairs (q/k/v): a fixed array, so a decode step allocates nothing here.
+    assert!(
+        jobs.len() <= MAX_JOBS,
+        "matmul takes at most {MAX_JOBS} weights at once"
+    );
+    let mut slots: [Option<(&Weight, SharedMut<f32>)>; MAX_JOBS] = [None; MAX_JOBS];
+    for (slot, (w, o)) in slots.iter_mut().zip(jobs.iter_mut()) {
+        *slot = Some((&**w, SharedMut(o.as_mut_ptr())));
+    }
+    let targets = &slots;
     pool.run(&|ti, nt| {
         let range = split_range(total_rows, nt, ti);
         let mut base = 0;
-        for (w, out) in targets {
+        for (w, out) in targets.iter().flatten() {
             let (lo, hi) = (range.start.max(base), range.end.min(base + w.rows));
             if lo < hi {
                 let (lo, hi) = (lo - base, hi - base);

@@ -35,6 +35,7 @@ pub struct Scratch {
     cs_local: Vec<(f32, f32)>,
     scores: Vec<Vec<f32>>,
     xo: Vec<f32>,
+    outs: Vec<usize>,
     /// Logits of the entries that asked for them, in entry order: [n_out × vocab].
     pub logits: Vec<f32>,
 }
@@ -93,9 +94,11 @@ impl Model {
         }
 
         // Output head, only for entries that need logits.
-        let outs: Vec<usize> = (0..n).filter(|&i| entries[i].want_logits).collect();
-        s.xo.resize(outs.len() * d, 0.0);
-        for (j, &i) in outs.iter().enumerate() {
+        s.outs.clear();
+        s.outs.extend((0..n).filter(|&i| entries[i].want_logits));
+        let n_out = s.outs.len();
+        s.xo.resize(n_out * d, 0.0);
+        for (j, &i) in s.outs.iter().enumerate() {
             ops::rms_norm(
                 &s.x[i * d..(i + 1) * d],
                 &self.output_norm,
@@ -103,15 +106,15 @@ impl Model {
                 &mut s.xo[j * d..(j + 1) * d],
             );
         }
-        s.logits.resize(outs.len() * c.vocab_size, 0.0);
-        if !outs.is_empty() {
+        s.logits.resize(n_out * c.vocab_size, 0.0);
+        if n_out > 0 {
             quantize_acts(&s.xo, d, &mut s.xq);
             matmul(
                 pool,
                 &mut [(&self.output, &mut s.logits)],
                 &s.xo,
                 &s.xq,
-                outs.len(),
+                n_out,
             );
             if let Some(cap) = c.final_logit_softcap {
                 s.logits
