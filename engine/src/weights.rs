@@ -237,7 +237,7 @@ fn xq_row_or_empty(xq: &QActs, t: usize) -> crate::quant::QRow<'_> {
         crate::quant::QRow {
             q: &[],
             d: &[],
-            sum: &[],
+            dsum: &[],
         }
     } else {
         xq.row(t)

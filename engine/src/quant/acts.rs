@@ -1,4 +1,4 @@
-//! Activations quantized to int8 in blocks of 32 (scale = absmax / 127, round to nearest), with the integer sum
+//! Activations quantized to int8 in blocks of 32 (scale = absmax / 127, round to nearest), with scale × integer sum
 //! of each block so that kernels can fold weight offsets (Q4_0's −8, Q4_1's min, …) in one multiply.
 
 pub const QK: usize = 32;
@@ -10,7 +10,8 @@ pub struct QActs {
     pub cols: usize,
     pub q: Vec<i8>,
     pub d: Vec<f32>,
-    pub sum: Vec<i32>,
+    /// d × Σq per block, precomputed once instead of in every weight row's kernel.
+    pub dsum: Vec<f32>,
 }
 
 /// One quantized row.
@@ -18,7 +19,7 @@ pub struct QActs {
 pub struct QRow<'a> {
     pub q: &'a [i8],
     pub d: &'a [f32],
-    pub sum: &'a [i32],
+    pub dsum: &'a [f32],
 }
 
 impl QActs {
@@ -27,7 +28,7 @@ impl QActs {
         QRow {
             q: &self.q[r * self.cols..(r + 1) * self.cols],
             d: &self.d[r * nb..(r + 1) * nb],
-            sum: &self.sum[r * nb..(r + 1) * nb],
+            dsum: &self.dsum[r * nb..(r + 1) * nb],
         }
     }
 }
@@ -40,7 +41,7 @@ pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
     out.cols = cols;
     out.q.resize(rows * cols, 0);
     out.d.resize(nb, 0.0);
-    out.sum.resize(nb, 0);
+    out.dsum.resize(nb, 0.0);
     for (b, chunk) in x.chunks_exact(QK).enumerate() {
         let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -53,6 +54,6 @@ pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
             s += q;
         }
         out.d[b] = d;
-        out.sum[b] = s;
+        out.dsum[b] = d * s as f32;
     }
 }

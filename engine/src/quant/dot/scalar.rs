@@ -73,7 +73,7 @@ pub fn dot_q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     let mut s = 0f32;
     for (b, blk) in w.chunks_exact(Q4_0_BYTES).enumerate() {
         let dot = idot(nibbles(&blk[2..18]), &xq.q[b * QK..]);
-        s += read_f16(blk, 0) * xq.d[b] * (dot - 8 * xq.sum[b]) as f32;
+        s += read_f16(blk, 0) * (xq.d[b] * dot as f32 - 8.0 * xq.dsum[b]);
     }
     s
 }
@@ -82,8 +82,7 @@ pub fn dot_q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     let mut s = 0f32;
     for (b, blk) in w.chunks_exact(Q4_1_BYTES).enumerate() {
         let dot = idot(nibbles(&blk[4..20]), &xq.q[b * QK..]);
-        s +=
-            read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.d[b] * xq.sum[b] as f32;
+        s += read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.dsum[b];
     }
     s
 }
@@ -100,7 +99,7 @@ pub fn dot_q5_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     for (b, blk) in w.chunks_exact(Q5_0_BYTES).enumerate() {
         let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
         let dot = idot(q5_values(qh, &blk[6..22]), &xq.q[b * QK..]);
-        s += read_f16(blk, 0) * xq.d[b] * (dot - 16 * xq.sum[b]) as f32;
+        s += read_f16(blk, 0) * (xq.d[b] * dot as f32 - 16.0 * xq.dsum[b]);
     }
     s
 }
@@ -110,8 +109,7 @@ pub fn dot_q5_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     for (b, blk) in w.chunks_exact(Q5_1_BYTES).enumerate() {
         let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
         let dot = idot(q5_values(qh, &blk[8..24]), &xq.q[b * QK..]);
-        s +=
-            read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.d[b] * xq.sum[b] as f32;
+        s += read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.dsum[b];
     }
     s
 }
@@ -141,7 +139,7 @@ pub fn dot_q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 q.iter().map(|&v| ((v >> shift) & 0xF) as i32),
                 &xq.q[b * QK..],
             );
-            s += xq.d[b] * (d * sc as f32 * dot as f32 - dmin * m as f32 * xq.sum[b] as f32);
+            s += xq.d[b] * d * sc as f32 * dot as f32 - dmin * m as f32 * xq.dsum[b];
         }
     }
     s
@@ -165,7 +163,7 @@ pub fn dot_q5k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 .zip(qh)
                 .map(|(&v, &h)| (((v >> shift) & 0xF) as i32) | ((((h >> j) & 1) as i32) << 4));
             let dot = idot(vals, &xq.q[b * QK..]);
-            s += xq.d[b] * (d * sc as f32 * dot as f32 - dmin * m as f32 * xq.sum[b] as f32);
+            s += xq.d[b] * d * sc as f32 * dot as f32 - dmin * m as f32 * xq.dsum[b];
         }
     }
     s

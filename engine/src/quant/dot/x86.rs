@@ -143,6 +143,8 @@ macro_rules! isa_kernels {
             trait Format {
                 const BYTES: usize;
                 const SUBS: usize;
+                /// Whether `cw` (the offset times the block's activation sum) is ever non-zero.
+                const OFFSET: bool = true;
                 type Hdr: Copy;
                 unsafe fn header(blk: *const u8) -> Self::Hdr;
                 unsafe fn sub(blk: *const u8, hdr: Self::Hdr, j: usize) -> Sub;
@@ -219,6 +221,7 @@ macro_rules! isa_kernels {
             impl Format for Q8_0 {
                 const BYTES: usize = Q8_0_BYTES;
                 const SUBS: usize = 1;
+                const OFFSET: bool = false;
                 type Hdr = ();
                 #[inline(always)]
                 unsafe fn header(_: *const u8) {}
@@ -303,8 +306,9 @@ macro_rules! isa_kernels {
                                     _mm256_set1_ps(s.dw * dx),
                                     acc[t],
                                 );
-                                // Same association as rows_impl: results must not depend on which kernel ran.
-                                off[t] += s.cw * (dx * *xq[t].sum.get_unchecked(xb) as f32);
+                                if F::OFFSET {
+                                    off[t] += s.cw * *xq[t].dsum.get_unchecked(xb);
+                                }
                             }
                         }
                     }
@@ -332,7 +336,7 @@ macro_rules! isa_kernels {
                             let xb = b * F::SUBS + j;
                             let x = load_x(&xq, xb);
                             let dx = *xq.d.get_unchecked(xb);
-                            let dxs = dx * *xq.sum.get_unchecked(xb) as f32;
+                            let dxs = *xq.dsum.get_unchecked(xb);
                             for r in 0..R {
                                 let blk = w[r].as_ptr().add(b * F::BYTES);
                                 if j == 0 {
@@ -352,7 +356,9 @@ macro_rules! isa_kernels {
                                     _mm256_set1_ps(s.dw * dx),
                                     acc[r],
                                 );
-                                off[r] += s.cw * dxs;
+                                if F::OFFSET {
+                                    off[r] += s.cw * dxs;
+                                }
                             }
                         }
                     }
