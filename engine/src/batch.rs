@@ -51,7 +51,7 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Time from `add` until the prompt was processed and the first token sampled.
     pub time_to_first_token: Duration,
-    pub prompt_time: Duration,
+    /// Time from the first token to the last.
     pub generation_time: Duration,
 }
 
@@ -93,7 +93,6 @@ impl Seq {
             prompt_tokens: self.prompt_len,
             completion_tokens: self.generated(),
             time_to_first_token: first - self.added,
-            prompt_time: first - self.added,
             generation_time: now - first,
         }
     }

@@ -124,7 +124,7 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
                     eprintln!(
                         "\nhearth: {} prompt tokens in {:.2}s, {} generated ({:.1} tok/s), finish: {}",
                         usage.prompt_tokens,
-                        usage.prompt_time.as_secs_f64(),
+                        usage.time_to_first_token.as_secs_f64(),
                         usage.completion_tokens,
                         if gen_s > 0.0 { usage.completion_tokens.saturating_sub(1) as f64 / gen_s } else { 0.0 },
                         reason.as_str()
