@@ -197,7 +197,8 @@ impl Batch {
             .ok_or(EngineError::BatchFull(self.slots.len()))?;
         let id = SeqId(self.next_id);
         self.next_id += 1;
-        self.kv.reserve(slot, req.prompt.len() + req.max_tokens);
+        // Room for the prompt now; generated positions are added as they come (`step`).
+        self.kv.reserve(slot, req.prompt.len());
         self.slots[slot] = Some(Seq {
             id,
             prompt_len: req.prompt.len(),
@@ -267,6 +268,9 @@ impl Batch {
         }
         if self.entries.is_empty() {
             return Vec::new();
+        }
+        for e in &self.entries {
+            self.kv.reserve(e.slot, e.pos + 1);
         }
         self.model
             .forward(&self.pool, &mut self.kv, &self.entries, &mut self.scratch);
