@@ -27,10 +27,6 @@ impl KvCache {
         }
     }
 
-    pub fn n_slots(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Makes room for positions `0..n_pos` in `slot`.
     pub fn reserve(&mut self, slot: usize, n_pos: usize) {
         let (n_layers, kv_dim) = (self.n_layers, self.kv_dim);

@@ -126,19 +126,4 @@ impl MetaValue {
             _ => None,
         }
     }
-
-    /// A short rendering for `hearth model show`-style listings: long arrays are summarised.
-    pub fn summary(&self) -> String {
-        match self {
-            MetaValue::String(s) if s.len() > 80 => {
-                format!("{:?}… ({} bytes)", &s[..s.floor_char_boundary(60)], s.len())
-            }
-            MetaValue::String(s) => format!("{s:?}"),
-            MetaValue::Array(a) => format!("[array of {}]", a.len()),
-            other => match other.as_f64() {
-                Some(v) => format!("{v}"),
-                None => format!("{other:?}"),
-            },
-        }
-    }
 }

@@ -234,21 +234,6 @@ impl Model {
         })
     }
 
-    /// Bytes of weights (mapped or owned).
-    pub fn weight_bytes(&self) -> usize {
-        let per_layer: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                    .iter()
-                    .map(|w| w.n_bytes())
-                    .sum::<usize>()
-            })
-            .sum();
-        per_layer + self.embed.n_bytes()
-    }
-
     pub fn kv_dim(&self) -> usize {
         self.config.n_kv_heads * self.config.head_dim
     }

@@ -56,7 +56,6 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub kind: VocabKind,
     texts: Vec<String>,
-    types: Vec<TokenType>,
     pieces: Vec<Vec<u8>>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
@@ -299,7 +298,6 @@ impl Tokenizer {
             inner,
             kind,
             texts,
-            types,
             pieces,
             bos,
             eos,
@@ -347,10 +345,6 @@ impl Tokenizer {
         self.texts.get(id as usize).map(String::as_str)
     }
 
-    pub fn token_type(&self, id: u32) -> Option<TokenType> {
-        self.types.get(id as usize).copied()
-    }
-
     /// Decodes ids to text (invalid UTF-8 replaced).
     pub fn decode(&self, ids: &[u32]) -> String {
         let bytes: Vec<u8> = ids
@@ -362,10 +356,6 @@ impl Tokenizer {
 
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.contains(&id)
-    }
-
-    pub fn eog_tokens(&self) -> impl Iterator<Item = u32> + '_ {
-        self.eog.iter().copied()
     }
 
     pub fn token_id(&self, text: &str) -> Option<u32> {
