@@ -1,5 +1,13 @@
-//! The `hearth` daemon and CLI. The request path (api → auth → quota → sched → engine) grows here; today it holds
-//! the model store and the command-line front ends of the engine.
+//! The `hearth` daemon and CLI. A request flows api → auth → (quota) → sched → engine, with `store` keeping
+//! users, keys and the request ledger; `config` says how it all is set up. See docs/ARCHITECTURE.md.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod ledger;
 pub mod models;
 pub mod paths;
+pub mod sched;
+pub mod sd_notify;
+pub mod server;
+pub mod store;

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use hearth::config::Config;
 use hearth::models::ModelStore;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod cli;
@@ -10,10 +12,10 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "Hearth: a self-hosted AI appliance")]
 struct Cli {
-    /// Configuration file (TOML).
+    /// Configuration file (TOML). Default: ./hearth.toml, else /etc/hearth/hearth.toml, if present.
     #[arg(long, global = true, env = "HEARTH_CONFIG")]
     config: Option<PathBuf>,
-    /// State directory (database, models). Default: ./.hearth in development, /var/lib/hearth when packaged.
+    /// State directory (database, models). Default: the config's state_dir, else ./.hearth.
     #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -22,6 +24,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: the HTTP API on the configured address.
+    Serve {
+        /// Listen here instead of the configured `bind` (HOST:PORT; port 0 picks a free one).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: cli::accounts::UserCommand,
+    },
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        command: cli::accounts::KeyCommand,
+    },
     /// Generate text from a model, streaming it to stdout.
     Run(cli::run::RunArgs),
     /// Measure prompt processing and generation speed.
@@ -31,6 +54,14 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (default: the one in use); errors give line and column.
+    Check { file: Option<PathBuf> },
+    /// Print the effective configuration (file, then HEARTH_* variables) as TOML-like text.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -67,10 +98,37 @@ fn main() {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
-    let state = hearth::paths::state_dir(cli.state_dir);
-    let _ = cli.config;
-    let store = ModelStore::new(&state);
+    let config_path = cli.config.clone().or_else(hearth::config::default_path);
+    if let Command::Config {
+        command: ConfigCommand::Check { file },
+    } = &cli.command
+    {
+        let Some(path) = file.clone().or(config_path) else {
+            bail!("no configuration file given, and neither ./hearth.toml nor /etc/hearth/hearth.toml exists");
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let cfg = Config::parse(&text, &path)?;
+        cfg.check_files()?;
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    let cfg = Config::load(config_path.as_deref(), |k| std::env::var(k).ok())?;
+    let state = hearth::paths::state_dir(cli.state_dir, cfg.state_dir.as_deref());
+    let store = ModelStore::at(hearth::server::models_dir(&cfg, &state));
+    let db_url = || hearth::server::database_url(&cfg, &state);
     match cli.command {
+        Command::Serve { bind } => hearth::server::run(cfg.clone(), state.clone(), bind),
+        Command::Config { command } => match command {
+            ConfigCommand::Check { .. } => Ok(()),
+            ConfigCommand::Show => {
+                println!("{cfg:#?}");
+                println!("state_dir (effective) = {}", state.display());
+                Ok(())
+            }
+        },
+        Command::User { command } => cli::accounts::user(&db_url(), command),
+        Command::Key { command } => cli::accounts::key(&db_url(), command),
         Command::Run(args) => cli::run::run(&store, args),
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {

@@ -128,9 +128,12 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 impl ModelStore {
     pub fn new(state_dir: &Path) -> ModelStore {
-        ModelStore {
-            root: state_dir.join("models"),
-        }
+        ModelStore::at(state_dir.join("models"))
+    }
+
+    /// A models directory configured elsewhere than `<state>/models`.
+    pub fn at(root: PathBuf) -> ModelStore {
+        ModelStore { root }
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -214,6 +217,24 @@ impl ModelStore {
             },
         })?;
         serde_json::from_slice(&bytes).map_err(|source| ModelStoreError::Manifest { path, source })
+    }
+
+    /// A name as clients send it: exact, or with Ollama's `:latest` tag.
+    pub fn lookup(&self, name: &str) -> Result<Manifest> {
+        match self.get(name) {
+            Err(ModelStoreError::NotFound(_)) if name.ends_with(":latest") => self
+                .get(name.trim_end_matches(":latest"))
+                .map_err(|e| match e {
+                    ModelStoreError::NotFound(_) => ModelStoreError::NotFound(name.to_owned()),
+                    e => e,
+                }),
+            other => other,
+        }
+    }
+
+    /// Where models live (for readiness checks).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn file_path(&self, m: &Manifest) -> PathBuf {

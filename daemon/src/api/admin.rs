@@ -1,0 +1,174 @@
+//! Admin API (`/admin/…`, admin role): users and API keys — what the CLI does, over HTTP for the dashboard.
+
+use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
+use super::extract::{Admin, ApiJson, Body};
+use super::AppState;
+use crate::auth::accounts::{self, KeySpec};
+use crate::store::{KeyRecord, UserRecord};
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .route("/users", web::get().to(list_users))
+            .route("/users", web::post().to(create_user))
+            .route("/users/{name}", web::patch().to(update_user))
+            .route("/keys", web::get().to(list_keys))
+            .route("/keys", web::post().to(create_key))
+            .route("/keys/{id}", web::delete().to(revoke_key)),
+    );
+}
+
+/// All users.
+#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, body = Vec<UserRecord>), (status = 401, body = OpenAiErrorBody),
+        (status = 403, body = OpenAiErrorBody)))]
+pub async fn list_users(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(st.store.list_users().await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewUser {
+    pub name: String,
+    /// `admin` or `member` (default).
+    pub role: Option<String>,
+    /// Dashboard password (at least 8 characters); optional for API-only users.
+    pub password: Option<String>,
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/admin/users", tag = "admin", security(("api_key" = [])), request_body = NewUser,
+    responses((status = 201, body = UserRecord), (status = 400, body = OpenAiErrorBody),
+        (status = 409, body = OpenAiErrorBody)))]
+pub async fn create_user(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    body: ApiJson<NewUser, OpenAi>,
+) -> Result<HttpResponse> {
+    let u = body.0;
+    let user = accounts::add_user(
+        &st.store,
+        &u.name,
+        u.role.as_deref().unwrap_or("member"),
+        u.password.as_deref(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(user))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UserUpdate {
+    pub disabled: Option<bool>,
+    pub role: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Disables/enables a user, changes the role or the password.
+#[utoipa::path(patch, path = "/admin/users/{name}", tag = "admin", security(("api_key" = [])),
+    params(("name" = String, Path)), request_body = UserUpdate,
+    responses((status = 200, body = UserRecord), (status = 404, body = OpenAiErrorBody)))]
+pub async fn update_user(
+    st: web::Data<AppState>,
+    a: Admin<OpenAi>,
+    path: web::Path<String>,
+    body: ApiJson<UserUpdate, OpenAi>,
+) -> Result<HttpResponse> {
+    let (name, u) = (path.into_inner(), body.0);
+    if name == a.0.user_name && (u.disabled == Some(true) || u.role.as_deref() == Some("member")) {
+        return Err(ApiError::invalid("an admin cannot disable or demote themselves", None).into());
+    }
+    if let Some(p) = &u.password {
+        accounts::set_password(&st.store, &name, p).await?;
+    }
+    let user = accounts::update_user(&st.store, &name, u.disabled, u.role.as_deref(), None).await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct KeyFilter {
+    /// Only this user's keys.
+    pub user: Option<String>,
+}
+
+/// API keys (never their secrets).
+#[utoipa::path(get, path = "/admin/keys", tag = "admin", security(("api_key" = [])), params(KeyFilter),
+    responses((status = 200, body = Vec<KeyRecord>)))]
+pub async fn list_keys(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    q: web::Query<KeyFilter>,
+) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(st.store.list_keys(q.user.as_deref()).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewKeyRequest {
+    pub user: String,
+    #[serde(default)]
+    pub name: String,
+    /// Restrict the key to these models.
+    pub models: Option<Vec<String>>,
+    /// Lifetime, e.g. `"30d"`.
+    pub expires: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key itself — shown this once, never again.
+    pub key: String,
+    #[serde(flatten)]
+    pub record: KeyRecord,
+}
+
+/// Creates an API key; the response holds the only copy of it.
+#[utoipa::path(post, path = "/admin/keys", tag = "admin", security(("api_key" = [])), request_body = NewKeyRequest,
+    responses((status = 201, body = CreatedKey), (status = 400, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody)))]
+pub async fn create_key(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    body: ApiJson<NewKeyRequest, OpenAi>,
+) -> Result<HttpResponse> {
+    let k = body.0;
+    let expires_in = k
+        .expires
+        .as_deref()
+        .map(crate::config::parse_duration)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e, Some("expires")))?;
+    let (record, key) = accounts::create_key(
+        &st.store,
+        KeySpec {
+            user: &k.user,
+            name: &k.name,
+            models: k.models,
+            expires_in,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("cache-control", "no-store"))
+        .json(CreatedKey { key, record }))
+}
+
+/// Revokes a key; effective for the next request.
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin", security(("api_key" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, body = OpenAiErrorBody)))]
+pub async fn revoke_key(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    accounts::revoke_key(&st.store, &path).await?;
+    st.auth.forget(&path);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+impl Body for NewUser {}
+impl Body for UserUpdate {}
+impl Body for NewKeyRequest {}

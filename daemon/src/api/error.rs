@@ -1,0 +1,270 @@
+//! Every failure of the HTTP API, mapped to a status and rendered in the caller's API's own shape — OpenAI's
+//! `{"error":{"message","type","param","code"}}` for `/v1` and `/admin`, Ollama's `{"error":"…"}` for `/api`.
+//! This is the one place where errors become responses.
+
+use crate::auth::accounts::AccountError;
+use crate::auth::AuthError;
+use crate::sched::SchedError;
+use crate::store::StoreError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use hearth_engine::EngineError;
+use std::marker::PhantomData;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("model '{0}' not found")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } | ApiError::ContextLengthExceeded(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::ContextLengthExceeded(_)
+            | ApiError::ModelNotFound(_)
+            | ApiError::NotFound(_)
+            | ApiError::Conflict(_)
+            | ApiError::PayloadTooLarge(_) => "invalid_request_error",
+            ApiError::Unauthorized(_) => "authentication_error",
+            ApiError::Forbidden(_) => "permission_error",
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) => "server_overloaded",
+            ApiError::Internal(_) => "server_error",
+        }
+    }
+
+    /// OpenAI's `code`.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            ApiError::ContextLengthExceeded(_) => Some("context_length_exceeded"),
+            ApiError::ModelNotFound(_) => Some("model_not_found"),
+            ApiError::Unauthorized(_) => Some("invalid_api_key"),
+            ApiError::PayloadTooLarge(_) => Some("payload_too_large"),
+            ApiError::Forbidden(_) => Some("forbidden"),
+            ApiError::Overloaded(_) => Some("queue_full"),
+            _ => None,
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::ContextLengthExceeded(_) => Some("messages"),
+            ApiError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    fn builder(&self) -> actix_web::HttpResponseBuilder {
+        let mut b = HttpResponse::build(self.status());
+        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
+            b.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::Internal(m) = self {
+            tracing::error!(error = %m, "internal error");
+        }
+        b
+    }
+}
+
+/// The error body of `/v1` and `/admin`, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+/// The error body of `/api` (Ollama).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OllamaErrorBody {
+    pub error: String,
+}
+
+/// How an API family renders errors.
+pub trait Flavor: 'static {
+    fn render(e: &ApiError) -> HttpResponse;
+}
+
+#[derive(Debug)]
+pub struct OpenAi;
+#[derive(Debug)]
+pub struct Ollama;
+
+impl Flavor for OpenAi {
+    fn render(e: &ApiError) -> HttpResponse {
+        e.builder().json(OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: e.to_string(),
+                kind: e.kind().to_owned(),
+                param: e.param().map(str::to_owned),
+                code: e.code().map(str::to_owned),
+            },
+        })
+    }
+}
+
+impl Flavor for Ollama {
+    fn render(e: &ApiError) -> HttpResponse {
+        e.builder().json(OllamaErrorBody {
+            error: e.to_string(),
+        })
+    }
+}
+
+/// An `ApiError` bound to the API family that renders it.
+pub struct Rendered<F>(pub ApiError, PhantomData<F>);
+
+impl<F> std::fmt::Debug for Rendered<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<F> std::fmt::Display for Rendered<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<F: Flavor> ResponseError for Rendered<F> {
+    fn status_code(&self) -> StatusCode {
+        self.0.status()
+    }
+    fn error_response(&self) -> HttpResponse {
+        F::render(&self.0)
+    }
+}
+
+macro_rules! into_rendered {
+    ($($t:ty),*) => {$(
+        impl<F> From<$t> for Rendered<F> {
+            fn from(e: $t) -> Self {
+                Rendered(ApiError::from(e), PhantomData)
+            }
+        }
+    )*};
+}
+into_rendered!(AuthError, SchedError, StoreError, AccountError, EngineError);
+
+impl<F> From<ApiError> for Rendered<F> {
+    fn from(e: ApiError) -> Self {
+        Rendered(e, PhantomData)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Store(s) => s.into(),
+            AuthError::Internal(m) => ApiError::Internal(m),
+            other => ApiError::Unauthorized(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict(m) => ApiError::Conflict(format!("{m} already exists")),
+            StoreError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        match e {
+            AccountError::Store(s) => s.into(),
+            AccountError::NoSuchUser(_) | AccountError::NoSuchKey(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            AccountError::Io { .. } | AccountError::Secret(_) => ApiError::Internal(e.to_string()),
+            e => ApiError::invalid(e.to_string(), None),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::ContextOverflow { .. } => ApiError::ContextLengthExceeded(e.to_string()),
+            EngineError::InvalidRequest(m) => ApiError::invalid(m, None),
+            // A chat template that refuses the conversation (e.g. roles must alternate) is the caller's to fix.
+            EngineError::Template(m) => {
+                ApiError::invalid(format!("chat template: {m}"), Some("messages"))
+            }
+            EngineError::BatchFull(_) => ApiError::Overloaded(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SchedError> for ApiError {
+    fn from(e: SchedError) -> ApiError {
+        match e {
+            SchedError::ModelNotFound(m) => ApiError::ModelNotFound(m),
+            SchedError::Engine(e) => e.into(),
+            SchedError::QueueFull { .. } => ApiError::Overloaded(e.to_string()),
+            SchedError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}

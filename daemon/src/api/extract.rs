@@ -1,0 +1,159 @@
+//! Request extractors that fail in the API's own error shape: a JSON body (size limit, UTF-8, the failing
+//! field named) and the caller's identity.
+
+use super::error::{ApiError, Flavor, Rendered};
+use super::AppState;
+use crate::auth::Principal;
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+
+/// A JSON request body.
+pub struct ApiJson<T, F>(pub T, PhantomData<F>);
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))
+}
+
+/// A request body type. serde cannot name the failing field inside a `#[serde(flatten)]` part; such types
+/// re-run that part alone over the parsed JSON (`refine`) so the error still names it.
+pub trait Body: DeserializeOwned {
+    fn refine(_json: &serde_json::Value) -> Option<ApiError> {
+        None
+    }
+}
+
+/// Deserializes `T` from parsed JSON, returning the error that names the field, if `T` fails.
+pub fn field_error<T: DeserializeOwned>(json: &serde_json::Value) -> Option<ApiError> {
+    serde_path_to_error::deserialize::<_, T>(json)
+        .err()
+        .map(|e| {
+            let field = e.path().to_string().trim_start_matches('.').to_owned();
+            ApiError::invalid(
+                format!("invalid value for '{field}': {}", e.into_inner()),
+                Some(&field),
+            )
+        })
+}
+
+/// Parses JSON text, naming the field that failed (`messages[1].content: invalid type …`).
+pub fn parse_json<T: Body>(body: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::invalid(
+            format!(
+                "request body is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+            None,
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "request body is empty; expected a JSON object",
+            None,
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid(format!("malformed JSON: {inner}"), None)
+        } else if path == "." {
+            serde_json::from_str(text)
+                .ok()
+                .and_then(|v| T::refine(&v))
+                .unwrap_or_else(|| ApiError::invalid(format!("invalid request: {inner}"), None))
+        } else {
+            let field = path.trim_start_matches('.');
+            ApiError::invalid(format!("invalid value for '{field}': {inner}"), Some(field))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}"), None))?;
+    Ok(value)
+}
+
+impl<T: Body + 'static, F: Flavor> FromRequest for ApiJson<T, F> {
+    type Error = Rendered<F>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map(|s| s.config.max_body_bytes);
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let limit = limit?;
+            if declared.is_some_and(|n| n > limit) {
+                return Err(ApiError::PayloadTooLarge(limit).into());
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::invalid(format!("cannot read the request body: {e}"), None)
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge(limit).into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(ApiJson(parse_json(&body)?, PhantomData))
+        })
+    }
+}
+
+/// The authenticated caller (`Authorization: Bearer hth_…`).
+pub struct Caller<F>(pub Principal, PhantomData<F>);
+
+impl<F: Flavor> FromRequest for Caller<F> {
+    type Error = Rendered<F>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let st = state(req);
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().map(str::to_owned));
+        Box::pin(async move {
+            let st = st?;
+            let header = match header {
+                Some(Ok(h)) => Some(h),
+                Some(Err(_)) => return Err(ApiError::Unauthorized("invalid API key".into()).into()),
+                None => None,
+            };
+            let p = st.auth.authenticate(header.as_deref()).await?;
+            Ok(Caller(p, PhantomData))
+        })
+    }
+}
+
+/// An authenticated caller with the admin role.
+pub struct Admin<F>(pub Principal, PhantomData<F>);
+
+impl<F: Flavor> FromRequest for Admin<F> {
+    type Error = Rendered<F>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = Caller::<F>::from_request(req, payload);
+        Box::pin(async move {
+            let Caller(p, _) = caller.await?;
+            if !p.is_admin() {
+                return Err(
+                    ApiError::Forbidden("this endpoint requires the admin role".into()).into(),
+                );
+            }
+            Ok(Admin(p, PhantomData))
+        })
+    }
+}

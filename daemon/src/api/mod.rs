@@ -1,0 +1,162 @@
+//! The HTTP API (actix-web): thin handlers that parse, call `auth` / `sched` / `store`, and render.
+//! `openai` (/v1), `ollama` (/api), `admin` (/admin), `openapi` (/openapi.json, /docs).
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod ollama;
+pub mod openai;
+pub mod openapi;
+
+use crate::auth::{Authenticator, Principal};
+use crate::config::Config;
+use crate::ledger::{Ledger, Ticket};
+use crate::sched::{Admitted, JobEvent, JobSpec, Scheduler};
+use crate::store::Store;
+use actix_web::{web, HttpResponse};
+use error::ApiError;
+use hearth_engine::{FinishReason, Usage};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct AppState {
+    pub config: Config,
+    pub state_dir: PathBuf,
+    pub store: Store,
+    pub auth: Arc<Authenticator>,
+    pub sched: Arc<Scheduler>,
+    pub ledger: Ledger,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .configure(openai::routes)
+        .configure(ollama::routes)
+        .configure(admin::routes)
+        .configure(openapi::routes);
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "alive")))]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers and the model directory is readable.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the reason")))]
+pub async fn ready(st: web::Data<AppState>) -> HttpResponse {
+    let mut problems = Vec::new();
+    if let Err(e) = st.store.ping().await {
+        problems.push(format!("store: {e}"));
+    }
+    let root = st.sched.models().root().to_owned();
+    if let Err(e) = std::fs::read_dir(&root) {
+        problems.push(format!("models directory {}: {e}", root.display()));
+    }
+    if problems.is_empty() {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "not ready", "problems": problems}))
+    }
+}
+
+/// Resolves the model, checks the caller may use it, and submits the job with its ledger ticket.
+pub async fn start_job(
+    st: &AppState,
+    who: &Principal,
+    model: &str,
+    endpoint: &'static str,
+    mut spec: JobSpec,
+) -> Result<(String, Admitted), ApiError> {
+    let model = st.sched.resolve(model)?;
+    if !who.may_use(&model) {
+        return Err(ApiError::Forbidden(format!(
+            "this API key may not use model '{model}'"
+        )));
+    }
+    let request_id =
+        crate::auth::secrets::random_token(20).map_err(|e| ApiError::Internal(e.to_string()))?;
+    spec.on_finish = Some(st.ledger.on_finish(Ticket {
+        request_id,
+        user_id: who.user_id.clone(),
+        key_id: who.key_id.clone(),
+        model: model.clone(),
+        endpoint,
+    }));
+    let admitted = st.sched.submit(&model, spec).await?;
+    Ok((model, admitted))
+}
+
+/// Waits for the whole completion (non-streaming responses).
+pub async fn collect(admitted: &mut Admitted) -> (String, FinishReason, Usage) {
+    let mut text = String::new();
+    while let Some(ev) = admitted.events.recv().await {
+        match ev {
+            JobEvent::Text(t) => text.push_str(&t),
+            JobEvent::Done { reason, usage } => return (text, reason, usage),
+        }
+    }
+    // The worker stopped without a final event (it only does so when shutting down).
+    (
+        text,
+        FinishReason::Cancelled,
+        Usage {
+            prompt_tokens: admitted.prompt_tokens,
+            ..Default::default()
+        },
+    )
+}
+
+pub fn unix_now() -> i64 {
+    crate::store::now()
+}
+
+/// What a streaming renderer is given, in order: `Start`, any number of `Text`, one `End`.
+pub enum Piece {
+    Start,
+    Text(String),
+    End(FinishReason, Usage),
+}
+
+/// Turns a job's events into a response body. Empty renderings are dropped (an empty chunk would end a
+/// chunked HTTP body early).
+pub fn event_stream<F>(
+    admitted: Admitted,
+    render: F,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>>
+where
+    F: FnMut(Piece) -> web::Bytes + 'static,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(
+        (admitted, render, 0u8),
+        |(mut a, mut render, phase)| async move {
+            let piece = match phase {
+                0 => Piece::Start,
+                1 => match a.events.recv().await {
+                    Some(JobEvent::Text(t)) => Piece::Text(t),
+                    Some(JobEvent::Done { reason, usage }) => Piece::End(reason, usage),
+                    None => Piece::End(
+                        FinishReason::Cancelled,
+                        Usage {
+                            prompt_tokens: a.prompt_tokens,
+                            ..Default::default()
+                        },
+                    ),
+                },
+                _ => return None,
+            };
+            let next = if matches!(piece, Piece::End(..)) {
+                2
+            } else {
+                1
+            };
+            Some((render(piece), (a, render, next)))
+        },
+    )
+    .filter(|b| std::future::ready(!b.is_empty()))
+    .map(Ok)
+}

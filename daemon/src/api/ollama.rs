@@ -1,0 +1,547 @@
+//! Ollama-compatible API on the same port: `/api/tags`, `/api/version`, `/api/show`, `/api/ps`, `/api/chat`,
+//! `/api/generate` (NDJSON streaming by default, as Ollama does). Same API-key auth as `/v1`.
+
+use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
+use super::extract::{ApiJson, Body, Caller};
+use super::{collect, event_stream, start_job, AppState, Piece};
+use crate::config::parse_duration;
+use crate::sched::{Admitted, JobSpec, Prompt};
+use actix_web::{web, HttpResponse};
+use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use utoipa::ToSchema;
+
+type Result<T> = std::result::Result<T, Rendered<Ollama>>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .route("/tags", web::get().to(tags))
+            .route("/version", web::get().to(version))
+            .route("/show", web::post().to(show))
+            .route("/ps", web::get().to(ps))
+            .route("/chat", web::post().to(chat))
+            .route("/generate", web::post().to(generate)),
+    );
+}
+
+/// RFC 3339 UTC time (Ollama's timestamps), from Unix time.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+fn human_params(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.1}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.0}M", n as f64 / 1e6),
+        n => format!("{n}"),
+    }
+}
+
+fn details(m: &crate::models::Manifest) -> Value {
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": m.architecture,
+        "families": [m.architecture],
+        "parameter_size": human_params(m.parameters),
+        "quantization_level": m.file_type.clone().unwrap_or_default(),
+    })
+}
+
+fn imported(m: &crate::models::Manifest) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(m.imported_at)
+}
+
+/// Models the caller's key may use.
+#[utoipa::path(get, path = "/api/tags", tag = "ollama", security(("api_key" = [])),
+    responses((status = 200, description = "`{\"models\": [...]}`"), (status = 401, body = OllamaErrorBody)))]
+pub async fn tags(st: web::Data<AppState>, who: Caller<Ollama>) -> Result<HttpResponse> {
+    let list = st
+        .sched
+        .models()
+        .list()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let models: Vec<Value> = list
+        .iter()
+        .filter(|m| who.0.may_use(&m.name))
+        .map(|m| {
+            json!({
+                "name": m.name, "model": m.name, "modified_at": rfc3339(imported(m)),
+                "size": m.size_bytes, "digest": m.sha256, "details": details(m),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "models": models })))
+}
+
+/// Server version.
+#[utoipa::path(get, path = "/api/version", tag = "ollama", security(("api_key" = [])),
+    responses((status = 200, description = "`{\"version\": \"…\"}`")))]
+pub async fn version(_who: Caller<Ollama>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ShowRequest {
+    pub model: Option<String>,
+    /// Older clients send `name`.
+    pub name: Option<String>,
+}
+
+/// Details of one model: format, family, parameters, chat template.
+#[utoipa::path(post, path = "/api/show", tag = "ollama", security(("api_key" = [])), request_body = ShowRequest,
+    responses((status = 200, description = "model details"), (status = 404, body = OllamaErrorBody)))]
+pub async fn show(
+    st: web::Data<AppState>,
+    who: Caller<Ollama>,
+    body: ApiJson<ShowRequest, Ollama>,
+) -> Result<HttpResponse> {
+    let asked = body
+        .0
+        .model
+        .or(body.0.name)
+        .ok_or_else(|| ApiError::invalid("missing field 'model'", Some("model")))?;
+    let name = st.sched.resolve(&asked)?;
+    if !who.0.may_use(&name) {
+        return Err(ApiError::ModelNotFound(asked).into());
+    }
+    let models = st.sched.models();
+    let m = models
+        .get(&name)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let template = hearth_engine::gguf::GgufFile::open(models.file_path(&m))
+        .ok()
+        .and_then(|g| g.get_str("tokenizer.chat_template").map(str::to_owned))
+        .unwrap_or_default();
+    let mut info = serde_json::Map::new();
+    info.insert("general.architecture".into(), json!(m.architecture));
+    info.insert("general.parameter_count".into(), json!(m.parameters));
+    if let Some(c) = m.context_length {
+        info.insert(format!("{}.context_length", m.architecture), json!(c));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "modelfile": format!("# Hearth model {}\nFROM {}\n", m.name, m.file),
+        "parameters": "",
+        "template": template,
+        "details": details(&m),
+        "model_info": info,
+        "capabilities": ["completion"],
+        "modified_at": rfc3339(imported(&m)),
+    })))
+}
+
+/// Loaded models.
+#[utoipa::path(get, path = "/api/ps", tag = "ollama", security(("api_key" = [])),
+    responses((status = 200, description = "`{\"models\": [...]}`")))]
+pub async fn ps(st: web::Data<AppState>, _who: Caller<Ollama>) -> Result<HttpResponse> {
+    let mut out = Vec::new();
+    for l in st.sched.loaded() {
+        let m = st.sched.models().get(&l.name).ok();
+        out.push(json!({
+            "name": l.name, "model": l.name, "size": l.size_bytes,
+            "digest": m.as_ref().map(|m| m.sha256.clone()).unwrap_or_default(),
+            "details": m.as_ref().map(details).unwrap_or(Value::Null),
+            "expires_at": rfc3339(l.expires_at.unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799))),
+            "size_vram": 0, "context_length": l.context,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "models": out })))
+}
+
+/// Ollama's `options` (unknown ones are ignored, as Ollama does).
+#[derive(Deserialize, ToSchema, Default, Clone)]
+pub struct Options {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub seed: Option<i64>,
+    /// -1: until the context is full (default).
+    pub num_predict: Option<i64>,
+    pub stop: Option<Vec<String>>,
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+impl Options {
+    fn sampling(&self) -> std::result::Result<SamplingParams, ApiError> {
+        let bad = |f: &str, why: &str| {
+            Err(ApiError::invalid(
+                format!("options.{f}: {why}"),
+                Some(&format!("options.{f}")),
+            ))
+        };
+        if self.temperature.is_some_and(|t| !(0.0..=10.0).contains(&t)) {
+            return bad("temperature", "must be between 0 and 10");
+        }
+        if self.top_p.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+            return bad("top_p", "must be between 0 and 1");
+        }
+        if self.top_k.is_some_and(|k| k < 0) {
+            return bad("top_k", "must not be negative");
+        }
+        // Ollama's defaults.
+        Ok(SamplingParams {
+            temperature: self.temperature.unwrap_or(0.8),
+            top_p: self.top_p.unwrap_or(0.9),
+            top_k: self.top_k.unwrap_or(40) as usize,
+            min_p: self.min_p.unwrap_or(0.0),
+            repeat_penalty: self.repeat_penalty.unwrap_or(1.1),
+            repeat_last_n: self.repeat_last_n.map_or(64, |n| n.max(0) as usize),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            seed: self.seed.map(|s| s as u64),
+            logit_bias: Vec::new(),
+        })
+    }
+
+    fn max_tokens(&self) -> Option<usize> {
+        match self.num_predict {
+            Some(n) if n > 0 => Some(n as usize),
+            _ => None,
+        }
+    }
+}
+
+/// `keep_alive`: seconds as a number, a duration string ("5m"), negative = forever.
+fn keep_alive(v: &Option<Value>) -> std::result::Result<Option<Duration>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "keep_alive must be a number of seconds or a duration such as \"5m\"",
+            Some("keep_alive"),
+        )
+    };
+    Ok(match v {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            let s = n.as_f64().ok_or_else(bad)?;
+            Some(if s < 0.0 {
+                Duration::MAX
+            } else {
+                Duration::from_secs_f64(s)
+            })
+        }
+        Some(Value::String(s)) if s.starts_with('-') => Some(Duration::MAX),
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(Duration::from_secs(s.parse().map_err(|_| bad())?))
+        }
+        Some(Value::String(s)) => Some(parse_duration(s).map_err(|_| bad())?),
+        Some(_) => return Err(bad()),
+    })
+}
+
+fn check_format(f: &Option<Value>) -> std::result::Result<(), ApiError> {
+    match f {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "'format' (structured output) is not supported yet",
+            Some("format"),
+        )),
+    }
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+pub struct OllamaMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChatRequest {
+    pub model: String,
+    #[serde(default)]
+    pub messages: Vec<OllamaMessage>,
+    /// Default true: NDJSON.
+    pub stream: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub format: Option<Value>,
+    #[serde(default)]
+    pub options: Options,
+    #[schema(value_type = Option<String>)]
+    pub keep_alive: Option<Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct GenerateRequest {
+    pub model: String,
+    #[serde(default)]
+    pub prompt: String,
+    pub system: Option<String>,
+    /// No chat template.
+    #[serde(default)]
+    pub raw: bool,
+    pub stream: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub format: Option<Value>,
+    #[serde(default)]
+    pub options: Options,
+    #[schema(value_type = Option<String>)]
+    pub keep_alive: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    total_duration: u64,
+    load_duration: u64,
+    prompt_eval_count: usize,
+    prompt_eval_duration: u64,
+    eval_count: usize,
+    eval_duration: u64,
+}
+
+fn timings(started: Instant, load: Duration, u: &Usage) -> Timings {
+    Timings {
+        total_duration: started.elapsed().as_nanos() as u64,
+        load_duration: load.as_nanos() as u64,
+        prompt_eval_count: u.prompt_tokens,
+        prompt_eval_duration: u.time_to_first_token.as_nanos() as u64,
+        eval_count: u.completion_tokens,
+        eval_duration: u.generation_time.as_nanos() as u64,
+    }
+}
+
+fn done_reason(r: FinishReason) -> &'static str {
+    r.as_str()
+}
+
+fn ndjson(v: &Value) -> web::Bytes {
+    web::Bytes::from(format!("{v}\n"))
+}
+
+/// An empty request only loads (or, with keep_alive 0, unloads) the model, as in Ollama.
+async fn load_or_unload(
+    st: &AppState,
+    who: &crate::auth::Principal,
+    model: &str,
+    keep: Option<Duration>,
+    chat: bool,
+) -> Result<HttpResponse> {
+    let name = st.sched.resolve(model)?;
+    if !who.may_use(&name) {
+        return Err(ApiError::Forbidden(format!("this API key may not use model '{name}'")).into());
+    }
+    let reason = if keep == Some(Duration::ZERO) {
+        st.sched.unload(&name);
+        "unload"
+    } else {
+        st.sched.load(&name).await?;
+        "load"
+    };
+    let now = rfc3339(SystemTime::now());
+    let mut v = json!({"model": name, "created_at": now, "done": true, "done_reason": reason});
+    if chat {
+        v["message"] = json!({"role": "assistant", "content": ""});
+    } else {
+        v["response"] = json!("");
+    }
+    Ok(HttpResponse::Ok().json(v))
+}
+
+fn respond(
+    admitted: Admitted,
+    model: String,
+    chat: bool,
+    stream: bool,
+    started: Instant,
+) -> HttpResponse {
+    let load = admitted.load_duration;
+    let text_field = move |t: &str| {
+        if chat {
+            ("message", json!({"role": "assistant", "content": t}))
+        } else {
+            ("response", json!(t))
+        }
+    };
+    if !stream {
+        let fut = async move {
+            let mut admitted = admitted;
+            let (text, reason, usage) = collect(&mut admitted).await;
+            let (k, v) = text_field(&text);
+            let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
+                "done_reason": done_reason(reason)});
+            out[k] = v;
+            merge(&mut out, &timings(started, load, &usage));
+            out
+        };
+        return HttpResponse::Ok().streaming(futures_util::stream::once(async move {
+            Ok::<_, actix_web::Error>(web::Bytes::from(fut.await.to_string()))
+        }));
+    }
+    let body = event_stream(admitted, move |piece| match piece {
+        Piece::Start => web::Bytes::new(),
+        Piece::Text(t) => {
+            let (k, v) = text_field(&t);
+            let mut out =
+                json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
+            out[k] = v;
+            ndjson(&out)
+        }
+        Piece::End(reason, usage) => {
+            let (k, v) = text_field("");
+            let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
+                "done_reason": done_reason(reason)});
+            out[k] = v;
+            merge(&mut out, &timings(started, load, &usage));
+            ndjson(&out)
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(body)
+}
+
+fn merge(out: &mut Value, t: &Timings) {
+    if let (Some(o), Ok(Value::Object(t))) = (out.as_object_mut(), serde_json::to_value(t)) {
+        o.extend(t);
+    }
+}
+
+/// Chat with a model (NDJSON stream unless `stream: false`).
+#[utoipa::path(post, path = "/api/chat", tag = "ollama", security(("api_key" = [])), request_body = ChatRequest,
+    responses((status = 200, description = "NDJSON lines; the last has `done: true`, `done_reason` and counts"),
+        (status = 400, body = OllamaErrorBody), (status = 401, body = OllamaErrorBody),
+        (status = 404, body = OllamaErrorBody)))]
+pub async fn chat(
+    st: web::Data<AppState>,
+    who: Caller<Ollama>,
+    body: ApiJson<ChatRequest, Ollama>,
+) -> Result<HttpResponse> {
+    let started = Instant::now();
+    let req = body.0;
+    check_format(&req.format)?;
+    let keep = keep_alive(&req.keep_alive)?;
+    if req.messages.is_empty() {
+        return load_or_unload(&st, &who.0, &req.model, keep, true).await;
+    }
+    let messages = req
+        .messages
+        .iter()
+        .map(|m| ChatMessage::new(&m.role, &m.content))
+        .collect();
+    let spec = JobSpec {
+        prompt: Prompt::Chat(messages),
+        max_tokens: req.options.max_tokens(),
+        sampling: req.options.sampling()?,
+        stop: req.options.stop.clone().unwrap_or_default(),
+        keep_alive: keep,
+        on_finish: None,
+    };
+    let (model, admitted) = start_job(&st, &who.0, &req.model, "ollama_chat", spec).await?;
+    Ok(respond(
+        admitted,
+        model,
+        true,
+        req.stream.unwrap_or(true),
+        started,
+    ))
+}
+
+/// Generate a completion (chat template applied unless `raw`).
+#[utoipa::path(post, path = "/api/generate", tag = "ollama", security(("api_key" = [])), request_body = GenerateRequest,
+    responses((status = 200, description = "NDJSON lines; the last has `done: true`, `done_reason` and counts"),
+        (status = 400, body = OllamaErrorBody), (status = 401, body = OllamaErrorBody),
+        (status = 404, body = OllamaErrorBody)))]
+pub async fn generate(
+    st: web::Data<AppState>,
+    who: Caller<Ollama>,
+    body: ApiJson<GenerateRequest, Ollama>,
+) -> Result<HttpResponse> {
+    let started = Instant::now();
+    let req = body.0;
+    check_format(&req.format)?;
+    let keep = keep_alive(&req.keep_alive)?;
+    if req.prompt.is_empty() {
+        return load_or_unload(&st, &who.0, &req.model, keep, false).await;
+    }
+    let prompt = if req.raw {
+        Prompt::Text(req.prompt.clone())
+    } else {
+        let mut m = Vec::new();
+        if let Some(s) = &req.system {
+            m.push(ChatMessage::new("system", s));
+        }
+        m.push(ChatMessage::new("user", &req.prompt));
+        Prompt::Chat(m)
+    };
+    let spec = JobSpec {
+        prompt,
+        max_tokens: req.options.max_tokens(),
+        sampling: req.options.sampling()?,
+        stop: req.options.stop.clone().unwrap_or_default(),
+        keep_alive: keep,
+        on_finish: None,
+    };
+    let (model, admitted) = start_job(&st, &who.0, &req.model, "ollama_generate", spec).await?;
+    Ok(respond(
+        admitted,
+        model,
+        false,
+        req.stream.unwrap_or(true),
+        started,
+    ))
+}
+
+impl Body for ShowRequest {}
+impl Body for ChatRequest {}
+impl Body for GenerateRequest {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_796_000_000)),
+            "2026-11-30T00:53:20.000000000Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+    }
+
+    #[test]
+    fn keep_alive_forms() {
+        assert_eq!(keep_alive(&None).unwrap(), None);
+        assert_eq!(keep_alive(&Some(json!(0))).unwrap(), Some(Duration::ZERO));
+        assert_eq!(keep_alive(&Some(json!(-1))).unwrap(), Some(Duration::MAX));
+        assert_eq!(
+            keep_alive(&Some(json!("10m"))).unwrap(),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            keep_alive(&Some(json!("30"))).unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert!(keep_alive(&Some(json!("soon"))).is_err());
+        assert!(keep_alive(&Some(json!([1]))).is_err());
+    }
+}

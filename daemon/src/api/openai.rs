@@ -1,0 +1,518 @@
+//! OpenAI-compatible API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, JSON or SSE.
+
+use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
+use super::extract::{field_error, ApiJson, Body, Caller};
+use super::{collect, event_stream, start_job, unix_now, AppState, Piece};
+use crate::sched::{JobSpec, Prompt};
+use actix_web::{web, HttpResponse};
+use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use utoipa::ToSchema;
+
+type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .route("/models", web::get().to(list_models))
+            .route("/models/{model}", web::get().to(get_model))
+            .route("/chat/completions", web::post().to(chat_completions))
+            .route("/completions", web::post().to(completions)),
+    );
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelObject {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    pub created: i64,
+    pub owned_by: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<ModelObject>,
+}
+
+fn model_object(m: &crate::models::Manifest) -> ModelObject {
+    ModelObject {
+        id: m.name.clone(),
+        object: "model",
+        created: m.imported_at as i64,
+        owned_by: "hearth",
+    }
+}
+
+/// Models the caller's key may use.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])),
+    responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorBody)))]
+pub async fn list_models(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
+    let list = st
+        .sched
+        .models()
+        .list()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let data = list
+        .iter()
+        .filter(|m| who.0.may_use(&m.name))
+        .map(model_object)
+        .collect();
+    Ok(HttpResponse::Ok().json(ModelList {
+        object: "list",
+        data,
+    }))
+}
+
+/// One model.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai", security(("api_key" = [])),
+    params(("model" = String, Path, description = "model name")),
+    responses((status = 200, body = ModelObject), (status = 404, body = OpenAiErrorBody)))]
+pub async fn get_model(
+    st: web::Data<AppState>,
+    who: Caller<OpenAi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let name = st.sched.resolve(&path)?;
+    if !who.0.may_use(&name) {
+        return Err(ApiError::ModelNotFound(name).into());
+    }
+    let m = st
+        .sched
+        .models()
+        .get(&name)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(model_object(&m)))
+}
+
+/// `stop`: one string or a list.
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Clone, Default)]
+pub struct StreamOptions {
+    /// Send a last chunk with the request's token usage.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+pub struct ResponseFormat {
+    /// `text` (or `json_object`, see the notes in docs/api.md).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Sampling fields shared by both completion endpoints (extensions as in llama.cpp's and vLLM's servers).
+#[derive(Deserialize, ToSchema, Clone, Default)]
+pub struct SamplingFields {
+    pub max_tokens: Option<u32>,
+    /// 0 = greedy. Default 1.
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    /// Extension: 0 = off.
+    pub top_k: Option<u32>,
+    /// Extension.
+    pub min_p: Option<f32>,
+    /// Extension: 1 = off.
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    /// Token id (as a string) → bias in [-100, 100].
+    pub logit_bias: Option<HashMap<String, f32>>,
+    pub seed: Option<i64>,
+    pub stop: Option<Stop>,
+    /// Only 1 is supported.
+    pub n: Option<u32>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    /// Stored with the request for the owner's reference; not used for generation.
+    pub user: Option<String>,
+}
+
+fn in_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> std::result::Result<(), ApiError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(ApiError::invalid(
+            format!("'{name}' must be between {lo} and {hi}, got {x}"),
+            Some(name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl SamplingFields {
+    fn sampling(&self) -> std::result::Result<SamplingParams, ApiError> {
+        in_range("temperature", self.temperature, 0.0, 2.0)?;
+        in_range("top_p", self.top_p, 0.0, 1.0)?;
+        in_range("min_p", self.min_p, 0.0, 1.0)?;
+        in_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
+        in_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
+        in_range("repetition_penalty", self.repetition_penalty, 0.0, 10.0)?;
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
+        }
+        let mut bias = Vec::new();
+        for (k, v) in self.logit_bias.iter().flatten() {
+            let id: u32 = k.parse().map_err(|_| {
+                ApiError::invalid(
+                    format!("logit_bias key '{k}' is not a token id"),
+                    Some("logit_bias"),
+                )
+            })?;
+            if !(-100.0..=100.0).contains(v) {
+                return Err(ApiError::invalid(
+                    format!("logit_bias value for token {id} must be between -100 and 100"),
+                    Some("logit_bias"),
+                ));
+            }
+            bias.push((id, *v));
+        }
+        bias.sort_by_key(|b| b.0);
+        // OpenAI's defaults: plain temperature-1 sampling, no top-k/min-p filtering.
+        Ok(SamplingParams {
+            temperature: self.temperature.unwrap_or(1.0),
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0) as usize,
+            min_p: self.min_p.unwrap_or(0.0),
+            repeat_penalty: self.repetition_penalty.unwrap_or(1.0),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            logit_bias: bias,
+            seed: self.seed.map(|s| s as u64),
+            ..SamplingParams::default()
+        })
+    }
+
+    fn stop(&self) -> std::result::Result<Vec<String>, ApiError> {
+        let stop = self.stop.clone().map(Stop::into_vec).unwrap_or_default();
+        if stop.len() > 4 {
+            return Err(ApiError::invalid("at most 4 stop sequences", Some("stop")));
+        }
+        Ok(stop.into_iter().filter(|s| !s.is_empty()).collect())
+    }
+}
+
+/// A message's content: text, or a list of parts of which the text ones are used.
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+pub struct ChatMessageIn {
+    /// system, developer, user, assistant or tool.
+    pub role: String,
+    pub content: Option<Content>,
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessageIn>,
+    /// Newer name of `max_tokens`; wins when both are given.
+    pub max_completion_tokens: Option<u32>,
+    pub response_format: Option<ResponseFormat>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CompletionRequest {
+    pub model: String,
+    /// A string, or a list holding one string.
+    pub prompt: PromptIn,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PromptIn {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy)]
+pub struct UsageOut {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl From<&Usage> for UsageOut {
+    fn from(u: &Usage) -> UsageOut {
+        UsageOut {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens + u.completion_tokens,
+        }
+    }
+}
+
+/// vLLM's name for a generation stopped by the server (shutdown).
+fn finish_reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "abort",
+    }
+}
+
+fn messages_in(msgs: &[ChatMessageIn]) -> std::result::Result<Vec<ChatMessage>, ApiError> {
+    if msgs.is_empty() {
+        return Err(ApiError::invalid(
+            "'messages' must not be empty",
+            Some("messages"),
+        ));
+    }
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "developer" => "system",
+                r @ ("system" | "user" | "assistant" | "tool") => r,
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].role: unknown role '{other}'"),
+                        Some(&format!("messages[{i}].role")),
+                    ))
+                }
+            };
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut s = String::new();
+                    for p in parts {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => s.push_str(t),
+                            (kind, _) => {
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}]: content part type '{kind}' is not supported (text only)"),
+                                    Some(&format!("messages[{i}].content")),
+                                ))
+                            }
+                        }
+                    }
+                    s
+                }
+            };
+            Ok(ChatMessage::new(role, &content))
+        })
+        .collect()
+}
+
+fn check_format(f: &Option<ResponseFormat>) -> std::result::Result<(), ApiError> {
+    match f.as_ref().map(|f| f.kind.as_str()) {
+        None | Some("text") => Ok(()),
+        Some(other) => Err(ApiError::invalid(
+            format!("response_format type '{other}' is not supported (use text)"),
+            Some("response_format"),
+        )),
+    }
+}
+
+fn completion_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        crate::auth::secrets::random_token(24).unwrap_or_else(|_| unix_now().to_string())
+    )
+}
+
+fn sse(data: &serde_json::Value) -> web::Bytes {
+    web::Bytes::from(format!("data: {data}\n\n"))
+}
+
+fn sse_response(
+    body: impl futures_util::Stream<Item = std::result::Result<web::Bytes, actix_web::Error>> + 'static,
+) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body)
+}
+
+/// Chat completion (OpenAI's shape; `stream: true` gives `chat.completion.chunk` events then `[DONE]`).
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", security(("api_key" = [])),
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "`chat.completion` JSON, or an SSE stream of `chat.completion.chunk`"),
+        (status = 400, body = OpenAiErrorBody, description = "bad request, or context_length_exceeded"),
+        (status = 401, body = OpenAiErrorBody), (status = 403, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody, description = "model_not_found"),
+        (status = 413, body = OpenAiErrorBody), (status = 503, body = OpenAiErrorBody, description = "queue full")))]
+pub async fn chat_completions(
+    st: web::Data<AppState>,
+    who: Caller<OpenAi>,
+    body: ApiJson<ChatCompletionRequest, OpenAi>,
+) -> Result<HttpResponse> {
+    let req = body.0;
+    check_format(&req.response_format)?;
+    let spec = JobSpec {
+        prompt: Prompt::Chat(messages_in(&req.messages)?),
+        max_tokens: req
+            .max_completion_tokens
+            .or(req.sampling.max_tokens)
+            .map(|n| n as usize),
+        sampling: req.sampling.sampling()?,
+        stop: req.sampling.stop()?,
+        keep_alive: None,
+        on_finish: None,
+    };
+    let (model, mut admitted) = start_job(&st, &who.0, &req.model, "chat", spec).await?;
+    let id = completion_id("chatcmpl");
+    let created = unix_now();
+    let fingerprint = concat!("hearth-", env!("CARGO_PKG_VERSION"));
+    if !req.sampling.stream {
+        let (text, reason, usage) = collect(&mut admitted).await;
+        return Ok(HttpResponse::Ok().json(json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "system_fingerprint": fingerprint,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": null, "finish_reason": finish_reason(reason)}],
+            "usage": UsageOut::from(&usage),
+        })));
+    }
+    let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
+    let chunk = move |delta: serde_json::Value, reason: Option<&str>| {
+        let mut v = json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": fingerprint,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason}],
+        });
+        if include_usage {
+            v["usage"] = serde_json::Value::Null;
+        }
+        v
+    };
+    let body = event_stream(admitted, move |piece| match piece {
+        Piece::Start => sse(&chunk(json!({"role": "assistant", "content": ""}), None)),
+        Piece::Text(t) => sse(&chunk(json!({"content": t}), None)),
+        Piece::End(reason, usage) => {
+            let mut out = String::new();
+            out.push_str(&format!(
+                "data: {}\n\n",
+                chunk(json!({}), Some(finish_reason(reason)))
+            ));
+            if include_usage {
+                let mut u = chunk(json!({}), None);
+                u["choices"] = json!([]);
+                u["usage"] = json!(UsageOut::from(&usage));
+                out.push_str(&format!("data: {u}\n\n"));
+            }
+            out.push_str("data: [DONE]\n\n");
+            web::Bytes::from(out)
+        }
+    });
+    Ok(sse_response(body))
+}
+
+/// Text completion (legacy endpoint; no chat template).
+#[utoipa::path(post, path = "/v1/completions", tag = "openai", security(("api_key" = [])),
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "`text_completion` JSON, or an SSE stream of them then `[DONE]`"),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody), (status = 503, body = OpenAiErrorBody)))]
+pub async fn completions(
+    st: web::Data<AppState>,
+    who: Caller<OpenAi>,
+    body: ApiJson<CompletionRequest, OpenAi>,
+) -> Result<HttpResponse> {
+    let req = body.0;
+    let prompt = match req.prompt {
+        PromptIn::One(s) => s,
+        PromptIn::Many(mut v) if v.len() == 1 => v.remove(0),
+        PromptIn::Many(_) => {
+            return Err(ApiError::invalid(
+                "only one prompt per request is supported",
+                Some("prompt"),
+            )
+            .into())
+        }
+    };
+    let spec = JobSpec {
+        prompt: Prompt::Text(prompt),
+        // OpenAI's default for this endpoint.
+        max_tokens: Some(req.sampling.max_tokens.unwrap_or(16) as usize),
+        sampling: req.sampling.sampling()?,
+        stop: req.sampling.stop()?,
+        keep_alive: None,
+        on_finish: None,
+    };
+    let (model, mut admitted) = start_job(&st, &who.0, &req.model, "completions", spec).await?;
+    let id = completion_id("cmpl");
+    let created = unix_now();
+    if !req.sampling.stream {
+        let (text, reason, usage) = collect(&mut admitted).await;
+        return Ok(HttpResponse::Ok().json(json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)}],
+            "usage": UsageOut::from(&usage),
+        })));
+    }
+    let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
+    let chunk = move |text: &str, reason: Option<&str>| {
+        json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": reason}],
+        })
+    };
+    let body = event_stream(admitted, move |piece| match piece {
+        Piece::Start => web::Bytes::new(),
+        Piece::Text(t) => sse(&chunk(&t, None)),
+        Piece::End(reason, usage) => {
+            let mut out = format!("data: {}\n\n", chunk("", Some(finish_reason(reason))));
+            if include_usage {
+                let mut u = chunk("", None);
+                u["choices"] = json!([]);
+                u["usage"] = json!(UsageOut::from(&usage));
+                out.push_str(&format!("data: {u}\n\n"));
+            }
+            out.push_str("data: [DONE]\n\n");
+            web::Bytes::from(out)
+        }
+    });
+    Ok(sse_response(body))
+}
+
+impl Body for ChatCompletionRequest {
+    fn refine(json: &serde_json::Value) -> Option<ApiError> {
+        field_error::<SamplingFields>(json)
+    }
+}
+
+impl Body for CompletionRequest {
+    fn refine(json: &serde_json::Value) -> Option<ApiError> {
+        field_error::<SamplingFields>(json)
+    }
+}

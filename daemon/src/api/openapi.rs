@@ -1,0 +1,67 @@
+//! The OpenAPI document (utoipa) at `/openapi.json`, and `/docs`: a self-contained page that renders it
+//! (no CDN — the appliance may have no Internet).
+
+use super::{admin, error, ollama, openai};
+use actix_web::{web, HttpResponse};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Hearth API", description = "OpenAI- and Ollama-compatible inference, and administration. \
+        Every route except /health, /ready, /openapi.json and /docs needs `Authorization: Bearer hth_…`."),
+    paths(
+        super::health, super::ready,
+        openai::list_models, openai::get_model, openai::chat_completions, openai::completions,
+        ollama::tags, ollama::version, ollama::show, ollama::ps, ollama::chat, ollama::generate,
+        admin::list_users, admin::create_user, admin::update_user,
+        admin::list_keys, admin::create_key, admin::revoke_key,
+    ),
+    components(schemas(error::OpenAiErrorBody, error::OllamaErrorBody)),
+    modifiers(&BearerKey),
+    tags(
+        (name = "openai", description = "OpenAI-compatible"),
+        (name = "ollama", description = "Ollama-compatible"),
+        (name = "admin", description = "Users and keys (admin role)"),
+        (name = "health", description = "Probes (no auth)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("hth_<id>_<secret>")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/openapi.json", web::get().to(spec))
+        .route("/docs", web::get().to(docs));
+}
+
+async fn spec() -> HttpResponse {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    HttpResponse::Ok().json(doc)
+}
+
+async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "content-security-policy",
+            "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+        ))
+        .body(include_str!("docs.html"))
+}

@@ -1,0 +1,364 @@
+//! One TOML file (`/etc/hearth/hearth.toml` when packaged, `./hearth.toml` in development), then `HEARTH_*`
+//! environment variables, then flags. Errors name the file, line and column, or the variable.
+
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8383";
+pub const PACKAGED_CONFIG: &str = "/etc/hearth/hearth.toml";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// State directory: the SQLite database and the models live under it unless configured.
+    pub state_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`; default: SQLite in the state directory.
+    pub database_url: Option<String>,
+    /// Models directory; default `<state_dir>/models`.
+    pub models_dir: Option<PathBuf>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests (streams included) before closing them.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+    pub tls: Option<TlsConfig>,
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Compute threads per loaded model; default: physical cores.
+    pub threads: Option<usize>,
+    /// Sequences decoded together per model (KV-cache slots).
+    pub max_sequences: usize,
+    /// Context length per sequence (capped by the model's).
+    pub context: usize,
+    /// Requests waiting for a slot per model before new ones get 503.
+    pub queue_depth: usize,
+    /// How long an idle model stays loaded (Ollama's `keep_alive` overrides it per request).
+    #[serde(deserialize_with = "de_duration")]
+    pub keep_alive: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            bind: DEFAULT_BIND
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8383))),
+            state_dir: None,
+            database_url: None,
+            models_dir: None,
+            max_body_bytes: 4 << 20,
+            shutdown_timeout: Duration::from_secs(30),
+            tls: None,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            threads: None,
+            max_sequences: 4,
+            context: 4096,
+            queue_depth: 64,
+            keep_alive: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Variables that override settings, and whether their value is text (else parsed as a TOML value).
+const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
+    ("HEARTH_BIND", &["bind"], true),
+    ("HEARTH_DATABASE_URL", &["database_url"], true),
+    ("HEARTH_MODELS_DIR", &["models_dir"], true),
+    ("HEARTH_MAX_BODY_BYTES", &["max_body_bytes"], false),
+    ("HEARTH_SHUTDOWN_TIMEOUT", &["shutdown_timeout"], true),
+    ("HEARTH_TLS_CERT", &["tls", "cert"], true),
+    ("HEARTH_TLS_KEY", &["tls", "key"], true),
+    ("HEARTH_ENGINE_THREADS", &["engine", "threads"], false),
+    (
+        "HEARTH_ENGINE_MAX_SEQUENCES",
+        &["engine", "max_sequences"],
+        false,
+    ),
+    ("HEARTH_ENGINE_CONTEXT", &["engine", "context"], false),
+    (
+        "HEARTH_ENGINE_QUEUE_DEPTH",
+        &["engine", "queue_depth"],
+        false,
+    ),
+    ("HEARTH_ENGINE_KEEP_ALIVE", &["engine", "keep_alive"], true),
+];
+
+impl Config {
+    /// Parses TOML text; errors carry the line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The file (if any), then `HEARTH_*` overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.to_owned(),
+                message: e.to_string(),
+            })?,
+            None => String::new(),
+        };
+        let origin = path.unwrap_or(Path::new("<defaults>"));
+        let cfg = Config::parse(&text, origin)?;
+        let overrides: Vec<_> = ENV_OVERRIDES
+            .iter()
+            .filter_map(|&(var, key, text)| env(var).map(|v| (var, key, text, v)))
+            .collect();
+        if overrides.is_empty() {
+            return Ok(cfg);
+        }
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (var, key, is_text, raw) in &overrides {
+            let value = if *is_text {
+                toml::Value::String(raw.clone())
+            } else {
+                toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or_else(|| toml::Value::String(raw.clone()))
+            };
+            let mut t = &mut table;
+            for part in &key[..key.len() - 1] {
+                let entry = t
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                t = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+                    var: var.to_string(),
+                    message: format!("'{part}' in the file is not a table"),
+                })?;
+            }
+            t.insert(key[key.len() - 1].to_owned(), value);
+            // Deserialize after each one so an error names the variable that caused it.
+            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigError::Env {
+                    var: var.to_string(),
+                    message: e.message().trim().to_owned(),
+                }
+            })?;
+        }
+        let cfg = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(e.message().to_owned()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes must be at least 1024");
+        }
+        let e = &self.engine;
+        if e.max_sequences == 0 || e.max_sequences > 256 {
+            return bad("engine.max_sequences must be between 1 and 256");
+        }
+        if e.context < 16 {
+            return bad("engine.context must be at least 16");
+        }
+        if e.threads == Some(0) {
+            return bad("engine.threads must be at least 1");
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return bad("database_url must start with sqlite: or postgres://");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that referenced files exist (`hearth config check`, and `serve` before binding).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            for (what, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if let Err(e) = std::fs::metadata(p) {
+                    return Err(ConfigError::Invalid(format!("{what} {}: {e}", p.display())));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The config file to use when `--config` is not given: `./hearth.toml`, else the packaged one, if present.
+pub fn default_path() -> Option<PathBuf> {
+    [Path::new("hearth.toml"), Path::new(PACKAGED_CONFIG)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .map(Path::to_path_buf)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"7d"`, `"2w"`, `"0"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let err = || format!("invalid duration '{s}' (examples: 500ms, 30s, 5m, 1h30m, 7d)");
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "w" => Duration::from_secs(n.saturating_mul(604_800)),
+            _ => return Err(err()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "5", "5x", "m", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let text = "bind = \"127.0.0.1:9000\"\n\n[engine]\nmax_sequences = \"four\"\n";
+        match Config::parse(text, Path::new("h.toml")) {
+            Err(ConfigError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!(line, 4);
+                assert_eq!(column, 17);
+                assert!(message.contains("invalid type"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = Config::parse("bnd = 1\n", Path::new("h.toml")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("h.toml:1:1: unknown field `bnd`"),
+            "{e}"
+        );
+        let e = Config::parse("bind = \"localhost\"\n", Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().starts_with("h.toml:1:8:"), "{e}");
+        let e = Config::parse("shutdown_timeout = \"soon\"\n", Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("invalid duration 'soon'"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.toml");
+        std::fs::write(&p, "bind = \"127.0.0.1:9000\"\n[engine]\ncontext = 1024\n").unwrap();
+        let env = |k: &str| match k {
+            "HEARTH_BIND" => Some("0.0.0.0:1234".to_owned()),
+            "HEARTH_ENGINE_THREADS" => Some("3".to_owned()),
+            "HEARTH_TLS_CERT" => Some("/c.pem".to_owned()),
+            "HEARTH_TLS_KEY" => Some("/k.pem".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(Some(&p), env).unwrap();
+        assert_eq!(c.bind, "0.0.0.0:1234".parse().unwrap());
+        assert_eq!(c.engine.threads, Some(3));
+        assert_eq!(c.engine.context, 1024);
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("/k.pem"));
+        let e = Config::load(Some(&p), |k| {
+            (k == "HEARTH_ENGINE_CONTEXT").then(|| "big".into())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Env { ref var, .. } if var == "HEARTH_ENGINE_CONTEXT"),
+            "{e}"
+        );
+        assert_eq!(Config::load(None, |_| None).unwrap(), Config::default());
+    }
+}

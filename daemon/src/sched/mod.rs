@@ -1,0 +1,285 @@
+//! When and where a request runs. Today: one worker thread per loaded model, each owning the engine's `Batch`
+//! (continuous batching, so one model serves concurrent requests), loaded on first use and unloaded after
+//! `keep_alive` idle. Inference never runs on an actix thread (DESIGN invariant 2): the HTTP side submits a
+//! `Job`, gets an admission answer (errors come before any token), then receives `JobEvent`s over a channel.
+//! Dropping that receiver — a client that went away — cancels the sequence at the next step.
+
+mod worker;
+
+use crate::models::{ModelStore, ModelStoreError};
+use hearth_engine::{ChatMessage, EngineError, FinishReason, SamplingParams, Usage};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// Rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Tokenized as is.
+    Text(String),
+}
+
+/// Called exactly once when an admitted job ends — finished, stopped, cancelled or abandoned — with the real
+/// counts; the request ledger hangs here so usage is recorded even when the client went away (invariant 3).
+pub type OnFinish = Arc<dyn Fn(FinishReason, &Usage) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct JobSpec {
+    pub prompt: Prompt,
+    /// None: until the context is full.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// How long the model stays loaded after this request (None: the configured default).
+    pub keep_alive: Option<Duration>,
+    pub on_finish: Option<OnFinish>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// Released text (never splits a UTF-8 character or a pending stop string).
+    Text(String),
+    Done {
+        reason: FinishReason,
+        usage: Usage,
+    },
+}
+
+/// A job the worker accepted: its prompt was tokenized and fits, and its events will follow.
+pub struct Admitted {
+    pub prompt_tokens: usize,
+    pub max_tokens: usize,
+    /// Time spent loading the model for this request (zero when it was loaded).
+    pub load_duration: Duration,
+    pub events: mpsc::UnboundedReceiver<JobEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error("model '{0}' not found")]
+    ModelNotFound(String),
+    #[error("model '{model}' failed to load: {message}")]
+    Load { model: String, message: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("model '{model}' has {depth} requests waiting; try again later")]
+    QueueFull { model: String, depth: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("model store: {0}")]
+    Store(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedConfig {
+    pub threads: usize,
+    pub max_sequences: usize,
+    pub context: usize,
+    pub queue_depth: usize,
+    pub keep_alive: Duration,
+}
+
+/// A loaded model, as `/api/ps` shows it.
+#[derive(Debug, Clone)]
+pub struct LoadedInfo {
+    pub name: String,
+    pub size_bytes: u64,
+    pub context: usize,
+    /// When it will be unloaded if nothing else arrives (None: busy, or kept forever).
+    pub expires_at: Option<SystemTime>,
+}
+
+enum Msg {
+    Job {
+        spec: JobSpec,
+        reply: oneshot::Sender<Result<Admitted, SchedError>>,
+    },
+    /// Answer once the model is loaded (Ollama's empty-prompt load).
+    Loaded(oneshot::Sender<Result<(), SchedError>>),
+    KeepAlive(Duration),
+    Shutdown,
+}
+
+struct WorkerHandle {
+    generation: u64,
+    tx: std::sync::mpsc::Sender<Msg>,
+    status: Arc<Mutex<worker::Status>>,
+}
+
+pub struct Scheduler {
+    models: ModelStore,
+    cfg: SchedConfig,
+    workers: Arc<Mutex<HashMap<String, WorkerHandle>>>,
+    generation: AtomicU64,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Scheduler {
+    pub fn new(models: ModelStore, cfg: SchedConfig) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            models,
+            cfg,
+            workers: Arc::new(Mutex::new(HashMap::new())),
+            generation: AtomicU64::new(0),
+            stopping: false.into(),
+        })
+    }
+
+    pub fn models(&self) -> &ModelStore {
+        &self.models
+    }
+
+    /// Resolves a requested model name to an imported one (`name:latest` is accepted for Ollama clients).
+    pub fn resolve(&self, name: &str) -> Result<String, SchedError> {
+        match self.models.lookup(name) {
+            Ok(m) => Ok(m.name),
+            Err(ModelStoreError::NotFound(_)) => Err(SchedError::ModelNotFound(name.to_owned())),
+            Err(e) => Err(SchedError::Store(e.to_string())),
+        }
+    }
+
+    /// Submits a job; resolves once the worker admitted it (or refused it, before any token).
+    pub async fn submit(&self, model: &str, spec: JobSpec) -> Result<Admitted, SchedError> {
+        // A worker may be exiting (idle unload) just as we send: then the job comes back unanswered and we
+        // start a fresh worker once.
+        for _ in 0..2 {
+            let (reply, rx) = oneshot::channel();
+            self.send(
+                model,
+                Msg::Job {
+                    spec: spec.clone(),
+                    reply,
+                },
+            )?;
+            if let Ok(answer) = rx.await {
+                return answer;
+            }
+        }
+        Err(SchedError::Load {
+            model: model.to_owned(),
+            message: "the model worker stopped unexpectedly".into(),
+        })
+    }
+
+    /// Loads a model (if needed) and waits until it is ready.
+    pub async fn load(&self, model: &str) -> Result<(), SchedError> {
+        for _ in 0..2 {
+            let (reply, rx) = oneshot::channel();
+            self.send(model, Msg::Loaded(reply))?;
+            if let Ok(answer) = rx.await {
+                return answer;
+            }
+        }
+        Err(SchedError::Load {
+            model: model.to_owned(),
+            message: "the model worker stopped unexpectedly".into(),
+        })
+    }
+
+    /// Unloads a model once its running requests finish (keep_alive = 0). False when it was not loaded.
+    pub fn unload(&self, model: &str) -> bool {
+        let Ok(w) = self.workers.lock() else {
+            return false;
+        };
+        w.get(model)
+            .is_some_and(|h| h.tx.send(Msg::KeepAlive(Duration::ZERO)).is_ok())
+    }
+
+    pub fn loaded(&self) -> Vec<LoadedInfo> {
+        let Ok(w) = self.workers.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = w
+            .iter()
+            .filter_map(|(name, h)| {
+                let s = h.status.lock().ok()?;
+                s.loaded.then(|| LoadedInfo {
+                    name: name.clone(),
+                    size_bytes: s.size_bytes,
+                    context: s.context,
+                    expires_at: s.idle_until.and_then(|t| {
+                        let left = t.checked_duration_since(Instant::now())?;
+                        SystemTime::now().checked_add(left)
+                    }),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Refuses new work and stops every worker (running sequences end as cancelled).
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Ok(w) = self.workers.lock() {
+            for h in w.values() {
+                let _ = h.tx.send(Msg::Shutdown);
+            }
+        }
+    }
+
+    fn send(&self, model: &str, msg: Msg) -> Result<(), SchedError> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(SchedError::ShuttingDown);
+        }
+        let mut workers = self
+            .workers
+            .lock()
+            .map_err(|_| SchedError::Store("worker registry poisoned".into()))?;
+        let msg = match workers.get(model) {
+            Some(h) => match h.tx.send(msg) {
+                Ok(()) => return Ok(()),
+                // The worker exited: start another below.
+                Err(std::sync::mpsc::SendError(msg)) => msg,
+            },
+            None => msg,
+        };
+        let manifest = self.models.get(model).map_err(|e| match e {
+            ModelStoreError::NotFound(_) => SchedError::ModelNotFound(model.to_owned()),
+            e => SchedError::Store(e.to_string()),
+        })?;
+        let path = self.models.file_path(&manifest);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let status = Arc::new(Mutex::new(worker::Status {
+            size_bytes: manifest.size_bytes,
+            ..Default::default()
+        }));
+        let _ = tx.send(msg);
+        let w = worker::Worker {
+            model: model.to_owned(),
+            path,
+            cfg: self.cfg.clone(),
+            rx,
+            status: status.clone(),
+        };
+        let registry = self.workers.clone();
+        let name = model.to_owned();
+        std::thread::Builder::new()
+            .name(format!("model-{model}"))
+            .spawn(move || {
+                w.run();
+                if let Ok(mut r) = registry.lock() {
+                    if r.get(&name).is_some_and(|h| h.generation == generation) {
+                        r.remove(&name);
+                    }
+                }
+            })
+            .map_err(|e| SchedError::Load {
+                model: model.to_owned(),
+                message: format!("cannot start the worker thread: {e}"),
+            })?;
+        workers.insert(
+            model.to_owned(),
+            WorkerHandle {
+                generation,
+                tx,
+                status,
+            },
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,208 @@
+//! `hearth serve`: open the store, create the first admin if needed, start the scheduler and the HTTP server,
+//! tell systemd, and shut down gracefully on SIGTERM/SIGINT (drain, then end what is still running cleanly).
+
+use crate::api::{self, AppState};
+use crate::auth::{accounts, Authenticator};
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::models::ModelStore;
+use crate::sched::{SchedConfig, Scheduler};
+use crate::sd_notify;
+use crate::store::{self, Store};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn database_url(cfg: &Config, state_dir: &Path) -> String {
+    cfg.database_url
+        .clone()
+        .unwrap_or_else(|| store::sqlite_url(state_dir))
+}
+
+pub fn models_dir(cfg: &Config, state_dir: &Path) -> PathBuf {
+    cfg.models_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("models"))
+}
+
+fn tls_config(tls: &crate::config::TlsConfig) -> Result<rustls::ServerConfig> {
+    let open = |p: &Path| {
+        std::fs::File::open(p)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("TLS: cannot open {}", p.display()))
+    };
+    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("TLS: bad certificate file {}", tls.cert.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "TLS: no certificate in {}",
+        tls.cert.display()
+    );
+    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
+        .with_context(|| format!("TLS: bad key file {}", tls.key.display()))?
+        .with_context(|| format!("TLS: no private key in {}", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS: certificate and key do not match")
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    let message = format!("no route for {} {}", req.method(), req.path());
+    if req.path().starts_with("/api/") {
+        HttpResponse::NotFound().json(serde_json::json!({ "error": message }))
+    } else {
+        HttpResponse::NotFound().json(serde_json::json!({
+            "error": {"message": message, "type": "invalid_request_error", "param": null, "code": "not_found"}
+        }))
+    }
+}
+
+pub fn run(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Result<()> {
+    actix_web::rt::System::new().block_on(serve(cfg, state_dir, bind))
+}
+
+async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Result<()> {
+    cfg.check_files()?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let models = models_dir(&cfg, &state_dir);
+    std::fs::create_dir_all(&models)
+        .with_context(|| format!("cannot create the models directory {}", models.display()))?;
+    let store = Store::connect(&database_url(&cfg, &state_dir))
+        .await
+        .context("opening the database")?;
+    accounts::ensure_initial_admin(&store, &state_dir).await?;
+    let e = &cfg.engine;
+    let sched = Scheduler::new(
+        ModelStore::at(models),
+        SchedConfig {
+            threads: e.threads.unwrap_or_else(hearth_engine::default_threads),
+            max_sequences: e.max_sequences,
+            context: e.context,
+            queue_depth: e.queue_depth,
+            keep_alive: e.keep_alive,
+        },
+    );
+    let (ledger, ledger_task) = Ledger::start(store.clone());
+    let addr = bind.unwrap_or(cfg.bind);
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
+    let state = web::Data::new(AppState {
+        config: cfg,
+        state_dir,
+        store: store.clone(),
+        auth: Authenticator::new(store.clone()),
+        sched: sched.clone(),
+        ledger,
+    });
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(actix_web::middleware::from_fn(log_request))
+            .configure(api::configure)
+            .default_service(web::to(not_found))
+    })
+    .disable_signals()
+    // Actix's own deadline sits past ours, so streams still get their final event after we cancel them.
+    .shutdown_timeout(shutdown_timeout.as_secs() + 2);
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(addr, tls),
+        None => server.bind(addr),
+    }
+    .with_context(|| format!("cannot listen on {addr}"))?;
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    for a in server.addrs() {
+        tracing::info!(url = %format!("{scheme}://{a}"), "listening");
+        // One line on stdout so scripts (and `make run`) can find the address, even with port 0.
+        println!("hearth: listening on {scheme}://{a}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    sd_notify::notify("READY=1");
+    if let Some(every) = sd_notify::watchdog_interval() {
+        actix_web::rt::spawn(async move {
+            loop {
+                sd_notify::notify("WATCHDOG=1");
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+    let signals = {
+        let sched = sched.clone();
+        actix_web::rt::spawn(async move {
+            let which = wait_for_signal().await;
+            tracing::info!(
+                signal = which,
+                timeout_s = shutdown_timeout.as_secs_f64(),
+                "shutting down"
+            );
+            sd_notify::notify("STOPPING=1");
+            let deadline = Instant::now() + shutdown_timeout;
+            let stop = handle.stop(true);
+            // Drain: in-flight requests finish on their own until the deadline; then whatever still runs is
+            // ended as cancelled, so its stream closes with a final event rather than a cut connection.
+            let sched2 = sched.clone();
+            actix_web::rt::spawn(async move {
+                tokio::time::sleep_until(deadline.into()).await;
+                sched2.shutdown();
+            });
+            stop.await;
+        })
+    };
+    server.await.context("HTTP server")?;
+    signals.abort();
+    sched.shutdown();
+    drop(state);
+    // Give workers a moment to report their last rows, then write them.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if tokio::time::timeout(Duration::from_secs(5), ledger_task.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("usage rows still queued at exit were not written");
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+/// One line per request at debug level: method, path (no query string: it could carry secrets), status, time.
+async fn log_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let (method, path) = (req.method().clone(), req.path().to_owned());
+    let t = Instant::now();
+    let res = next.call(req).await?;
+    tracing::debug!(%method, %path, status = res.status().as_u16(), ms = t.elapsed().as_secs_f64() * 1e3, "request");
+    Ok(res)
+}

@@ -1,0 +1,293 @@
+//! End-to-end harness: the real `hearth` binary serving on a random loopback port with a temp state dir and the
+//! demo model, plus a small HTTP/1.1 client (so the tests see exactly the bytes a client gets).
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn demo_model() -> PathBuf {
+    let dir = std::env::var_os("HEARTH_MODELS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth/models")
+        });
+    let p = dir.join("SmolLM2-135M-Instruct-Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-models (make test does)",
+        p.display()
+    );
+    p
+}
+
+pub fn hearth(state: &Path, args: &[&str]) -> Output {
+    hearth_stdin(state, args, None)
+}
+
+pub fn hearth_stdin(state: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env_remove("HEARTH_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hearth");
+    if let Some(s) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(s.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait hearth")
+}
+
+pub fn ok_stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "hearth failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).expect("UTF-8")
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub state: tempfile::TempDir,
+    pub admin_key: String,
+}
+
+pub const BASE_CONFIG: &str = "[engine]\nthreads = 1\nmax_sequences = 4\ncontext = 2048\n";
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with(BASE_CONFIG, &[])
+    }
+
+    /// Starts `hearth serve` with this config text and environment, the demo model imported as `smollm2`, and
+    /// an admin key made with the CLI while the daemon runs.
+    pub fn start_with(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let state = tempfile::tempdir().expect("tmp");
+        let o = hearth(
+            state.path(),
+            &[
+                "model",
+                "import",
+                demo_model().to_str().expect("path"),
+                "--name",
+                "smollm2",
+            ],
+        );
+        ok_stdout(&o);
+        let cfg = state.path().join("hearth.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let log = std::fs::File::create(state.path().join("daemon.log")).expect("log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("HEARTH_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn hearth serve");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if out.read_line(&mut line).expect("read stdout") == 0 {
+                let log =
+                    std::fs::read_to_string(state.path().join("daemon.log")).unwrap_or_default();
+                panic!("hearth serve exited before listening:\n{log}");
+            }
+            if let Some(url) = line.trim().strip_prefix("hearth: listening on http://") {
+                break url.to_owned();
+            }
+        };
+        let key = ok_stdout(&hearth(
+            state.path(),
+            &["key", "create", "admin", "--name", "tests"],
+        ))
+        .trim()
+        .to_owned();
+        Daemon {
+            child,
+            addr,
+            state,
+            admin_key: key,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        hearth(self.state.path(), args)
+    }
+
+    /// A key for a new member (optionally scoped to models).
+    pub fn member_key(&self, name: &str, models: Option<&str>) -> String {
+        ok_stdout(&self.cli(&["user", "add", name]));
+        let mut args = vec!["key", "create", name];
+        if let Some(m) = models {
+            args.extend(["--models", m]);
+        }
+        ok_stdout(&self.cli(&args)).trim().to_owned()
+    }
+
+    pub fn get(&self, path: &str, key: Option<&str>) -> Resp {
+        request(&self.addr, "GET", path, key, b"")
+    }
+
+    pub fn post(&self, path: &str, key: Option<&str>, body: &serde_json::Value) -> Resp {
+        request(&self.addr, "POST", path, key, body.to_string().as_bytes())
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    }
+
+    /// Waits for exit; None when it did not exit in time.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// The `data:` payloads of an SSE body.
+    pub fn sse(&self) -> Vec<String> {
+        self.text()
+            .split("\n\n")
+            .filter_map(|ev| ev.strip_prefix("data: ").map(str::to_owned))
+            .collect()
+    }
+    pub fn ndjson(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+            .collect()
+    }
+}
+
+pub fn send_raw(addr: &str, head: &str, body: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    s
+}
+
+pub fn request(addr: &str, method: &str, path: &str, key: Option<&str>, body: &[u8]) -> Resp {
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut s = send_raw(addr, &head, body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> Resp {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&b[start..(start + size).min(b.len())]);
+        b = &b[(start + size + 2).min(b.len())..];
+    }
+    out
+}
