@@ -12,6 +12,10 @@ pub fn notify(state: &str) -> bool {
     let Ok(sock) = UnixDatagram::unbound() else {
         return false;
     };
+    // Never block the caller (an async runtime thread) on a receiver that stopped reading.
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
     let sent = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
