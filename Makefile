@@ -2,18 +2,20 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/hearth/target
 HEARTH := $(CARGO_TARGET_DIR)/release/hearth
 STATE ?= .hearth
-PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: run test models build lint bench golden clean
+BIND ?= 127.0.0.1:8383
 
-## make run: fetch the demo model, build, import it and run a generation.
+.PHONY: run test models clients build lint bench bench-gateway golden clean
+
+## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
 run: models build
-	@$(HEARTH) --state-dir $(STATE) model list --json | grep -q '"name": "smollm2"' || \
-	  $(HEARTH) --state-dir $(STATE) model import "$$(scripts/fetch-models)/SmolLM2-135M-Instruct-Q4_1.gguf" --name smollm2
-	$(HEARTH) --state-dir $(STATE) run smollm2 "$(PROMPT)"
+	@scripts/run-demo $(HEARTH) $(STATE) $(BIND)
 
 models:
 	@scripts/fetch-models >/dev/null
+
+clients:
+	@scripts/client-env >/dev/null
 
 build:
 	cargo build --release -p hearth
@@ -22,13 +24,18 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## make test: everything CI runs.
-test: models lint
+## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it).
+test: models clients lint
 	cargo test --workspace
 
 ## make bench: side by side with llama.cpp (builds it from PyPI's llama-cpp-python on first use).
 bench:
 	scripts/bench
+
+## make bench-gateway: HTTP gateway overhead (requests/s and auth latency) with a load generator.
+bench-gateway:
+	cargo build --release -p hearth
+	scripts/bench-gateway $(HEARTH)
 
 ## make golden: regenerate tests/golden/ from llama.cpp.
 golden:

@@ -792,3 +792,45 @@ fn openapi_spec_and_offline_docs() {
         "the docs page must work offline"
     );
 }
+
+#[test]
+fn json_mode_returns_a_json_object() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat(
+            "Give me a JSON object describing a cat with name and age.",
+            json!({"max_tokens": 200, "response_format": {"type": "json_object"}}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let parsed: Value =
+        serde_json::from_str(content).unwrap_or_else(|e| panic!("not JSON ({e}): {content}"));
+    assert!(parsed.is_object());
+    // Ollama's format: "json".
+    let r = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": "Give me a JSON object describing a cat with name and age."}],
+            "format": "json", "stream": false, "options": {"temperature": 0, "repeat_penalty": 1.0, "num_predict": 200}}),
+    );
+    let v = r.json();
+    assert_eq!(v["done_reason"], "stop", "{v}");
+    let parsed: Value = serde_json::from_str(v["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(parsed.is_object());
+    // Schemas are refused clearly, not ignored.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("hi", json!({"response_format": {"type": "json_schema"}})),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "response_format");
+    let r = d.post("/api/chat", Some(&k), &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "format": {"type": "object"}}));
+    assert_eq!(r.status, 400);
+}

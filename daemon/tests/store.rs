@@ -213,6 +213,10 @@ async fn sqlite_store() {
     let dir = tempfile::tempdir().unwrap();
     let url = hearth::store::sqlite_url(&dir.path().join("state"));
     let store = Store::connect(&url).await.unwrap();
+    let db = dir.path().join("state/hearth.db");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the database holds hashes: owner-only");
     exercise(&store, dir.path()).await;
     store.close().await;
     // Migrations are idempotent: reopening applies nothing and keeps the data.

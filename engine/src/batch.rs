@@ -3,6 +3,7 @@
 //! processed in chunks that share the step with decoding sequences.
 
 use crate::error::{EngineError, Result};
+use crate::json_mode::JsonState;
 use crate::kv::KvCache;
 use crate::model::{Entry, Model, Scratch};
 use crate::sampling::{Sampler, SamplingParams};
@@ -20,6 +21,8 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep generating through end-of-generation tokens (benchmarks, reference comparisons).
     pub ignore_eos: bool,
+    /// Constrain the output to one JSON object (`json_mode`).
+    pub json_object: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -78,6 +81,7 @@ struct Seq {
     sampler: Sampler,
     stream: TextStream,
     ignore_eos: bool,
+    json: Option<JsonState>,
     added: Instant,
     first_token_at: Option<Instant>,
 }
@@ -110,6 +114,27 @@ pub struct Batch {
     pub max_step_tokens: usize,
     next_id: u64,
     entries: Vec<Entry>,
+    /// Scratch logits for JSON mode's first, unconstrained draw.
+    spare: Vec<f32>,
+}
+
+/// JSON mode: a token may follow if it keeps the output a valid JSON-object prefix; end-of-generation only once
+/// the object is complete (and then nothing else).
+fn json_allows(tok: &Tokenizer, js: &JsonState, id: u32) -> bool {
+    if tok.is_eog(id) {
+        js.is_complete()
+    } else {
+        let bytes = tok.token_bytes(id);
+        !js.is_complete() && !bytes.is_empty() && js.accepts(bytes)
+    }
+}
+
+fn mask_json(tok: &Tokenizer, js: &JsonState, logits: &mut [f32]) {
+    for (id, l) in logits.iter_mut().enumerate() {
+        if !json_allows(tok, js, id as u32) {
+            *l = f32::NEG_INFINITY;
+        }
+    }
 }
 
 impl Batch {
@@ -134,6 +159,7 @@ impl Batch {
             max_step_tokens: 512,
             next_id: 0,
             entries: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -208,6 +234,7 @@ impl Batch {
             max_tokens: req.max_tokens,
             stream: TextStream::new(req.stop),
             ignore_eos: req.ignore_eos,
+            json: req.json_object.then(JsonState::default),
             added: Instant::now(),
             first_token_at: None,
         });
@@ -288,7 +315,25 @@ impl Batch {
             }
             let logits = &mut self.scratch.logits[out_row * vocab..(out_row + 1) * vocab];
             out_row += 1;
-            let token = seq.sampler.sample(logits);
+            let token = match &seq.json {
+                None => seq.sampler.sample(logits),
+                // Sample freely first (cheap, usually acceptable); mask the vocabulary only when the choice
+                // would break the JSON — as llama.cpp does with grammars.
+                Some(js) => {
+                    self.spare.clear();
+                    self.spare.extend_from_slice(logits);
+                    let t = seq.sampler.sample(&mut self.spare);
+                    if json_allows(&self.tokenizer, js, t) {
+                        t
+                    } else {
+                        mask_json(&self.tokenizer, js, logits);
+                        seq.sampler.sample(logits)
+                    }
+                }
+            };
+            if let Some(js) = &mut seq.json {
+                js.feed(self.tokenizer.token_bytes(token));
+            }
             seq.sampler.accept(token);
             seq.tokens.push(token);
             if seq.first_token_at.is_none() {

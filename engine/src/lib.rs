@@ -8,6 +8,7 @@ pub mod batch;
 pub mod chat;
 pub mod error;
 pub mod gguf;
+pub mod json_mode;
 pub mod kv;
 pub mod loaded;
 pub mod model;

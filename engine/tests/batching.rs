@@ -16,6 +16,7 @@ fn greedy(prompt: Vec<u32>, n: usize) -> GenerateRequest {
         sampling: SamplingParams::greedy(),
         stop: vec![],
         ignore_eos: true,
+        json_object: false,
     }
 }
 
@@ -170,6 +171,7 @@ fn same_seed_same_text_different_seed_different_text() {
             },
             stop: vec![],
             ignore_eos: true,
+            json_object: false,
         })
         .expect("add");
         tokens_by_seq(&b.run_to_completion())

@@ -157,6 +157,7 @@ fn check_greedy(key: &str, file: &str) -> (usize, usize) {
                 sampling: SamplingParams::greedy(),
                 stop: vec![],
                 ignore_eos: true,
+                json_object: false,
             })
             .expect("add");
         seqs.push((id, ids(&c["output_ids"])));

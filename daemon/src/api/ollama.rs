@@ -254,12 +254,14 @@ fn keep_alive(v: &Option<Value>) -> std::result::Result<Option<Duration>, ApiErr
     })
 }
 
-fn check_format(f: &Option<Value>) -> std::result::Result<(), ApiError> {
+/// True for JSON mode (`"format": "json"`).
+fn check_format(f: &Option<Value>) -> std::result::Result<bool, ApiError> {
     match f {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::String(s)) if s.is_empty() => Ok(false),
+        Some(Value::String(s)) if s == "json" => Ok(true),
         Some(_) => Err(ApiError::invalid(
-            "'format' (structured output) is not supported yet",
+            "'format' supports \"json\"; JSON schemas are not supported yet",
             Some("format"),
         )),
     }
@@ -434,7 +436,7 @@ pub async fn chat(
 ) -> Result<HttpResponse> {
     let started = Instant::now();
     let req = body.0;
-    check_format(&req.format)?;
+    let json = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.messages.is_empty() {
         return load_or_unload(&st, &who.0, &req.model, keep, true).await;
@@ -449,6 +451,7 @@ pub async fn chat(
         max_tokens: req.options.max_tokens(),
         sampling: req.options.sampling()?,
         stop: req.options.stop.clone().unwrap_or_default(),
+        json,
         keep_alive: keep,
         on_finish: None,
     };
@@ -474,7 +477,7 @@ pub async fn generate(
 ) -> Result<HttpResponse> {
     let started = Instant::now();
     let req = body.0;
-    check_format(&req.format)?;
+    let json = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.prompt.is_empty() {
         return load_or_unload(&st, &who.0, &req.model, keep, false).await;
@@ -494,6 +497,7 @@ pub async fn generate(
         max_tokens: req.options.max_tokens(),
         sampling: req.options.sampling()?,
         stop: req.options.stop.clone().unwrap_or_default(),
+        json,
         keep_alive: keep,
         on_finish: None,
     };

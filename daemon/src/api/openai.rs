@@ -330,11 +330,13 @@ fn messages_in(msgs: &[ChatMessageIn]) -> std::result::Result<Vec<ChatMessage>, 
         .collect()
 }
 
-fn check_format(f: &Option<ResponseFormat>) -> std::result::Result<(), ApiError> {
+/// True for JSON mode.
+fn check_format(f: &Option<ResponseFormat>) -> std::result::Result<bool, ApiError> {
     match f.as_ref().map(|f| f.kind.as_str()) {
-        None | Some("text") => Ok(()),
+        None | Some("text") => Ok(false),
+        Some("json_object") => Ok(true),
         Some(other) => Err(ApiError::invalid(
-            format!("response_format type '{other}' is not supported (use text)"),
+            format!("response_format type '{other}' is not supported (use text or json_object)"),
             Some("response_format"),
         )),
     }
@@ -376,7 +378,7 @@ pub async fn chat_completions(
     body: ApiJson<ChatCompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let req = body.0;
-    check_format(&req.response_format)?;
+    let json = check_format(&req.response_format)?;
     let spec = JobSpec {
         prompt: Prompt::Chat(messages_in(&req.messages)?),
         max_tokens: req
@@ -385,6 +387,7 @@ pub async fn chat_completions(
             .map(|n| n as usize),
         sampling: req.sampling.sampling()?,
         stop: req.sampling.stop()?,
+        json,
         keep_alive: None,
         on_finish: None,
     };
@@ -466,6 +469,7 @@ pub async fn completions(
         max_tokens: Some(req.sampling.max_tokens.unwrap_or(16) as usize),
         sampling: req.sampling.sampling()?,
         stop: req.sampling.stop()?,
+        json: false,
         keep_alive: None,
         on_finish: None,
     };

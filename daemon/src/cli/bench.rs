@@ -80,6 +80,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
         ignore_eos: true,
+        json_object: false,
     }
 }
 

@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// Keep generating through end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// JSON mode: the output is constrained to one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
@@ -99,6 +102,7 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
         },
         stop: a.stop,
         ignore_eos: a.ignore_eos,
+        json_object: a.json,
     })?;
     let mut out = std::io::stdout().lock();
     while !batch.is_empty() {

@@ -33,6 +33,8 @@ pub struct JobSpec {
     pub max_tokens: Option<usize>,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// Constrain the output to one JSON object.
+    pub json: bool,
     /// How long the model stays loaded after this request (None: the configured default).
     pub keep_alive: Option<Duration>,
     pub on_finish: Option<OnFinish>,

@@ -189,6 +189,7 @@ impl Running<'_> {
             sampling: spec.sampling,
             stop: spec.stop,
             ignore_eos: false,
+            json_object: spec.json,
         };
         self.batch.validate(&req)?;
         if self.waiting.len() >= self.cfg.queue_depth && !self.batch.has_free_slot() {

@@ -80,12 +80,20 @@ impl Store {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
         if backend == Backend::Sqlite {
-            // The CLI may be the first to touch a fresh state directory.
-            if let Some(dir) = sqlite_file(url).and_then(|f| f.parent().map(Path::to_path_buf)) {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            // The CLI may be the first to touch a fresh state directory. The file holds password and key
+            // hashes: owner-only from the first byte (SQLite gives its -wal and -shm files the same mode).
+            if let Some(file) = sqlite_file(url) {
+                let io = |e| StoreError::Db(sqlx::Error::Io(e));
+                if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(io)?;
                 }
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&file)
+                    .map_err(io)?;
             }
         }
         let mut opts = AnyConnectOptions::from_str(url)?;

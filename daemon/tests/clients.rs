@@ -1,0 +1,45 @@
+//! Client compatibility: the official `openai` and `ollama` Python packages (PyPI, unmodified, installed by
+//! scripts/client-env) against the real daemon. See tests/compat/clients.py.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use std::path::PathBuf;
+
+#[test]
+fn official_python_clients_work_unchanged() {
+    let venv = std::env::var_os("HEARTH_CLIENT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/hearth/client-venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/client-env (make test does)",
+        python.display()
+    );
+    let d = common::Daemon::start();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/clients.py");
+    let o = std::process::Command::new(python)
+        .arg(script)
+        .arg(format!("http://{}", d.addr))
+        .arg(&d.admin_key)
+        .arg("smollm2")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "stdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        d.log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("checks passed"));
+}
