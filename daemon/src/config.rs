@@ -163,6 +163,7 @@ impl Config {
         }
         let mut table: toml::Table =
             toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut blame: Option<String> = None;
         for (var, key, is_text, raw) in &overrides {
             let value = if *is_text {
                 toml::Value::String(raw.clone())
@@ -183,16 +184,18 @@ impl Config {
                 })?;
             }
             t.insert(key[key.len() - 1].to_owned(), value);
-            // Deserialize after each one so an error names the variable that caused it.
-            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-                ConfigError::Env {
-                    var: var.to_string(),
-                    message: e.message().trim().to_owned(),
+            // Remember the first variable after which the result stops deserializing: the error is reported
+            // against it (checked at the end, since e.g. tls.cert alone is incomplete until tls.key is set).
+            if blame.is_none() {
+                if Config::deserialize(toml::Value::Table(table.clone())).is_err() {
+                    blame = Some(var.to_string());
                 }
-            })?;
+            }
         }
-        let cfg = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Invalid(e.message().to_owned()))?;
+        let cfg = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
+            var: blame.clone().unwrap_or_default(),
+            message: e.message().trim().to_owned(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -646,6 +646,22 @@ fn bad_input_gets_clear_errors() {
     let r = d.get("/v1/nothing", Some(&k));
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "not_found");
+    // A model file corrupted after import: a clear error naming the model, and the daemon carries on.
+    let tmp = d.state.path().join("broken.gguf");
+    std::fs::copy(demo_model(), &tmp).unwrap();
+    ok_stdout(&d.cli(&["model", "import", tmp.to_str().unwrap(), "--name", "broken"]));
+    let imported = d.state.path().join("models/broken/broken.gguf");
+    let bytes = std::fs::read(&imported).unwrap();
+    std::fs::remove_file(&imported).unwrap();
+    std::fs::write(&imported, &bytes[..bytes.len() / 3]).unwrap();
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "broken", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 500, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("model 'broken' failed to load"), "{msg}");
     // Nothing was lost: the daemon still serves.
     let r = d.post(
         "/v1/chat/completions",
