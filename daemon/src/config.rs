@@ -186,10 +186,8 @@ impl Config {
             t.insert(key[key.len() - 1].to_owned(), value);
             // Remember the first variable after which the result stops deserializing: the error is reported
             // against it (checked at the end, since e.g. tls.cert alone is incomplete until tls.key is set).
-            if blame.is_none() {
-                if Config::deserialize(toml::Value::Table(table.clone())).is_err() {
-                    blame = Some(var.to_string());
-                }
+            if blame.is_none() && Config::deserialize(toml::Value::Table(table.clone())).is_err() {
+                blame = Some(var.to_string());
             }
         }
         let cfg = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
