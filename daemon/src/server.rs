@@ -164,9 +164,8 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     server.await.context("HTTP server")?;
     signals.abort();
     sched.shutdown();
+    // The ledger closes once the last job callback is gone (workers exit after `shutdown`).
     drop(state);
-    // Give workers a moment to report their last rows, then write them.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     if tokio::time::timeout(Duration::from_secs(5), ledger_task.close())
         .await
         .is_err()

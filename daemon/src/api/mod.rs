@@ -110,10 +110,6 @@ pub async fn collect(admitted: &mut Admitted) -> (String, FinishReason, Usage) {
     )
 }
 
-pub fn unix_now() -> i64 {
-    crate::store::now()
-}
-
 /// What a streaming renderer is given, in order: `Start`, any number of `Text`, one `End`.
 pub enum Piece {
     Start,

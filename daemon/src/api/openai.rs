@@ -2,8 +2,9 @@
 
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{field_error, ApiJson, Body, Caller};
-use super::{collect, event_stream, start_job, unix_now, AppState, Piece};
+use super::{collect, event_stream, start_job, AppState, Piece};
 use crate::sched::{JobSpec, Prompt};
+use crate::store::now as unix_now;
 use actix_web::{web, HttpResponse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};

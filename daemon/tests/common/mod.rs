@@ -10,6 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A greedy chat request for the demo model, with extra fields merged in.
+pub fn chat(content: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut v = serde_json::json!({"model": "smollm2", "messages": [{"role": "user", "content": content}], "temperature": 0});
+    for (k, x) in extra.as_object().expect("object") {
+        v[k] = x.clone();
+    }
+    v
+}
+
 pub fn demo_model() -> PathBuf {
     let dir = std::env::var_os("HEARTH_MODELS_CACHE")
         .map(PathBuf::from)
