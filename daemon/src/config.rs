@@ -27,6 +27,17 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsConfig>,
     pub engine: EngineConfig,
+    /// IANA time zone for daily and monthly quota windows (default: the system's).
+    pub timezone: Option<String>,
+    /// Default limits per role; per-user values (`hearth quota set`) override them.
+    pub quota: QuotaDefaults,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaDefaults {
+    pub member: crate::quota::Limits,
+    pub admin: crate::quota::Limits,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -67,6 +78,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             tls: None,
             engine: EngineConfig::default(),
+            timezone: None,
+            quota: QuotaDefaults::default(),
         }
     }
 }
@@ -122,6 +135,7 @@ const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
         false,
     ),
     ("HEARTH_ENGINE_KEEP_ALIVE", &["engine", "keep_alive"], true),
+    ("HEARTH_TIMEZONE", &["timezone"], true),
 ];
 
 impl Config {
@@ -212,6 +226,17 @@ impl Config {
         }
         if e.threads == Some(0) {
             return bad("engine.threads must be at least 1");
+        }
+        if let Some(tz) = &self.timezone {
+            if jiff::tz::TimeZone::get(tz).is_err() {
+                return bad(&format!(
+                    "timezone '{tz}' is not a known IANA time zone (e.g. Europe/Berlin)"
+                ));
+            }
+        }
+        for (role, l) in [("member", &self.quota.member), ("admin", &self.quota.admin)] {
+            l.validate()
+                .map_err(|e| ConfigError::Invalid(format!("quota.{role}: {e}")))?;
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")

@@ -1,42 +1,51 @@
-//! Writes one `requests` row per admitted request, off the request path. The scheduler calls the job's
-//! `on_finish` exactly once (finished, cancelled or abandoned), which queues the row here; a single task
-//! writes them, and `close` drains the queue at shutdown.
+//! Completes ledger rows off the request path. Admission (`quota`) writes a `running` row with the reservation;
+//! the scheduler calls the job's `on_finish` exactly once (finished, cancelled or abandoned), which queues the real
+//! counts here; a single task reconciles them, and `close` drains the queue at shutdown.
 
 use crate::sched::OnFinish;
-use crate::store::{RequestRecord, Store};
-use hearth_engine::FinishReason;
+use crate::store::{Completion, Store};
+use hearth_engine::{FinishReason, Usage};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// Who asked for what; completed into a row when the job ends.
-#[derive(Debug, Clone)]
-pub struct Ticket {
-    pub request_id: String,
-    pub user_id: String,
-    pub key_id: Option<String>,
-    pub model: String,
-    pub endpoint: &'static str,
+struct Done {
+    request_id: String,
+    reason: FinishReason,
+    usage: Usage,
+    duration_ms: i64,
 }
 
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::UnboundedSender<RequestRecord>,
+    tx: mpsc::UnboundedSender<Done>,
 }
 
 pub struct LedgerTask(tokio::task::JoinHandle<()>);
 
 impl Ledger {
     pub fn start(store: Store) -> (Ledger, LedgerTask) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
         let task = tokio::spawn(async move {
-            while let Some(rec) = rx.recv().await {
-                // Retry briefly: SQLite may be busy with the CLI; a row is worth a short wait.
+            while let Some(d) = rx.recv().await {
+                let c = Completion {
+                    request_id: &d.request_id,
+                    status: match d.reason {
+                        FinishReason::Cancelled => "cancelled",
+                        FinishReason::Stop | FinishReason::Length => "ok",
+                    },
+                    finish_reason: d.reason.as_str(),
+                    prompt_tokens: d.usage.prompt_tokens as i64,
+                    completion_tokens: d.usage.completion_tokens as i64,
+                    now: crate::store::now(),
+                    duration_ms: d.duration_ms,
+                };
+                // Retry briefly: SQLite may be busy with the CLI; a reconciliation is worth a short wait.
                 let mut tries = 0;
-                while let Err(e) = store.record_request(&rec).await {
+                while let Err(e) = store.reconcile(&c).await {
                     tries += 1;
                     if tries >= 5 {
-                        tracing::error!(error = %e, request = %rec.id, "could not record request usage");
+                        tracing::error!(error = %e, request = %d.request_id, "could not record request usage");
                         break;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
@@ -46,22 +55,15 @@ impl Ledger {
         (Ledger { tx }, LedgerTask(task))
     }
 
-    /// The callback for one job.
-    pub fn on_finish(&self, ticket: Ticket) -> OnFinish {
+    /// The callback for one admitted request.
+    pub fn on_finish(&self, request_id: String) -> OnFinish {
         let tx = self.tx.clone();
         let started = Instant::now();
-        let started_at = crate::store::now();
-        Arc::new(move |reason: FinishReason, usage: &hearth_engine::Usage| {
-            let _ = tx.send(RequestRecord {
-                id: ticket.request_id.clone(),
-                user_id: ticket.user_id.clone(),
-                key_id: ticket.key_id.clone(),
-                model: ticket.model.clone(),
-                endpoint: ticket.endpoint.to_owned(),
-                prompt_tokens: usage.prompt_tokens as i64,
-                completion_tokens: usage.completion_tokens as i64,
-                finish_reason: reason.as_str().to_owned(),
-                started_at,
+        Arc::new(move |reason: FinishReason, usage: &Usage| {
+            let _ = tx.send(Done {
+                request_id: request_id.clone(),
+                reason,
+                usage: *usage,
                 duration_ms: started.elapsed().as_millis() as i64,
             });
         })
@@ -69,7 +71,7 @@ impl Ledger {
 }
 
 impl LedgerTask {
-    /// Waits until every queued row is written (all `Ledger` handles must be dropped first).
+    /// Waits until every queued completion is written (all `Ledger` handles must be dropped first).
     pub async fn close(self) {
         let _ = self.0.await;
     }

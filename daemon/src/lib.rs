@@ -7,6 +7,7 @@ pub mod config;
 pub mod ledger;
 pub mod models;
 pub mod paths;
+pub mod quota;
 pub mod sched;
 pub mod sd_notify;
 pub mod server;

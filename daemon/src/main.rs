@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::accounts::KeyCommand,
     },
+    /// Per-user limits.
+    Quota {
+        #[command(subcommand)]
+        command: cli::accounts::QuotaCommand,
+    },
     /// Generate text from a model, streaming it to stdout.
     Run(cli::run::RunArgs),
     /// Measure prompt processing and generation speed.
@@ -129,6 +134,7 @@ fn real_main(cli: Cli) -> Result<()> {
         },
         Command::User { command } => cli::accounts::user(&db_url(), command),
         Command::Key { command } => cli::accounts::key(&db_url(), command),
+        Command::Quota { command } => cli::accounts::quota(&db_url(), command),
         Command::Run(args) => cli::run::run(&store, args),
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {

@@ -6,6 +6,7 @@ use crate::auth::{accounts, Authenticator};
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::models::ModelStore;
+use crate::quota::Quota;
 use crate::sched::{SchedConfig, Scheduler};
 use crate::sd_notify;
 use crate::store::{self, Store};
@@ -91,6 +92,13 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         },
     );
     let (ledger, ledger_task) = Ledger::start(store.clone());
+    let tz = match &cfg.timezone {
+        Some(name) => {
+            jiff::tz::TimeZone::get(name).with_context(|| format!("timezone '{name}'"))?
+        }
+        None => jiff::tz::TimeZone::system(),
+    };
+    let quota = Quota::new(store.clone(), tz, cfg.quota.clone(), None);
     let addr = bind.unwrap_or(cfg.bind);
     let shutdown_timeout = cfg.shutdown_timeout;
     let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
@@ -101,6 +109,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         auth: Authenticator::new(store.clone()),
         sched: sched.clone(),
         ledger,
+        quota,
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || {

@@ -448,7 +448,9 @@ fn a_client_that_disconnects_cancels_its_generation_and_usage_is_recorded() {
     drop(s);
     let mut row = None;
     for _ in 0..300 {
-        row = ledger(&d).into_iter().find(|r| r.endpoint == "completions");
+        row = ledger(&d)
+            .into_iter()
+            .find(|r| r.endpoint == "completions" && r.status != "running");
         if row.is_some() {
             break;
         }
@@ -456,6 +458,12 @@ fn a_client_that_disconnects_cancels_its_generation_and_usage_is_recorded() {
     }
     let row = row.expect("a ledger row for the abandoned request");
     assert_eq!(row.finish_reason, "cancelled");
+    assert_eq!(row.status, "cancelled");
+    // Charged for what was processed: the prompt and the tokens generated before the cancel.
+    assert_eq!(
+        row.charged_tokens,
+        row.prompt_tokens + row.completion_tokens
+    );
     assert!(row.completion_tokens < 1000, "{row:?}");
     assert!(row.prompt_tokens > 0);
     // A finished request is recorded with its counts.
@@ -468,7 +476,9 @@ fn a_client_that_disconnects_cancels_its_generation_and_usage_is_recorded() {
         .json();
     let mut found = None;
     for _ in 0..100 {
-        found = ledger(&d).into_iter().find(|r| r.endpoint == "chat");
+        found = ledger(&d)
+            .into_iter()
+            .find(|r| r.endpoint == "chat" && r.status == "ok");
         if found.is_some() {
             break;
         }

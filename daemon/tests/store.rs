@@ -202,6 +202,8 @@ async fn exercise(store: &Store, state: &std::path::Path) {
         finish_reason: "stop".into(),
         started_at: 1_700_000_000,
         duration_ms: 56,
+        status: "ok".into(),
+        charged_tokens: 46,
     };
     store.record_request(&r).await.unwrap();
     assert_eq!(store.recent_requests(&alice.id, 10).await.unwrap(), vec![r]);

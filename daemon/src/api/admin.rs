@@ -17,6 +17,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/users", web::get().to(list_users))
             .route("/users", web::post().to(create_user))
             .route("/users/{name}", web::patch().to(update_user))
+            .route("/users/{name}/quota", web::get().to(get_quota))
+            .route("/users/{name}/quota", web::put().to(put_quota))
             .route("/keys", web::get().to(list_keys))
             .route("/keys", web::post().to(create_key))
             .route("/keys/{id}", web::delete().to(revoke_key)),
@@ -172,3 +174,48 @@ pub async fn revoke_key(
 impl Body for NewUser {}
 impl Body for UserUpdate {}
 impl Body for NewKeyRequest {}
+
+async fn user_id(
+    st: &AppState,
+    name: &str,
+) -> std::result::Result<crate::store::UserRecord, ApiError> {
+    st.store
+        .user_by_name(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("user '{name}' not found")))
+}
+
+/// A user's own limits (`own`) and the limits in effect (`effective`: the role's defaults overridden by them).
+#[utoipa::path(get, path = "/admin/users/{name}/quota", tag = "admin", security(("api_key" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, description = "`{own, effective}`"), (status = 404, body = OpenAiErrorBody)))]
+pub async fn get_quota(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let u = user_id(&st, &path).await?;
+    let own = st.store.user_limits(&u.id).await?;
+    let role = crate::auth::Role::parse(&u.role).unwrap_or(crate::auth::Role::Member);
+    let effective = st.quota.limits(&u.id, role).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"own": own, "effective": effective})))
+}
+
+/// Replaces a user's own limits (fields left out fall back to the role's defaults).
+#[utoipa::path(put, path = "/admin/users/{name}/quota", tag = "admin", security(("api_key" = [])),
+    params(("name" = String, Path)), request_body = crate::quota::Limits,
+    responses((status = 200, body = crate::quota::Limits), (status = 400, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody)))]
+pub async fn put_quota(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+    body: ApiJson<crate::quota::Limits, OpenAi>,
+) -> Result<HttpResponse> {
+    let u = user_id(&st, &path).await?;
+    body.0.validate().map_err(|e| ApiError::invalid(e, None))?;
+    st.store.set_user_limits(&u.id, &body.0).await?;
+    Ok(HttpResponse::Ok().json(&body.0))
+}
+
+impl Body for crate::quota::Limits {}

@@ -4,6 +4,7 @@
 
 use crate::auth::accounts::AccountError;
 use crate::auth::AuthError;
+use crate::quota::QuotaError;
 use crate::sched::SchedError;
 use crate::store::StoreError;
 use actix_web::http::{header, StatusCode};
@@ -36,6 +37,14 @@ pub enum ApiError {
     Overloaded(String),
     #[error("{0}")]
     Unavailable(String),
+    /// 429: `rate_limit_exceeded` (per-minute, concurrency) or `insufficient_quota` (day, month).
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        code: &'static str,
+        retry_after: u64,
+        headers: Vec<(&'static str, String)>,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -59,6 +68,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,6 +85,13 @@ impl ApiError {
             ApiError::Unauthorized(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => "server_overloaded",
+            ApiError::TooManyRequests { code, .. } => {
+                if *code == "insufficient_quota" {
+                    "insufficient_quota"
+                } else {
+                    "requests"
+                }
+            }
             ApiError::Internal(_) => "server_error",
         }
     }
@@ -88,6 +105,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => Some("payload_too_large"),
             ApiError::Forbidden(_) => Some("forbidden"),
             ApiError::Overloaded(_) => Some("queue_full"),
+            ApiError::TooManyRequests { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -105,6 +123,17 @@ impl ApiError {
         let mut b = HttpResponse::build(self.status());
         if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
             b.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let ApiError::TooManyRequests {
+            retry_after,
+            headers,
+            ..
+        } = self
+        {
+            b.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            for (k, v) in headers {
+                b.insert_header((*k, v.as_str()));
+            }
         }
         if matches!(self, ApiError::Unauthorized(_)) {
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -201,7 +230,14 @@ macro_rules! into_rendered {
         }
     )*};
 }
-into_rendered!(AuthError, SchedError, StoreError, AccountError, EngineError);
+into_rendered!(
+    AuthError,
+    SchedError,
+    StoreError,
+    AccountError,
+    EngineError,
+    QuotaError
+);
 
 impl<F> From<ApiError> for Rendered<F> {
     fn from(e: ApiError) -> Self {
@@ -265,6 +301,38 @@ impl From<SchedError> for ApiError {
             SchedError::QueueFull { .. } => ApiError::Overloaded(e.to_string()),
             SchedError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<QuotaError> for ApiError {
+    fn from(e: QuotaError) -> ApiError {
+        match e {
+            QuotaError::ModelNotAllowed(_) => ApiError::Forbidden(e.to_string()),
+            QuotaError::OverRequestCap { .. } => {
+                ApiError::invalid(e.to_string(), Some("max_tokens"))
+            }
+            QuotaError::RateLimited {
+                ref headers,
+                retry_after,
+                ..
+            } => ApiError::TooManyRequests {
+                message: e.to_string(),
+                code: "rate_limit_exceeded",
+                retry_after,
+                headers: headers.clone(),
+            },
+            QuotaError::Exhausted {
+                ref headers,
+                retry_after,
+                ..
+            } => ApiError::TooManyRequests {
+                message: e.to_string(),
+                code: "insufficient_quota",
+                retry_after,
+                headers: headers.clone(),
+            },
+            QuotaError::Store(s) => s.into(),
         }
     }
 }

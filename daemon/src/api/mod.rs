@@ -10,8 +10,9 @@ pub mod openapi;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
-use crate::ledger::{Ledger, Ticket};
-use crate::sched::{Admitted, JobEvent, JobSpec, Scheduler};
+use crate::ledger::Ledger;
+use crate::quota::{Quota, RateHeaders};
+use crate::sched::{Admitted, Gate, JobEvent, JobSpec, Scheduler};
 use crate::store::Store;
 use actix_web::{web, HttpResponse};
 use error::ApiError;
@@ -26,6 +27,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub sched: Arc<Scheduler>,
     pub ledger: Ledger,
+    pub quota: Arc<Quota>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -63,31 +65,74 @@ pub async fn ready(st: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Resolves the model, checks the caller may use it, and submits the job with its ledger ticket.
+/// A job that passed every check and holds its quota reservation.
+pub struct Started {
+    pub model: String,
+    pub admitted: Admitted,
+    /// x-ratelimit-* headers for the response.
+    pub rate: RateHeaders,
+}
+
+impl Started {
+    pub fn response(&self) -> actix_web::HttpResponseBuilder {
+        let mut b = HttpResponse::Ok();
+        for (k, v) in &self.rate {
+            b.insert_header((*k, v.as_str()));
+        }
+        b
+    }
+}
+
+/// The path of every generation request: model (404) → key scope (403) → user limits (403 model, 400 cap) →
+/// the worker tokenizes and validates (400) → quota admission reserves prompt + max_tokens atomically (429) →
+/// only then may the job run. Nothing is computed for a request refused on the way.
 pub async fn start_job(
     st: &AppState,
     who: &Principal,
     model: &str,
     endpoint: &'static str,
     mut spec: JobSpec,
-) -> Result<(String, Admitted), ApiError> {
+) -> Result<Started, ApiError> {
     let model = st.sched.resolve(model)?;
     if !who.may_use(&model) {
         return Err(ApiError::Forbidden(format!(
             "this API key may not use model '{model}'"
         )));
     }
+    let limits = st.quota.limits(&who.user_id, who.role).await?;
+    spec.max_tokens = st.quota.plan(&limits, &model, spec.max_tokens)?;
     let request_id =
         crate::auth::secrets::random_token(20).map_err(|e| ApiError::Internal(e.to_string()))?;
-    spec.on_finish = Some(st.ledger.on_finish(Ticket {
-        request_id,
-        user_id: who.user_id.clone(),
-        key_id: who.key_id.clone(),
-        model: model.clone(),
-        endpoint,
-    }));
+    let gate = Gate::default();
+    spec.gate = Some(gate.clone());
+    spec.on_finish = Some(st.ledger.on_finish(request_id.clone()));
     let admitted = st.sched.submit(&model, spec).await?;
-    Ok((model, admitted))
+    let admission = st
+        .quota
+        .admit(
+            who,
+            &limits,
+            &request_id,
+            &model,
+            endpoint,
+            admitted.prompt_tokens,
+            admitted.max_tokens,
+        )
+        .await;
+    match admission {
+        Ok(rate) => {
+            gate.open();
+            Ok(Started {
+                model,
+                admitted,
+                rate,
+            })
+        }
+        Err(e) => {
+            gate.refuse();
+            Err(e.into())
+        }
+    }
 }
 
 /// Waits for the whole completion (non-streaming responses).

@@ -3,9 +3,9 @@
 
 use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
 use super::extract::{ApiJson, Body, Caller};
-use super::{collect, event_stream, start_job, AppState, Piece};
+use super::{collect, event_stream, start_job, AppState, Piece, Started};
 use crate::config::parse_duration;
-use crate::sched::{Admitted, JobSpec, Prompt};
+use crate::sched::{JobSpec, Prompt};
 use actix_web::{web, HttpResponse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
@@ -365,13 +365,11 @@ async fn load_or_unload(
     Ok(HttpResponse::Ok().json(v))
 }
 
-fn respond(
-    admitted: Admitted,
-    model: String,
-    chat: bool,
-    stream: bool,
-    started: Instant,
-) -> HttpResponse {
+fn respond(job: Started, chat: bool, stream: bool, started: Instant) -> HttpResponse {
+    let mut ok = job.response();
+    let Started {
+        model, admitted, ..
+    } = job;
     let load = admitted.load_duration;
     let text_field = move |t: &str| {
         if chat {
@@ -391,7 +389,7 @@ fn respond(
             merge(&mut out, &timings(started, load, &usage));
             out
         };
-        return HttpResponse::Ok().streaming(futures_util::stream::once(async move {
+        return ok.streaming(futures_util::stream::once(async move {
             Ok::<_, actix_web::Error>(web::Bytes::from(fut.await.to_string()))
         }));
     }
@@ -413,9 +411,7 @@ fn respond(
             ndjson(&out)
         }
     });
-    HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .streaming(body)
+    ok.content_type("application/x-ndjson").streaming(body)
 }
 
 fn merge(out: &mut Value, t: &Timings) {
@@ -454,15 +450,10 @@ pub async fn chat(
         json,
         keep_alive: keep,
         on_finish: None,
+        gate: None,
     };
-    let (model, admitted) = start_job(&st, &who.0, &req.model, "ollama_chat", spec).await?;
-    Ok(respond(
-        admitted,
-        model,
-        true,
-        req.stream.unwrap_or(true),
-        started,
-    ))
+    let job = start_job(&st, &who.0, &req.model, "ollama_chat", spec).await?;
+    Ok(respond(job, true, req.stream.unwrap_or(true), started))
 }
 
 /// Generate a completion (chat template applied unless `raw`).
@@ -500,15 +491,10 @@ pub async fn generate(
         json,
         keep_alive: keep,
         on_finish: None,
+        gate: None,
     };
-    let (model, admitted) = start_job(&st, &who.0, &req.model, "ollama_generate", spec).await?;
-    Ok(respond(
-        admitted,
-        model,
-        false,
-        req.stream.unwrap_or(true),
-        started,
-    ))
+    let job = start_job(&st, &who.0, &req.model, "ollama_generate", spec).await?;
+    Ok(respond(job, false, req.stream.unwrap_or(true), started))
 }
 
 impl Body for ShowRequest {}

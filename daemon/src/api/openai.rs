@@ -2,7 +2,7 @@
 
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{field_error, ApiJson, Body, Caller};
-use super::{collect, event_stream, start_job, AppState, Piece};
+use super::{collect, event_stream, start_job, AppState, Piece, Started};
 use crate::sched::{JobSpec, Prompt};
 use crate::store::now as unix_now;
 use actix_web::{web, HttpResponse};
@@ -20,7 +20,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/models", web::get().to(list_models))
             .route("/models/{model}", web::get().to(get_model))
             .route("/chat/completions", web::post().to(chat_completions))
-            .route("/completions", web::post().to(completions)),
+            .route("/completions", web::post().to(completions))
+            .route("/me/usage", web::get().to(me_usage)),
     );
 }
 
@@ -355,10 +356,10 @@ fn sse(data: &serde_json::Value) -> web::Bytes {
 }
 
 fn sse_response(
+    mut ok: actix_web::HttpResponseBuilder,
     body: impl futures_util::Stream<Item = std::result::Result<web::Bytes, actix_web::Error>> + 'static,
 ) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
+    ok.content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
         .streaming(body)
@@ -391,14 +392,22 @@ pub async fn chat_completions(
         json,
         keep_alive: None,
         on_finish: None,
+        gate: None,
     };
-    let (model, mut admitted) = start_job(&st, &who.0, &req.model, "chat", spec).await?;
+    let started = start_job(&st, &who.0, &req.model, "chat", spec).await?;
+    let ok = started.response();
+    let Started {
+        model,
+        mut admitted,
+        ..
+    } = started;
     let id = completion_id("chatcmpl");
     let created = unix_now();
     let fingerprint = concat!("hearth-", env!("CARGO_PKG_VERSION"));
     if !req.sampling.stream {
         let (text, reason, usage) = collect(&mut admitted).await;
-        return Ok(HttpResponse::Ok().json(json!({
+        let mut ok = ok;
+        return Ok(ok.json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "system_fingerprint": fingerprint,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -437,7 +446,7 @@ pub async fn chat_completions(
             web::Bytes::from(out)
         }
     });
-    Ok(sse_response(body))
+    Ok(sse_response(ok, body))
 }
 
 /// Text completion (legacy endpoint; no chat template).
@@ -473,13 +482,21 @@ pub async fn completions(
         json: false,
         keep_alive: None,
         on_finish: None,
+        gate: None,
     };
-    let (model, mut admitted) = start_job(&st, &who.0, &req.model, "completions", spec).await?;
+    let started = start_job(&st, &who.0, &req.model, "completions", spec).await?;
+    let ok = started.response();
+    let Started {
+        model,
+        mut admitted,
+        ..
+    } = started;
     let id = completion_id("cmpl");
     let created = unix_now();
     if !req.sampling.stream {
         let (text, reason, usage) = collect(&mut admitted).await;
-        return Ok(HttpResponse::Ok().json(json!({
+        let mut ok = ok;
+        return Ok(ok.json(json!({
             "id": id, "object": "text_completion", "created": created, "model": model,
             "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)}],
             "usage": UsageOut::from(&usage),
@@ -507,7 +524,7 @@ pub async fn completions(
             web::Bytes::from(out)
         }
     });
-    Ok(sse_response(body))
+    Ok(sse_response(ok, body))
 }
 
 impl Body for ChatCompletionRequest {
@@ -520,4 +537,26 @@ impl Body for CompletionRequest {
     fn refine(json: &serde_json::Value) -> Option<ApiError> {
         field_error::<SamplingFields>(json)
     }
+}
+
+/// The caller's own usage today and this month (local time zone), their limits and what remains.
+#[utoipa::path(get, path = "/v1/me/usage", tag = "openai", security(("api_key" = [])),
+    responses((status = 200, description = "`{user, today, month, limits, remaining, resets}`"),
+        (status = 401, body = OpenAiErrorBody)))]
+pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
+    let p = &who.0;
+    let limits = st.quota.limits(&p.user_id, p.role).await?;
+    let (today, month, w) = st.quota.usage(&p.user_id).await?;
+    let left = |limit: Option<u64>, used: i64| limit.map(|l| (l as i64 - used).max(0));
+    Ok(HttpResponse::Ok().json(json!({
+        "user": p.user_name,
+        "today": today,
+        "month": month,
+        "limits": limits,
+        "remaining": {
+            "tokens_today": left(limits.tokens_per_day, today.total_tokens),
+            "tokens_this_month": left(limits.tokens_per_month, month.total_tokens),
+        },
+        "resets": {"day": w.day_reset, "month": w.month_reset},
+    })))
 }

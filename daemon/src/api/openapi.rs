@@ -12,9 +12,9 @@ use utoipa::{Modify, OpenApi};
         Every route except /health, /ready, /openapi.json and /docs needs `Authorization: Bearer hth_…`."),
     paths(
         super::health, super::ready,
-        openai::list_models, openai::get_model, openai::chat_completions, openai::completions,
+        openai::list_models, openai::get_model, openai::chat_completions, openai::completions, openai::me_usage,
         ollama::tags, ollama::version, ollama::show, ollama::ps, ollama::chat, ollama::generate,
-        admin::list_users, admin::create_user, admin::update_user,
+        admin::list_users, admin::create_user, admin::update_user, admin::get_quota, admin::put_quota,
         admin::list_keys, admin::create_key, admin::revoke_key,
     ),
     components(schemas(error::OpenAiErrorBody, error::OllamaErrorBody)),

@@ -200,3 +200,85 @@ pub fn key(db_url: &str, cmd: KeyCommand) -> Result<()> {
         Ok(())
     })
 }
+
+#[derive(clap::Subcommand)]
+pub enum QuotaCommand {
+    /// Set a user's limits (only the flags given change; --clear resets the user to the role's defaults).
+    Set {
+        user: String,
+        #[arg(long)]
+        clear: bool,
+        #[arg(long)]
+        tokens_per_day: Option<u64>,
+        #[arg(long)]
+        tokens_per_month: Option<u64>,
+        #[arg(long)]
+        requests_per_minute: Option<u64>,
+        #[arg(long)]
+        tokens_per_minute: Option<u64>,
+        #[arg(long)]
+        max_concurrent_requests: Option<u64>,
+        #[arg(long)]
+        max_tokens_per_request: Option<u64>,
+        /// Comma-separated models the user may use.
+        #[arg(long, value_delimiter = ',')]
+        allowed_models: Option<Vec<String>>,
+        #[arg(long)]
+        weight: Option<u64>,
+    },
+    /// Show a user's own limits (JSON).
+    Show { user: String },
+}
+
+pub fn quota(db_url: &str, cmd: QuotaCommand) -> Result<()> {
+    runtime()?.block_on(async {
+        let store = Store::connect(db_url)
+            .await
+            .context("opening the database")?;
+        let name = match &cmd {
+            QuotaCommand::Set { user, .. } | QuotaCommand::Show { user } => user.clone(),
+        };
+        let Some(user) = store.user_by_name(&name).await? else {
+            bail!("user '{name}' not found");
+        };
+        match cmd {
+            QuotaCommand::Show { .. } => {
+                let l = store.user_limits(&user.id).await?;
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            }
+            QuotaCommand::Set {
+                clear,
+                tokens_per_day,
+                tokens_per_month,
+                requests_per_minute,
+                tokens_per_minute,
+                max_concurrent_requests,
+                max_tokens_per_request,
+                allowed_models,
+                weight,
+                ..
+            } => {
+                let current = if clear {
+                    Default::default()
+                } else {
+                    store.user_limits(&user.id).await?
+                };
+                let l = current.overlaid(&hearth::quota::Limits {
+                    tokens_per_day,
+                    tokens_per_month,
+                    requests_per_minute,
+                    tokens_per_minute,
+                    max_concurrent_requests,
+                    max_tokens_per_request,
+                    allowed_models,
+                    weight,
+                });
+                l.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                store.set_user_limits(&user.id, &l).await?;
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            }
+        }
+        store.close().await;
+        Ok(())
+    })
+}

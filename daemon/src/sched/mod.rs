@@ -22,6 +22,27 @@ pub enum Prompt {
     Text(String),
 }
 
+/// Holds an admitted job until the caller decides: quota admission needs the prompt's token count, which only
+/// the worker knows, and must happen before any token is computed.
+#[derive(Clone, Default, Debug)]
+pub struct Gate(Arc<std::sync::atomic::AtomicU8>);
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.store(1, Ordering::SeqCst);
+    }
+    pub fn refuse(&self) {
+        self.0.store(2, Ordering::SeqCst);
+    }
+    /// None while undecided, then whether it may run.
+    fn decided(&self) -> Option<bool> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s == 1),
+        }
+    }
+}
+
 /// Called exactly once when an admitted job ends — finished, stopped, cancelled or abandoned — with the real
 /// counts; the request ledger hangs here so usage is recorded even when the client went away (invariant 3).
 pub type OnFinish = Arc<dyn Fn(FinishReason, &Usage) + Send + Sync>;
@@ -38,6 +59,8 @@ pub struct JobSpec {
     /// How long the model stays loaded after this request (None: the configured default).
     pub keep_alive: Option<Duration>,
     pub on_finish: Option<OnFinish>,
+    /// If set, the job waits for `Gate::open` before it runs.
+    pub gate: Option<Gate>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

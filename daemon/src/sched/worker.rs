@@ -1,7 +1,7 @@
 //! One model's worker thread: loads it, admits jobs into its `Batch`, steps the batch while anything runs,
 //! forwards events, cancels sequences whose receiver is gone, and unloads after `keep_alive` idle.
 
-use super::{Admitted, JobEvent, JobSpec, Msg, OnFinish, Prompt, SchedConfig, SchedError};
+use super::{Admitted, Gate, JobEvent, JobSpec, Msg, OnFinish, Prompt, SchedConfig, SchedError};
 use hearth_engine::{
     Batch, Event, FinishReason, GenerateRequest, LoadOptions, LoadedModel, SeqId, Usage,
 };
@@ -33,6 +33,7 @@ struct Waiting {
     req: GenerateRequest,
     tx: mpsc::UnboundedSender<JobEvent>,
     on_finish: Option<OnFinish>,
+    gate: Option<Gate>,
 }
 
 struct Active {
@@ -105,7 +106,14 @@ impl Worker {
         };
         let mut idle_since = Instant::now();
         'outer: loop {
-            if r.active.is_empty() && r.waiting.is_empty() {
+            if r.active.is_empty() && !r.waiting.is_empty() {
+                // Only jobs awaiting their gate: poll briefly rather than sleep for keep_alive.
+                if let Ok(msg) = self.rx.recv_timeout(Duration::from_millis(1)) {
+                    if !r.handle(msg) {
+                        break 'outer;
+                    }
+                }
+            } else if r.active.is_empty() && r.waiting.is_empty() {
                 let wait = r.keep_alive.saturating_sub(idle_since.elapsed());
                 self.set_idle(
                     Instant::now()
@@ -204,6 +212,7 @@ impl Running<'_> {
             req,
             tx,
             on_finish: spec.on_finish,
+            gate: spec.gate,
         });
         let load_duration = if std::mem::take(&mut self.first_job) {
             self.load_duration
@@ -218,19 +227,32 @@ impl Running<'_> {
         })
     }
 
+    /// Moves waiting jobs whose gate is open into free slots, in arrival order; drops refused or abandoned ones.
     fn admit_waiting(&mut self) {
+        // Nothing was computed for these: they end with zero tokens (a refused one was never admitted and has
+        // no ledger row to complete; the callback is then a no-op).
+        self.waiting.retain(|w| {
+            let keep = !w.tx.is_closed() && w.gate.as_ref().and_then(Gate::decided) != Some(false);
+            if !keep {
+                finished(&w.on_finish, FinishReason::Cancelled, &Usage::default());
+            }
+            keep
+        });
         while self.batch.has_free_slot() {
-            let Some(w) = self.waiting.pop_front() else {
+            let Some(i) = self
+                .waiting
+                .iter()
+                .position(|w| w.gate.as_ref().is_none_or(|g| g.decided() == Some(true)))
+            else {
+                break;
+            };
+            let Some(w) = self.waiting.remove(i) else {
                 break;
             };
             let unstarted = Usage {
                 prompt_tokens: w.req.prompt.len(),
                 ..Default::default()
             };
-            if w.tx.is_closed() {
-                finished(&w.on_finish, FinishReason::Cancelled, &unstarted);
-                continue;
-            }
             match self.batch.add(w.req) {
                 Ok(id) => {
                     self.active.insert(
@@ -306,10 +328,8 @@ impl Running<'_> {
             }
         }
         for w in self.waiting.drain(..) {
-            let usage = Usage {
-                prompt_tokens: w.req.prompt.len(),
-                ..Default::default()
-            };
+            // Nothing was computed for a job that never left the queue.
+            let usage = Usage::default();
             finished(&w.on_finish, FinishReason::Cancelled, &usage);
             let _ = w.tx.send(JobEvent::Done {
                 reason: FinishReason::Cancelled,

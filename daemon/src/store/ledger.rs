@@ -1,4 +1,5 @@
-//! The request ledger: one row per served request (DESIGN invariant 3: rejected before any token, or recorded).
+//! The request ledger: one row per request that reached quota admission (DESIGN invariant 3: rejected before
+//! any token, or recorded). Rows are written by `quota` admission and completed by `reconcile`.
 
 use super::{Result, Store};
 use serde::Serialize;
@@ -16,13 +17,18 @@ pub struct RequestRecord {
     pub finish_reason: String,
     pub started_at: i64,
     pub duration_ms: i64,
+    /// running, ok, cancelled or rejected.
+    pub status: String,
+    /// Tokens counted against quotas: the reservation while running, then prompt + completion.
+    pub charged_tokens: i64,
 }
 
 impl Store {
     pub async fn record_request(&self, r: &RequestRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO requests (id, user_id, key_id, model, endpoint, prompt_tokens, completion_tokens, \
-             finish_reason, started_at, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             finish_reason, started_at, duration_ms, status, charged_tokens) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&r.id)
         .bind(&r.user_id)
@@ -34,6 +40,8 @@ impl Store {
         .bind(&r.finish_reason)
         .bind(r.started_at)
         .bind(r.duration_ms)
+        .bind(&r.status)
+        .bind(r.charged_tokens)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -43,7 +51,7 @@ impl Store {
     pub async fn recent_requests(&self, user_id: &str, limit: i64) -> Result<Vec<RequestRecord>> {
         let rows = sqlx::query(
             "SELECT id, user_id, key_id, model, endpoint, prompt_tokens, completion_tokens, finish_reason, \
-             started_at, duration_ms FROM requests WHERE user_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2",
+             started_at, duration_ms, status, charged_tokens FROM requests WHERE user_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2",
         )
         .bind(user_id)
         .bind(limit)
@@ -62,6 +70,8 @@ impl Store {
                     finish_reason: row.try_get("finish_reason")?,
                     started_at: row.try_get("started_at")?,
                     duration_ms: row.try_get("duration_ms")?,
+                    status: row.try_get("status")?,
+                    charged_tokens: row.try_get("charged_tokens")?,
                 })
             })
             .collect()

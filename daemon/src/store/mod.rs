@@ -4,9 +4,11 @@
 
 mod accounts;
 mod ledger;
+mod quota;
 
 pub use accounts::{KeyRecord, NewKey, UserRecord};
 pub use ledger::RequestRecord;
+pub use quota::{Admission, Completion, UsageSnapshot};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};

@@ -1,0 +1,322 @@
+//! May they? Per-user limits (role defaults from the config, overridden per user), enforced without overshoot:
+//! admission reserves the request's maximum (prompt + max_tokens) in the same store transaction that checks the
+//! limits, completion reconciles to the real count (`store::quota`). Day and month windows follow the configured
+//! time zone; minute windows roll.
+
+mod limits;
+mod windows;
+
+pub use limits::Limits;
+pub use windows::{windows_at, Windows};
+
+use crate::auth::{Principal, Role};
+use crate::config::QuotaDefaults;
+use crate::store::{Admission, Store, StoreError, UsageSnapshot};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Where "now" comes from: the system clock, or a fixed one in tests of window roll-over.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    #[error("model '{0}' is not in this user's allowed models")]
+    ModelNotAllowed(String),
+    #[error("max_tokens {asked} is over this user's per-request cap of {cap} tokens")]
+    OverRequestCap { cap: u64, asked: u64 },
+    /// A per-minute or concurrency limit: try again soon.
+    #[error("rate limit reached: {what}; retry in {retry_after} s")]
+    RateLimited {
+        what: String,
+        retry_after: u64,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// A day or month allowance is used up.
+    #[error("quota exhausted: {what}; it resets in {retry_after} s")]
+    Exhausted {
+        what: String,
+        retry_after: u64,
+        headers: Vec<(&'static str, String)>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Quota {
+    store: Store,
+    tz: TimeZone,
+    defaults: QuotaDefaults,
+    clock: Clock,
+}
+
+/// The x-ratelimit-* headers (OpenAI's names) for a response.
+pub type RateHeaders = Vec<(&'static str, String)>;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WindowUsage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub requests: i64,
+}
+
+fn duration_text(secs: i64) -> String {
+    let s = secs.max(0);
+    if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl Quota {
+    pub fn new(
+        store: Store,
+        tz: TimeZone,
+        defaults: QuotaDefaults,
+        clock: Option<Clock>,
+    ) -> Arc<Quota> {
+        Arc::new(Quota {
+            store,
+            tz,
+            defaults,
+            clock: clock.unwrap_or_else(|| Arc::new(Timestamp::now)),
+        })
+    }
+
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    pub fn windows(&self) -> Windows {
+        windows_at(&self.tz, (self.clock)())
+    }
+
+    /// The limits that apply to a user: the role's defaults, overridden by the user's own row.
+    pub async fn limits(&self, user_id: &str, role: Role) -> Result<Limits, QuotaError> {
+        let base = match role {
+            Role::Admin => &self.defaults.admin,
+            Role::Member => &self.defaults.member,
+        };
+        Ok(base.overlaid(&self.store.user_limits(user_id).await?))
+    }
+
+    /// Checks what can be checked before any work: the model and the per-request cap. Returns the max_tokens to
+    /// run with (the cap when the request set none).
+    pub fn plan(
+        &self,
+        limits: &Limits,
+        model: &str,
+        asked: Option<usize>,
+    ) -> Result<Option<usize>, QuotaError> {
+        if limits
+            .allowed_models
+            .as_ref()
+            .is_some_and(|m| !m.iter().any(|x| x == model))
+        {
+            return Err(QuotaError::ModelNotAllowed(model.to_owned()));
+        }
+        match (limits.max_tokens_per_request, asked) {
+            (Some(cap), Some(n)) if n as u64 > cap => Err(QuotaError::OverRequestCap {
+                cap,
+                asked: n as u64,
+            }),
+            (Some(cap), None) => Ok(Some(cap as usize)),
+            (_, asked) => Ok(asked),
+        }
+    }
+
+    fn headers(
+        &self,
+        l: &Limits,
+        s: &UsageSnapshot,
+        now: i64,
+        reserve: i64,
+        admitted: bool,
+    ) -> RateHeaders {
+        let mut h = Vec::new();
+        let (req, tok) = if admitted { (1, reserve) } else { (0, 0) };
+        let reset = s.minute_oldest.map_or(0, |o| o + 60 - now);
+        if let Some(rpm) = l.requests_per_minute {
+            h.push(("x-ratelimit-limit-requests", rpm.to_string()));
+            let left = (rpm as i64 - s.minute_requests - req).max(0);
+            h.push(("x-ratelimit-remaining-requests", left.to_string()));
+            h.push((
+                "x-ratelimit-reset-requests",
+                duration_text(if admitted && s.minute_oldest.is_none() {
+                    60
+                } else {
+                    reset
+                }),
+            ));
+        }
+        if let Some(tpm) = l.tokens_per_minute {
+            h.push(("x-ratelimit-limit-tokens", tpm.to_string()));
+            let left = (tpm as i64 - s.minute_tokens - tok).max(0);
+            h.push(("x-ratelimit-remaining-tokens", left.to_string()));
+            h.push((
+                "x-ratelimit-reset-tokens",
+                duration_text(if admitted && s.minute_oldest.is_none() {
+                    60
+                } else {
+                    reset
+                }),
+            ));
+        }
+        h
+    }
+
+    /// Admission: checks every counting limit and reserves `prompt_tokens + max_tokens`, atomically.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit(
+        &self,
+        who: &Principal,
+        limits: &Limits,
+        request_id: &str,
+        model: &str,
+        endpoint: &str,
+        prompt_tokens: usize,
+        max_tokens: usize,
+    ) -> Result<RateHeaders, QuotaError> {
+        let now_ts = (self.clock)();
+        let now = now_ts.as_second();
+        let w = windows_at(&self.tz, now_ts);
+        let reserve = (prompt_tokens + max_tokens) as i64;
+        let l = limits.clone();
+        let (snap, verdict) = self
+            .store
+            .admit(
+                &Admission {
+                    request_id,
+                    user_id: &who.user_id,
+                    key_id: who.key_id.as_deref(),
+                    model,
+                    endpoint,
+                    prompt_tokens: prompt_tokens as i64,
+                    reserve,
+                    now,
+                    day_key: &w.day_key,
+                    month_key: &w.month_key,
+                },
+                |s| check(&l, s, reserve, now, &w),
+            )
+            .await?;
+        match verdict {
+            Ok(()) => Ok(self.headers(limits, &snap, now, reserve, true)),
+            Err((kind, what, retry_after)) => {
+                let headers = self.headers(limits, &snap, now, reserve, false);
+                let retry_after = retry_after.max(1) as u64;
+                Err(match kind {
+                    Kind::Rate => QuotaError::RateLimited {
+                        what,
+                        retry_after,
+                        headers,
+                    },
+                    Kind::Allowance => QuotaError::Exhausted {
+                        what,
+                        retry_after,
+                        headers,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Today's and this month's usage of a user (for `/v1/me/usage`).
+    pub async fn usage(
+        &self,
+        user_id: &str,
+    ) -> Result<(WindowUsage, WindowUsage, Windows), QuotaError> {
+        let w = self.windows();
+        let mut out = Vec::new();
+        for key in [&w.day_key, &w.month_key] {
+            let (prompt, completion, requests) = self.store.window_detail(user_id, key).await?;
+            let (tokens, _) = self.store.window_usage(user_id, key).await?;
+            out.push(WindowUsage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: tokens,
+                requests,
+            });
+        }
+        let month = out.pop().unwrap_or(WindowUsage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            requests: 0,
+        });
+        let today = out.pop().unwrap_or(WindowUsage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            requests: 0,
+        });
+        Ok((today, month, w))
+    }
+}
+
+enum Kind {
+    Rate,
+    Allowance,
+}
+
+/// The limit check run inside the admission transaction; on refusal: what, and seconds until it may pass.
+fn check(
+    l: &Limits,
+    s: &UsageSnapshot,
+    reserve: i64,
+    now: i64,
+    w: &Windows,
+) -> Result<(), (Kind, String, i64)> {
+    let minute_reset = s.minute_oldest.map_or(1, |o| o + 60 - now);
+    if let Some(c) = l.max_concurrent_requests {
+        if s.running + 1 > c as i64 {
+            return Err((Kind::Rate, format!("{c} concurrent requests"), 1));
+        }
+    }
+    if let Some(rpm) = l.requests_per_minute {
+        if s.minute_requests + 1 > rpm as i64 {
+            return Err((
+                Kind::Rate,
+                format!("{rpm} requests per minute"),
+                minute_reset,
+            ));
+        }
+    }
+    if let Some(tpm) = l.tokens_per_minute {
+        if s.minute_tokens + reserve > tpm as i64 {
+            return Err((
+                Kind::Rate,
+                format!("{tpm} tokens per minute (this request reserves {reserve})"),
+                minute_reset,
+            ));
+        }
+    }
+    if let Some(d) = l.tokens_per_day {
+        if s.day_tokens + reserve > d as i64 {
+            return Err((
+                Kind::Allowance,
+                format!(
+                    "{d} tokens per day ({} used, this request reserves {reserve})",
+                    s.day_tokens
+                ),
+                w.day_reset - now,
+            ));
+        }
+    }
+    if let Some(m) = l.tokens_per_month {
+        if s.month_tokens + reserve > m as i64 {
+            return Err((
+                Kind::Allowance,
+                format!(
+                    "{m} tokens per month ({} used, this request reserves {reserve})",
+                    s.month_tokens
+                ),
+                w.month_reset - now,
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Quotas: atomic reservation under concurrency on SQLite and PostgreSQL (through the real `Quota` code path and
+//! store), window roll-over at local midnight with a fixed clock, and the HTTP behaviour (429s, headers,
+//! /v1/me/usage, caps, allowed models, CLI) against the real daemon.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use common::*;
+use hearth::auth::{accounts, Principal, Role};
+use hearth::config::QuotaDefaults;
+use hearth::quota::{Limits, Quota, QuotaError};
+use hearth::store::{Completion, Store};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+
+async fn member(store: &Store, name: &str) -> Principal {
+    let u = accounts::add_user(store, name, "member", None)
+        .await
+        .unwrap();
+    Principal {
+        user_id: u.id,
+        user_name: u.name,
+        role: Role::Member,
+        key_id: None,
+        models: None,
+    }
+}
+
+/// 64 concurrent admissions, each reserving 100 tokens, against 1 000 tokens per day: exactly 10 pass, and the
+/// counters equal the ledger after reconciliation.
+async fn no_overshoot(store: Store) {
+    let quota = Quota::new(store.clone(), TimeZone::UTC, QuotaDefaults::default(), None);
+    let who = member(&store, "alice").await;
+    let limits = Limits {
+        tokens_per_day: Some(1000),
+        tokens_per_month: Some(5000),
+        ..Default::default()
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (quota, who, limits) = (quota.clone(), who.clone(), limits.clone());
+            tokio::spawn(async move {
+                let id = format!("r{i}");
+                let r = quota
+                    .admit(&who, &limits, &id, "smollm2", "chat", 40, 60)
+                    .await;
+                (id, r)
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        match r {
+            Ok(_) => admitted.push(id),
+            Err(QuotaError::Exhausted { retry_after, .. }) => assert!(retry_after >= 1),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(admitted.len(), 10);
+    let w = quota.windows();
+    assert_eq!(
+        store.window_usage(&who.user_id, &w.day_key).await.unwrap(),
+        (1000, 10)
+    );
+    // Completion charges the real count (40 + 25) and releases the rest; twice is a no-op.
+    for id in &admitted {
+        let c = Completion {
+            request_id: id,
+            status: "ok",
+            finish_reason: "stop",
+            prompt_tokens: 40,
+            completion_tokens: 25,
+            now: hearth::store::now(),
+            duration_ms: 1,
+        };
+        assert!(store.reconcile(&c).await.unwrap());
+        assert!(!store.reconcile(&c).await.unwrap());
+    }
+    assert_eq!(
+        store.window_usage(&who.user_id, &w.day_key).await.unwrap(),
+        (650, 10)
+    );
+    assert_eq!(
+        store
+            .window_usage(&who.user_id, &w.month_key)
+            .await
+            .unwrap(),
+        (650, 10)
+    );
+    let rows = store.recent_requests(&who.user_id, 100).await.unwrap();
+    assert_eq!(rows.len(), 64);
+    assert_eq!(rows.iter().filter(|r| r.status == "rejected").count(), 54);
+    let charged: i64 = rows.iter().map(|r| r.charged_tokens).sum();
+    assert_eq!(charged, 650, "the ledger and the counters agree");
+    // The freed 350 tokens admit three more requests of 100.
+    let mut more = 0;
+    for i in 0..5 {
+        if quota
+            .admit(&who, &limits, &format!("s{i}"), "smollm2", "chat", 40, 60)
+            .await
+            .is_ok()
+        {
+            more += 1;
+        }
+    }
+    assert_eq!(more, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_admissions_never_overshoot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&hearth::store::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    no_overshoot(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_admissions_never_overshoot() {
+    use sqlx::Connection;
+    let base = std::env::var("HEARTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let db = format!(
+        "hearth_test_{}",
+        hearth::auth::secrets::random_token(10).unwrap()
+    );
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let store = Store::connect(&format!("{base}/{db}")).await.unwrap();
+    let run = tokio::spawn(no_overshoot(store.clone())).await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    run.unwrap();
+}
+
+#[tokio::test]
+async fn day_window_rolls_over_at_local_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&hearth::store::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    let now = Arc::new(Mutex::new(
+        "2026-11-28T22:59:00Z".parse::<Timestamp>().unwrap(),
+    ));
+    let clock = {
+        let now = now.clone();
+        Arc::new(move || *now.lock().unwrap())
+    };
+    let tz = TimeZone::get("Europe/Berlin").unwrap();
+    let quota = Quota::new(store.clone(), tz, QuotaDefaults::default(), Some(clock));
+    let who = member(&store, "bob").await;
+    let limits = Limits {
+        tokens_per_day: Some(100),
+        ..Default::default()
+    };
+    quota
+        .admit(&who, &limits, "a", "m", "chat", 50, 50)
+        .await
+        .unwrap();
+    // 23:59:30 Berlin: the day is used up; retry when it ends (30 s).
+    *now.lock().unwrap() = "2026-11-28T22:59:30Z".parse().unwrap();
+    match quota.admit(&who, &limits, "b", "m", "chat", 1, 1).await {
+        Err(QuotaError::Exhausted { retry_after, .. }) => assert_eq!(retry_after, 30),
+        other => panic!("{other:?}"),
+    }
+    // 00:00:30 Berlin (23:00:30 UTC, still 28 Nov in UTC): a new local day.
+    *now.lock().unwrap() = "2026-11-28T23:00:30Z".parse().unwrap();
+    quota
+        .admit(&who, &limits, "c", "m", "chat", 50, 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .window_usage(&who.user_id, "d:2026-11-29")
+            .await
+            .unwrap(),
+        (100, 1)
+    );
+    assert_eq!(
+        store.window_usage(&who.user_id, "m:2026-11").await.unwrap(),
+        (200, 2)
+    );
+}
+
+#[test]
+fn http_limits_headers_and_usage() {
+    let cfg = format!(
+        "timezone = \"Europe/Berlin\"\n{BASE_CONFIG}\n[quota.member]\nrequests_per_minute = 4\ntokens_per_day = 100000\nmax_tokens_per_request = 64\n"
+    );
+    let d = Daemon::start_with(&cfg, &[]);
+    let k = d.member_key("carol", None);
+
+    // Success carries OpenAI's rate-limit headers.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("hi", json!({"max_tokens": 4})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("4"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("3"));
+    assert!(r
+        .header("x-ratelimit-reset-requests")
+        .unwrap()
+        .ends_with('s'));
+
+    // Over the per-request cap: 400 naming the cap; a request without max_tokens runs capped.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("hi", json!({"max_tokens": 65})),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cap of 64"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["error"]["param"], "max_tokens");
+
+    // Requests 2-4 pass (the refused one above never reached admission); the 5th: 429 rate_limit_exceeded.
+    for _ in 0..3 {
+        assert_eq!(
+            d.post(
+                "/v1/completions",
+                Some(&k),
+                &json!({"model": "smollm2", "prompt": "a", "max_tokens": 1})
+            )
+            .status,
+            200
+        );
+    }
+    let r = d.post(
+        "/v1/completions",
+        Some(&k),
+        &json!({"model": "smollm2", "prompt": "a", "max_tokens": 1}),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    // Ollama: its own shape, status 429.
+    let r = d.post(
+        "/api/generate",
+        Some(&k),
+        &json!({"model": "smollm2", "prompt": "a", "stream": false}),
+    );
+    assert_eq!(r.status, 429);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("requests per minute"));
+
+    // Self-service usage: today and month, limits, remaining.
+    let u = d.get("/v1/me/usage", Some(&k)).json();
+    assert_eq!(u["user"], "carol");
+    assert_eq!(u["today"]["requests"], 4);
+    assert_eq!(u["limits"]["tokens_per_day"], 100000);
+    let total = u["today"]["total_tokens"].as_i64().unwrap();
+    assert!(total > 0);
+    assert_eq!(u["today"]["total_tokens"], u["month"]["total_tokens"]);
+    assert_eq!(
+        u["remaining"]["tokens_today"].as_i64().unwrap(),
+        100000 - total
+    );
+
+    // Per-user limits through the CLI: a small day allowance → insufficient_quota; allowed models → 403.
+    let o = d.cli(&[
+        "quota",
+        "set",
+        "carol",
+        "--tokens-per-day",
+        "1",
+        "--requests-per-minute",
+        "100",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("hi", json!({"max_tokens": 2})),
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["code"], "insufficient_quota");
+    assert_eq!(r.json()["error"]["type"], "insufficient_quota");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() <= 25 * 3600);
+    let o = d.cli(&[
+        "quota",
+        "set",
+        "carol",
+        "--clear",
+        "--allowed-models",
+        "other",
+    ]);
+    assert!(o.status.success());
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("hi", json!({"max_tokens": 2})),
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'smollm2'"));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&d.cli(&["quota", "show", "carol"]))).unwrap();
+    assert_eq!(shown["allowed_models"], json!(["other"]));
+    assert_eq!(shown["tokens_per_day"], json!(null));
+
+    // Bad input: absurd and negative limits, unknown user.
+    let o = d.cli(&[
+        "quota",
+        "set",
+        "carol",
+        "--tokens-per-day",
+        "99999999999999999",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tokens_per_day"));
+    assert!(!d
+        .cli(&["quota", "set", "carol", "--tokens-per-day", "-5"])
+        .status
+        .success());
+    assert!(!d.cli(&["quota", "show", "nobody"]).status.success());
+    // And through the admin API.
+    let a = d.admin_key.clone();
+    let put = |body: serde_json::Value| {
+        request(
+            &d.addr,
+            "PUT",
+            "/admin/users/carol/quota",
+            Some(&a),
+            body.to_string().as_bytes(),
+        )
+    };
+    let r = put(json!({"tokens_per_day": -1}));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "tokens_per_day");
+    assert_eq!(put(json!({"tokens_per_dya": 5})).status, 400);
+    assert_eq!(put(json!({"requests_per_minute": 1})).status, 200);
+    let q = d.get("/admin/users/carol/quota", Some(&a)).json();
+    assert_eq!(q["own"]["requests_per_minute"], 1);
+    assert_eq!(q["effective"]["max_tokens_per_request"], 64);
+    assert_eq!(
+        request(&d.addr, "PUT", "/admin/users/nobody/quota", Some(&a), b"{}").status,
+        404
+    );
+}
