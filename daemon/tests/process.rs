@@ -228,6 +228,27 @@ fn config_check_reports_line_and_column() {
     .into_owned();
     assert!(err.contains("typo.toml:1:1: unknown field `bnid`"), "{err}");
 
+    // The example in docs/configuration.md is valid.
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let documented = dir.path().join("documented.toml");
+    std::fs::write(&documented, example).unwrap();
+    let o = hearth(
+        dir.path(),
+        &["config", "check", documented.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
     // A bad environment override names the variable.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
         .arg("--config")
