@@ -363,3 +363,120 @@ fn http_limits_headers_and_usage() {
         404
     );
 }
+
+#[test]
+fn two_daemons_on_one_postgres_never_overshoot() {
+    let base = std::env::var("HEARTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let db = format!(
+        "hearth_test_{}",
+        hearth::auth::secrets::random_token(10).unwrap()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin_conn = |sql: String| {
+        let base = base.clone();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+                .await
+                .unwrap();
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        })
+    };
+    admin_conn(format!("CREATE DATABASE {db}"));
+    let url = format!("{base}/{db}");
+    let cfg = format!("database_url = \"{url}\"\n{BASE_CONFIG}");
+    let result = std::panic::catch_unwind(|| {
+        // Both start against the empty database at once: one creates the first admin, neither fails.
+        let (d1, d2) = std::thread::scope(|s| {
+            let a = s.spawn(|| Daemon::start_with(&cfg, &[]));
+            let b = s.spawn(|| Daemon::start_with(&cfg, &[]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let k = d1.member_key("dave", None);
+        assert!(d2
+            .cli(&["quota", "set", "dave", "--tokens-per-day", "200"])
+            .status
+            .success());
+        let body = json!({"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 20, "temperature": 0}).to_string();
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..16)
+                .map(|i| {
+                    let addr = if i % 2 == 0 {
+                        d1.addr.clone()
+                    } else {
+                        d2.addr.clone()
+                    };
+                    let (k, body) = (k.clone(), body.clone());
+                    s.spawn(move || {
+                        request(&addr, "POST", "/v1/completions", Some(&k), body.as_bytes()).status
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            statuses.iter().all(|&s| s == 200 || s == 429),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.contains(&429) && statuses.contains(&200),
+            "{statuses:?}"
+        );
+        // Wait for every reconciliation, then compare the ledger with the counters and the limit.
+        let store = rt.block_on(Store::connect(&url)).unwrap();
+        let user = rt.block_on(store.user_by_name("dave")).unwrap().unwrap();
+        let mut rows = Vec::new();
+        for _ in 0..100 {
+            rows = rt.block_on(store.recent_requests(&user.id, 100)).unwrap();
+            if rows.iter().all(|r| r.status != "running") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let charged: i64 = rows.iter().map(|r| r.charged_tokens).sum();
+        let day = Quota::new(
+            store.clone(),
+            TimeZone::system(),
+            QuotaDefaults::default(),
+            None,
+        )
+        .windows()
+        .day_key;
+        let (tokens, _) = rt.block_on(store.window_usage(&user.id, &day)).unwrap();
+        assert_eq!(tokens, charged, "counters equal the ledger");
+        assert!(charged <= 200, "charged {charged} over the limit of 200");
+        assert_eq!(
+            rows.iter().filter(|r| r.status == "ok").count(),
+            statuses.iter().filter(|&&s| s == 200).count()
+        );
+        rt.block_on(store.close());
+    });
+    admin_conn(format!("DROP DATABASE {db} WITH (FORCE)"));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn usage_survives_a_restart() {
+    let mut d = Daemon::start();
+    let k = d.member_key("erin", None);
+    for _ in 0..2 {
+        let r = d.post(
+            "/v1/chat/completions",
+            Some(&k),
+            &chat("hi", json!({"max_tokens": 3})),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let before = d.get("/v1/me/usage", Some(&k)).json();
+    assert_eq!(before["today"]["requests"], 2);
+    d.restart();
+    let after = d.get("/v1/me/usage", Some(&k)).json();
+    assert_eq!(after["today"], before["today"]);
+    assert_eq!(after["month"], before["month"]);
+}

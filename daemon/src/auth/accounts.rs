@@ -175,8 +175,12 @@ pub async fn ensure_initial_admin(
         set_password(store, "admin", &password).await?;
         "admin"
     } else {
-        add_user(store, "admin", "admin", Some(&password)).await?;
-        "admin"
+        match add_user(store, "admin", "admin", Some(&password)).await {
+            Ok(_) => "admin",
+            // Another node sharing the database created it first: nothing to do here.
+            Err(AccountError::Store(StoreError::Conflict(_))) => return Ok(None),
+            Err(e) => return Err(e),
+        }
     };
     write_secret_file(&path, &format!("{password}\n")).map_err(io)?;
     tracing::warn!(

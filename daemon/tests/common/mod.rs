@@ -75,6 +75,41 @@ pub struct Daemon {
     pub addr: String,
     pub state: tempfile::TempDir,
     pub admin_key: String,
+    env: Vec<(String, String)>,
+}
+
+fn spawn_serve(state: &Path, cfg: &Path, env: &[(String, String)]) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join("daemon.log"))
+        .expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--config")
+        .arg(cfg)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("HEARTH_LOG", "debug")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn hearth serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).expect("read stdout") == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(state.join("daemon.log")).unwrap_or_default();
+            panic!("hearth serve exited before listening:\n{log}");
+        }
+        if let Some(url) = line.trim().strip_prefix("hearth: listening on http://") {
+            return (child, url.to_owned());
+        }
+    }
 }
 
 pub const BASE_CONFIG: &str = "[engine]\nthreads = 1\nmax_sequences = 4\ncontext = 2048\n";
@@ -101,52 +136,50 @@ impl Daemon {
         ok_stdout(&o);
         let cfg = state.path().join("hearth.toml");
         std::fs::write(&cfg, config).expect("config");
-        let log = std::fs::File::create(state.path().join("daemon.log")).expect("log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-            .arg("--state-dir")
-            .arg(state.path())
-            .arg("--config")
-            .arg(&cfg)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("HEARTH_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn hearth serve");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            if out.read_line(&mut line).expect("read stdout") == 0 {
-                let log =
-                    std::fs::read_to_string(state.path().join("daemon.log")).unwrap_or_default();
-                panic!("hearth serve exited before listening:\n{log}");
-            }
-            if let Some(url) = line.trim().strip_prefix("hearth: listening on http://") {
-                break url.to_owned();
-            }
-        };
-        let key = ok_stdout(&hearth(
-            state.path(),
-            &["key", "create", "admin", "--name", "tests"],
-        ))
-        .trim()
-        .to_owned();
-        Daemon {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = spawn_serve(state.path(), &cfg, &env);
+        let mut d = Daemon {
             child,
             addr,
             state,
-            admin_key: key,
-        }
+            admin_key: String::new(),
+            env,
+        };
+        d.admin_key = ok_stdout(&d.cli(&["key", "create", "admin", "--name", "tests"]))
+            .trim()
+            .to_owned();
+        d
+    }
+
+    /// Stops the daemon (SIGTERM, graceful) and starts it again on the same state and config.
+    pub fn restart(&mut self) {
+        self.signal("TERM");
+        assert!(self
+            .wait_exit(Duration::from_secs(30))
+            .expect("exited")
+            .success());
+        let (child, addr) = spawn_serve(
+            self.state.path(),
+            &self.state.path().join("hearth.toml"),
+            &self.env,
+        );
+        self.child = child;
+        self.addr = addr;
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// The CLI on this daemon's state dir and config (so it reaches the same database, SQLite or PostgreSQL).
     pub fn cli(&self, args: &[&str]) -> Output {
-        hearth(self.state.path(), args)
+        let cfg = self.state.path().join("hearth.toml");
+        let mut all = vec!["--config", cfg.to_str().expect("path")];
+        all.extend_from_slice(args);
+        hearth(self.state.path(), &all)
     }
 
     /// A key for a new member (optionally scoped to models).
