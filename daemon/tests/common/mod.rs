@@ -78,6 +78,8 @@ pub struct Daemon {
     env: Vec<(String, String)>,
 }
 
+// On the panicking paths the test is failing and the child is killed when the test process exits.
+#[allow(clippy::zombie_processes)]
 fn spawn_serve(state: &Path, cfg: &Path, env: &[(String, String)]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
