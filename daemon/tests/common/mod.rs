@@ -78,7 +78,7 @@ pub struct Daemon {
     env: Vec<(String, String)>,
 }
 
-// On the panicking paths the test is failing and the child is killed when the test process exits.
+// The early-exit path reaps the child; the remaining panics (a failing pipe read) leave the test failing anyway.
 #[allow(clippy::zombie_processes)]
 fn spawn_serve(state: &Path, cfg: &Path, env: &[(String, String)]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
