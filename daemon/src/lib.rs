@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod models;
 pub mod paths;
 pub mod quota;
+pub mod report;
 pub mod sched;
 pub mod sd_notify;
 pub mod server;

@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::accounts::KeyCommand,
     },
+    /// Usage reports from the request ledger.
+    Usage {
+        #[command(subcommand)]
+        command: cli::usage::UsageCommand,
+    },
     /// Per-user limits.
     Quota {
         #[command(subcommand)]
@@ -135,6 +140,9 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::User { command } => cli::accounts::user(&db_url(), command),
         Command::Key { command } => cli::accounts::key(&db_url(), command),
         Command::Quota { command } => cli::accounts::quota(&db_url(), command),
+        Command::Usage { command } => {
+            cli::usage::usage(&db_url(), cfg.timezone.as_deref(), command)
+        }
         Command::Run(args) => cli::run::run(&store, args),
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {

@@ -480,3 +480,77 @@ fn usage_survives_a_restart() {
     assert_eq!(after["today"], before["today"]);
     assert_eq!(after["month"], before["month"]);
 }
+
+#[test]
+fn usage_reports_and_csv_export() {
+    let d = Daemon::start_with(
+        &format!("{BASE_CONFIG}\n[quota.member]\nrequests_per_minute = 2\n"),
+        &[],
+    );
+    let k = d.member_key("frank", None);
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| {
+            d.post(
+                "/v1/completions",
+                Some(&k),
+                &json!({"model": "smollm2", "prompt": "Hello", "max_tokens": 3}),
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    let a = d.admin_key.clone();
+    // Wait until both admitted requests are reconciled.
+    let mut by_user = json!(null);
+    for _ in 0..100 {
+        by_user = d
+            .get("/admin/usage?group_by=user&user=frank", Some(&a))
+            .json();
+        let running = d
+            .get("/admin/usage/export?user=frank", Some(&a))
+            .text()
+            .contains(",running,");
+        if !running {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let g = &by_user["groups"][0];
+    assert_eq!(g["group"], "frank");
+    assert_eq!(g["requests"], 2);
+    assert_eq!(g["rejected"], 1);
+    assert_eq!(
+        g["total_tokens"].as_i64().unwrap(),
+        g["prompt_tokens"].as_i64().unwrap() + g["completion_tokens"].as_i64().unwrap()
+    );
+    let me = d.get("/v1/me/usage", Some(&k)).json();
+    assert_eq!(me["today"]["total_tokens"], g["total_tokens"]);
+    let by_model = d.get("/admin/usage?group_by=model", Some(&a)).json();
+    assert_eq!(by_model["groups"][0]["group"], "smollm2");
+    let by_day = d.get("/admin/usage", Some(&a)).json();
+    assert_eq!(by_day["group_by"], "day");
+    assert_eq!(by_day["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(d.get("/admin/usage?group_by=week", Some(&a)).status, 400);
+    assert_eq!(d.get("/admin/usage?from=yesterday", Some(&a)).status, 400);
+    assert_eq!(d.get("/admin/usage", Some(&k)).status, 403);
+
+    // CSV: a header and one line per request (the rejected one included), the same from the API and the CLI.
+    let r = d.get("/admin/usage/export?user=frank", Some(&a));
+    assert!(r.header("content-type").unwrap().starts_with("text/csv"));
+    let csv = r.text();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,user,key_id,model"));
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert_eq!(lines.iter().filter(|l| l.contains(",rejected,")).count(), 1);
+    let cli = ok_stdout(&d.cli(&["usage", "export", "--user", "frank"]));
+    assert_eq!(cli, csv);
+    let report = ok_stdout(&d.cli(&["usage", "report", "--group-by", "model"]));
+    assert!(
+        report.lines().nth(1).unwrap().starts_with("smollm2"),
+        "{report}"
+    );
+    assert!(!d
+        .cli(&["usage", "export", "--from", "2026-13-01"])
+        .status
+        .success());
+}

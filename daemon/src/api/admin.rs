@@ -19,6 +19,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}", web::patch().to(update_user))
             .route("/users/{name}/quota", web::get().to(get_quota))
             .route("/users/{name}/quota", web::put().to(put_quota))
+            .route("/usage", web::get().to(usage))
+            .route("/usage/export", web::get().to(usage_export))
             .route("/keys", web::get().to(list_keys))
             .route("/keys", web::post().to(create_key))
             .route("/keys/{id}", web::delete().to(revoke_key)),
@@ -219,3 +221,77 @@ pub async fn put_quota(
 }
 
 impl Body for crate::quota::Limits {}
+
+#[derive(Deserialize, IntoParams)]
+pub struct UsageQuery {
+    pub user: Option<String>,
+    pub model: Option<String>,
+    /// First local date, inclusive (default: the first of this month).
+    pub from: Option<String>,
+    /// Last local date, inclusive (default: today).
+    pub to: Option<String>,
+    /// `day` (default), `model` or `user`.
+    pub group_by: Option<String>,
+}
+
+fn usage_filter(
+    st: &AppState,
+    q: &UsageQuery,
+) -> std::result::Result<crate::store::UsageFilter<'static>, ApiError> {
+    let (from, to) = crate::report::range(
+        st.quota.time_zone(),
+        st.quota.now(),
+        q.from.as_deref(),
+        q.to.as_deref(),
+    )
+    .map_err(|e| ApiError::invalid(e, Some("from")))?;
+    Ok(crate::store::UsageFilter {
+        user: None,
+        model: None,
+        from,
+        to,
+    })
+}
+
+/// Usage totals grouped by local day, model or user (rejected requests counted apart, not in the totals).
+#[utoipa::path(get, path = "/admin/usage", tag = "admin", security(("api_key" = [])), params(UsageQuery),
+    responses((status = 200, description = "`{from, to, group_by, groups: [UsageGroup]}`"),
+        (status = 400, body = OpenAiErrorBody)))]
+pub async fn usage(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    q: web::Query<UsageQuery>,
+) -> Result<HttpResponse> {
+    let by_name = q.group_by.as_deref().unwrap_or("day");
+    let by = crate::store::GroupBy::parse(by_name).ok_or_else(|| {
+        ApiError::invalid("group_by must be day, model or user", Some("group_by"))
+    })?;
+    let mut f = usage_filter(&st, &q)?;
+    f.user = q.user.as_deref();
+    f.model = q.model.as_deref();
+    let groups = st.store.usage_report(&f, by).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "from": f.from, "to": f.to, "group_by": by_name, "groups": groups,
+    })))
+}
+
+/// The ledger rows of the range as CSV (one line per request).
+#[utoipa::path(get, path = "/admin/usage/export", tag = "admin", security(("api_key" = [])), params(UsageQuery),
+    responses((status = 200, description = "text/csv"), (status = 400, body = OpenAiErrorBody)))]
+pub async fn usage_export(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    q: web::Query<UsageQuery>,
+) -> Result<HttpResponse> {
+    let mut f = usage_filter(&st, &q)?;
+    f.user = q.user.as_deref();
+    f.model = q.model.as_deref();
+    let rows = st.store.usage_rows(&f).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            "content-disposition",
+            "attachment; filename=\"hearth-usage.csv\"",
+        ))
+        .body(crate::report::csv(&rows)))
+}

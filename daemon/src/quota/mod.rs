@@ -90,6 +90,10 @@ impl Quota {
         &self.tz
     }
 
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
     pub fn windows(&self) -> Windows {
         windows_at(&self.tz, (self.clock)())
     }

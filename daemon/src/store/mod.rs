@@ -5,10 +5,12 @@
 mod accounts;
 mod ledger;
 mod quota;
+mod usage;
 
 pub use accounts::{KeyRecord, NewKey, UserRecord};
 pub use ledger::RequestRecord;
 pub use quota::{Admission, Completion, UsageSnapshot};
+pub use usage::{GroupBy, UsageFilter, UsageGroup, UsageRow};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
