@@ -31,6 +31,23 @@ pub struct Config {
     pub timezone: Option<String>,
     /// Default limits per role; per-user values (`hearth quota set`) override them.
     pub quota: QuotaDefaults,
+    pub usage: UsageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// How long raw ledger rows are kept (whole local days); older days survive as daily totals.
+    #[serde(deserialize_with = "de_duration")]
+    pub retain_raw: Duration,
+}
+
+impl Default for UsageConfig {
+    fn default() -> UsageConfig {
+        UsageConfig {
+            retain_raw: Duration::from_secs(90 * 86_400),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -80,6 +97,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             timezone: None,
             quota: QuotaDefaults::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -136,6 +154,7 @@ const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
     ),
     ("HEARTH_ENGINE_KEEP_ALIVE", &["engine", "keep_alive"], true),
     ("HEARTH_TIMEZONE", &["timezone"], true),
+    ("HEARTH_USAGE_RETAIN_RAW", &["usage", "retain_raw"], true),
 ];
 
 impl Config {
@@ -227,6 +246,9 @@ impl Config {
         if e.threads == Some(0) {
             return bad("engine.threads must be at least 1");
         }
+        if self.usage.retain_raw < Duration::from_secs(86_400) {
+            return bad("usage.retain_raw must be at least 1d");
+        }
         if let Some(tz) = &self.timezone {
             if jiff::tz::TimeZone::get(tz).is_err() {
                 return bad(&format!(
@@ -259,6 +281,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The configured time zone, else the system's.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        self.timezone
+            .as_deref()
+            .and_then(|n| jiff::tz::TimeZone::get(n).ok())
+            .unwrap_or_else(jiff::tz::TimeZone::system)
     }
 }
 

@@ -140,9 +140,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::User { command } => cli::accounts::user(&db_url(), command),
         Command::Key { command } => cli::accounts::key(&db_url(), command),
         Command::Quota { command } => cli::accounts::quota(&db_url(), command),
-        Command::Usage { command } => {
-            cli::usage::usage(&db_url(), cfg.timezone.as_deref(), command)
-        }
+        Command::Usage { command } => cli::usage::usage(&db_url(), &cfg, command),
         Command::Run(args) => cli::run::run(&store, args),
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {

@@ -5,14 +5,22 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
-/// `[from, to]` as local calendar dates (`YYYY-MM-DD`, both inclusive) → Unix seconds `[start, end)`.
-/// Defaults: the current month up to today.
+/// A report's range: local dates (inclusive) and the Unix seconds they span (`[start, end)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayRange {
+    pub from_day: String,
+    pub to_day: String,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// `[from, to]` as local calendar dates (`YYYY-MM-DD`, both inclusive). Defaults: the current month up to today.
 pub fn range(
     tz: &TimeZone,
     now: Timestamp,
     from: Option<&str>,
     to: Option<&str>,
-) -> Result<(i64, i64), String> {
+) -> Result<DayRange, String> {
     let today = now.to_zoned(tz.clone()).date();
     let parse = |name: &str, s: &str| {
         s.parse::<Date>()
@@ -35,7 +43,12 @@ pub fn range(
             .map_err(|e| e.to_string())
     };
     let end = to.checked_add(1.day()).map_err(|e| e.to_string())?;
-    Ok((start(from)?, start(end)?))
+    Ok(DayRange {
+        from_day: from.to_string(),
+        to_day: to.to_string(),
+        start: start(from)?,
+        end: start(end)?,
+    })
 }
 
 fn field(s: &str) -> String {
@@ -84,7 +97,12 @@ mod tests {
     fn local_date_ranges() {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
         let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
-        let (a, b) = range(&tz, now, Some("2026-11-01"), Some("2026-11-30")).unwrap();
+        let r = range(&tz, now, Some("2026-11-01"), Some("2026-11-30")).unwrap();
+        assert_eq!(
+            (r.from_day.as_str(), r.to_day.as_str()),
+            ("2026-11-01", "2026-11-30")
+        );
+        let (a, b) = (r.start, r.end);
         assert_eq!(
             a,
             "2026-10-31T23:00:00Z"
@@ -99,7 +117,8 @@ mod tests {
                 .unwrap()
                 .as_second()
         );
-        let (a, b) = range(&tz, now, None, None).unwrap();
+        let r = range(&tz, now, None, None).unwrap();
+        let (a, b) = (r.start, r.end);
         assert_eq!(
             a,
             "2026-10-31T23:00:00Z"

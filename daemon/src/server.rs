@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::models::ModelStore;
 use crate::quota::Quota;
+use crate::sched::housekeeping::Housekeeping;
 use crate::sched::{SchedConfig, Scheduler};
 use crate::sd_notify;
 use crate::store::{self, Store};
@@ -92,13 +93,13 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         },
     );
     let (ledger, ledger_task) = Ledger::start(store.clone());
-    let tz = match &cfg.timezone {
-        Some(name) => {
-            jiff::tz::TimeZone::get(name).with_context(|| format!("timezone '{name}'"))?
-        }
-        None => jiff::tz::TimeZone::system(),
-    };
-    let quota = Quota::new(store.clone(), tz, cfg.quota.clone(), None);
+    let tz = cfg.time_zone();
+    let quota = Quota::new(store.clone(), tz.clone(), cfg.quota.clone(), None);
+    let housekeeping = Arc::new(
+        Housekeeping::start(store.clone(), tz, cfg.usage.retain_raw)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting scheduled jobs: {e}"))?,
+    );
     let addr = bind.unwrap_or(cfg.bind);
     let shutdown_timeout = cfg.shutdown_timeout;
     let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
@@ -110,6 +111,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         sched: sched.clone(),
         ledger,
         quota,
+        housekeeping: housekeeping.clone(),
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || {
@@ -173,6 +175,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     server.await.context("HTTP server")?;
     signals.abort();
     sched.shutdown();
+    housekeeping.shutdown().await;
     // The ledger closes once the last job callback is gone (workers exit after `shutdown`).
     drop(state);
     if tokio::time::timeout(Duration::from_secs(5), ledger_task.close())

@@ -554,3 +554,131 @@ fn usage_reports_and_csv_export() {
         .status
         .success());
 }
+
+/// Admissions on old local days, then the roll-up + prune: totals survive pruning, a second run changes nothing.
+async fn rollup_keeps_totals(store: Store) {
+    use hearth::store::{GroupBy, UsageFilter};
+    let now = Arc::new(Mutex::new(
+        "2026-08-01T10:00:00Z".parse::<Timestamp>().unwrap(),
+    ));
+    let clock = {
+        let now = now.clone();
+        Arc::new(move || *now.lock().unwrap())
+    };
+    let tz = TimeZone::get("Europe/Berlin").unwrap();
+    let quota = Quota::new(
+        store.clone(),
+        tz.clone(),
+        QuotaDefaults::default(),
+        Some(clock),
+    );
+    let who = member(&store, "gina").await;
+    let limits = Limits::default();
+    for (i, day) in [
+        "2026-08-01T10:00:00Z",
+        "2026-09-15T10:00:00Z",
+        "2026-11-27T10:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        *now.lock().unwrap() = day.parse().unwrap();
+        for j in 0..2 {
+            let id = format!("g{i}{j}");
+            quota
+                .admit(&who, &limits, &id, "smollm2", "chat", 10, 20)
+                .await
+                .unwrap();
+            let c = Completion {
+                request_id: &id,
+                status: if j == 0 { "ok" } else { "cancelled" },
+                finish_reason: "stop",
+                prompt_tokens: 10,
+                completion_tokens: 5 + i as i64,
+                now: 0,
+                duration_ms: 1,
+            };
+            assert!(store.reconcile(&c).await.unwrap());
+        }
+    }
+    let f = UsageFilter {
+        from_day: "2026-08-01".into(),
+        to_day: "2026-11-28".into(),
+        ..Default::default()
+    };
+    let before = store.usage_report(&f, GroupBy::Day).await.unwrap();
+    assert_eq!(before.len(), 3);
+    assert_eq!(before[0].total_tokens, 2 * 10 + 2 * 5);
+    assert_eq!(before[0].cancelled, 1);
+    let today: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+    let retain = std::time::Duration::from_secs(30 * 86_400);
+    let (groups, pruned) =
+        hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
+            .await
+            .unwrap();
+    assert_eq!(
+        (groups, pruned),
+        (3, 4),
+        "three days rolled up; the two old days' raw rows pruned"
+    );
+    let after = store.usage_report(&f, GroupBy::Day).await.unwrap();
+    assert_eq!(after, before, "totals survive pruning");
+    let (_, pruned) = hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 0);
+    assert_eq!(
+        store.usage_report(&f, GroupBy::Day).await.unwrap(),
+        before,
+        "running twice is harmless"
+    );
+    assert_eq!(
+        store.usage_report(&f, GroupBy::User).await.unwrap()[0].requests,
+        6
+    );
+    assert_eq!(
+        store
+            .recent_requests(&who.user_id, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn sqlite_rollup_and_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    rollup_keeps_totals(
+        Store::connect(&hearth::store::sqlite_url(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rollup_and_prune() {
+    use sqlx::Connection;
+    let base = std::env::var("HEARTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let db = format!(
+        "hearth_test_{}",
+        hearth::auth::secrets::random_token(10).unwrap()
+    );
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let store = Store::connect(&format!("{base}/{db}")).await.unwrap();
+    let run = tokio::spawn(rollup_keeps_totals(store.clone())).await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    run.unwrap();
+}

@@ -19,6 +19,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}", web::patch().to(update_user))
             .route("/users/{name}/quota", web::get().to(get_quota))
             .route("/users/{name}/quota", web::put().to(put_quota))
+            .route("/jobs", web::get().to(jobs))
             .route("/usage", web::get().to(usage))
             .route("/usage/export", web::get().to(usage_export))
             .route("/keys", web::get().to(list_keys))
@@ -238,7 +239,7 @@ fn usage_filter(
     st: &AppState,
     q: &UsageQuery,
 ) -> std::result::Result<crate::store::UsageFilter<'static>, ApiError> {
-    let (from, to) = crate::report::range(
+    let r = crate::report::range(
         st.quota.time_zone(),
         st.quota.now(),
         q.from.as_deref(),
@@ -248,8 +249,10 @@ fn usage_filter(
     Ok(crate::store::UsageFilter {
         user: None,
         model: None,
-        from,
-        to,
+        from: r.start,
+        to: r.end,
+        from_day: r.from_day,
+        to_day: r.to_day,
     })
 }
 
@@ -271,7 +274,7 @@ pub async fn usage(
     f.model = q.model.as_deref();
     let groups = st.store.usage_report(&f, by).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": f.from, "to": f.to, "group_by": by_name, "groups": groups,
+        "from": f.from_day, "to": f.to_day, "group_by": by_name, "groups": groups,
     })))
 }
 
@@ -294,4 +297,11 @@ pub async fn usage_export(
             "attachment; filename=\"hearth-usage.csv\"",
         ))
         .body(crate::report::csv(&rows)))
+}
+
+/// Scheduled jobs: schedule, last run and result, next run.
+#[utoipa::path(get, path = "/admin/jobs", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, body = Vec<crate::sched::housekeeping::JobInfo>)))]
+pub async fn jobs(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(st.housekeeping.jobs().await))
 }

@@ -28,6 +28,7 @@ pub struct AppState {
     pub sched: Arc<Scheduler>,
     pub ledger: Ledger,
     pub quota: Arc<Quota>,
+    pub housekeeping: Arc<crate::sched::housekeeping::Housekeeping>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -31,19 +31,36 @@ pub enum UsageCommand {
         #[command(flatten)]
         range: Range,
     },
+    /// Run the daily roll-up and raw-row pruning now (the daemon also runs it daily).
+    Rollup,
 }
 
-pub fn usage(db_url: &str, timezone: Option<&str>, cmd: UsageCommand) -> Result<()> {
-    let tz = match timezone {
-        Some(name) => {
-            jiff::tz::TimeZone::get(name).with_context(|| format!("timezone '{name}'"))?
-        }
-        None => jiff::tz::TimeZone::system(),
-    };
+pub fn usage(db_url: &str, cfg: &hearth::config::Config, cmd: UsageCommand) -> Result<()> {
+    let tz = cfg.time_zone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let range = match &cmd {
         UsageCommand::Report { range, .. } | UsageCommand::Export { range } => range,
+        UsageCommand::Rollup => {
+            return rt.block_on(async {
+                let store = Store::connect(db_url)
+                    .await
+                    .context("opening the database")?;
+                let (days, pruned) = hearth::sched::housekeeping::rollup_and_prune(
+                    &store,
+                    &tz,
+                    cfg.usage.retain_raw,
+                    jiff::Timestamp::now(),
+                )
+                .await?;
+                println!("{days} day groups rolled up, {pruned} raw rows pruned");
+                store.close().await;
+                Ok(())
+            });
+        }
     };
-    let (from, to) = hearth::report::range(
+    let r = hearth::report::range(
         &tz,
         jiff::Timestamp::now(),
         range.from.as_deref(),
@@ -53,12 +70,11 @@ pub fn usage(db_url: &str, timezone: Option<&str>, cmd: UsageCommand) -> Result<
     let f = UsageFilter {
         user: range.user.as_deref(),
         model: range.model.as_deref(),
-        from,
-        to,
+        from: r.start,
+        to: r.end,
+        from_day: r.from_day,
+        to_day: r.to_day,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
         let store = Store::connect(db_url)
             .await
@@ -89,6 +105,7 @@ pub fn usage(db_url: &str, timezone: Option<&str>, cmd: UsageCommand) -> Result<
                     );
                 }
             }
+            UsageCommand::Rollup => {}
             UsageCommand::Export { .. } => {
                 print!("{}", hearth::report::csv(&store.usage_rows(&f).await?));
             }

@@ -4,6 +4,7 @@
 //! `Job`, gets an admission answer (errors come before any token), then receives `JobEvent`s over a channel.
 //! Dropping that receiver — a client that went away — cancels the sequence at the next step.
 
+pub mod housekeeping;
 mod worker;
 
 use crate::models::{ModelStore, ModelStoreError};

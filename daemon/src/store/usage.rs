@@ -20,24 +20,19 @@ impl GroupBy {
             _ => None,
         }
     }
-    fn column(self) -> &'static str {
-        match self {
-            // The local day of admission, as charged against daily quotas.
-            GroupBy::Day => "SUBSTR(r.day_key, 3)",
-            GroupBy::Model => "r.model",
-            GroupBy::User => "u.name",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter<'a> {
     pub user: Option<&'a str>,
     pub model: Option<&'a str>,
-    /// Unix seconds, inclusive.
+    /// Unix seconds, inclusive (raw rows, for export).
     pub from: i64,
     /// Unix seconds, exclusive.
     pub to: i64,
+    /// Local days `YYYY-MM-DD`, inclusive (reports, which also cover days whose raw rows were pruned).
+    pub from_day: String,
+    pub to_day: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -68,6 +63,27 @@ pub struct UsageRow {
     pub energy_joules: Option<f64>,
 }
 
+/// Raw ledger rows as per-row counts by local day (rows admitted before quotas existed have no day and are left
+/// out of day-based reports).
+const RAW_BY_DAY: &str = "SELECT user_id, SUBSTR(day_key, 3) AS day, model, \
+    CASE WHEN status <> 'rejected' THEN 1 ELSE 0 END AS requests, \
+    CASE WHEN status <> 'rejected' THEN prompt_tokens ELSE 0 END AS prompt, \
+    CASE WHEN status <> 'rejected' THEN completion_tokens ELSE 0 END AS completion, \
+    CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END AS cancelled, \
+    CASE WHEN status = 'rejected' THEN 1 ELSE 0 END AS rejected \
+    FROM requests WHERE day_key <> '' AND status <> 'running'";
+
+/// Raw rows, plus the roll-up of days older than every remaining raw row (their raw rows were pruned).
+const LEDGER_BY_DAY: &str = "SELECT user_id, SUBSTR(day_key, 3) AS day, model, \
+    CASE WHEN status <> 'rejected' THEN 1 ELSE 0 END AS requests, \
+    CASE WHEN status <> 'rejected' THEN prompt_tokens ELSE 0 END AS prompt, \
+    CASE WHEN status <> 'rejected' THEN completion_tokens ELSE 0 END AS completion, \
+    CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END AS cancelled, \
+    CASE WHEN status = 'rejected' THEN 1 ELSE 0 END AS rejected \
+    FROM requests WHERE day_key <> '' \
+    UNION ALL SELECT user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, rejected \
+    FROM usage_daily WHERE day < (SELECT COALESCE(MIN(SUBSTR(day_key, 3)), '9999') FROM requests WHERE day_key <> '')";
+
 fn filter_sql(f: &UsageFilter<'_>) -> (String, Vec<String>) {
     let mut sql = String::from("r.started_at >= $1 AND r.started_at < $2");
     let mut binds = Vec::new();
@@ -83,23 +99,31 @@ fn filter_sql(f: &UsageFilter<'_>) -> (String, Vec<String>) {
 }
 
 impl Store {
+    /// Totals per group over local days: raw rows, plus the daily roll-up for days whose raw rows were pruned
+    /// (pruning removes whole days older than every remaining raw row).
     pub async fn usage_report(&self, f: &UsageFilter<'_>, by: GroupBy) -> Result<Vec<UsageGroup>> {
-        let (cond, binds) = filter_sql(f);
-        let col = by.column();
-        let sum = |c: &str| {
-            format!("CAST(COALESCE(SUM(CASE WHEN r.status <> 'rejected' THEN {c} ELSE 0 END), 0) AS BIGINT)")
+        let col = match by {
+            GroupBy::Day => "l.day",
+            GroupBy::Model => "l.model",
+            GroupBy::User => "u.name",
         };
+        let mut cond = String::from("l.day >= $1 AND l.day <= $2");
+        let mut binds = Vec::new();
+        if let Some(u) = f.user {
+            binds.push(u.to_owned());
+            cond.push_str(&format!(" AND u.name = ${}", binds.len() + 2));
+        }
+        if let Some(m) = f.model {
+            binds.push(m.to_owned());
+            cond.push_str(&format!(" AND l.model = ${}", binds.len() + 2));
+        }
         let q = format!(
-            "SELECT {col} AS grp, \
-             CAST(COALESCE(SUM(CASE WHEN r.status <> 'rejected' THEN 1 ELSE 0 END), 0) AS BIGINT) AS requests, \
-             {} AS prompt, {} AS completion, \
-             CAST(COALESCE(SUM(CASE WHEN r.status = 'cancelled' THEN 1 ELSE 0 END), 0) AS BIGINT) AS cancelled, \
-             CAST(COALESCE(SUM(CASE WHEN r.status = 'rejected' THEN 1 ELSE 0 END), 0) AS BIGINT) AS rejected \
-             FROM requests r JOIN users u ON u.id = r.user_id WHERE {cond} GROUP BY {col} ORDER BY {col}",
-            sum("r.prompt_tokens"),
-            sum("r.completion_tokens"),
+            "SELECT {col} AS grp, CAST(SUM(l.requests) AS BIGINT) AS requests, \
+             CAST(SUM(l.prompt) AS BIGINT) AS prompt, CAST(SUM(l.completion) AS BIGINT) AS completion, \
+             CAST(SUM(l.cancelled) AS BIGINT) AS cancelled, CAST(SUM(l.rejected) AS BIGINT) AS rejected \
+             FROM ({LEDGER_BY_DAY}) l JOIN users u ON u.id = l.user_id WHERE {cond} GROUP BY {col} ORDER BY {col}"
         );
-        let mut query = sqlx::query(&q).bind(f.from).bind(f.to);
+        let mut query = sqlx::query(&q).bind(&f.from_day).bind(&f.to_day);
         for b in &binds {
             query = query.bind(b);
         }
@@ -118,6 +142,36 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Recomputes the daily roll-up of every complete local day before `today` (`YYYY-MM-DD`) from the raw rows
+    /// still present, then deletes raw rows that started before `cutoff` (Unix seconds, a local midnight).
+    /// Idempotent. Returns (groups written, rows deleted).
+    pub async fn rollup_and_prune(&self, today: &str, cutoff: i64) -> Result<(u64, u64)> {
+        let mut tx = self.pool().begin().await?;
+        let written = sqlx::query(&format!(
+            "INSERT INTO usage_daily (user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, \
+             rejected) SELECT user_id, day, model, SUM(requests), SUM(prompt), SUM(completion), SUM(cancelled), \
+             SUM(rejected) FROM ({RAW_BY_DAY}) raw WHERE day < $1 GROUP BY user_id, day, model \
+             ON CONFLICT (user_id, day, model) DO UPDATE SET requests = excluded.requests, \
+             prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, \
+             cancelled = excluded.cancelled, rejected = excluded.rejected"
+        ))
+        .bind(today)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let deleted = sqlx::query(
+            "DELETE FROM requests WHERE started_at < $1 AND status <> 'running' AND day_key <> '' \
+             AND SUBSTR(day_key, 3) < $2",
+        )
+        .bind(cutoff)
+        .bind(today)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((written, deleted))
     }
 
     /// Every ledger row in the range, oldest first (for CSV export).
