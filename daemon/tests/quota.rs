@@ -121,28 +121,10 @@ async fn sqlite_admissions_never_overshoot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_admissions_never_overshoot() {
-    use sqlx::Connection;
-    let base = std::env::var("HEARTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let db = format!(
-        "hearth_test_{}",
-        hearth::auth::secrets::random_token(10).unwrap()
-    );
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let store = Store::connect(&format!("{base}/{db}")).await.unwrap();
-    let run = tokio::spawn(no_overshoot(store.clone())).await;
+    let pg = PgDatabase::create();
+    let store = Store::connect(&pg.url).await.unwrap();
+    no_overshoot(store.clone()).await;
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    run.unwrap();
 }
 
 #[tokio::test]
@@ -366,30 +348,14 @@ fn http_limits_headers_and_usage() {
 
 #[test]
 fn two_daemons_on_one_postgres_never_overshoot() {
-    let base = std::env::var("HEARTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let db = format!(
-        "hearth_test_{}",
-        hearth::auth::secrets::random_token(10).unwrap()
-    );
+    let pg = PgDatabase::create();
+    let url = pg.url.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let admin_conn = |sql: String| {
-        let base = base.clone();
-        rt.block_on(async move {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-                .await
-                .unwrap();
-            sqlx::query(&sql).execute(&mut c).await.unwrap();
-        })
-    };
-    admin_conn(format!("CREATE DATABASE {db}"));
-    let url = format!("{base}/{db}");
     let cfg = format!("database_url = \"{url}\"\n{BASE_CONFIG}");
-    let result = std::panic::catch_unwind(|| {
+    {
         // Both start against the empty database at once: one creates the first admin, neither fails.
         let (d1, d2) = std::thread::scope(|s| {
             let a = s.spawn(|| Daemon::start_with(&cfg, &[]));
@@ -454,10 +420,6 @@ fn two_daemons_on_one_postgres_never_overshoot() {
             statuses.iter().filter(|&&s| s == 200).count()
         );
         rt.block_on(store.close());
-    });
-    admin_conn(format!("DROP DATABASE {db} WITH (FORCE)"));
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
     }
 }
 
@@ -659,26 +621,8 @@ async fn sqlite_rollup_and_prune() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rollup_and_prune() {
-    use sqlx::Connection;
-    let base = std::env::var("HEARTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let db = format!(
-        "hearth_test_{}",
-        hearth::auth::secrets::random_token(10).unwrap()
-    );
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let store = Store::connect(&format!("{base}/{db}")).await.unwrap();
-    let run = tokio::spawn(rollup_keeps_totals(store.clone())).await;
+    let pg = PgDatabase::create();
+    let store = Store::connect(&pg.url).await.unwrap();
+    rollup_keeps_totals(store.clone()).await;
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    run.unwrap();
 }

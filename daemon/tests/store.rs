@@ -3,15 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
+mod common;
+
 use hearth::auth::accounts::{self, AccountError, KeySpec};
 use hearth::auth::{AuthError, Authenticator, Role};
 use hearth::store::{RequestRecord, Store, StoreError};
 use std::time::Duration;
-
-fn pg_base() -> String {
-    std::env::var("HEARTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
 
 async fn exercise(store: &Store, state: &std::path::Path) {
     // The first admin, once, with a 0600 password file.
@@ -228,39 +225,13 @@ async fn sqlite_store() {
 
 #[tokio::test]
 async fn postgres_store() {
-    use sqlx::Connection;
-    let base = pg_base();
-    let db = format!(
-        "hearth_test_{}",
-        hearth::auth::secrets::random_token(10).unwrap()
-    );
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{base}/{db}");
+    let pg = common::PgDatabase::create();
     let dir = tempfile::tempdir().unwrap();
-    let result = {
-        let store = Store::connect(&url).await.unwrap();
-        assert_eq!(store.backend(), hearth::store::Backend::Postgres);
-        let run = tokio::spawn({
-            let store = store.clone();
-            let state = dir.path().to_owned();
-            async move { exercise(&store, &state).await }
-        })
-        .await;
-        store.close().await;
-        let again = Store::connect(&url).await.unwrap();
-        let users = again.list_users().await.map(|u| u.len());
-        again.close().await;
-        run.map(|_| users)
-    };
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(result.unwrap().unwrap(), 2);
+    let store = Store::connect(&pg.url).await.unwrap();
+    assert_eq!(store.backend(), hearth::store::Backend::Postgres);
+    exercise(&store, dir.path()).await;
+    store.close().await;
+    let again = Store::connect(&pg.url).await.unwrap();
+    assert_eq!(again.list_users().await.unwrap().len(), 2);
+    again.close().await;
 }

@@ -335,3 +335,59 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A throw-away database on the PostgreSQL server of the tests (`$HEARTH_TEST_POSTGRES_URL`, default
+/// postgres://postgres@127.0.0.1:5432): created on `create`, dropped (with its connections) when this is dropped —
+/// also when the test panics. Sync, so it works from sync and async tests alike.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+fn pg_base() -> String {
+    std::env::var("HEARTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Runs one statement on the server's `postgres` database, on a thread of its own (no nested runtimes).
+fn pg_admin(sql: String) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let base = pg_base();
+            let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        let name = format!(
+            "hearth_test_{}",
+            hearth::auth::secrets::random_token(10).unwrap()
+        );
+        pg_admin(format!("CREATE DATABASE {name}"));
+        PgDatabase {
+            url: format!("{}/{name}", pg_base()),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        pg_admin(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
