@@ -137,42 +137,36 @@ impl Store {
         .bind(a.user_id)
         .execute(&mut *tx)
         .await?;
-        let mut snap = UsageSnapshot::default();
-        let rows = sqlx::query(
-            "SELECT window_key, tokens, requests FROM usage_windows WHERE user_id = $1 AND window_key IN ($2, $3)",
+        // Every read in one statement: each statement is a round trip (to sqlx's SQLite thread or the server).
+        let r = sqlx::query(
+            "SELECT \
+             COALESCE((SELECT tokens FROM usage_windows WHERE user_id = $1 AND window_key = $2), 0) AS dt, \
+             COALESCE((SELECT requests FROM usage_windows WHERE user_id = $1 AND window_key = $2), 0) AS dr, \
+             COALESCE((SELECT tokens FROM usage_windows WHERE user_id = $1 AND window_key = $3), 0) AS mt, \
+             COALESCE((SELECT requests FROM usage_windows WHERE user_id = $1 AND window_key = $3), 0) AS mr, \
+             (SELECT COUNT(*) FROM requests WHERE user_id = $1 AND started_at > $4 AND status <> 'rejected') AS n, \
+             (SELECT CAST(COALESCE(SUM(charged_tokens), 0) AS BIGINT) FROM requests \
+               WHERE user_id = $1 AND started_at > $4 AND status <> 'rejected') AS t, \
+             (SELECT MIN(started_at) FROM requests \
+               WHERE user_id = $1 AND started_at > $4 AND status <> 'rejected') AS oldest, \
+             (SELECT COUNT(*) FROM requests WHERE user_id = $1 AND status = 'running') AS running",
         )
         .bind(a.user_id)
         .bind(a.day_key)
         .bind(a.month_key)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in rows {
-            let key: String = r.try_get("window_key")?;
-            let (t, n): (i64, i64) = (r.try_get("tokens")?, r.try_get("requests")?);
-            if key == a.day_key {
-                (snap.day_tokens, snap.day_requests) = (t, n);
-            } else {
-                (snap.month_tokens, snap.month_requests) = (t, n);
-            }
-        }
-        let r = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(charged_tokens), 0) AS BIGINT) AS t, MIN(started_at) AS oldest \
-             FROM requests WHERE user_id = $1 AND started_at > $2 AND status <> 'rejected'",
-        )
-        .bind(a.user_id)
         .bind(a.now - 60)
         .fetch_one(&mut *tx)
         .await?;
-        snap.minute_requests = r.try_get("n")?;
-        snap.minute_tokens = r.try_get("t")?;
-        snap.minute_oldest = r.try_get("oldest")?;
-        let r = sqlx::query(
-            "SELECT COUNT(*) AS n FROM requests WHERE user_id = $1 AND status = 'running'",
-        )
-        .bind(a.user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        snap.running = r.try_get("n")?;
+        let snap = UsageSnapshot {
+            day_tokens: r.try_get("dt")?,
+            day_requests: r.try_get("dr")?,
+            month_tokens: r.try_get("mt")?,
+            month_requests: r.try_get("mr")?,
+            minute_requests: r.try_get("n")?,
+            minute_tokens: r.try_get("t")?,
+            minute_oldest: r.try_get("oldest")?,
+            running: r.try_get("running")?,
+        };
 
         let verdict = check(&snap);
         let (status, reserve) = match verdict {
@@ -199,18 +193,17 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if verdict.is_ok() {
-            for key in [a.day_key, a.month_key] {
-                sqlx::query(
-                    "INSERT INTO usage_windows (user_id, window_key, tokens, requests) VALUES ($1, $2, $3, 1) \
-                     ON CONFLICT (user_id, window_key) DO UPDATE SET \
-                     tokens = usage_windows.tokens + $3, requests = usage_windows.requests + 1",
-                )
-                .bind(a.user_id)
-                .bind(key)
-                .bind(reserve)
-                .execute(&mut *tx)
-                .await?;
-            }
+            sqlx::query(
+                "INSERT INTO usage_windows (user_id, window_key, tokens, requests) VALUES ($1, $2, $4, 1), \
+                 ($1, $3, $4, 1) ON CONFLICT (user_id, window_key) DO UPDATE SET \
+                 tokens = usage_windows.tokens + excluded.tokens, requests = usage_windows.requests + 1",
+            )
+            .bind(a.user_id)
+            .bind(a.day_key)
+            .bind(a.month_key)
+            .bind(reserve)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok((snap, verdict))
@@ -242,17 +235,16 @@ impl Store {
         };
         let user: String = row.try_get("user_id")?;
         let reserved: i64 = row.try_get("reserved_tokens")?;
-        for col in ["day_key", "month_key"] {
-            let key: String = row.try_get(col)?;
-            sqlx::query(
-                "UPDATE usage_windows SET tokens = tokens + $3 WHERE user_id = $1 AND window_key = $2",
-            )
-            .bind(&user)
-            .bind(&key)
-            .bind(charged - reserved)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let (day, month): (String, String) = (row.try_get("day_key")?, row.try_get("month_key")?);
+        sqlx::query(
+            "UPDATE usage_windows SET tokens = tokens + $4 WHERE user_id = $1 AND window_key IN ($2, $3)",
+        )
+        .bind(&user)
+        .bind(&day)
+        .bind(&month)
+        .bind(charged - reserved)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
