@@ -219,6 +219,25 @@ impl Options {
         })
     }
 
+    /// The job these options describe (start_job adds the ledger callback and the quota gate).
+    fn job(
+        &self,
+        prompt: Prompt,
+        json: bool,
+        keep_alive: Option<Duration>,
+    ) -> std::result::Result<JobSpec, ApiError> {
+        Ok(JobSpec {
+            prompt,
+            max_tokens: self.max_tokens(),
+            sampling: self.sampling()?,
+            stop: self.stop.clone().unwrap_or_default(),
+            json,
+            keep_alive,
+            on_finish: None,
+            gate: None,
+        })
+    }
+
     fn max_tokens(&self) -> Option<usize> {
         match self.num_predict {
             Some(n) if n > 0 => Some(n as usize),
@@ -442,16 +461,7 @@ pub async fn chat(
         .iter()
         .map(|m| ChatMessage::new(&m.role, &m.content))
         .collect();
-    let spec = JobSpec {
-        prompt: Prompt::Chat(messages),
-        max_tokens: req.options.max_tokens(),
-        sampling: req.options.sampling()?,
-        stop: req.options.stop.clone().unwrap_or_default(),
-        json,
-        keep_alive: keep,
-        on_finish: None,
-        gate: None,
-    };
+    let spec = req.options.job(Prompt::Chat(messages), json, keep)?;
     let job = start_job(&st, &who.0, &req.model, "ollama_chat", spec).await?;
     Ok(respond(job, true, req.stream.unwrap_or(true), started))
 }
@@ -483,16 +493,7 @@ pub async fn generate(
         m.push(ChatMessage::new("user", &req.prompt));
         Prompt::Chat(m)
     };
-    let spec = JobSpec {
-        prompt,
-        max_tokens: req.options.max_tokens(),
-        sampling: req.options.sampling()?,
-        stop: req.options.stop.clone().unwrap_or_default(),
-        json,
-        keep_alive: keep,
-        on_finish: None,
-        gate: None,
-    };
+    let spec = req.options.job(prompt, json, keep)?;
     let job = start_job(&st, &who.0, &req.model, "ollama_generate", spec).await?;
     Ok(respond(job, false, req.stream.unwrap_or(true), started))
 }

@@ -203,6 +203,25 @@ impl SamplingFields {
         })
     }
 
+    /// The job these fields describe (start_job adds the ledger callback and the quota gate).
+    fn job(
+        &self,
+        prompt: Prompt,
+        max_tokens: Option<u32>,
+        json: bool,
+    ) -> std::result::Result<JobSpec, ApiError> {
+        Ok(JobSpec {
+            prompt,
+            max_tokens: max_tokens.map(|n| n as usize),
+            sampling: self.sampling()?,
+            stop: self.stop()?,
+            json,
+            keep_alive: None,
+            on_finish: None,
+            gate: None,
+        })
+    }
+
     fn stop(&self) -> std::result::Result<Vec<String>, ApiError> {
         let stop = self.stop.clone().map(Stop::into_vec).unwrap_or_default();
         if stop.len() > 4 {
@@ -381,19 +400,10 @@ pub async fn chat_completions(
 ) -> Result<HttpResponse> {
     let req = body.0;
     let json = check_format(&req.response_format)?;
-    let spec = JobSpec {
-        prompt: Prompt::Chat(messages_in(&req.messages)?),
-        max_tokens: req
-            .max_completion_tokens
-            .or(req.sampling.max_tokens)
-            .map(|n| n as usize),
-        sampling: req.sampling.sampling()?,
-        stop: req.sampling.stop()?,
-        json,
-        keep_alive: None,
-        on_finish: None,
-        gate: None,
-    };
+    let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
+    let spec = req
+        .sampling
+        .job(Prompt::Chat(messages_in(&req.messages)?), max_tokens, json)?;
     let started = start_job(&st, &who.0, &req.model, "chat", spec).await?;
     let ok = started.response();
     let Started {
@@ -473,17 +483,9 @@ pub async fn completions(
             .into())
         }
     };
-    let spec = JobSpec {
-        prompt: Prompt::Text(prompt),
-        // OpenAI's default for this endpoint.
-        max_tokens: Some(req.sampling.max_tokens.unwrap_or(16) as usize),
-        sampling: req.sampling.sampling()?,
-        stop: req.sampling.stop()?,
-        json: false,
-        keep_alive: None,
-        on_finish: None,
-        gate: None,
-    };
+    // 16: OpenAI's default for this endpoint.
+    let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
+    let spec = req.sampling.job(Prompt::Text(prompt), max_tokens, false)?;
     let started = start_job(&st, &who.0, &req.model, "completions", spec).await?;
     let ok = started.response();
     let Started {

@@ -54,7 +54,7 @@ pub struct Quota {
 /// The x-ratelimit-* headers (OpenAI's names) for a response.
 pub type RateHeaders = Vec<(&'static str, String)>;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct WindowUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
@@ -245,18 +245,8 @@ impl Quota {
                 requests,
             });
         }
-        let month = out.pop().unwrap_or(WindowUsage {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            total_tokens: 0,
-            requests: 0,
-        });
-        let today = out.pop().unwrap_or(WindowUsage {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            total_tokens: 0,
-            requests: 0,
-        });
+        let month = out.pop().unwrap_or_default();
+        let today = out.pop().unwrap_or_default();
         Ok((today, month, w))
     }
 }

@@ -64,28 +64,33 @@ pub struct UsageRow {
 }
 
 /// Raw ledger rows as per-row counts by local day (rows admitted before quotas existed have no day and are left
-/// out of day-based reports).
-const RAW_BY_DAY: &str = "SELECT user_id, SUBSTR(day_key, 3) AS day, model, \
-    CASE WHEN status <> 'rejected' THEN 1 ELSE 0 END AS requests, \
-    CASE WHEN status <> 'rejected' THEN prompt_tokens ELSE 0 END AS prompt, \
-    CASE WHEN status <> 'rejected' THEN completion_tokens ELSE 0 END AS completion, \
-    CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END AS cancelled, \
-    CASE WHEN status = 'rejected' THEN 1 ELSE 0 END AS rejected \
-    FROM requests WHERE day_key <> '' AND status <> 'running'";
+/// out of day-based reports). A macro so the two queries below share it as one literal.
+macro_rules! raw_by_day {
+    () => {
+        "SELECT user_id, SUBSTR(day_key, 3) AS day, model, \
+         CASE WHEN status <> 'rejected' THEN 1 ELSE 0 END AS requests, \
+         CASE WHEN status <> 'rejected' THEN prompt_tokens ELSE 0 END AS prompt, \
+         CASE WHEN status <> 'rejected' THEN completion_tokens ELSE 0 END AS completion, \
+         CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END AS cancelled, \
+         CASE WHEN status = 'rejected' THEN 1 ELSE 0 END AS rejected \
+         FROM requests WHERE day_key <> ''"
+    };
+}
+
+/// Finished raw rows (what the roll-up may fold).
+const FINISHED_BY_DAY: &str = concat!(raw_by_day!(), " AND status <> 'running'");
 
 /// Raw rows, plus the roll-up of days older than every remaining raw row (their raw rows were pruned).
-const LEDGER_BY_DAY: &str = "SELECT user_id, SUBSTR(day_key, 3) AS day, model, \
-    CASE WHEN status <> 'rejected' THEN 1 ELSE 0 END AS requests, \
-    CASE WHEN status <> 'rejected' THEN prompt_tokens ELSE 0 END AS prompt, \
-    CASE WHEN status <> 'rejected' THEN completion_tokens ELSE 0 END AS completion, \
-    CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END AS cancelled, \
-    CASE WHEN status = 'rejected' THEN 1 ELSE 0 END AS rejected \
-    FROM requests WHERE day_key <> '' \
-    UNION ALL SELECT user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, rejected \
-    FROM usage_daily WHERE day < (SELECT COALESCE(MIN(SUBSTR(day_key, 3)), '9999') FROM requests WHERE day_key <> '')";
+const LEDGER_BY_DAY: &str = concat!(
+    raw_by_day!(),
+    " UNION ALL SELECT user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, rejected \
+     FROM usage_daily WHERE day < (SELECT COALESCE(MIN(SUBSTR(day_key, 3)), '9999') FROM requests \
+     WHERE day_key <> '')"
+);
 
-fn filter_sql(f: &UsageFilter<'_>) -> (String, Vec<String>) {
-    let mut sql = String::from("r.started_at >= $1 AND r.started_at < $2");
+/// `AND` conditions for the optional user and model filters, numbered after the two range parameters.
+fn filter_sql(range: &str, model_col: &str, f: &UsageFilter<'_>) -> (String, Vec<String>) {
+    let mut sql = String::from(range);
     let mut binds = Vec::new();
     if let Some(u) = f.user {
         binds.push(u.to_owned());
@@ -93,7 +98,7 @@ fn filter_sql(f: &UsageFilter<'_>) -> (String, Vec<String>) {
     }
     if let Some(m) = f.model {
         binds.push(m.to_owned());
-        sql.push_str(&format!(" AND r.model = ${}", binds.len() + 2));
+        sql.push_str(&format!(" AND {model_col} = ${}", binds.len() + 2));
     }
     (sql, binds)
 }
@@ -107,16 +112,7 @@ impl Store {
             GroupBy::Model => "l.model",
             GroupBy::User => "u.name",
         };
-        let mut cond = String::from("l.day >= $1 AND l.day <= $2");
-        let mut binds = Vec::new();
-        if let Some(u) = f.user {
-            binds.push(u.to_owned());
-            cond.push_str(&format!(" AND u.name = ${}", binds.len() + 2));
-        }
-        if let Some(m) = f.model {
-            binds.push(m.to_owned());
-            cond.push_str(&format!(" AND l.model = ${}", binds.len() + 2));
-        }
+        let (cond, binds) = filter_sql("l.day >= $1 AND l.day <= $2", "l.model", f);
         let q = format!(
             "SELECT {col} AS grp, CAST(SUM(l.requests) AS BIGINT) AS requests, \
              CAST(SUM(l.prompt) AS BIGINT) AS prompt, CAST(SUM(l.completion) AS BIGINT) AS completion, \
@@ -152,7 +148,7 @@ impl Store {
         let written = sqlx::query(&format!(
             "INSERT INTO usage_daily (user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, \
              rejected) SELECT user_id, day, model, SUM(requests), SUM(prompt), SUM(completion), SUM(cancelled), \
-             SUM(rejected) FROM ({RAW_BY_DAY}) raw WHERE day < $1 GROUP BY user_id, day, model \
+             SUM(rejected) FROM ({FINISHED_BY_DAY}) raw WHERE day < $1 GROUP BY user_id, day, model \
              ON CONFLICT (user_id, day, model) DO UPDATE SET requests = excluded.requests, \
              prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, \
              cancelled = excluded.cancelled, rejected = excluded.rejected"
@@ -176,7 +172,7 @@ impl Store {
 
     /// Every ledger row in the range, oldest first (for CSV export).
     pub async fn usage_rows(&self, f: &UsageFilter<'_>) -> Result<Vec<UsageRow>> {
-        let (cond, binds) = filter_sql(f);
+        let (cond, binds) = filter_sql("r.started_at >= $1 AND r.started_at < $2", "r.model", f);
         let q = format!(
             "SELECT r.id, u.name AS user_name, r.key_id, r.model, r.endpoint, r.status, r.finish_reason, \
              r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.energy_joules \
