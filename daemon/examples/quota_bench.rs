@@ -37,9 +37,12 @@ async fn run(label: &str, store: Store, n: usize) -> anyhow::Result<()> {
         max_concurrent_requests: Some(1000),
         ..Default::default()
     };
-    let (mut admit, mut reconcile) = (Vec::new(), Vec::new());
+    let (mut admit, mut reconcile, mut read) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         let id = format!("b{i}");
+        let t = Instant::now();
+        quota.limits(&who.user_id, who.role, None).await?;
+        read.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         quota
             .admit(&who, &limits, &id, "m", "chat", 30, 100)
@@ -54,16 +57,24 @@ async fn run(label: &str, store: Store, n: usize) -> anyhow::Result<()> {
             completion_tokens: 50,
             now: hearth::store::now(),
             duration_ms: 1,
+            device: None,
+            queue_ms: None,
         };
         store.reconcile(&c).await?;
         reconcile.push(t.elapsed().as_secs_f64() * 1e3);
     }
     // The first requests warm caches and connections; report steady state.
     let skip = n / 10;
-    let (a, r) = (&mut admit[skip..], &mut reconcile[skip..]);
+    let (a, r, l) = (
+        &mut admit[skip..],
+        &mut reconcile[skip..],
+        &mut read[skip..],
+    );
     println!(
-        "| {label} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+        "| {label} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
         n - skip,
+        pct(l, 0.5),
+        pct(l, 0.99),
         pct(a, 0.5),
         pct(a, 0.99),
         pct(r, 0.5),
@@ -79,9 +90,9 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     println!(
-        "| store | requests | admit p50 ms | admit p99 ms | reconcile p50 ms | reconcile p99 ms |"
+        "| store | requests | limits read p50 ms | p99 | admit p50 ms | admit p99 ms | reconcile p50 ms | reconcile p99 ms |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let dir = tempfile::tempdir()?;
     run(
         "SQLite (WAL, file)",

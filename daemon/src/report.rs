@@ -62,7 +62,7 @@ fn field(s: &str) -> String {
 /// One line per request; times in RFC 3339 UTC.
 pub fn csv(rows: &[UsageRow]) -> String {
     let mut out = String::from(
-        "id,user,key_id,model,endpoint,status,finish_reason,prompt_tokens,completion_tokens,charged_tokens,started_at,duration_ms,energy_joules\n",
+        "id,user,key_id,model,endpoint,status,finish_reason,prompt_tokens,completion_tokens,charged_tokens,started_at,duration_ms,device,queue_ms,energy_joules\n",
     );
     for r in rows {
         let started = Timestamp::from_second(r.started_at)
@@ -81,6 +81,8 @@ pub fn csv(rows: &[UsageRow]) -> String {
             r.charged_tokens.to_string(),
             started,
             r.duration_ms.to_string(),
+            field(r.device.as_deref().unwrap_or("")),
+            r.queue_ms.map(|q| q.to_string()).unwrap_or_default(),
             r.energy_joules.map(|j| j.to_string()).unwrap_or_default(),
         ];
         out.push_str(&cols.join(","));
@@ -154,12 +156,14 @@ mod tests {
             charged_tokens: 3,
             started_at: 0,
             duration_ms: 4,
+            device: Some("cpu".into()),
+            queue_ms: Some(7),
             energy_joules: Some(0.5),
         };
         let c = csv(&[row]);
         assert_eq!(
             c.lines().nth(1).unwrap(),
-            "r1,\"a,b\",,\"m\"\"x\",chat,ok,stop,1,2,3,1970-01-01T00:00:00Z,4,0.5"
+            "r1,\"a,b\",,\"m\"\"x\",chat,ok,stop,1,2,3,1970-01-01T00:00:00Z,4,cpu,7,0.5"
         );
     }
 }

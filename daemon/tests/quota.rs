@@ -76,6 +76,8 @@ async fn no_overshoot(store: Store) {
             completion_tokens: 25,
             now: hearth::store::now(),
             duration_ms: 1,
+            device: None,
+            queue_ms: None,
         };
         assert!(store.reconcile(&c).await.unwrap());
         assert!(!store.reconcile(&c).await.unwrap());
@@ -176,6 +178,118 @@ async fn day_window_rolls_over_at_local_midnight() {
     );
 }
 
+/// The rolling minute with a fixed clock: requests and tokens leave the window 60 s after they started, the
+/// refusal says when, and reconciliation moves the minute's tokens from the reservation to the real count.
+async fn minute_window_rolls(store: Store) {
+    let now = Arc::new(Mutex::new(
+        "2026-11-28T12:00:00Z".parse::<Timestamp>().unwrap(),
+    ));
+    let clock = {
+        let now = now.clone();
+        Arc::new(move || *now.lock().unwrap())
+    };
+    let at = |s: &str| *now.lock().unwrap() = s.parse().unwrap();
+    let quota = Quota::new(
+        store.clone(),
+        TimeZone::UTC,
+        QuotaDefaults::default(),
+        Some(clock),
+    );
+    let who = member(&store, "carol").await;
+    let limits = Limits {
+        requests_per_minute: Some(2),
+        tokens_per_minute: Some(300),
+        ..Default::default()
+    };
+    quota
+        .admit(&who, &limits, "m1", "m", "chat", 50, 50)
+        .await
+        .unwrap();
+    at("2026-11-28T12:00:10Z");
+    let h = quota
+        .admit(&who, &limits, "m2", "m", "chat", 50, 50)
+        .await
+        .unwrap();
+    let header = |name: &str| h.iter().find(|(k, _)| *k == name).unwrap().1.clone();
+    assert_eq!(header("x-ratelimit-remaining-requests"), "0");
+    assert_eq!(header("x-ratelimit-remaining-tokens"), "100");
+    assert_eq!(header("x-ratelimit-reset-requests"), "50s");
+    at("2026-11-28T12:00:20Z");
+    match quota.admit(&who, &limits, "m3", "m", "chat", 1, 1).await {
+        Err(QuotaError::RateLimited { retry_after, .. }) => {
+            assert_eq!(
+                retry_after, 40,
+                "the first request leaves the window at 12:01:00"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // 12:01:01: the first request has left the window, the second (at :10) still counts.
+    at("2026-11-28T12:01:01Z");
+    quota
+        .admit(&who, &limits, "m4", "m", "chat", 100, 100)
+        .await
+        .unwrap();
+    // Tokens: m2 (100) + m4 (200) fill 300; reconciling m4 to 120 frees 80.
+    match quota.admit(&who, &limits, "m5", "m", "chat", 10, 10).await {
+        Err(QuotaError::RateLimited { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let done = Completion {
+        request_id: "m4",
+        status: "ok",
+        finish_reason: "stop",
+        prompt_tokens: 100,
+        completion_tokens: 20,
+        now: 0,
+        duration_ms: 1,
+        device: None,
+        queue_ms: None,
+    };
+    assert!(store.reconcile(&done).await.unwrap());
+    at("2026-11-28T12:01:11Z");
+    // m2 left at 12:01:10; m4 now counts 120 of 300, and one request of 2.
+    let h = quota
+        .admit(&who, &limits, "m6", "m", "chat", 90, 90)
+        .await
+        .unwrap();
+    let header = |name: &str| h.iter().find(|(k, _)| *k == name).unwrap().1.clone();
+    assert_eq!(header("x-ratelimit-remaining-tokens"), "0");
+    assert_eq!(header("x-ratelimit-remaining-requests"), "0");
+    let pruned = store
+        .prune_minute_buckets(
+            "2026-11-28T12:01:05Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_second(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned, 3,
+        "the buckets of 12:00:00, 12:00:10 and 12:01:01 are past"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_minute_window_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    minute_window_rolls(
+        Store::connect(&hearth::store::sqlite_url(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_minute_window_rolls() {
+    let pg = PgDatabase::create();
+    let store = Store::connect(&pg.url).await.unwrap();
+    minute_window_rolls(store.clone()).await;
+    store.close().await;
+}
+
 #[test]
 fn http_limits_headers_and_usage() {
     let cfg = format!(
@@ -214,6 +328,37 @@ fn http_limits_headers_and_usage() {
         r.text()
     );
     assert_eq!(r.json()["error"]["param"], "max_tokens");
+    // Every /v1 response carries the headers: refusals before admission, malformed JSON, model lists.
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("4"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("3"));
+    let bad = request(
+        &d.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&k),
+        b"{\"model\": ",
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.header("x-ratelimit-remaining-requests"), Some("3"));
+    let models = d.get("/v1/models", Some(&k));
+    assert_eq!(models.status, 200);
+    assert_eq!(models.header("x-ratelimit-limit-requests"), Some("4"));
+    assert_eq!(models.header("x-ratelimit-remaining-requests"), Some("3"));
+    assert!(models
+        .header("x-ratelimit-reset-requests")
+        .unwrap()
+        .ends_with('s'));
+    // Not for a caller without a valid key, and not outside /v1.
+    assert_eq!(
+        d.get("/v1/models", Some("hth_nope_nope"))
+            .header("x-ratelimit-limit-requests"),
+        None
+    );
+    assert_eq!(
+        d.get("/api/tags", Some(&k))
+            .header("x-ratelimit-limit-requests"),
+        None
+    );
 
     // Requests 2-4 pass (the refused one above never reached admission); the 5th: 429 rate_limit_exceeded.
     for _ in 0..3 {
@@ -250,7 +395,9 @@ fn http_limits_headers_and_usage() {
         .contains("requests per minute"));
 
     // Self-service usage: today and month, limits, remaining.
-    let u = d.get("/v1/me/usage", Some(&k)).json();
+    let r = d.get("/v1/me/usage", Some(&k));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    let u = r.json();
     assert_eq!(u["user"], "carol");
     assert_eq!(u["today"]["requests"], 4);
     assert_eq!(u["limits"]["tokens_per_day"], 100000);
@@ -504,6 +651,18 @@ fn usage_reports_and_csv_export() {
     assert!(lines[0].starts_with("id,user,key_id,model"));
     assert_eq!(lines.len(), 4, "{csv}");
     assert_eq!(lines.iter().filter(|l| l.contains(",rejected,")).count(), 1);
+    // Admitted rows name the device and the queue time; a rejected one ran nowhere.
+    let head: Vec<&str> = lines[0].split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split(',').collect();
+        if f[col("status")] == "rejected" {
+            assert_eq!((f[col("device")], f[col("queue_ms")]), ("", ""), "{l}");
+        } else {
+            assert_eq!(f[col("device")], "cpu", "{l}");
+            assert!(f[col("queue_ms")].parse::<u64>().is_ok(), "{l}");
+        }
+    }
     let cli = ok_stdout(&d.cli(&["usage", "export", "--user", "frank"]));
     assert_eq!(cli, csv);
     let report = ok_stdout(&d.cli(&["usage", "report", "--group-by", "model"]));
@@ -559,6 +718,8 @@ async fn rollup_keeps_totals(store: Store) {
                 completion_tokens: 5 + i as i64,
                 now: 0,
                 duration_ms: 1,
+                device: None,
+                queue_ms: None,
             };
             assert!(store.reconcile(&c).await.unwrap());
         }
@@ -574,21 +735,24 @@ async fn rollup_keeps_totals(store: Store) {
     assert_eq!(before[0].cancelled, 1);
     let today: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
     let retain = std::time::Duration::from_secs(30 * 86_400);
-    let (groups, pruned) =
-        hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
-            .await
-            .unwrap();
+    let outcome = hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
+        .await
+        .unwrap();
     assert_eq!(
-        (groups, pruned),
+        (outcome.day_groups, outcome.raw_rows_pruned),
         (3, 4),
         "three days rolled up; the two old days' raw rows pruned"
     );
+    assert_eq!(
+        outcome.minute_buckets_pruned, 3,
+        "one rolling-minute bucket per admission second, all long past"
+    );
     let after = store.usage_report(&f, GroupBy::Day).await.unwrap();
     assert_eq!(after, before, "totals survive pruning");
-    let (_, pruned) = hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
+    let again = hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
         .await
         .unwrap();
-    assert_eq!(pruned, 0);
+    assert_eq!((again.raw_rows_pruned, again.minute_buckets_pruned), (0, 0));
     assert_eq!(
         store.usage_report(&f, GroupBy::Day).await.unwrap(),
         before,
@@ -625,4 +789,135 @@ async fn postgres_rollup_and_prune() {
     let store = Store::connect(&pg.url).await.unwrap();
     rollup_keeps_totals(store.clone()).await;
     store.close().await;
+}
+
+/// A key's limits replace its user's where set (admin API and CLI); the user's other keys are unaffected, and
+/// usage is still counted per user.
+#[test]
+fn key_limits_override_the_users() {
+    let d = Daemon::start_with(
+        &format!("{BASE_CONFIG}\n[quota.member]\nrequests_per_minute = 50\n"),
+        &[],
+    );
+    let bot = d.member_key("dave", None);
+    let phone = ok_stdout(&d.cli(&["key", "create", "dave"]))
+        .trim()
+        .to_owned();
+    let bot_id = bot.split('_').nth(1).unwrap().to_owned();
+    let a = d.admin_key.clone();
+    let put = |id: &str, body: serde_json::Value| {
+        request(
+            &d.addr,
+            "PUT",
+            &format!("/admin/keys/{id}/quota"),
+            Some(&a),
+            body.to_string().as_bytes(),
+        )
+    };
+    let r = put(
+        &bot_id,
+        json!({"max_tokens_per_request": 8, "requests_per_minute": 3}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let q = d
+        .get(&format!("/admin/keys/{bot_id}/quota"), Some(&a))
+        .json();
+    assert_eq!(q["user"], "dave");
+    assert_eq!(q["own"]["max_tokens_per_request"], 8);
+    assert_eq!(q["effective"]["requests_per_minute"], 3);
+
+    let ask = |key: &str, max: u32| {
+        d.post(
+            "/v1/completions",
+            Some(key),
+            &json!({"model": "smollm2", "prompt": "a", "max_tokens": max}),
+        )
+    };
+    let r = ask(&bot, 9);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("cap of 8"), "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("3"));
+    let r = ask(&phone, 9);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("50"));
+    // Counted per user: the phone's request is one of the bot key's 3 per minute.
+    assert_eq!(ask(&bot, 2).status, 200);
+    assert_eq!(ask(&bot, 2).status, 200);
+    assert_eq!(
+        ask(&bot, 2).status,
+        429,
+        "already 3 of dave's requests this minute"
+    );
+    assert_eq!(
+        ask(&phone, 2).status,
+        200,
+        "the phone key keeps the user's 50"
+    );
+
+    // CLI: only the flags given change; --key and a user name are exclusive.
+    let o = d.cli(&[
+        "quota",
+        "set",
+        "--key",
+        &bot_id,
+        "--allowed-models",
+        "other",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&d.cli(&["quota", "show", "--key", &bot_id]))).unwrap();
+    assert_eq!(shown["allowed_models"], json!(["other"]));
+    assert_eq!(shown["max_tokens_per_request"], 8);
+    let r = ask(&bot, 2);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(!d.cli(&["quota", "show", "--key", "nokey"]).status.success());
+    assert!(!d
+        .cli(&["quota", "set", "dave", "--key", &bot_id])
+        .status
+        .success());
+    assert!(!d.cli(&["quota", "show"]).status.success());
+    // Bad input over HTTP: unknown key 404, absurd limit 400.
+    assert_eq!(put("nokey", json!({"weight": 1})).status, 404);
+    let r = put(&bot_id, json!({"tokens_per_day": -1}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A revoked key is refused before its limits matter.
+    let o = d.cli(&["key", "revoke", &bot_id]);
+    assert!(o.status.success());
+    assert_eq!(ask(&bot, 2).status, 401);
+}
+
+/// SQLite admission runs in the calling thread and never waits for a lock there: while another connection (the
+/// CLI, another process) holds the write lock, it falls back to the pool, which waits — and the result is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_admission_waits_for_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&hearth::store::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    let quota = Quota::new(store.clone(), TimeZone::UTC, QuotaDefaults::default(), None);
+    let who = member(&store, "gina").await;
+    let limits = Limits {
+        tokens_per_day: Some(150),
+        ..Default::default()
+    };
+    let other = rusqlite::Connection::open(dir.path().join("hearth.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let task = {
+        let (quota, who, limits) = (quota.clone(), who.clone(), limits.clone());
+        tokio::spawn(async move { quota.admit(&who, &limits, "w1", "m", "chat", 50, 50).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "admission must wait for the lock");
+    other.execute_batch("COMMIT").unwrap();
+    task.await.unwrap().unwrap();
+    // The fast path again: the second request would cross the day's 150.
+    match quota.admit(&who, &limits, "w2", "m", "chat", 25, 26).await {
+        Err(QuotaError::Exhausted { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let day = hearth::quota::windows_at(&TimeZone::UTC, Timestamp::now()).day_key;
+    assert_eq!(
+        store.window_usage(&who.user_id, &day).await.unwrap(),
+        (100, 1)
+    );
 }

@@ -4,7 +4,7 @@ use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{Admin, ApiJson, Body};
 use super::AppState;
 use crate::auth::accounts::{self, KeySpec};
-use crate::store::{KeyRecord, UserRecord};
+use crate::store::{KeyRecord, LimitsOf, UserRecord};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -24,7 +24,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/usage/export", web::get().to(usage_export))
             .route("/keys", web::get().to(list_keys))
             .route("/keys", web::post().to(create_key))
-            .route("/keys/{id}", web::delete().to(revoke_key)),
+            .route("/keys/{id}", web::delete().to(revoke_key))
+            .route("/keys/{id}/quota", web::get().to(get_key_quota))
+            .route("/keys/{id}/quota", web::put().to(put_key_quota)),
     );
 }
 
@@ -198,9 +200,9 @@ pub async fn get_quota(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let u = user_id(&st, &path).await?;
-    let own = st.store.user_limits(&u.id).await?;
+    let own = st.store.limits_of(LimitsOf::User(&u.id)).await?;
     let role = crate::auth::Role::parse(&u.role).unwrap_or(crate::auth::Role::Member);
-    let effective = st.quota.limits(&u.id, role).await?;
+    let effective = st.quota.limits(&u.id, role, None).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"own": own, "effective": effective})))
 }
 
@@ -217,8 +219,55 @@ pub async fn put_quota(
 ) -> Result<HttpResponse> {
     let u = user_id(&st, &path).await?;
     body.0.validate().map_err(|e| ApiError::invalid(e, None))?;
-    st.store.set_user_limits(&u.id, &body.0).await?;
+    st.store.set_limits(LimitsOf::User(&u.id), &body.0).await?;
     Ok(HttpResponse::Ok().json(&body.0))
+}
+
+/// A key's own overrides (`own`) and the limits in effect for requests with it (`effective`: role defaults,
+/// then the user's limits, then the key's).
+#[utoipa::path(get, path = "/admin/keys/{id}/quota", tag = "admin", security(("api_key" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{key, user, own, effective}`"),
+        (status = 404, body = OpenAiErrorBody)))]
+pub async fn get_key_quota(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let (key, user) = key_and_user(&st, &path).await?;
+    let own = st.store.limits_of(LimitsOf::Key(&key.id)).await?;
+    let role = crate::auth::Role::parse(&user.role).unwrap_or(crate::auth::Role::Member);
+    let effective = st.quota.limits(&user.id, role, Some(&key.id)).await?;
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({"key": key.id, "user": user.name, "own": own, "effective": effective}),
+    ))
+}
+
+/// Replaces a key's overrides (fields left out fall back to the user's limits).
+#[utoipa::path(put, path = "/admin/keys/{id}/quota", tag = "admin", security(("api_key" = [])),
+    params(("id" = String, Path)), request_body = crate::quota::Limits,
+    responses((status = 200, body = crate::quota::Limits), (status = 400, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody)))]
+pub async fn put_key_quota(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+    body: ApiJson<crate::quota::Limits, OpenAi>,
+) -> Result<HttpResponse> {
+    let (key, _) = key_and_user(&st, &path).await?;
+    body.0.validate().map_err(|e| ApiError::invalid(e, None))?;
+    st.store.set_limits(LimitsOf::Key(&key.id), &body.0).await?;
+    Ok(HttpResponse::Ok().json(&body.0))
+}
+
+async fn key_and_user(
+    st: &AppState,
+    id: &str,
+) -> std::result::Result<(KeyRecord, UserRecord), ApiError> {
+    st.store
+        .key_with_user(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("API key '{id}' not found")))
 }
 
 impl Body for crate::quota::Limits {}

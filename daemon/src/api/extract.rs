@@ -5,6 +5,7 @@ use super::error::{ApiError, Flavor, Rendered};
 use super::AppState;
 use crate::auth::Principal;
 use actix_web::dev::Payload;
+use actix_web::HttpMessage;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
@@ -124,6 +125,7 @@ impl<F: Flavor> FromRequest for Caller<F> {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .map(|v| v.to_str().map(str::to_owned));
+        let req = req.clone();
         Box::pin(async move {
             let st = st?;
             let header = match header {
@@ -132,6 +134,8 @@ impl<F: Flavor> FromRequest for Caller<F> {
                 None => None,
             };
             let p = st.auth.authenticate(header.as_deref()).await?;
+            // For the response middleware (`rate_headers`): whose limits to report.
+            req.extensions_mut().insert(p.clone());
             Ok(Caller(p, PhantomData))
         })
     }

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod ollama;
 pub mod openai;
 pub mod openapi;
+mod rate_headers;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
@@ -100,7 +101,10 @@ pub async fn start_job(
             "this API key may not use model '{model}'"
         )));
     }
-    let limits = st.quota.limits(&who.user_id, who.role).await?;
+    let limits = st
+        .quota
+        .limits(&who.user_id, who.role, who.key_id.as_deref())
+        .await?;
     spec.max_tokens = st.quota.plan(&limits, &model, spec.max_tokens)?;
     let request_id =
         crate::auth::secrets::random_token(20).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -17,6 +17,9 @@ type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
+            .wrap(actix_web::middleware::from_fn(
+                super::rate_headers::rate_headers,
+            ))
             .route("/models", web::get().to(list_models))
             .route("/models/{model}", web::get().to(get_model))
             .route("/chat/completions", web::post().to(chat_completions))
@@ -547,7 +550,10 @@ impl Body for CompletionRequest {
         (status = 401, body = OpenAiErrorBody)))]
 pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
     let p = &who.0;
-    let limits = st.quota.limits(&p.user_id, p.role).await?;
+    let limits = st
+        .quota
+        .limits(&p.user_id, p.role, p.key_id.as_deref())
+        .await?;
     let (today, month, w) = st.quota.usage(&p.user_id).await?;
     let left = |limit: Option<u64>, used: i64| limit.map(|l| (l as i64 - used).max(0));
     Ok(HttpResponse::Ok().json(json!({

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use hearth::auth::accounts::{self, KeySpec};
-use hearth::store::Store;
+use hearth::store::{LimitsOf, Store};
 use std::io::Read;
 
 #[derive(clap::Subcommand)]
@@ -203,9 +203,14 @@ pub fn key(db_url: &str, cmd: KeyCommand) -> Result<()> {
 
 #[derive(clap::Subcommand)]
 pub enum QuotaCommand {
-    /// Set a user's limits (only the flags given change; --clear resets the user to the role's defaults).
+    /// Set a user's limits, or with --key one key's overrides (only the flags given change; --clear drops the
+    /// user's or key's own values, so the role's defaults or the user's limits apply again).
     Set {
-        user: String,
+        #[arg(required_unless_present = "key")]
+        user: Option<String>,
+        /// An API key id (`hth_…` prefix id from `hearth key list`): its limits replace the user's where set.
+        #[arg(long, conflicts_with = "user")]
+        key: Option<String>,
         #[arg(long)]
         clear: bool,
         #[arg(long)]
@@ -226,8 +231,13 @@ pub enum QuotaCommand {
         #[arg(long)]
         weight: Option<u64>,
     },
-    /// Show a user's own limits (JSON).
-    Show { user: String },
+    /// Show a user's or key's own limits (JSON).
+    Show {
+        #[arg(required_unless_present = "key")]
+        user: Option<String>,
+        #[arg(long, conflicts_with = "user")]
+        key: Option<String>,
+    },
 }
 
 pub fn quota(db_url: &str, cmd: QuotaCommand) -> Result<()> {
@@ -235,15 +245,34 @@ pub fn quota(db_url: &str, cmd: QuotaCommand) -> Result<()> {
         let store = Store::connect(db_url)
             .await
             .context("opening the database")?;
-        let name = match &cmd {
-            QuotaCommand::Set { user, .. } | QuotaCommand::Show { user } => user.clone(),
+        let (user, key) = match &cmd {
+            QuotaCommand::Set { user, key, .. } | QuotaCommand::Show { user, key } => {
+                (user.clone(), key.clone())
+            }
         };
-        let Some(user) = store.user_by_name(&name).await? else {
-            bail!("user '{name}' not found");
+        let id = match (user, key) {
+            (_, Some(key)) => match store.key(&key).await? {
+                Some(k) => k.id,
+                None => bail!("API key '{key}' not found"),
+            },
+            (Some(name), None) => match store.user_by_name(&name).await? {
+                Some(u) => u.id,
+                None => bail!("user '{name}' not found"),
+            },
+            (None, None) => bail!("name a user or --key"),
+        };
+        let is_key = matches!(
+            &cmd,
+            QuotaCommand::Set { key: Some(_), .. } | QuotaCommand::Show { key: Some(_), .. }
+        );
+        let of = if is_key {
+            LimitsOf::Key(&id)
+        } else {
+            LimitsOf::User(&id)
         };
         match cmd {
             QuotaCommand::Show { .. } => {
-                let l = store.user_limits(&user.id).await?;
+                let l = store.limits_of(of).await?;
                 println!("{}", serde_json::to_string_pretty(&l)?);
             }
             QuotaCommand::Set {
@@ -261,7 +290,7 @@ pub fn quota(db_url: &str, cmd: QuotaCommand) -> Result<()> {
                 let current = if clear {
                     Default::default()
                 } else {
-                    store.user_limits(&user.id).await?
+                    store.limits_of(of).await?
                 };
                 let l = current.overlaid(&hearth::quota::Limits {
                     tokens_per_day,
@@ -274,7 +303,7 @@ pub fn quota(db_url: &str, cmd: QuotaCommand) -> Result<()> {
                     weight,
                 });
                 l.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-                store.set_user_limits(&user.id, &l).await?;
+                store.set_limits(of, &l).await?;
                 println!("{}", serde_json::to_string_pretty(&l)?);
             }
         }

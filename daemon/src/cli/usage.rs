@@ -47,14 +47,14 @@ pub fn usage(db_url: &str, cfg: &hearth::config::Config, cmd: UsageCommand) -> R
                 let store = Store::connect(db_url)
                     .await
                     .context("opening the database")?;
-                let (days, pruned) = hearth::sched::housekeeping::rollup_and_prune(
+                let outcome = hearth::sched::housekeeping::rollup_and_prune(
                     &store,
                     &tz,
                     cfg.usage.retain_raw,
                     jiff::Timestamp::now(),
                 )
                 .await?;
-                println!("{days} day groups rolled up, {pruned} raw rows pruned");
+                println!("{outcome}");
                 store.close().await;
                 Ok(())
             });

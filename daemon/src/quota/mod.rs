@@ -98,13 +98,20 @@ impl Quota {
         windows_at(&self.tz, (self.clock)())
     }
 
-    /// The limits that apply to a user: the role's defaults, overridden by the user's own row.
-    pub async fn limits(&self, user_id: &str, role: Role) -> Result<Limits, QuotaError> {
+    /// The limits that apply to a request: the role's defaults, overridden by the user's own row, overridden by
+    /// the key's row when the request came with a key. Usage is counted per user whichever key is used.
+    pub async fn limits(
+        &self,
+        user_id: &str,
+        role: Role,
+        key_id: Option<&str>,
+    ) -> Result<Limits, QuotaError> {
         let base = match role {
             Role::Admin => &self.defaults.admin,
             Role::Member => &self.defaults.member,
         };
-        Ok(base.overlaid(&self.store.user_limits(user_id).await?))
+        let (user, key) = self.store.user_and_key_limits(user_id, key_id).await?;
+        Ok(base.overlaid(&user).overlaid(&key))
     }
 
     /// Checks what can be checked before any work: the model and the per-request cap. Returns the max_tokens to
@@ -170,6 +177,25 @@ impl Quota {
             ));
         }
         h
+    }
+
+    /// The x-ratelimit-* headers for a response that admitted nothing (model lists, errors before admission):
+    /// the caller's per-minute limits and what is left of them now.
+    pub async fn current_headers(&self, who: &Principal) -> Result<RateHeaders, QuotaError> {
+        let l = self
+            .limits(&who.user_id, who.role, who.key_id.as_deref())
+            .await?;
+        if l.requests_per_minute.is_none() && l.tokens_per_minute.is_none() {
+            return Ok(Vec::new());
+        }
+        let now_ts = (self.clock)();
+        let w = windows_at(&self.tz, now_ts);
+        let now = now_ts.as_second();
+        let snap = self
+            .store
+            .usage_snapshot(&who.user_id, &w.day_key, &w.month_key, now)
+            .await?;
+        Ok(self.headers(&l, &snap, now, 0, false))
     }
 
     /// Admission: checks every counting limit and reserves `prompt_tokens + max_tokens`, atomically.

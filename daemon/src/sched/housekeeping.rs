@@ -23,13 +23,32 @@ pub struct JobInfo {
     pub next_run: Option<i64>,
 }
 
-/// One run: roll up every complete local day, then prune raw rows older than `retain` (whole local days).
+/// What one run of the roll-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupOutcome {
+    pub day_groups: u64,
+    pub raw_rows_pruned: u64,
+    pub minute_buckets_pruned: u64,
+}
+
+impl std::fmt::Display for RollupOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} day groups rolled up, {} raw rows pruned, {} old rate-limit buckets deleted",
+            self.day_groups, self.raw_rows_pruned, self.minute_buckets_pruned
+        )
+    }
+}
+
+/// One run: roll up every complete local day, prune raw rows older than `retain` (whole local days) and the
+/// rolling-minute buckets that no longer count.
 pub async fn rollup_and_prune(
     store: &Store,
     tz: &TimeZone,
     retain: Duration,
     now: Timestamp,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<RollupOutcome, StoreError> {
     let today = now.to_zoned(tz.clone()).date();
     let days = (retain.as_secs() / 86_400).max(1) as i64;
     let cutoff_day = today.checked_sub(days.days()).unwrap_or(today);
@@ -37,7 +56,13 @@ pub async fn rollup_and_prune(
         .to_zoned(tz.clone())
         .map(|z| z.timestamp().as_second())
         .unwrap_or(i64::MIN);
-    store.rollup_and_prune(&today.to_string(), cutoff).await
+    let (day_groups, raw_rows_pruned) = store.rollup_and_prune(&today.to_string(), cutoff).await?;
+    let minute_buckets_pruned = store.prune_minute_buckets(now.as_second() - 60).await?;
+    Ok(RollupOutcome {
+        day_groups,
+        raw_rows_pruned,
+        minute_buckets_pruned,
+    })
 }
 
 pub struct Housekeeping {
@@ -66,9 +91,7 @@ impl Housekeeping {
                 async move {
                     let result = rollup_and_prune(&store, &tz, retain, Timestamp::now()).await;
                     let text = match &result {
-                        Ok((days, pruned)) => {
-                            format!("ok: {days} day groups rolled up, {pruned} raw rows pruned")
-                        }
+                        Ok(outcome) => format!("ok: {outcome}"),
                         Err(e) => format!("error: {e}"),
                     };
                     match &result {

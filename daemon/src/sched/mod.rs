@@ -46,7 +46,20 @@ impl Gate {
 
 /// Called exactly once when an admitted job ends — finished, stopped, cancelled or abandoned — with the real
 /// counts; the request ledger hangs here so usage is recorded even when the client went away (invariant 3).
-pub type OnFinish = Arc<dyn Fn(FinishReason, &Usage) + Send + Sync>;
+pub type OnFinish = Arc<dyn Fn(&JobEnd) + Send + Sync>;
+
+/// How an admitted job ended, for the ledger.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub reason: FinishReason,
+    pub usage: Usage,
+    /// The device it ran on; None when it never left the queue.
+    pub device: Option<String>,
+    /// From acceptance by the worker to its first batch step; None when it never started.
+    pub queue_time: Option<Duration>,
+    /// Set when it ended by a failure rather than by finishing or being cancelled.
+    pub error: Option<String>,
+}
 
 #[derive(Clone)]
 pub struct JobSpec {
@@ -277,6 +290,8 @@ impl Scheduler {
         let _ = tx.send(msg);
         let w = worker::Worker {
             model: model.to_owned(),
+            // The CPU back end is the only one this scheduler places on yet.
+            device: "cpu".to_owned(),
             path,
             cfg: self.cfg.clone(),
             rx,

@@ -1,7 +1,9 @@
 //! One model's worker thread: loads it, admits jobs into its `Batch`, steps the batch while anything runs,
 //! forwards events, cancels sequences whose receiver is gone, and unloads after `keep_alive` idle.
 
-use super::{Admitted, Gate, JobEvent, JobSpec, Msg, OnFinish, Prompt, SchedConfig, SchedError};
+use super::{
+    Admitted, Gate, JobEnd, JobEvent, JobSpec, Msg, OnFinish, Prompt, SchedConfig, SchedError,
+};
 use hearth_engine::{
     Batch, Event, FinishReason, GenerateRequest, LoadOptions, LoadedModel, SeqId, Usage,
 };
@@ -23,6 +25,8 @@ pub(super) struct Status {
 
 pub(super) struct Worker {
     pub model: String,
+    /// Where it runs ('cpu'); the ledger records it per request.
+    pub device: String,
     pub path: PathBuf,
     pub cfg: SchedConfig,
     pub rx: Receiver<Msg>,
@@ -34,16 +38,25 @@ struct Waiting {
     tx: mpsc::UnboundedSender<JobEvent>,
     on_finish: Option<OnFinish>,
     gate: Option<Gate>,
+    queued: Instant,
 }
 
 struct Active {
     tx: mpsc::UnboundedSender<JobEvent>,
     on_finish: Option<OnFinish>,
+    queue_time: Duration,
 }
 
-fn finished(on_finish: &Option<OnFinish>, reason: FinishReason, usage: &Usage) {
+/// A job that never left the queue: nothing was computed, nothing ran on a device.
+fn unstarted(on_finish: &Option<OnFinish>) {
     if let Some(f) = on_finish {
-        f(reason, usage);
+        f(&JobEnd {
+            reason: FinishReason::Cancelled,
+            usage: Usage::default(),
+            device: None,
+            queue_time: None,
+            error: None,
+        });
     }
 }
 
@@ -55,6 +68,7 @@ struct Running<'a> {
     keep_alive: Duration,
     cfg: &'a SchedConfig,
     model: &'a str,
+    device: &'a str,
     load_duration: Duration,
     first_job: bool,
 }
@@ -101,6 +115,7 @@ impl Worker {
             keep_alive: self.cfg.keep_alive,
             cfg: &self.cfg,
             model: &self.model,
+            device: &self.device,
             load_duration: started.elapsed(),
             first_job: true,
         };
@@ -213,6 +228,7 @@ impl Running<'_> {
             tx,
             on_finish: spec.on_finish,
             gate: spec.gate,
+            queued: Instant::now(),
         });
         let load_duration = if std::mem::take(&mut self.first_job) {
             self.load_duration
@@ -234,7 +250,7 @@ impl Running<'_> {
         self.waiting.retain(|w| {
             let keep = !w.tx.is_closed() && w.gate.as_ref().and_then(Gate::decided) != Some(false);
             if !keep {
-                finished(&w.on_finish, FinishReason::Cancelled, &Usage::default());
+                unstarted(&w.on_finish);
             }
             keep
         });
@@ -249,10 +265,7 @@ impl Running<'_> {
             let Some(w) = self.waiting.remove(i) else {
                 break;
             };
-            let unstarted = Usage {
-                prompt_tokens: w.req.prompt.len(),
-                ..Default::default()
-            };
+            let queue_time = w.queued.elapsed();
             match self.batch.add(w.req) {
                 Ok(id) => {
                     self.active.insert(
@@ -260,13 +273,26 @@ impl Running<'_> {
                         Active {
                             tx: w.tx,
                             on_finish: w.on_finish,
+                            queue_time,
                         },
                     );
                 }
                 Err(e) => {
                     // Validated at admission; only a changed batch could refuse it now.
                     tracing::error!(model = %self.model, error = %e, "admitted request refused by the batch");
-                    finished(&w.on_finish, FinishReason::Cancelled, &unstarted);
+                    if let Some(f) = &w.on_finish {
+                        f(&JobEnd {
+                            reason: FinishReason::Cancelled,
+                            usage: Usage::default(),
+                            device: Some(self.device.to_owned()),
+                            queue_time: Some(queue_time),
+                            error: Some(e.to_string()),
+                        });
+                    }
+                    let _ = w.tx.send(JobEvent::Done {
+                        reason: FinishReason::Cancelled,
+                        usage: Usage::default(),
+                    });
                 }
             }
         }
@@ -310,7 +336,15 @@ impl Running<'_> {
                 usage,
             } => {
                 if let Some(a) = self.active.remove(&id) {
-                    finished(&a.on_finish, reason, &usage);
+                    if let Some(f) = &a.on_finish {
+                        f(&JobEnd {
+                            reason,
+                            usage,
+                            device: Some(self.device.to_owned()),
+                            queue_time: Some(a.queue_time),
+                            error: None,
+                        });
+                    }
                     if !text.is_empty() {
                         let _ = a.tx.send(JobEvent::Text(text));
                     }
@@ -328,12 +362,10 @@ impl Running<'_> {
             }
         }
         for w in self.waiting.drain(..) {
-            // Nothing was computed for a job that never left the queue.
-            let usage = Usage::default();
-            finished(&w.on_finish, FinishReason::Cancelled, &usage);
+            unstarted(&w.on_finish);
             let _ = w.tx.send(JobEvent::Done {
                 reason: FinishReason::Cancelled,
-                usage,
+                usage: Usage::default(),
             });
         }
     }

@@ -4,11 +4,14 @@
 
 mod accounts;
 mod ledger;
+mod limits;
 mod quota;
+mod sqlite_fast;
 mod usage;
 
 pub use accounts::{KeyRecord, NewKey, UserRecord};
 pub use ledger::RequestRecord;
+pub use limits::LimitsOf;
 pub use quota::{Admission, Completion, UsageSnapshot};
 pub use usage::{GroupBy, UsageFilter, UsageGroup, UsageRow};
 
@@ -16,6 +19,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -25,6 +29,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database_url '{0}' (use sqlite://PATH or postgres://…)")]
@@ -47,6 +53,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: the in-thread connection of quota admission and reconciliation.
+    fast: Option<Arc<sqlite_fast::FastSqlite>>,
 }
 
 /// The SQLite URL for a database file in the state directory.
@@ -119,11 +127,27 @@ impl Store {
             })
             .connect_with(opts)
             .await?;
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
-        }
-        Ok(Store { pool, backend })
+        let fast = match backend {
+            Backend::Sqlite => {
+                SQLITE_MIGRATIONS.run(&pool).await?;
+                match sqlite_file(url) {
+                    Some(file) => Some(Arc::new(sqlite_fast::FastSqlite::open(
+                        &file,
+                        pool.clone(),
+                    )?)),
+                    None => None,
+                }
+            }
+            Backend::Postgres => {
+                POSTGRES_MIGRATIONS.run(&pool).await?;
+                None
+            }
+        };
+        Ok(Store {
+            pool,
+            backend,
+            fast,
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -1,10 +1,13 @@
-//! Quota rows and the two transactions that keep usage exact: admission (check + reserve + ledger row) and
-//! reconciliation (real counts replace the reservation). Each begins with a write, so SQLite takes its write
-//! lock at once (no read-to-write upgrade deadlock) and PostgreSQL locks the user's `quota_locks` row: concurrent
-//! admissions of one user are serialised on every node that shares the database.
+//! The two transactions that keep usage exact: admission (check + reserve + ledger row) and reconciliation
+//! (real counts replace the reservation). Each begins with a write, so SQLite takes its write lock at once (no
+//! read-to-write upgrade deadlock) and PostgreSQL locks the user's `quota_locks` row: concurrent admissions of
+//! one user are serialised on every node that shares the database.
+//!
+//! The statements and their arguments are defined once here and run by two drivers: sqlx (PostgreSQL, and
+//! SQLite when its fast path is busy) and the in-thread SQLite path (`sqlite_fast`), which avoids sqlx's
+//! per-statement thread hop — admission is on every request's path.
 
 use super::{Result, Store};
-use crate::quota::Limits;
 use sqlx::Row;
 
 /// What a user has used, as admission sees it (inside its transaction).
@@ -44,67 +47,269 @@ pub struct Completion<'a> {
     pub completion_tokens: i64,
     pub now: i64,
     pub duration_ms: i64,
+    /// Where it ran ('cpu', 'cuda:0'); None when it never reached a device.
+    pub device: Option<&'a str>,
+    /// Time between admission and its first step in a batch; None when it never started.
+    pub queue_ms: Option<i64>,
 }
 
-const LIMIT_COLS: &str =
-    "tokens_per_day, tokens_per_month, requests_per_minute, tokens_per_minute, \
-     max_concurrent_requests, max_tokens_per_request, allowed_models, weight";
+/// The rolling minute is counted in per-second rows of `usage_windows` ('s:' + ten-digit Unix second: the keys
+/// sort by time and after every 'd:'/'m:' key); housekeeping deletes old ones.
+pub(crate) fn minute_bucket(second: i64) -> String {
+    format!("s:{:010}", second.max(0))
+}
 
-fn opt_u64(row: &sqlx::any::AnyRow, col: &str) -> Result<Option<u64>> {
-    Ok(row.try_get::<Option<i64>, _>(col)?.map(|v| v.max(0) as u64))
+/// Above every minute bucket key, in any collation (PostgreSQL's locale collations ignore punctuation).
+const BUCKETS_END: &str = "t";
+
+fn bucket_second(key: &str) -> Option<i64> {
+    key.strip_prefix("s:")?.parse().ok()
+}
+
+/// An argument of one of the statements below; `$N` in the SQL is the N-th value of its list.
+#[derive(Debug)]
+pub(super) enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+    Owned(String),
+    OptText(Option<&'a str>),
+    OptInt(Option<i64>),
+}
+
+pub(super) const LOCK_SQL: &str = "INSERT INTO quota_locks (user_id, n) VALUES ($1, 1) \
+     ON CONFLICT (user_id) DO UPDATE SET n = quota_locks.n + 1";
+
+/// Every read of admission in one statement and one index range of `usage_windows`: the day and month rows and
+/// the per-second buckets of the rolling minute (at most 60, however busy the user) — never a ledger scan.
+pub(super) const SNAPSHOT_SQL: &str = "SELECT \
+     CAST(COALESCE(SUM(CASE WHEN window_key = $2 THEN tokens END), 0) AS BIGINT) AS dt, \
+     CAST(COALESCE(SUM(CASE WHEN window_key = $2 THEN requests END), 0) AS BIGINT) AS dr, \
+     CAST(COALESCE(SUM(CASE WHEN window_key = $3 THEN tokens END), 0) AS BIGINT) AS mt, \
+     CAST(COALESCE(SUM(CASE WHEN window_key = $3 THEN requests END), 0) AS BIGINT) AS mr, \
+     CAST(COALESCE(SUM(CASE WHEN window_key > $4 THEN requests END), 0) AS BIGINT) AS n, \
+     CAST(COALESCE(SUM(CASE WHEN window_key > $4 THEN tokens END), 0) AS BIGINT) AS t, \
+     MIN(CASE WHEN window_key > $4 THEN window_key END) AS oldest, \
+     (SELECT COUNT(*) FROM requests WHERE user_id = $1 AND status = 'running') AS running \
+     FROM usage_windows WHERE user_id = $1 \
+     AND (window_key = $2 OR window_key = $3 OR (window_key > $4 AND window_key < $5))";
+
+pub(super) const LEDGER_SQL: &str =
+    "INSERT INTO requests (id, user_id, key_id, model, endpoint, prompt_tokens, completion_tokens, \
+     finish_reason, started_at, duration_ms, status, reserved_tokens, charged_tokens, day_key, month_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0, $9, $10, $10, $11, $12)";
+
+pub(super) const CHARGE_SQL: &str =
+    "INSERT INTO usage_windows (user_id, window_key, tokens, requests) VALUES ($1, $2, $4, 1), \
+     ($1, $3, $4, 1), ($1, $5, $4, 1) ON CONFLICT (user_id, window_key) DO UPDATE SET \
+     tokens = usage_windows.tokens + excluded.tokens, requests = usage_windows.requests + 1";
+
+pub(super) const COMPLETE_SQL: &str =
+    "UPDATE requests SET status = $2, finish_reason = $3, prompt_tokens = $4, completion_tokens = $5, \
+     charged_tokens = $6, ended_at = $7, duration_ms = $8, device = $9, queue_ms = $10 \
+     WHERE id = $1 AND status = 'running' \
+     RETURNING user_id, reserved_tokens, day_key, month_key, started_at";
+
+pub(super) const CORRECT_SQL: &str = "UPDATE usage_windows SET tokens = tokens + $4 \
+     WHERE user_id = $1 AND window_key IN ($2, $3, $5)";
+
+fn snapshot_args<'a>(
+    user_id: &'a str,
+    day_key: &'a str,
+    month_key: &'a str,
+    now: i64,
+) -> Vec<Arg<'a>> {
+    vec![
+        Arg::Text(user_id),
+        Arg::Text(day_key),
+        Arg::Text(month_key),
+        Arg::Owned(minute_bucket(now - 60)),
+        Arg::Text(BUCKETS_END),
+    ]
+}
+
+impl Admission<'_> {
+    pub(super) fn lock_args(&self) -> Vec<Arg<'_>> {
+        vec![Arg::Text(self.user_id)]
+    }
+
+    pub(super) fn snapshot_args(&self) -> Vec<Arg<'_>> {
+        snapshot_args(self.user_id, self.day_key, self.month_key, self.now)
+    }
+
+    /// The ledger row: `running` with the reservation, or `rejected` with nothing charged.
+    pub(super) fn ledger_args(&self, admitted: bool) -> Vec<Arg<'_>> {
+        let reserve = if admitted { self.reserve } else { 0 };
+        vec![
+            Arg::Text(self.request_id),
+            Arg::Text(self.user_id),
+            Arg::OptText(self.key_id),
+            Arg::Text(self.model),
+            Arg::Text(self.endpoint),
+            Arg::Int(self.prompt_tokens),
+            Arg::Text(if admitted { "" } else { "quota" }),
+            Arg::Int(self.now),
+            Arg::Text(if admitted { "running" } else { "rejected" }),
+            Arg::Int(reserve),
+            Arg::Text(self.day_key),
+            Arg::Text(self.month_key),
+        ]
+    }
+
+    pub(super) fn charge_args(&self) -> Vec<Arg<'_>> {
+        vec![
+            Arg::Text(self.user_id),
+            Arg::Text(self.day_key),
+            Arg::Text(self.month_key),
+            Arg::Int(self.reserve),
+            Arg::Owned(minute_bucket(self.now)),
+        ]
+    }
+}
+
+impl Completion<'_> {
+    pub(super) fn complete_args(&self) -> Vec<Arg<'_>> {
+        vec![
+            Arg::Text(self.request_id),
+            Arg::Text(self.status),
+            Arg::Text(self.finish_reason),
+            Arg::Int(self.prompt_tokens),
+            Arg::Int(self.completion_tokens),
+            Arg::Int(self.prompt_tokens + self.completion_tokens),
+            Arg::Int(self.now),
+            Arg::Int(self.duration_ms),
+            Arg::OptText(self.device),
+            Arg::OptInt(self.queue_ms),
+        ]
+    }
+}
+
+/// What COMPLETE_SQL returned: which counters to correct, and by how much.
+pub(super) struct Completed {
+    pub user_id: String,
+    pub reserved: i64,
+    pub day_key: String,
+    pub month_key: String,
+    pub started_at: i64,
+}
+
+impl Completed {
+    pub(super) fn correct_args(&self, charged: i64) -> Vec<Arg<'_>> {
+        vec![
+            Arg::Text(&self.user_id),
+            Arg::Text(&self.day_key),
+            Arg::Text(&self.month_key),
+            Arg::Int(charged - self.reserved),
+            Arg::Owned(minute_bucket(self.started_at)),
+        ]
+    }
+}
+
+/// Builds the snapshot from SNAPSHOT_SQL's columns, whichever driver read them.
+pub(super) fn snapshot_from<E>(
+    int: impl Fn(&str) -> std::result::Result<i64, E>,
+    oldest: Option<String>,
+) -> std::result::Result<UsageSnapshot, E> {
+    Ok(UsageSnapshot {
+        day_tokens: int("dt")?,
+        day_requests: int("dr")?,
+        month_tokens: int("mt")?,
+        month_requests: int("mr")?,
+        minute_requests: int("n")?,
+        minute_tokens: int("t")?,
+        minute_oldest: oldest.as_deref().and_then(bucket_second),
+        running: int("running")?,
+    })
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind<'q>(sql: &'q str, args: &'q [Arg<'q>]) -> AnyQuery<'q> {
+    args.iter().fold(sqlx::query(sql), |q, a| match a {
+        Arg::Int(v) => q.bind(*v),
+        Arg::Text(v) => q.bind(*v),
+        Arg::Owned(v) => q.bind(v.as_str()),
+        Arg::OptText(v) => q.bind(*v),
+        Arg::OptInt(v) => q.bind(*v),
+    })
 }
 
 impl Store {
-    /// A user's own limits row (unset fields fall back to the role's defaults).
-    pub async fn user_limits(&self, user_id: &str) -> Result<Limits> {
-        let row = sqlx::query(&format!(
-            "SELECT {LIMIT_COLS} FROM quota_limits WHERE user_id = $1"
-        ))
-        .bind(user_id)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else {
-            return Ok(Limits::default());
-        };
-        let models: Option<String> = row.try_get("allowed_models")?;
-        Ok(Limits {
-            tokens_per_day: opt_u64(&row, "tokens_per_day")?,
-            tokens_per_month: opt_u64(&row, "tokens_per_month")?,
-            requests_per_minute: opt_u64(&row, "requests_per_minute")?,
-            tokens_per_minute: opt_u64(&row, "tokens_per_minute")?,
-            max_concurrent_requests: opt_u64(&row, "max_concurrent_requests")?,
-            max_tokens_per_request: opt_u64(&row, "max_tokens_per_request")?,
-            allowed_models: models.map(|m| {
-                m.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
-            weight: opt_u64(&row, "weight")?,
-        })
+    /// Admission in one transaction: `check` sees the usage; if it accepts, the reservation is charged and a
+    /// `running` ledger row written; if it refuses, a `rejected` row is written and nothing is charged.
+    pub async fn admit<E>(
+        &self,
+        a: &Admission<'_>,
+        check: impl Fn(&UsageSnapshot) -> std::result::Result<(), E>,
+    ) -> Result<(UsageSnapshot, std::result::Result<(), E>)> {
+        if let Some(fast) = &self.fast {
+            if let Some(done) = fast.admit(a, &check)? {
+                return Ok(done);
+            }
+        }
+        let mut tx = self.pool().begin().await?;
+        bind(LOCK_SQL, &a.lock_args()).execute(&mut *tx).await?;
+        let args = a.snapshot_args();
+        let r = bind(SNAPSHOT_SQL, &args).fetch_one(&mut *tx).await?;
+        let snap = snapshot_from(|c| r.try_get::<i64, _>(c), r.try_get("oldest")?)?;
+        let verdict = check(&snap);
+        bind(LEDGER_SQL, &a.ledger_args(verdict.is_ok()))
+            .execute(&mut *tx)
+            .await?;
+        if verdict.is_ok() {
+            bind(CHARGE_SQL, &a.charge_args()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok((snap, verdict))
     }
 
-    /// Replaces a user's limits row.
-    pub async fn set_user_limits(&self, user_id: &str, l: &Limits) -> Result<()> {
-        let v = |x: Option<u64>| x.map(|x| x as i64);
-        sqlx::query(&format!(
-            "INSERT INTO quota_limits (user_id, {LIMIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (user_id) DO UPDATE SET tokens_per_day = $2, tokens_per_month = $3, \
-             requests_per_minute = $4, tokens_per_minute = $5, max_concurrent_requests = $6, \
-             max_tokens_per_request = $7, allowed_models = $8, weight = $9"
-        ))
-        .bind(user_id)
-        .bind(v(l.tokens_per_day))
-        .bind(v(l.tokens_per_month))
-        .bind(v(l.requests_per_minute))
-        .bind(v(l.tokens_per_minute))
-        .bind(v(l.max_concurrent_requests))
-        .bind(v(l.max_tokens_per_request))
-        .bind(l.allowed_models.as_ref().map(|m| m.join(",")))
-        .bind(v(l.weight))
-        .execute(self.pool())
+    /// Replaces a running request's reservation by its real counts. False when it was not running (already
+    /// reconciled, or never admitted).
+    pub async fn reconcile(&self, c: &Completion<'_>) -> Result<bool> {
+        if let Some(fast) = &self.fast {
+            if let Some(done) = fast.reconcile(c)? {
+                return Ok(done);
+            }
+        }
+        let mut tx = self.pool().begin().await?;
+        let args = c.complete_args();
+        let Some(row) = bind(COMPLETE_SQL, &args).fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let done = Completed {
+            user_id: row.try_get("user_id")?,
+            reserved: row.try_get("reserved_tokens")?,
+            day_key: row.try_get("day_key")?,
+            month_key: row.try_get("month_key")?,
+            started_at: row.try_get("started_at")?,
+        };
+        bind(
+            CORRECT_SQL,
+            &done.correct_args(c.prompt_tokens + c.completion_tokens),
+        )
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// A user's usage as admission would see it now, read without reserving anything (for the rate-limit
+    /// headers of responses that admit nothing).
+    pub async fn usage_snapshot(
+        &self,
+        user_id: &str,
+        day_key: &str,
+        month_key: &str,
+        now: i64,
+    ) -> Result<UsageSnapshot> {
+        let args = snapshot_args(user_id, day_key, month_key, now);
+        let r = bind(SNAPSHOT_SQL, &args).fetch_one(self.pool()).await?;
+        Ok(snapshot_from(
+            |c| r.try_get::<i64, _>(c),
+            r.try_get("oldest")?,
+        )?)
     }
 
     /// (tokens, requests) of one window.
@@ -122,135 +327,17 @@ impl Store {
         })
     }
 
-    /// Admission in one transaction: `check` sees the usage; if it accepts, the reservation is charged and a
-    /// `running` ledger row written; if it refuses, a `rejected` row is written and nothing is charged.
-    pub async fn admit<E>(
-        &self,
-        a: &Admission<'_>,
-        check: impl FnOnce(&UsageSnapshot) -> std::result::Result<(), E>,
-    ) -> Result<(UsageSnapshot, std::result::Result<(), E>)> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO quota_locks (user_id, n) VALUES ($1, 1) \
-             ON CONFLICT (user_id) DO UPDATE SET n = quota_locks.n + 1",
+    /// Deletes rolling-minute buckets older than `before` (Unix seconds); they no longer count. Returns how many.
+    pub async fn prune_minute_buckets(&self, before: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM usage_windows WHERE window_key >= 's:' AND window_key < $1")
+                .bind(minute_bucket(before))
+                .execute(self.pool())
+                .await?
+                .rows_affected(),
         )
-        .bind(a.user_id)
-        .execute(&mut *tx)
-        .await?;
-        // Every read in one statement: each statement is a round trip (to sqlx's SQLite thread or the server).
-        let r = sqlx::query(
-            "SELECT \
-             COALESCE((SELECT tokens FROM usage_windows WHERE user_id = $1 AND window_key = $2), 0) AS dt, \
-             COALESCE((SELECT requests FROM usage_windows WHERE user_id = $1 AND window_key = $2), 0) AS dr, \
-             COALESCE((SELECT tokens FROM usage_windows WHERE user_id = $1 AND window_key = $3), 0) AS mt, \
-             COALESCE((SELECT requests FROM usage_windows WHERE user_id = $1 AND window_key = $3), 0) AS mr, \
-             (SELECT COUNT(*) FROM requests WHERE user_id = $1 AND started_at > $4 AND status <> 'rejected') AS n, \
-             (SELECT CAST(COALESCE(SUM(charged_tokens), 0) AS BIGINT) FROM requests \
-               WHERE user_id = $1 AND started_at > $4 AND status <> 'rejected') AS t, \
-             (SELECT MIN(started_at) FROM requests \
-               WHERE user_id = $1 AND started_at > $4 AND status <> 'rejected') AS oldest, \
-             (SELECT COUNT(*) FROM requests WHERE user_id = $1 AND status = 'running') AS running",
-        )
-        .bind(a.user_id)
-        .bind(a.day_key)
-        .bind(a.month_key)
-        .bind(a.now - 60)
-        .fetch_one(&mut *tx)
-        .await?;
-        let snap = UsageSnapshot {
-            day_tokens: r.try_get("dt")?,
-            day_requests: r.try_get("dr")?,
-            month_tokens: r.try_get("mt")?,
-            month_requests: r.try_get("mr")?,
-            minute_requests: r.try_get("n")?,
-            minute_tokens: r.try_get("t")?,
-            minute_oldest: r.try_get("oldest")?,
-            running: r.try_get("running")?,
-        };
-
-        let verdict = check(&snap);
-        let (status, reserve) = match verdict {
-            Ok(()) => ("running", a.reserve),
-            Err(_) => ("rejected", 0),
-        };
-        sqlx::query(
-            "INSERT INTO requests (id, user_id, key_id, model, endpoint, prompt_tokens, completion_tokens, \
-             finish_reason, started_at, duration_ms, status, reserved_tokens, charged_tokens, day_key, month_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0, $9, $10, $10, $11, $12)",
-        )
-        .bind(a.request_id)
-        .bind(a.user_id)
-        .bind(a.key_id)
-        .bind(a.model)
-        .bind(a.endpoint)
-        .bind(a.prompt_tokens)
-        .bind(if reserve > 0 { "" } else { "quota" })
-        .bind(a.now)
-        .bind(status)
-        .bind(reserve)
-        .bind(a.day_key)
-        .bind(a.month_key)
-        .execute(&mut *tx)
-        .await?;
-        if verdict.is_ok() {
-            sqlx::query(
-                "INSERT INTO usage_windows (user_id, window_key, tokens, requests) VALUES ($1, $2, $4, 1), \
-                 ($1, $3, $4, 1) ON CONFLICT (user_id, window_key) DO UPDATE SET \
-                 tokens = usage_windows.tokens + excluded.tokens, requests = usage_windows.requests + 1",
-            )
-            .bind(a.user_id)
-            .bind(a.day_key)
-            .bind(a.month_key)
-            .bind(reserve)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok((snap, verdict))
     }
 
-    /// Replaces a running request's reservation by its real counts. False when it was not running (already
-    /// reconciled, or never admitted).
-    pub async fn reconcile(&self, c: &Completion<'_>) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
-        let charged = c.prompt_tokens + c.completion_tokens;
-        let row = sqlx::query(
-            "UPDATE requests SET status = $2, finish_reason = $3, prompt_tokens = $4, completion_tokens = $5, \
-             charged_tokens = $6, ended_at = $7, duration_ms = $8 WHERE id = $1 AND status = 'running' \
-             RETURNING user_id, reserved_tokens, day_key, month_key",
-        )
-        .bind(c.request_id)
-        .bind(c.status)
-        .bind(c.finish_reason)
-        .bind(c.prompt_tokens)
-        .bind(c.completion_tokens)
-        .bind(charged)
-        .bind(c.now)
-        .bind(c.duration_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        let user: String = row.try_get("user_id")?;
-        let reserved: i64 = row.try_get("reserved_tokens")?;
-        let (day, month): (String, String) = (row.try_get("day_key")?, row.try_get("month_key")?);
-        sqlx::query(
-            "UPDATE usage_windows SET tokens = tokens + $4 WHERE user_id = $1 AND window_key IN ($2, $3)",
-        )
-        .bind(&user)
-        .bind(&day)
-        .bind(&month)
-        .bind(charged - reserved)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-}
-
-impl Store {
     /// (prompt tokens, completion tokens, requests) charged in a window, from the ledger (admitted requests).
     pub async fn window_detail(&self, user_id: &str, key: &str) -> Result<(i64, i64, i64)> {
         let col = if key.starts_with("d:") {

@@ -60,6 +60,10 @@ pub struct UsageRow {
     pub charged_tokens: i64,
     pub started_at: i64,
     pub duration_ms: i64,
+    /// Where it ran; empty for rejected requests and ones that never left the queue.
+    pub device: Option<String>,
+    /// Waiting time before its first batch step.
+    pub queue_ms: Option<i64>,
     pub energy_joules: Option<f64>,
 }
 
@@ -175,7 +179,7 @@ impl Store {
         let (cond, binds) = filter_sql("r.started_at >= $1 AND r.started_at < $2", "r.model", f);
         let q = format!(
             "SELECT r.id, u.name AS user_name, r.key_id, r.model, r.endpoint, r.status, r.finish_reason, \
-             r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.energy_joules \
+             r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.device, r.queue_ms, r.energy_joules \
              FROM requests r JOIN users u ON u.id = r.user_id WHERE {cond} ORDER BY r.started_at, r.id"
         );
         let mut query = sqlx::query(&q).bind(f.from).bind(f.to);
@@ -198,6 +202,8 @@ impl Store {
                     charged_tokens: r.try_get("charged_tokens")?,
                     started_at: r.try_get("started_at")?,
                     duration_ms: r.try_get("duration_ms")?,
+                    device: r.try_get("device")?,
+                    queue_ms: r.try_get("queue_ms")?,
                     energy_joules: r.try_get("energy_joules")?,
                 })
             })
