@@ -32,6 +32,22 @@ pub struct Config {
     /// Default limits per role; per-user values (`hearth quota set`) override them.
     pub quota: QuotaDefaults,
     pub usage: UsageConfig,
+    pub power: PowerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerConfig {
+    /// Where sysfs is mounted (RAPL under `class/powercap`); tests point it at a fixture tree.
+    pub sysfs_root: PathBuf,
+}
+
+impl Default for PowerConfig {
+    fn default() -> PowerConfig {
+        PowerConfig {
+            sysfs_root: PathBuf::from("/sys"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -98,6 +114,7 @@ impl Default for Config {
             timezone: None,
             quota: QuotaDefaults::default(),
             usage: UsageConfig::default(),
+            power: PowerConfig::default(),
         }
     }
 }
@@ -155,6 +172,7 @@ const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
     ("HEARTH_ENGINE_KEEP_ALIVE", &["engine", "keep_alive"], true),
     ("HEARTH_TIMEZONE", &["timezone"], true),
     ("HEARTH_USAGE_RETAIN_RAW", &["usage", "retain_raw"], true),
+    ("HEARTH_POWER_SYSFS_ROOT", &["power", "sysfs_root"], true),
 ];
 
 impl Config {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod doctor;
 pub mod ledger;
 pub mod models;
 pub mod paths;

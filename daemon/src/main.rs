@@ -59,6 +59,11 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Measure prompt processing and generation speed.
     Bench(cli::bench::BenchArgs),
+    /// Check this machine: devices, back ends, where each model would run, and fixable problems.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage the models directory.
     Model {
         #[command(subcommand)]
@@ -141,6 +146,15 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Key { command } => cli::accounts::key(&db_url(), command),
         Command::Quota { command } => cli::accounts::quota(&db_url(), command),
         Command::Usage { command } => cli::usage::usage(&db_url(), &cfg, command),
+        Command::Doctor { json } => {
+            let r = hearth::doctor::run(&cfg, &state, &store, &cfg.power.sysfs_root);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", hearth::doctor::render(&r));
+            }
+            Ok(())
+        }
         Command::Run(args) => cli::run::run(&store, args),
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {

@@ -50,6 +50,7 @@ pub struct Manifest {
     pub imported_at: u64,
 }
 
+#[derive(Clone)]
 pub struct ModelStore {
     root: PathBuf,
 }

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod chat;
+pub mod devices;
 pub mod error;
 pub mod gguf;
 pub mod json_mode;

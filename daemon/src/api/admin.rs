@@ -20,6 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}/quota", web::get().to(get_quota))
             .route("/users/{name}/quota", web::put().to(put_quota))
             .route("/jobs", web::get().to(jobs))
+            .route("/devices", web::get().to(devices))
             .route("/usage", web::get().to(usage))
             .route("/usage/export", web::get().to(usage_export))
             .route("/keys", web::get().to(list_keys))
@@ -258,6 +259,24 @@ pub async fn put_key_quota(
     body.0.validate().map_err(|e| ApiError::invalid(e, None))?;
     st.store.set_limits(LimitsOf::Key(&key.id), &body.0).await?;
     Ok(HttpResponse::Ok().json(&body.0))
+}
+
+/// The device inventory, back ends, model placements and problems — what `hearth doctor` prints.
+#[utoipa::path(get, path = "/admin/devices", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, description = "`{inventory, backends_built, models, power_zones, checks}`"),
+        (status = 403, body = OpenAiErrorBody)))]
+pub async fn devices(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    let (cfg, state_dir, models) = (
+        st.config.clone(),
+        st.state_dir.clone(),
+        st.sched.models().clone(),
+    );
+    // NVML and /proc reads block: off the actix thread.
+    let report =
+        web::block(move || crate::doctor::run(&cfg, &state_dir, &models, &cfg.power.sysfs_root))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 async fn key_and_user(

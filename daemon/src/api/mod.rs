@@ -106,6 +106,10 @@ pub async fn start_job(
         .limits(&who.user_id, who.role, who.key_id.as_deref())
         .await?;
     spec.max_tokens = st.quota.plan(&limits, &model, spec.max_tokens)?;
+    spec.owner = Some(crate::sched::Owner {
+        user: who.user_id.clone(),
+        weight: limits.weight.unwrap_or(1),
+    });
     let request_id =
         crate::auth::secrets::random_token(20).map_err(|e| ApiError::Internal(e.to_string()))?;
     let gate = Gate::default();

@@ -235,6 +235,7 @@ impl Options {
             keep_alive,
             on_finish: None,
             gate: None,
+            owner: None,
         })
     }
 

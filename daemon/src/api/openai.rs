@@ -222,6 +222,7 @@ impl SamplingFields {
             keep_alive: None,
             on_finish: None,
             gate: None,
+            owner: None,
         })
     }
 

@@ -4,8 +4,11 @@
 //! `Job`, gets an admission answer (errors come before any token), then receives `JobEvent`s over a channel.
 //! Dropping that receiver — a client that went away — cancels the sequence at the next step.
 
+mod fair;
 pub mod housekeeping;
 mod worker;
+
+pub use fair::Owner;
 
 use crate::models::{ModelStore, ModelStoreError};
 use hearth_engine::{ChatMessage, EngineError, FinishReason, SamplingParams, Usage};
@@ -75,6 +78,8 @@ pub struct JobSpec {
     pub on_finish: Option<OnFinish>,
     /// If set, the job waits for `Gate::open` before it runs.
     pub gate: Option<Gate>,
+    /// Whose job it is: the waiting queue is fair between owners, by weight.
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +138,7 @@ pub struct LoadedInfo {
 
 enum Msg {
     Job {
-        spec: JobSpec,
+        spec: Box<JobSpec>,
         reply: oneshot::Sender<Result<Admitted, SchedError>>,
     },
     /// Answer once the model is loaded (Ollama's empty-prompt load).
@@ -189,7 +194,7 @@ impl Scheduler {
             self.send(
                 model,
                 Msg::Job {
-                    spec: spec.clone(),
+                    spec: Box::new(spec.clone()),
                     reply,
                 },
             )?;

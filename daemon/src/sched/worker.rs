@@ -1,6 +1,7 @@
 //! One model's worker thread: loads it, admits jobs into its `Batch`, steps the batch while anything runs,
 //! forwards events, cancels sequences whose receiver is gone, and unloads after `keep_alive` idle.
 
+use super::fair::{FairQueue, Tag};
 use super::{
     Admitted, Gate, JobEnd, JobEvent, JobSpec, Msg, OnFinish, Prompt, SchedConfig, SchedError,
 };
@@ -39,6 +40,7 @@ struct Waiting {
     on_finish: Option<OnFinish>,
     gate: Option<Gate>,
     queued: Instant,
+    tag: Tag,
 }
 
 struct Active {
@@ -64,6 +66,7 @@ struct Running<'a> {
     lm: LoadedModel,
     batch: Batch,
     waiting: VecDeque<Waiting>,
+    fair: FairQueue,
     active: HashMap<SeqId, Active>,
     keep_alive: Duration,
     cfg: &'a SchedConfig,
@@ -111,6 +114,7 @@ impl Worker {
             lm,
             batch,
             waiting: VecDeque::new(),
+            fair: FairQueue::default(),
             active: HashMap::new(),
             keep_alive: self.cfg.keep_alive,
             cfg: &self.cfg,
@@ -184,7 +188,7 @@ impl Running<'_> {
                     self.keep_alive = k;
                 }
                 // A caller that gave up drops the answer, and with it the receiver: the job is then skipped.
-                let _ = reply.send(self.admit(spec));
+                let _ = reply.send(self.admit(*spec));
                 true
             }
             Msg::Loaded(reply) => {
@@ -223,12 +227,16 @@ impl Running<'_> {
         }
         let (tx, events) = mpsc::unbounded_channel();
         let prompt_tokens = req.prompt.len();
+        let tag = self
+            .fair
+            .tag(spec.owner.as_ref(), prompt_tokens + req.max_tokens);
         self.waiting.push_back(Waiting {
             req,
             tx,
             on_finish: spec.on_finish,
             gate: spec.gate,
             queued: Instant::now(),
+            tag,
         });
         let load_duration = if std::mem::take(&mut self.first_job) {
             self.load_duration
@@ -243,7 +251,8 @@ impl Running<'_> {
         })
     }
 
-    /// Moves waiting jobs whose gate is open into free slots, in arrival order; drops refused or abandoned ones.
+    /// Moves waiting jobs whose gate is open into free slots, fairly between users (`fair`); drops refused or
+    /// abandoned ones.
     fn admit_waiting(&mut self) {
         // Nothing was computed for these: they end with zero tokens (a refused one was never admitted and has
         // no ledger row to complete; the callback is then a no-op).
@@ -255,16 +264,17 @@ impl Running<'_> {
             keep
         });
         while self.batch.has_free_slot() {
-            let Some(i) = self
+            let next = self
                 .waiting
                 .iter()
-                .position(|w| w.gate.as_ref().is_none_or(|g| g.decided() == Some(true)))
-            else {
+                .enumerate()
+                .filter(|(_, w)| w.gate.as_ref().is_none_or(|g| g.decided() == Some(true)))
+                .reduce(|a, b| if b.1.tag.before(&a.1.tag) { b } else { a })
+                .map(|(i, _)| i);
+            let Some(w) = next.and_then(|i| self.waiting.remove(i)) else {
                 break;
             };
-            let Some(w) = self.waiting.remove(i) else {
-                break;
-            };
+            self.fair.dispatched(&w.tag);
             let queue_time = w.queued.elapsed();
             match self.batch.add(w.req) {
                 Ok(id) => {

@@ -39,11 +39,21 @@ pub fn hearth(state: &Path, args: &[&str]) -> Output {
 }
 
 pub fn hearth_stdin(state: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    hearth_with(state, args, stdin, &[])
+}
+
+pub fn hearth_with(
+    state: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .arg("--state-dir")
         .arg(state)
         .args(args)
         .env_remove("HEARTH_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -182,6 +192,14 @@ impl Daemon {
         let mut all = vec!["--config", cfg.to_str().expect("path")];
         all.extend_from_slice(args);
         hearth(self.state.path(), &all)
+    }
+
+    /// The CLI as `cli`, with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let cfg = self.state.path().join("hearth.toml");
+        let mut all = vec!["--config", cfg.to_str().expect("path")];
+        all.extend_from_slice(args);
+        hearth_with(self.state.path(), &all, None, env)
     }
 
     /// A key for a new member (optionally scoped to models).

@@ -1,0 +1,242 @@
+//! `hearth doctor` and `GET /admin/devices`: the device inventory, the back ends this build has, where each
+//! imported model would run and why, and the problems an operator can fix (state directory, models directory,
+//! power sensors, NVIDIA driver).
+
+use crate::config::Config;
+use crate::models::ModelStore;
+use hearth_engine::devices::{place, Footprint, Inventory, Pin};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelPlan {
+    pub model: String,
+    pub device: Option<String>,
+    pub backend: Option<&'static str>,
+    /// Why there, or why nowhere.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PowerZone {
+    pub name: String,
+    pub path: String,
+    pub readable: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub inventory: Inventory,
+    pub backends_built: Vec<&'static str>,
+    pub models: Vec<ModelPlan>,
+    pub power_zones: Vec<PowerZone>,
+    pub checks: Vec<Check>,
+}
+
+fn check(name: &str, result: Result<String, String>) -> Check {
+    let ok = result.is_ok();
+    Check {
+        name: name.to_owned(),
+        ok,
+        detail: result.unwrap_or_else(|e| e),
+    }
+}
+
+fn state_dir_writable(dir: &Path) -> Result<String, String> {
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map(|()| format!("{} is writable", dir.display()))
+        .map_err(|e| format!("{} is not writable: {e}", dir.display()))
+}
+
+/// RAPL zones under `<sysfs>/class/powercap` (intel-rapl and AMD's, which use the same interface).
+pub fn power_zones(sysfs: &Path) -> Vec<PowerZone> {
+    let root = sysfs.join("class/powercap");
+    let mut zones = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return zones;
+    };
+    let mut dirs: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let energy = dir.join("energy_uj");
+        if !energy.exists() {
+            continue;
+        }
+        let name = std::fs::read_to_string(dir.join("name"))
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        zones.push(PowerZone {
+            name,
+            readable: std::fs::read_to_string(&energy).is_ok(),
+            path: energy.display().to_string(),
+        });
+    }
+    zones
+}
+
+fn power_check(zones: &[PowerZone], sysfs: &Path) -> Result<String, String> {
+    if zones.is_empty() {
+        return Err(format!(
+            "no RAPL energy counters under {}/class/powercap (not exposed on this machine or VM): CPU energy \
+             cannot be measured",
+            sysfs.display()
+        ));
+    }
+    let unreadable: Vec<&str> = zones
+        .iter()
+        .filter(|z| !z.readable)
+        .map(|z| z.name.as_str())
+        .collect();
+    if unreadable.is_empty() {
+        Ok(format!("{} RAPL zone(s) readable", zones.len()))
+    } else {
+        Err(format!(
+            "RAPL zone(s) {} not readable by this user: since Linux 5.10 energy_uj is root-only; the packages \
+             grant group 'hearth' read access (udev rule) — run as the hearth user or add yourself to the group",
+            unreadable.join(", ")
+        ))
+    }
+}
+
+pub fn run(cfg: &Config, state_dir: &Path, models: &ModelStore, sysfs: &Path) -> Report {
+    let inventory = Inventory::detect();
+    let mut checks = vec![check("state directory", state_dir_writable(state_dir))];
+    checks.push(check(
+        "models directory",
+        std::fs::read_dir(models.root())
+            .map(|_| format!("{} is readable", models.root().display()))
+            .map_err(|e| format!("{}: {e}", models.root().display())),
+    ));
+    let zones = power_zones(sysfs);
+    checks.push(check("CPU power sensors", power_check(&zones, sysfs)));
+    checks.push(check(
+        "NVIDIA GPUs",
+        match (&inventory.gpu_note, inventory.gpus.len()) {
+            (None, n) => Ok(format!("{n} GPU(s) through NVML")),
+            (Some(note), _) => Err(note.clone()),
+        },
+    ));
+    let plans = match models.list() {
+        Ok(list) => list
+            .iter()
+            .map(|m| {
+                let planned = Footprint::of_gguf(
+                    &models.file_path(m),
+                    cfg.engine.context,
+                    cfg.engine.max_sequences,
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|fp| place(&fp, &Pin::Auto, &inventory).map_err(|e| e.to_string()));
+                match planned {
+                    Ok(p) => ModelPlan {
+                        model: m.name.clone(),
+                        device: Some(p.device),
+                        backend: Some(p.backend),
+                        reason: p.reason,
+                    },
+                    Err(e) => ModelPlan {
+                        model: m.name.clone(),
+                        device: None,
+                        backend: None,
+                        reason: e,
+                    },
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Report {
+        backends_built: inventory.backends.names(),
+        inventory,
+        models: plans,
+        power_zones: zones,
+        checks,
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// The report as text for a terminal.
+pub fn render(r: &Report) -> String {
+    let c = &r.inventory.cpu;
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("CPU     {} ({})", c.brand, c.arch));
+    line(format!(
+        "        {} physical / {} logical cores, memory {} total, {} available",
+        c.physical_cores.map_or("?".into(), |n| n.to_string()),
+        c.logical_cores,
+        gib(c.memory_total_bytes),
+        gib(c.memory_available_bytes)
+    ));
+    line(format!(
+        "        SIMD: {}; kernels: {}",
+        if c.simd.is_empty() {
+            "none".to_owned()
+        } else {
+            c.simd.join(" ")
+        },
+        c.kernels
+    ));
+    for g in &r.inventory.gpus {
+        line(format!(
+            "GPU     {} {} ({}), {} free of {}, compute {}, power limit {}",
+            g.id,
+            g.name,
+            g.uuid,
+            gib(g.memory_free_bytes),
+            gib(g.memory_total_bytes),
+            g.compute_capability.as_deref().unwrap_or("?"),
+            g.power_limit_watts
+                .map_or("?".into(), |w| format!("{w:.0} W"))
+        ));
+    }
+    if let Some(note) = &r.inventory.gpu_note {
+        line(format!("GPU     none: {note}"));
+    }
+    match (&r.inventory.metal, &r.inventory.metal_note) {
+        (Some(m), _) => line(format!(
+            "Metal   {} ({} working set)",
+            m.name,
+            gib(m.working_set_bytes)
+        )),
+        (None, Some(note)) => line(format!("Metal   none: {note}")),
+        (None, None) => {}
+    }
+    line(format!(
+        "Back ends in this build: {}",
+        r.backends_built.join(", ")
+    ));
+    if r.models.is_empty() {
+        line("Models  none imported".into());
+    }
+    for m in &r.models {
+        match &m.device {
+            Some(d) => line(format!("Model   {} → {d} — {}", m.model, m.reason)),
+            None => line(format!("Model   {} → nowhere — {}", m.model, m.reason)),
+        }
+    }
+    for ch in &r.checks {
+        line(format!(
+            "{}  {}: {}",
+            if ch.ok { "ok  " } else { "WARN" },
+            ch.name,
+            ch.detail
+        ));
+    }
+    out
+}

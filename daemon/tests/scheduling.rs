@@ -1,0 +1,181 @@
+//! Devices and scheduling against the real daemon: fair queuing between users, `hearth doctor` on this machine,
+//! `/admin/devices`.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Ann queues 30 requests on a model with two slots, then Bob sends one: Bob is served as soon as a slot frees,
+/// not after Ann's backlog. Asserted on completion order, not time.
+#[test]
+fn a_late_user_is_not_stuck_behind_a_backlog() {
+    let d = Daemon::start_with(
+        "[engine]\nthreads = 1\nmax_sequences = 2\ncontext = 1024\nqueue_depth = 64\n",
+        &[],
+    );
+    let ann = d.member_key("ann", None);
+    let bob = d.member_key("bob", None);
+    // Verify both keys once (argon2 runs on first use) so queueing, not authentication, decides the order.
+    for k in [&ann, &bob] {
+        assert_eq!(d.get("/v1/models", Some(k)).status, 200);
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let ask = |who: &'static str, key: String, max_tokens: u32| {
+        let (addr, done, order) = (d.addr.clone(), done.clone(), order.clone());
+        std::thread::spawn(move || {
+            let body = json!({"model": "smollm2", "prompt": "Count: 1, 2, 3,", "max_tokens": max_tokens,
+                "temperature": 0});
+            let r = request(
+                &addr,
+                "POST",
+                "/v1/completions",
+                Some(&key),
+                body.to_string().as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            let n = done.fetch_add(1, Ordering::SeqCst);
+            order.lock().unwrap().push((who, n));
+        })
+    };
+    let mut threads: Vec<_> = (0..30).map(|_| ask("ann", ann.clone(), 12)).collect();
+    // Let Ann's requests reach the queue (each is tokenized and admitted in milliseconds).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    threads.push(ask("bob", bob.clone(), 4));
+    for t in threads {
+        t.join().unwrap();
+    }
+    let order = order.lock().unwrap();
+    let bob_at = order.iter().find(|(w, _)| *w == "bob").unwrap().1;
+    let ann_done_at_bob = order
+        .iter()
+        .filter(|(w, n)| *w == "ann" && *n < bob_at)
+        .count();
+    eprintln!("Ann's requests finished before Bob's: {ann_done_at_bob} of 30");
+    // FIFO would finish all 30 of Ann's first; fair queuing lets Bob in at the next free slot. Ann's requests
+    // that finished before Bob's: those running or finishing while Bob's 4 tokens ran, plus the ones done in the
+    // 1.5 s before Bob arrived.
+    assert!(
+        ann_done_at_bob < 20,
+        "{ann_done_at_bob} of Ann's 30 requests finished before Bob's one: {order:?}"
+    );
+    assert_eq!(order.len(), 31);
+}
+
+fn cpu_flags() -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    info.lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .map(|l| {
+            l.split(':')
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `hearth doctor` reports this machine's SIMD features as /proc/cpuinfo has them, where the demo model would run,
+/// and power sensors from the configured sysfs root; `/admin/devices` says the same, to admins only.
+#[test]
+fn doctor_and_admin_devices_report_this_machine() {
+    let sysfs = tempfile::tempdir().unwrap();
+    let zone = sysfs.path().join("class/powercap/intel-rapl:0");
+    std::fs::create_dir_all(&zone).unwrap();
+    std::fs::write(zone.join("name"), "package-0\n").unwrap();
+    std::fs::write(zone.join("energy_uj"), "123456\n").unwrap();
+    let d = Daemon::start_with(
+        &format!(
+            "{BASE_CONFIG}\n[power]\nsysfs_root = \"{}\"\n",
+            sysfs.path().display()
+        ),
+        &[],
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&d.cli(&["doctor", "--json"]))).unwrap();
+    let simd: Vec<String> = r["inventory"]["cpu"]["simd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let flags = cpu_flags();
+    for (ours, kernel) in [
+        ("avx2", "avx2"),
+        ("fma", "fma"),
+        ("f16c", "f16c"),
+        ("avx512f", "avx512f"),
+        ("avx512_vnni", "avx512_vnni"),
+        ("avx_vnni", "avx_vnni"),
+        ("neon", "asimd"),
+        ("dotprod", "asimddp"),
+        ("i8mm", "i8mm"),
+    ] {
+        assert_eq!(
+            simd.iter().any(|s| s == ours),
+            flags.iter().any(|f| f == kernel),
+            "{ours}: doctor says {simd:?}, /proc/cpuinfo says {flags:?}"
+        );
+    }
+    assert!(r["inventory"]["cpu"]["logical_cores"].as_u64().unwrap() >= 1);
+    assert!(
+        r["inventory"]["cpu"]["memory_total_bytes"]
+            .as_u64()
+            .unwrap()
+            > 1 << 30
+    );
+    assert_eq!(r["backends_built"], json!(["cpu"]));
+    assert_eq!(r["models"][0]["model"], "smollm2");
+    assert_eq!(r["models"][0]["device"], "cpu");
+    assert_eq!(r["power_zones"][0]["name"], "package-0");
+    assert_eq!(r["power_zones"][0]["readable"], true);
+    let check = |name: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(check("CPU power sensors")["ok"], true);
+    assert_eq!(check("state directory")["ok"], true);
+    // No NVIDIA driver here: no GPUs, and the reason, never a failure.
+    if !std::path::Path::new("/proc/driver/nvidia").exists() {
+        assert_eq!(r["inventory"]["gpus"], json!([]));
+        assert_eq!(check("NVIDIA GPUs")["ok"], false);
+    }
+
+    let text = ok_stdout(&d.cli(&["doctor"]));
+    assert!(text.contains("Back ends in this build: cpu"), "{text}");
+    assert!(text.contains("Model   smollm2 → cpu"), "{text}");
+    assert!(
+        text.contains(&format!("SIMD: {}", simd.join(" "))),
+        "{text}"
+    );
+
+    let api = d.get("/admin/devices", Some(&d.admin_key.clone()));
+    assert_eq!(api.status, 200, "{}", api.text());
+    assert_eq!(api.json()["inventory"]["cpu"]["simd"], json!(simd));
+    let member = d.member_key("mia", None);
+    assert_eq!(d.get("/admin/devices", Some(&member)).status, 403);
+
+    // No sensors: the check says why.
+    let empty = tempfile::tempdir().unwrap();
+    let o = d.cli_env(
+        &["doctor"],
+        &[("HEARTH_POWER_SYSFS_ROOT", empty.path().to_str().unwrap())],
+    );
+    let text = ok_stdout(&o);
+    assert!(
+        text.contains("WARN  CPU power sensors: no RAPL energy counters"),
+        "{text}"
+    );
+}
