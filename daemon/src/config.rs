@@ -33,6 +33,29 @@ pub struct Config {
     pub quota: QuotaDefaults,
     pub usage: UsageConfig,
     pub power: PowerConfig,
+    /// Per-model settings, by imported model name (`[models.smollm2]`).
+    pub models: std::collections::BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// `auto` (default), `cpu`, `cuda:N` or `metal`.
+    pub device: Option<String>,
+    /// How long the model stays loaded when idle (default: `engine.keep_alive`).
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub keep_alive: Option<Duration>,
+    /// Load at start instead of on first use.
+    pub preload: bool,
+}
+
+impl ModelConfig {
+    pub fn pin(&self) -> hearth_engine::devices::Pin {
+        self.device
+            .as_deref()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(hearth_engine::devices::Pin::Auto)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -115,6 +138,7 @@ impl Default for Config {
             quota: QuotaDefaults::default(),
             usage: UsageConfig::default(),
             power: PowerConfig::default(),
+            models: Default::default(),
         }
     }
 }
@@ -278,6 +302,12 @@ impl Config {
             l.validate()
                 .map_err(|e| ConfigError::Invalid(format!("quota.{role}: {e}")))?;
         }
+        for (name, m) in &self.models {
+            if let Some(d) = &m.device {
+                d.parse::<hearth_engine::devices::Pin>()
+                    .map_err(|e| ConfigError::Invalid(format!("models.{name}.device: {e}")))?;
+            }
+        }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -330,6 +360,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"7d"`, `"2w"`, `"0"`.

@@ -90,8 +90,19 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
             context: e.context,
             queue_depth: e.queue_depth,
             keep_alive: e.keep_alive,
+            models: cfg.models.clone(),
+            inventory: Arc::new(hearth_engine::devices::Inventory::detect()),
         },
     );
+    for (name, _) in cfg.models.iter().filter(|(_, m)| m.preload) {
+        let (sched, name) = (sched.clone(), name.clone());
+        tokio::spawn(async move {
+            match sched.load(&name).await {
+                Ok(()) => tracing::info!(model = %name, "preloaded"),
+                Err(e) => tracing::error!(model = %name, error = %e, "preload failed"),
+            }
+        });
+    }
     let (ledger, ledger_task) = Ledger::start(store.clone());
     let tz = cfg.time_zone();
     let quota = Quota::new(store.clone(), tz.clone(), cfg.quota.clone(), None);

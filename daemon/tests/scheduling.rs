@@ -179,3 +179,86 @@ fn doctor_and_admin_devices_report_this_machine() {
         "{text}"
     );
 }
+
+/// `[models.NAME]`: a preloaded model is loaded at start with its own keep_alive; `/admin/models` shows where it
+/// runs and why; load and unload on demand.
+#[test]
+fn admin_models_placement_preload_load_unload() {
+    let d = Daemon::start_with(
+        &format!("{BASE_CONFIG}\n[models.smollm2]\npreload = true\nkeep_alive = \"1h\"\n"),
+        &[],
+    );
+    let a = d.admin_key.clone();
+    let state = |want: &str| {
+        for _ in 0..100 {
+            let list = d.get("/admin/models", Some(&a)).json();
+            if list[0]["state"] == want {
+                return list[0].clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "smollm2 never became {want}: {}",
+            d.get("/admin/models", Some(&a)).text()
+        );
+    };
+    // Loaded at start, without any request.
+    let m = state("loaded");
+    assert_eq!(m["name"], "smollm2");
+    assert_eq!(m["device"], "cpu");
+    assert_eq!(m["backend"], "cpu");
+    assert_eq!(m["preload"], true);
+    assert!(m["placement"].as_str().unwrap().starts_with("auto"), "{m}");
+    let left = m["expires_at"].as_u64().unwrap() as i64 - hearth::store::now();
+    assert!((3500..=3600).contains(&left), "keep_alive 1h: {m}");
+
+    let post = |path: &str, key: &str| request(&d.addr, "POST", path, Some(key), b"");
+    let r = post("/admin/models/smollm2/unload", &a);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["unloaded"], true);
+    state("unloaded");
+    let r = post("/admin/models/smollm2:latest/load", &a);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "loaded");
+    state("loaded");
+    assert_eq!(post("/admin/models/nope/load", &a).status, 404);
+    let member = d.member_key("max", None);
+    assert_eq!(post("/admin/models/smollm2/load", &member).status, 403);
+    assert_eq!(d.get("/admin/models", Some(&member)).status, 403);
+}
+
+/// A device pin this build or machine cannot honour is a clear error naming it, before any work; a malformed
+/// device name is a config error.
+#[test]
+fn device_pins_are_checked() {
+    let d = Daemon::start_with(
+        &format!("{BASE_CONFIG}\n[models.smollm2]\ndevice = \"cuda:0\"\n"),
+        &[],
+    );
+    let k = d.member_key("nia", None);
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("hi", json!({"max_tokens": 2})),
+    );
+    assert_eq!(r.status, 500, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("device 'cuda:0' needs the cuda back end, which this build does not have"),
+        "{msg}"
+    );
+    let m = d.get("/admin/models", Some(&d.admin_key.clone())).json();
+    assert_eq!(m[0]["device"], json!(null));
+    assert!(m[0]["placement"].as_str().unwrap().contains("cuda"), "{m}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("hearth.toml");
+    std::fs::write(&bad, "[models.smollm2]\ndevice = \"gpu0\"\n").unwrap();
+    let o = hearth(dir.path(), &["config", "check", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("models.smollm2.device: unknown device 'gpu0'"),
+        "{err}"
+    );
+}

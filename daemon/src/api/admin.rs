@@ -21,6 +21,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}/quota", web::put().to(put_quota))
             .route("/jobs", web::get().to(jobs))
             .route("/devices", web::get().to(devices))
+            .route("/models", web::get().to(models))
+            .route("/models/{name}/load", web::post().to(load_model))
+            .route("/models/{name}/unload", web::post().to(unload_model))
             .route("/usage", web::get().to(usage))
             .route("/usage/export", web::get().to(usage_export))
             .route("/keys", web::get().to(list_keys))
@@ -277,6 +280,49 @@ pub async fn devices(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpR
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// Imported models: state (loaded / loading / unloaded), device and back end with the placement's reason
+/// (planned for unloaded ones, or why it cannot be placed), idle expiry, preload.
+#[utoipa::path(get, path = "/admin/models", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, body = Vec<crate::sched::ModelStatus>), (status = 403, body = OpenAiErrorBody)))]
+pub async fn models(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    let sched = st.sched.clone();
+    // Placement reads each unloaded model's GGUF header: off the actix thread.
+    let list = web::block(move || sched.status())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Loads a model now (one load however many callers); answers when it is ready.
+#[utoipa::path(post, path = "/admin/models/{name}/load", tag = "admin", security(("api_key" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, description = "`{model, state: \"loaded\"}`"), (status = 404, body = OpenAiErrorBody),
+        (status = 503, body = OpenAiErrorBody)))]
+pub async fn load_model(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let model = st.sched.resolve(&path)?;
+    st.sched.load(&model).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"model": model, "state": "loaded"})))
+}
+
+/// Unloads a model once its running requests finish.
+#[utoipa::path(post, path = "/admin/models/{name}/unload", tag = "admin", security(("api_key" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, description = "`{model, unloaded}`: false when it was not loaded"),
+        (status = 404, body = OpenAiErrorBody)))]
+pub async fn unload_model(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let model = st.sched.resolve(&path)?;
+    let unloaded = st.sched.unload(&model);
+    Ok(HttpResponse::Ok().json(serde_json::json!({"model": model, "unloaded": unloaded})))
 }
 
 async fn key_and_user(

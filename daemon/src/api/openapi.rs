@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
         openai::list_models, openai::get_model, openai::chat_completions, openai::completions, openai::me_usage,
         ollama::tags, ollama::version, ollama::show, ollama::ps, ollama::chat, ollama::generate,
         admin::list_users, admin::create_user, admin::update_user, admin::get_quota, admin::put_quota,
-        admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices,
+        admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::load_model, admin::unload_model,
     ),
     components(schemas(error::OpenAiErrorBody, error::OllamaErrorBody)),
     modifiers(&BearerKey),

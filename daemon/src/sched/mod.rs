@@ -10,7 +10,8 @@ mod worker;
 
 pub use fair::Owner;
 
-use crate::models::{ModelStore, ModelStoreError};
+use crate::models::{Manifest, ModelStore, ModelStoreError};
+use hearth_engine::devices::{place, Footprint, Inventory, Placement};
 use hearth_engine::{ChatMessage, EngineError, FinishReason, SamplingParams, Usage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,6 +125,10 @@ pub struct SchedConfig {
     pub context: usize,
     pub queue_depth: usize,
     pub keep_alive: Duration,
+    /// Per-model device pins and keep_alive (`[models.NAME]`).
+    pub models: std::collections::BTreeMap<String, crate::config::ModelConfig>,
+    /// What placement chooses from (detected once at start).
+    pub inventory: Arc<Inventory>,
 }
 
 /// A loaded model, as `/api/ps` shows it.
@@ -134,6 +139,25 @@ pub struct LoadedInfo {
     pub context: usize,
     /// When it will be unloaded if nothing else arrives (None: busy, or kept forever).
     pub expires_at: Option<SystemTime>,
+}
+
+/// An imported model as `/admin/models` shows it: loaded or not, and where it runs (or would) and why.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ModelStatus {
+    pub name: String,
+    pub architecture: String,
+    pub file_type: Option<String>,
+    pub size_bytes: u64,
+    pub parameters: u64,
+    /// `loaded`, `loading` or `unloaded`.
+    pub state: &'static str,
+    pub device: Option<String>,
+    pub backend: Option<&'static str>,
+    /// Why that device, or why it cannot be placed.
+    pub placement: String,
+    /// Unix seconds when an idle loaded model unloads (None: busy, kept forever, or not loaded).
+    pub expires_at: Option<u64>,
+    pub preload: bool,
 }
 
 enum Msg {
@@ -265,6 +289,73 @@ impl Scheduler {
         }
     }
 
+    /// Where a model goes: its `[models.NAME] device` pin or automatic placement (`engine::devices`).
+    fn place(&self, m: &Manifest) -> Result<Placement, String> {
+        let fp = Footprint::of_gguf(
+            &self.models.file_path(m),
+            self.cfg.context,
+            self.cfg.max_sequences,
+        )
+        .map_err(|e| e.to_string())?;
+        let pin = self
+            .cfg
+            .models
+            .get(&m.name)
+            .map(|c| c.pin())
+            .unwrap_or(hearth_engine::devices::Pin::Auto);
+        place(&fp, &pin, &self.cfg.inventory).map_err(|e| e.to_string())
+    }
+
+    /// Every imported model with its state and placement (planned when not loaded).
+    pub fn status(&self) -> Result<Vec<ModelStatus>, SchedError> {
+        let list = self
+            .models
+            .list()
+            .map_err(|e| SchedError::Store(e.to_string()))?;
+        let workers = self
+            .workers
+            .lock()
+            .map_err(|_| SchedError::Store("worker registry poisoned".into()))?;
+        Ok(list
+            .iter()
+            .map(|m| {
+                let running = workers.get(&m.name).and_then(|h| {
+                    h.status
+                        .lock()
+                        .ok()
+                        .map(|s| (s.loaded, s.placement.clone(), s.idle_until))
+                });
+                let (state, placed, idle_until) = match running {
+                    Some((true, p, idle)) => ("loaded", p.ok_or_else(String::new), idle),
+                    Some((false, p, _)) => ("loading", p.ok_or_else(String::new), None),
+                    None => ("unloaded", self.place(m), None),
+                };
+                let expires_at = idle_until
+                    .and_then(|t| t.checked_duration_since(Instant::now()))
+                    .and_then(|left| SystemTime::now().checked_add(left))
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs());
+                let (device, backend, placement) = match placed {
+                    Ok(p) => (Some(p.device), Some(p.backend), p.reason),
+                    Err(e) => (None, None, e),
+                };
+                ModelStatus {
+                    name: m.name.clone(),
+                    architecture: m.architecture.clone(),
+                    file_type: m.file_type.clone(),
+                    size_bytes: m.size_bytes,
+                    parameters: m.parameters,
+                    state,
+                    device,
+                    backend,
+                    placement,
+                    expires_at,
+                    preload: self.cfg.models.get(&m.name).is_some_and(|c| c.preload),
+                }
+            })
+            .collect())
+    }
+
     fn send(&self, model: &str, msg: Msg) -> Result<(), SchedError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(SchedError::ShuttingDown);
@@ -286,19 +377,29 @@ impl Scheduler {
             e => SchedError::Store(e.to_string()),
         })?;
         let path = self.models.file_path(&manifest);
+        let placement = self.place(&manifest).map_err(|message| SchedError::Load {
+            model: model.to_owned(),
+            message,
+        })?;
+        tracing::info!(model, device = %placement.device, backend = placement.backend,
+            reason = %placement.reason, "model placed");
         let generation = self.generation.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(worker::Status {
             size_bytes: manifest.size_bytes,
+            placement: Some(placement.clone()),
             ..Default::default()
         }));
         let _ = tx.send(msg);
+        let mut cfg = self.cfg.clone();
+        if let Some(k) = self.cfg.models.get(model).and_then(|m| m.keep_alive) {
+            cfg.keep_alive = k;
+        }
         let w = worker::Worker {
             model: model.to_owned(),
-            // The CPU back end is the only one this scheduler places on yet.
-            device: "cpu".to_owned(),
+            device: placement.device,
             path,
-            cfg: self.cfg.clone(),
+            cfg,
             rx,
             status: status.clone(),
         };

@@ -22,6 +22,7 @@ pub(super) struct Status {
     pub context: usize,
     /// When the idle model will be unloaded; None while busy or when kept forever.
     pub idle_until: Option<Instant>,
+    pub placement: Option<hearth_engine::devices::Placement>,
 }
 
 pub(super) struct Worker {
