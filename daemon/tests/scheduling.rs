@@ -46,6 +46,10 @@ fn a_late_user_is_not_stuck_behind_a_backlog() {
     let mut threads: Vec<_> = (0..30).map(|_| ask("ann", ann.clone(), 12)).collect();
     // Let Ann's requests reach the queue (each is tokenized and admitted in milliseconds).
     std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The admin API shows the backlog: two in the batch, the rest waiting.
+    let m = d.get("/admin/models", Some(&d.admin_key.clone())).json();
+    assert_eq!(m[0]["running"], 2, "{m}");
+    assert!(m[0]["waiting"].as_u64().unwrap() >= 20, "{m}");
     threads.push(ask("bob", bob.clone(), 4));
     for t in threads {
         t.join().unwrap();

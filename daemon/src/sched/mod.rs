@@ -158,6 +158,9 @@ pub struct ModelStatus {
     /// Unix seconds when an idle loaded model unloads (None: busy, kept forever, or not loaded).
     pub expires_at: Option<u64>,
     pub preload: bool,
+    /// Requests in the batch now, and waiting for a slot.
+    pub running: usize,
+    pub waiting: usize,
 }
 
 enum Msg {
@@ -319,13 +322,16 @@ impl Scheduler {
         Ok(list
             .iter()
             .map(|m| {
-                let running = workers.get(&m.name).and_then(|h| {
-                    h.status
-                        .lock()
-                        .ok()
-                        .map(|s| (s.loaded, s.placement.clone(), s.idle_until))
+                let worker = workers.get(&m.name).and_then(|h| {
+                    h.status.lock().ok().map(|s| {
+                        (
+                            (s.loaded, s.placement.clone(), s.idle_until),
+                            (s.running, s.waiting),
+                        )
+                    })
                 });
-                let (state, placed, idle_until) = match running {
+                let load = worker.as_ref().map_or((0, 0), |w| w.1);
+                let (state, placed, idle_until) = match worker.map(|w| w.0) {
                     Some((true, p, idle)) => ("loaded", p.ok_or_else(String::new), idle),
                     Some((false, p, _)) => ("loading", p.ok_or_else(String::new), None),
                     None => ("unloaded", self.place(m), None),
@@ -351,6 +357,8 @@ impl Scheduler {
                     placement,
                     expires_at,
                     preload: self.cfg.models.get(&m.name).is_some_and(|c| c.preload),
+                    running: load.0,
+                    waiting: load.1,
                 }
             })
             .collect())

@@ -23,6 +23,9 @@ pub(super) struct Status {
     /// When the idle model will be unloaded; None while busy or when kept forever.
     pub idle_until: Option<Instant>,
     pub placement: Option<hearth_engine::devices::Placement>,
+    /// Sequences in the batch, and jobs waiting for a slot (incl. those still before their quota gate).
+    pub running: usize,
+    pub waiting: usize,
 }
 
 pub(super) struct Worker {
@@ -159,6 +162,10 @@ impl Worker {
             }
             r.admit_waiting();
             r.cancel_abandoned();
+            if let Ok(mut s) = self.status.lock() {
+                s.running = r.active.len();
+                s.waiting = r.waiting.len();
+            }
             if !r.batch.is_empty() {
                 for ev in r.batch.step() {
                     r.forward(ev);
@@ -169,6 +176,8 @@ impl Worker {
         r.cancel_all();
         if let Ok(mut s) = self.status.lock() {
             s.loaded = false;
+            s.running = 0;
+            s.waiting = 0;
         }
         tracing::info!(model = %self.model, "model unloaded");
     }
