@@ -119,6 +119,10 @@ pub struct EngineConfig {
     /// How long an idle model stays loaded (Ollama's `keep_alive` overrides it per request).
     #[serde(deserialize_with = "de_duration")]
     pub keep_alive: Duration,
+    /// Memory the models on one device may take together (weights + full KV cache), e.g. "12GiB"; loading past it
+    /// unloads the least recently used idle models first. Default: the device's memory.
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for Config {
@@ -151,6 +155,7 @@ impl Default for EngineConfig {
             context: 4096,
             queue_depth: 64,
             keep_alive: Duration::from_secs(300),
+            memory_budget: None,
         }
     }
 }
@@ -194,6 +199,11 @@ const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
         false,
     ),
     ("HEARTH_ENGINE_KEEP_ALIVE", &["engine", "keep_alive"], true),
+    (
+        "HEARTH_ENGINE_MEMORY_BUDGET",
+        &["engine", "memory_budget"],
+        true,
+    ),
     ("HEARTH_TIMEZONE", &["timezone"], true),
     ("HEARTH_USAGE_RETAIN_RAW", &["usage", "retain_raw"], true),
     ("HEARTH_POWER_SYSFS_ROOT", &["power", "sysfs_root"], true),
@@ -360,6 +370,33 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_bytes(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// `"512MiB"`, `"12GiB"`, `"8GB"`, `"1048576"` (bytes).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let err = || format!("invalid size '{s}' (examples: 512MiB, 12GiB, 8GB)");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split].parse().map_err(|_| err())?;
+    let unit: u64 = match s[split..].trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        "TB" => 1_000_000_000_000,
+        "TiB" => 1 << 40,
+        _ => return Err(err()),
+    };
+    n.checked_mul(unit).ok_or_else(err)
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -90,6 +90,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
             context: e.context,
             queue_depth: e.queue_depth,
             keep_alive: e.keep_alive,
+            memory_budget: e.memory_budget,
             models: cfg.models.clone(),
             inventory: Arc::new(hearth_engine::devices::Inventory::detect()),
         },

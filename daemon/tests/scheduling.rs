@@ -266,3 +266,57 @@ fn device_pins_are_checked() {
         "{err}"
     );
 }
+
+/// Loading past `engine.memory_budget` unloads the least recently used idle model on that device.
+#[test]
+fn memory_budget_unloads_the_least_recently_used_model() {
+    let d = Daemon::start_with(
+        "[engine]\nthreads = 1\nmax_sequences = 4\ncontext = 2048\nmemory_budget = \"700MiB\"\n",
+        &[],
+    );
+    ok_stdout(&d.cli(&[
+        "model",
+        "import",
+        demo_model().to_str().unwrap(),
+        "--name",
+        "smol-b",
+    ]));
+    let k = d.member_key("lea", None);
+    let a = d.admin_key.clone();
+    let states = || {
+        let list = d.get("/admin/models", Some(&a)).json();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_owned(),
+                    m["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let ask = |model: &str| {
+        let r = d.post(
+            "/v1/chat/completions",
+            Some(&k),
+            &json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    ask("smollm2");
+    assert!(states().contains(&("smollm2".into(), "loaded".into())));
+    // Each needs 476 MB (weights + 377 MB of KV for 4 × 2048 positions): two do not fit in 700 MiB.
+    ask("smol-b");
+    let want = vec![
+        ("smol-b".to_owned(), "loaded".to_owned()),
+        ("smollm2".to_owned(), "unloaded".to_owned()),
+    ];
+    for _ in 0..100 {
+        if states() == want {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("expected {want:?}, got {:?}\n{}", states(), d.log());
+}

@@ -125,6 +125,8 @@ pub struct SchedConfig {
     pub context: usize,
     pub queue_depth: usize,
     pub keep_alive: Duration,
+    /// Per device, the memory loaded models may take together (None: the device's memory).
+    pub memory_budget: Option<u64>,
     /// Per-model device pins and keep_alive (`[models.NAME]`).
     pub models: std::collections::BTreeMap<String, crate::config::ModelConfig>,
     /// What placement chooses from (detected once at start).
@@ -178,6 +180,11 @@ struct WorkerHandle {
     generation: u64,
     tx: std::sync::mpsc::Sender<Msg>,
     status: Arc<Mutex<worker::Status>>,
+    device: String,
+    /// Weights + full KV cache, what it counts against its device's memory budget.
+    footprint: u64,
+    /// Last job sent to it: the least recently used idle model is unloaded first.
+    last_used: Instant,
 }
 
 pub struct Scheduler {
@@ -292,8 +299,58 @@ impl Scheduler {
         }
     }
 
+    /// Unloads least recently used idle models on `device` until `need` more bytes fit its budget. Busy models
+    /// are never cut short: if they alone exceed it, the load goes ahead and says so.
+    fn make_room(&self, workers: &mut HashMap<String, WorkerHandle>, device: &str, need: u64) {
+        let inv = &self.cfg.inventory;
+        let device_memory = match inv.gpus.iter().find(|g| g.id == device) {
+            Some(g) => g.memory_total_bytes,
+            None => inv.cpu.memory_total_bytes,
+        };
+        let budget = self.cfg.memory_budget.unwrap_or(device_memory);
+        let mut used: u64 = workers
+            .values()
+            .filter(|h| h.device == device)
+            .map(|h| h.footprint)
+            .sum();
+        let mut idle: Vec<(&String, &WorkerHandle)> = workers
+            .iter()
+            .filter(|(_, h)| h.device == device)
+            .filter(|(_, h)| {
+                h.status
+                    .lock()
+                    .is_ok_and(|s| s.running == 0 && s.waiting == 0)
+            })
+            .collect();
+        idle.sort_by_key(|(_, h)| h.last_used);
+        let mut evicted = Vec::new();
+        for (name, h) in idle {
+            if used + need <= budget {
+                break;
+            }
+            if h.tx.send(Msg::KeepAlive(Duration::ZERO)).is_ok() {
+                tracing::info!(model = %name, device, "unloading the least recently used model to make room");
+                used -= h.footprint;
+                evicted.push(name.clone());
+            }
+        }
+        // Gone from the registry at once, so its memory is not counted twice while its thread exits.
+        for name in evicted {
+            workers.remove(&name);
+        }
+        if used + need > budget {
+            tracing::warn!(
+                device,
+                need,
+                used,
+                budget,
+                "over the memory budget: the models in use do not fit together"
+            );
+        }
+    }
+
     /// Where a model goes: its `[models.NAME] device` pin or automatic placement (`engine::devices`).
-    fn place(&self, m: &Manifest) -> Result<Placement, String> {
+    fn place(&self, m: &Manifest) -> Result<(Footprint, Placement), String> {
         let fp = Footprint::of_gguf(
             &self.models.file_path(m),
             self.cfg.context,
@@ -306,7 +363,9 @@ impl Scheduler {
             .get(&m.name)
             .map(|c| c.pin())
             .unwrap_or(hearth_engine::devices::Pin::Auto);
-        place(&fp, &pin, &self.cfg.inventory).map_err(|e| e.to_string())
+        place(&fp, &pin, &self.cfg.inventory)
+            .map(|p| (fp, p))
+            .map_err(|e| e.to_string())
     }
 
     /// Every imported model with its state and placement (planned when not loaded).
@@ -334,7 +393,7 @@ impl Scheduler {
                 let (state, placed, idle_until) = match worker.map(|w| w.0) {
                     Some((true, p, idle)) => ("loaded", p.ok_or_else(String::new), idle),
                     Some((false, p, _)) => ("loading", p.ok_or_else(String::new), None),
-                    None => ("unloaded", self.place(m), None),
+                    None => ("unloaded", self.place(m).map(|(_, p)| p), None),
                 };
                 let expires_at = idle_until
                     .and_then(|t| t.checked_duration_since(Instant::now()))
@@ -372,9 +431,12 @@ impl Scheduler {
             .workers
             .lock()
             .map_err(|_| SchedError::Store("worker registry poisoned".into()))?;
-        let msg = match workers.get(model) {
+        let msg = match workers.get_mut(model) {
             Some(h) => match h.tx.send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    h.last_used = Instant::now();
+                    return Ok(());
+                }
                 // The worker exited: start another below.
                 Err(std::sync::mpsc::SendError(msg)) => msg,
             },
@@ -385,10 +447,11 @@ impl Scheduler {
             e => SchedError::Store(e.to_string()),
         })?;
         let path = self.models.file_path(&manifest);
-        let placement = self.place(&manifest).map_err(|message| SchedError::Load {
+        let (footprint, placement) = self.place(&manifest).map_err(|message| SchedError::Load {
             model: model.to_owned(),
             message,
         })?;
+        self.make_room(&mut workers, &placement.device, footprint.total());
         tracing::info!(model, device = %placement.device, backend = placement.backend,
             reason = %placement.reason, "model placed");
         let generation = self.generation.fetch_add(1, Ordering::SeqCst);
@@ -403,6 +466,7 @@ impl Scheduler {
         if let Some(k) = self.cfg.models.get(model).and_then(|m| m.keep_alive) {
             cfg.keep_alive = k;
         }
+        let device = placement.device.clone();
         let w = worker::Worker {
             model: model.to_owned(),
             device: placement.device,
@@ -433,6 +497,9 @@ impl Scheduler {
                 generation,
                 tx,
                 status,
+                device,
+                footprint: footprint.total(),
+                last_used: Instant::now(),
             },
         );
         Ok(())

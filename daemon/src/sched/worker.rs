@@ -162,15 +162,16 @@ impl Worker {
             }
             r.admit_waiting();
             r.cancel_abandoned();
-            if let Ok(mut s) = self.status.lock() {
-                s.running = r.active.len();
-                s.waiting = r.waiting.len();
-            }
             if !r.batch.is_empty() {
                 for ev in r.batch.step() {
                     r.forward(ev);
                 }
                 idle_since = Instant::now();
+            }
+            // After the step, so a worker about to wait idle never shows the sequences it just finished.
+            if let Ok(mut s) = self.status.lock() {
+                s.running = r.active.len();
+                s.waiting = r.waiting.len();
             }
         }
         r.cancel_all();
