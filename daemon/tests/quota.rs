@@ -10,7 +10,7 @@ use common::*;
 use hearth::auth::{accounts, Principal, Role};
 use hearth::config::QuotaDefaults;
 use hearth::quota::{Limits, Quota, QuotaError};
-use hearth::store::{Completion, Store};
+use hearth::store::{Completion, LimitsOf, Store};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde_json::json;
@@ -256,6 +256,23 @@ async fn minute_window_rolls(store: Store) {
     let header = |name: &str| h.iter().find(|(k, _)| *k == name).unwrap().1.clone();
     assert_eq!(header("x-ratelimit-remaining-tokens"), "0");
     assert_eq!(header("x-ratelimit-remaining-requests"), "0");
+    // The read-only path (headers of responses that admit nothing) sees the same window, through the stored
+    // limits: at 12:01:30 m4 (120, reconciled) and m6 (180) count.
+    store
+        .set_limits(LimitsOf::User(&who.user_id), &limits)
+        .await
+        .unwrap();
+    at("2026-11-28T12:01:30Z");
+    let h = quota.current_headers(&who).await.unwrap();
+    let header = |name: &str| h.iter().find(|(k, _)| *k == name).unwrap().1.clone();
+    assert_eq!(header("x-ratelimit-limit-requests"), "2");
+    assert_eq!(header("x-ratelimit-remaining-requests"), "0");
+    assert_eq!(header("x-ratelimit-remaining-tokens"), "0");
+    assert_eq!(
+        header("x-ratelimit-reset-requests"),
+        "31s",
+        "m4 leaves at 12:02:01"
+    );
     let pruned = store
         .prune_minute_buckets(
             "2026-11-28T12:01:05Z"
