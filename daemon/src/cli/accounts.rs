@@ -201,42 +201,69 @@ pub fn key(db_url: &str, cmd: KeyCommand) -> Result<()> {
     })
 }
 
+/// Whose limits: a user by name, or one API key.
+#[derive(clap::Args)]
+pub struct LimitsSubject {
+    #[arg(required_unless_present = "key")]
+    user: Option<String>,
+    /// An API key id (`hth_…` prefix id from `hearth key list`): its limits replace the user's where set.
+    #[arg(long, conflicts_with = "user")]
+    key: Option<String>,
+}
+
+/// One flag per limit; absent flags leave the stored value alone.
+#[derive(clap::Args)]
+pub struct LimitFlags {
+    #[arg(long)]
+    tokens_per_day: Option<u64>,
+    #[arg(long)]
+    tokens_per_month: Option<u64>,
+    #[arg(long)]
+    requests_per_minute: Option<u64>,
+    #[arg(long)]
+    tokens_per_minute: Option<u64>,
+    #[arg(long)]
+    max_concurrent_requests: Option<u64>,
+    #[arg(long)]
+    max_tokens_per_request: Option<u64>,
+    /// Comma-separated models the user may use.
+    #[arg(long, value_delimiter = ',')]
+    allowed_models: Option<Vec<String>>,
+    #[arg(long)]
+    weight: Option<u64>,
+}
+
+impl From<LimitFlags> for hearth::quota::Limits {
+    fn from(f: LimitFlags) -> Self {
+        hearth::quota::Limits {
+            tokens_per_day: f.tokens_per_day,
+            tokens_per_month: f.tokens_per_month,
+            requests_per_minute: f.requests_per_minute,
+            tokens_per_minute: f.tokens_per_minute,
+            max_concurrent_requests: f.max_concurrent_requests,
+            max_tokens_per_request: f.max_tokens_per_request,
+            allowed_models: f.allowed_models,
+            weight: f.weight,
+        }
+    }
+}
+
 #[derive(clap::Subcommand)]
 pub enum QuotaCommand {
     /// Set a user's limits, or with --key one key's overrides (only the flags given change; --clear drops the
     /// user's or key's own values, so the role's defaults or the user's limits apply again).
     Set {
-        #[arg(required_unless_present = "key")]
-        user: Option<String>,
-        /// An API key id (`hth_…` prefix id from `hearth key list`): its limits replace the user's where set.
-        #[arg(long, conflicts_with = "user")]
-        key: Option<String>,
+        #[command(flatten)]
+        subject: LimitsSubject,
         #[arg(long)]
         clear: bool,
-        #[arg(long)]
-        tokens_per_day: Option<u64>,
-        #[arg(long)]
-        tokens_per_month: Option<u64>,
-        #[arg(long)]
-        requests_per_minute: Option<u64>,
-        #[arg(long)]
-        tokens_per_minute: Option<u64>,
-        #[arg(long)]
-        max_concurrent_requests: Option<u64>,
-        #[arg(long)]
-        max_tokens_per_request: Option<u64>,
-        /// Comma-separated models the user may use.
-        #[arg(long, value_delimiter = ',')]
-        allowed_models: Option<Vec<String>>,
-        #[arg(long)]
-        weight: Option<u64>,
+        #[command(flatten)]
+        limits: LimitFlags,
     },
     /// Show a user's or key's own limits (JSON).
     Show {
-        #[arg(required_unless_present = "key")]
-        user: Option<String>,
-        #[arg(long, conflicts_with = "user")]
-        key: Option<String>,
+        #[command(flatten)]
+        subject: LimitsSubject,
     },
 }
 
@@ -245,26 +272,18 @@ pub fn quota(db_url: &str, cmd: QuotaCommand) -> Result<()> {
         let store = Store::connect(db_url)
             .await
             .context("opening the database")?;
-        let (user, key) = match &cmd {
-            QuotaCommand::Set { user, key, .. } | QuotaCommand::Show { user, key } => {
-                (user.clone(), key.clone())
-            }
-        };
-        let id = match (user, key) {
-            (_, Some(key)) => match store.key(&key).await? {
-                Some(k) => k.id,
+        let (QuotaCommand::Set { subject, .. } | QuotaCommand::Show { subject }) = &cmd;
+        let (id, is_key) = match (&subject.user, &subject.key) {
+            (_, Some(key)) => match store.key(key).await? {
+                Some(k) => (k.id, true),
                 None => bail!("API key '{key}' not found"),
             },
-            (Some(name), None) => match store.user_by_name(&name).await? {
-                Some(u) => u.id,
+            (Some(name), None) => match store.user_by_name(name).await? {
+                Some(u) => (u.id, false),
                 None => bail!("user '{name}' not found"),
             },
             (None, None) => bail!("name a user or --key"),
         };
-        let is_key = matches!(
-            &cmd,
-            QuotaCommand::Set { key: Some(_), .. } | QuotaCommand::Show { key: Some(_), .. }
-        );
         let of = if is_key {
             LimitsOf::Key(&id)
         } else {
@@ -275,33 +294,13 @@ pub fn quota(db_url: &str, cmd: QuotaCommand) -> Result<()> {
                 let l = store.limits_of(of).await?;
                 println!("{}", serde_json::to_string_pretty(&l)?);
             }
-            QuotaCommand::Set {
-                clear,
-                tokens_per_day,
-                tokens_per_month,
-                requests_per_minute,
-                tokens_per_minute,
-                max_concurrent_requests,
-                max_tokens_per_request,
-                allowed_models,
-                weight,
-                ..
-            } => {
+            QuotaCommand::Set { clear, limits, .. } => {
                 let current = if clear {
                     Default::default()
                 } else {
                     store.limits_of(of).await?
                 };
-                let l = current.overlaid(&hearth::quota::Limits {
-                    tokens_per_day,
-                    tokens_per_month,
-                    requests_per_minute,
-                    tokens_per_minute,
-                    max_concurrent_requests,
-                    max_tokens_per_request,
-                    allowed_models,
-                    weight,
-                });
+                let l = current.overlaid(&limits.into());
                 l.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
                 store.set_limits(of, &l).await?;
                 println!("{}", serde_json::to_string_pretty(&l)?);
