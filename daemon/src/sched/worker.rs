@@ -162,17 +162,16 @@ impl Worker {
             }
             r.admit_waiting();
             r.cancel_abandoned();
+            // Before the step (a step can be long: prompts) and after it (a worker about to wait idle must not
+            // show the sequences it just finished).
+            self.publish_load(&r);
             if !r.batch.is_empty() {
                 for ev in r.batch.step() {
                     r.forward(ev);
                 }
                 idle_since = Instant::now();
             }
-            // After the step, so a worker about to wait idle never shows the sequences it just finished.
-            if let Ok(mut s) = self.status.lock() {
-                s.running = r.active.len();
-                s.waiting = r.waiting.len();
-            }
+            self.publish_load(&r);
         }
         r.cancel_all();
         if let Ok(mut s) = self.status.lock() {
@@ -181,6 +180,13 @@ impl Worker {
             s.waiting = 0;
         }
         tracing::info!(model = %self.model, "model unloaded");
+    }
+
+    fn publish_load(&self, r: &Running<'_>) {
+        if let Ok(mut s) = self.status.lock() {
+            s.running = r.active.len();
+            s.waiting = r.waiting.len();
+        }
     }
 
     fn set_idle(&self, until: Option<Instant>) {
