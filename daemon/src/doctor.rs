@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::models::ModelStore;
-use hearth_engine::devices::{place, Footprint, Inventory, Pin};
+use hearth_engine::devices::Inventory;
 use serde::Serialize;
 use std::path::Path;
 
@@ -129,15 +129,16 @@ pub fn run(cfg: &Config, state_dir: &Path, models: &ModelStore, sysfs: &Path) ->
         Ok(list) => list
             .iter()
             .map(|m| {
-                let planned = Footprint::of_gguf(
-                    &models.file_path(m),
+                let planned = crate::sched::plan_placement(
+                    models,
+                    m,
                     cfg.engine.context,
                     cfg.engine.max_sequences,
-                )
-                .map_err(|e| e.to_string())
-                .and_then(|fp| place(&fp, &Pin::Auto, &inventory).map_err(|e| e.to_string()));
+                    cfg.models.get(&m.name),
+                    &inventory,
+                );
                 match planned {
-                    Ok(p) => ModelPlan {
+                    Ok((_, p)) => ModelPlan {
                         model: m.name.clone(),
                         device: Some(p.device),
                         backend: Some(p.backend),

@@ -143,6 +143,28 @@ pub struct LoadedInfo {
     pub expires_at: Option<SystemTime>,
 }
 
+/// Where an imported model goes — its `[models.NAME] device` pin or automatic placement (`engine::devices`) —
+/// and what it needs there; shared by the scheduler and `hearth doctor` so both say the same.
+pub fn plan_placement(
+    models: &ModelStore,
+    m: &Manifest,
+    context: usize,
+    slots: usize,
+    config: Option<&crate::config::ModelConfig>,
+    inventory: &Inventory,
+) -> Result<(Footprint, Placement), String> {
+    let fp = Footprint::of_gguf(&models.file_path(m), context, slots).map_err(|e| e.to_string())?;
+    let pin = config.map_or(hearth_engine::devices::Pin::Auto, |c| c.pin());
+    place(&fp, &pin, inventory)
+        .map(|p| (fp, p))
+        .map_err(|e| e.to_string())
+}
+
+/// An idle model's unload instant as wall-clock time (None when already past).
+fn wall_clock(at: Instant) -> Option<SystemTime> {
+    SystemTime::now().checked_add(at.checked_duration_since(Instant::now())?)
+}
+
 /// An imported model as `/admin/models` shows it: loaded or not, and where it runs (or would) and why.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ModelStatus {
@@ -278,10 +300,7 @@ impl Scheduler {
                     name: name.clone(),
                     size_bytes: s.size_bytes,
                     context: s.context,
-                    expires_at: s.idle_until.and_then(|t| {
-                        let left = t.checked_duration_since(Instant::now())?;
-                        SystemTime::now().checked_add(left)
-                    }),
+                    expires_at: s.idle_until.and_then(wall_clock),
                 })
             })
             .collect();
@@ -351,21 +370,14 @@ impl Scheduler {
 
     /// Where a model goes: its `[models.NAME] device` pin or automatic placement (`engine::devices`).
     fn place(&self, m: &Manifest) -> Result<(Footprint, Placement), String> {
-        let fp = Footprint::of_gguf(
-            &self.models.file_path(m),
+        plan_placement(
+            &self.models,
+            m,
             self.cfg.context,
             self.cfg.max_sequences,
+            self.cfg.models.get(&m.name),
+            &self.cfg.inventory,
         )
-        .map_err(|e| e.to_string())?;
-        let pin = self
-            .cfg
-            .models
-            .get(&m.name)
-            .map(|c| c.pin())
-            .unwrap_or(hearth_engine::devices::Pin::Auto);
-        place(&fp, &pin, &self.cfg.inventory)
-            .map(|p| (fp, p))
-            .map_err(|e| e.to_string())
     }
 
     /// Every imported model with its state and placement (planned when not loaded).
@@ -396,8 +408,7 @@ impl Scheduler {
                     None => ("unloaded", self.place(m).map(|(_, p)| p), None),
                 };
                 let expires_at = idle_until
-                    .and_then(|t| t.checked_duration_since(Instant::now()))
-                    .and_then(|left| SystemTime::now().checked_add(left))
+                    .and_then(wall_clock)
                     .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                     .map(|d| d.as_secs());
                 let (device, backend, placement) = match placed {
