@@ -5,7 +5,7 @@ STATE ?= .hearth
 
 BIND ?= 127.0.0.1:8383
 
-.PHONY: run test models clients build lint bench bench-gateway golden clean
+.PHONY: run test models clients tools build lint bench bench-gateway golden clean
 
 ## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
 run: models build
@@ -17,6 +17,9 @@ models:
 clients:
 	@scripts/client-env >/dev/null
 
+tools:
+	@scripts/test-tools >/dev/null
+
 build:
 	cargo build --release -p hearth
 
@@ -25,7 +28,7 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 ## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it).
-test: models clients lint
+test: models clients tools lint
 	cargo test --workspace
 
 ## make bench: side by side with llama.cpp (builds it from PyPI's llama-cpp-python on first use).

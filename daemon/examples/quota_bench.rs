@@ -59,6 +59,8 @@ async fn run(label: &str, store: Store, n: usize) -> anyhow::Result<()> {
             duration_ms: 1,
             device: None,
             queue_ms: None,
+            energy_joules: None,
+            energy_source: None,
         };
         store.reconcile(&c).await?;
         reconcile.push(t.elapsed().as_secs_f64() * 1e3);

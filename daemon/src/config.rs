@@ -33,6 +33,8 @@ pub struct Config {
     pub quota: QuotaDefaults,
     pub usage: UsageConfig,
     pub power: PowerConfig,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsConfig,
     /// Per-model settings, by imported model name (`[models.smollm2]`).
     pub models: std::collections::BTreeMap<String, ModelConfig>,
 }
@@ -61,15 +63,46 @@ impl ModelConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PowerConfig {
-    /// Where sysfs is mounted (RAPL under `class/powercap`); tests point it at a fixture tree.
+    /// Where sysfs is mounted (RAPL under `class/powercap`, hwmon under `class/hwmon`); tests point it at a
+    /// fixture tree.
     pub sysfs_root: PathBuf,
+    /// Sample power, energy and utilisation (off: those series are absent and requests carry no joules).
+    pub sampling: bool,
+    /// How often the sensors are read; energy is attributed to requests at least this often (at most 1 s).
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// For machines without a CPU energy sensor: the CPU's power while inferring, in watts. Energy derived from
+    /// it is labelled `source="estimate"` and never summed with measured energy.
+    pub cpu_watts_estimate: Option<f64>,
 }
 
 impl Default for PowerConfig {
     fn default() -> PowerConfig {
         PowerConfig {
             sysfs_root: PathBuf::from("/sys"),
+            sampling: true,
+            interval: Duration::from_secs(1),
+            cpu_watts_estimate: None,
         }
+    }
+}
+
+#[derive(Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without credentials (default: an admin key or `token` is required).
+    pub public: bool,
+    /// A bearer token for Prometheus alone (`Authorization: Bearer TOKEN`), so it needs no admin key.
+    pub token: Option<String>,
+}
+
+/// `hearth config show` prints settings with `{:?}`: the token stays out of it.
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("public", &self.public)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
     }
 }
 
@@ -142,6 +175,7 @@ impl Default for Config {
             quota: QuotaDefaults::default(),
             usage: UsageConfig::default(),
             power: PowerConfig::default(),
+            metrics: MetricsConfig::default(),
             models: Default::default(),
         }
     }
@@ -207,6 +241,15 @@ const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
     ("HEARTH_TIMEZONE", &["timezone"], true),
     ("HEARTH_USAGE_RETAIN_RAW", &["usage", "retain_raw"], true),
     ("HEARTH_POWER_SYSFS_ROOT", &["power", "sysfs_root"], true),
+    ("HEARTH_POWER_SAMPLING", &["power", "sampling"], false),
+    ("HEARTH_POWER_INTERVAL", &["power", "interval"], true),
+    (
+        "HEARTH_POWER_CPU_WATTS_ESTIMATE",
+        &["power", "cpu_watts_estimate"],
+        false,
+    ),
+    ("HEARTH_METRICS_PUBLIC", &["metrics", "public"], false),
+    ("HEARTH_METRICS_TOKEN", &["metrics", "token"], true),
 ];
 
 impl Config {
@@ -311,6 +354,18 @@ impl Config {
         for (role, l) in [("member", &self.quota.member), ("admin", &self.quota.admin)] {
             l.validate()
                 .map_err(|e| ConfigError::Invalid(format!("quota.{role}: {e}")))?;
+        }
+        let p = &self.power;
+        if p.interval < Duration::from_millis(10) || p.interval > Duration::from_secs(1) {
+            return bad("power.interval must be between 10ms and 1s (energy is attributed at least every second)");
+        }
+        if p.cpu_watts_estimate
+            .is_some_and(|w| !(w > 0.0 && w < 10_000.0))
+        {
+            return bad("power.cpu_watts_estimate must be a positive number of watts");
+        }
+        if self.metrics.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("metrics.token must be at least 16 characters");
         }
         for (name, m) in &self.models {
             if let Some(d) = &m.device {
@@ -509,5 +564,34 @@ mod tests {
             "{e}"
         );
         assert_eq!(Config::load(None, |_| None).unwrap(), Config::default());
+    }
+
+    /// Power and metrics settings: environment overrides, bounds, and the token kept out of `config show`.
+    #[test]
+    fn power_and_metrics_settings() {
+        let env = |k: &str| match k {
+            "HEARTH_POWER_SAMPLING" => Some("false".to_owned()),
+            "HEARTH_POWER_INTERVAL" => Some("250ms".to_owned()),
+            "HEARTH_POWER_CPU_WATTS_ESTIMATE" => Some("45.5".to_owned()),
+            "HEARTH_METRICS_TOKEN" => Some("0123456789abcdef-secret".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(None, env).unwrap();
+        assert!(!c.power.sampling);
+        assert_eq!(c.power.interval, Duration::from_millis(250));
+        assert_eq!(c.power.cpu_watts_estimate, Some(45.5));
+        assert!(!format!("{c:?}").contains("secret"));
+        let p = Path::new("h.toml");
+        for (text, why) in [
+            ("[power]\ninterval = \"2s\"\n", "power.interval"),
+            (
+                "[power]\ncpu_watts_estimate = -3\n",
+                "power.cpu_watts_estimate",
+            ),
+            ("[metrics]\ntoken = \"short\"\n", "metrics.token"),
+        ] {
+            let e = Config::parse(text, p).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! imported model would run and why, and the problems an operator can fix (state directory, models directory,
 //! power sensors, NVIDIA driver).
 
-use crate::config::Config;
+use crate::config::{Config, PowerConfig};
 use crate::models::ModelStore;
 use hearth_engine::devices::Inventory;
 use serde::Serialize;
@@ -24,12 +24,8 @@ pub struct ModelPlan {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
-pub struct PowerZone {
-    pub name: String,
-    pub path: String,
-    pub readable: bool,
-}
+/// A RAPL zone as found (`metrics::rapl`).
+pub use crate::metrics::rapl::ZoneInfo as PowerZone;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -57,38 +53,23 @@ fn state_dir_writable(dir: &Path) -> Result<String, String> {
         .map_err(|e| format!("{} is not writable: {e}", dir.display()))
 }
 
-/// RAPL zones under `<sysfs>/class/powercap` (intel-rapl and AMD's, which use the same interface).
-pub fn power_zones(sysfs: &Path) -> Vec<PowerZone> {
-    let root = sysfs.join("class/powercap");
-    let mut zones = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return zones;
-    };
-    let mut dirs: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    dirs.sort();
-    for dir in dirs {
-        let energy = dir.join("energy_uj");
-        if !energy.exists() {
-            continue;
-        }
-        let name = std::fs::read_to_string(dir.join("name"))
-            .map(|n| n.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".into());
-        zones.push(PowerZone {
-            name,
-            readable: std::fs::read_to_string(&energy).is_ok(),
-            path: energy.display().to_string(),
-        });
+fn power_check(zones: &[PowerZone], power: &PowerConfig) -> Result<String, String> {
+    if !power.sampling {
+        return Err(
+            "power.sampling is off: no power, energy or utilisation series, and requests carry no joules".into(),
+        );
     }
-    zones
-}
-
-fn power_check(zones: &[PowerZone], sysfs: &Path) -> Result<String, String> {
     if zones.is_empty() {
+        let instead = match power.cpu_watts_estimate {
+            Some(w) => format!(
+                "; power.cpu_watts_estimate = {w} W is used instead (exported with source=\"estimate\")"
+            ),
+            None => "; set power.cpu_watts_estimate to estimate it".into(),
+        };
         return Err(format!(
-            "no RAPL energy counters under {}/class/powercap (not exposed on this machine or VM): CPU energy \
-             cannot be measured",
-            sysfs.display()
+            "no RAPL energy counters under {}/class/powercap (not exposed on this machine or VM): \
+             hearth_cpu_energy_joules_total and measured joules per CPU request are absent{instead}",
+            power.sysfs_root.display()
         ));
     }
     let unreadable: Vec<&str> = zones
@@ -101,13 +82,15 @@ fn power_check(zones: &[PowerZone], sysfs: &Path) -> Result<String, String> {
     } else {
         Err(format!(
             "RAPL zone(s) {} not readable by this user: since Linux 5.10 energy_uj is root-only; the packages \
-             grant group 'hearth' read access (udev rule) — run as the hearth user or add yourself to the group",
+             grant group 'hearth' read access (tmpfiles.d/hearth-power.conf) — run as the hearth user or add yourself \
+             to the group",
             unreadable.join(", ")
         ))
     }
 }
 
-pub fn run(cfg: &Config, state_dir: &Path, models: &ModelStore, sysfs: &Path) -> Report {
+pub fn run(cfg: &Config, state_dir: &Path, models: &ModelStore) -> Report {
+    let sysfs = cfg.power.sysfs_root.as_path();
     let inventory = Inventory::detect();
     let mut checks = vec![check("state directory", state_dir_writable(state_dir))];
     checks.push(check(
@@ -116,8 +99,21 @@ pub fn run(cfg: &Config, state_dir: &Path, models: &ModelStore, sysfs: &Path) ->
             .map(|_| format!("{} is readable", models.root().display()))
             .map_err(|e| format!("{}: {e}", models.root().display())),
     ));
-    let zones = power_zones(sysfs);
-    checks.push(check("CPU power sensors", power_check(&zones, sysfs)));
+    let zones = crate::metrics::rapl::discover(sysfs);
+    checks.push(check("CPU power sensors", power_check(&zones, &cfg.power)));
+    let hwmon = crate::metrics::hwmon::discover(sysfs);
+    checks.push(check(
+        "hwmon power sensors",
+        Ok(if hwmon.is_empty() {
+            "none (hearth_hwmon_* series absent)".into()
+        } else {
+            let names: Vec<String> = hwmon
+                .iter()
+                .map(|s| format!("{}/{}", s.chip, s.sensor))
+                .collect();
+            names.join(", ")
+        }),
+    ));
     checks.push(check(
         "NVIDIA GPUs",
         match (&inventory.gpu_note, inventory.gpus.len()) {

@@ -46,6 +46,8 @@ impl Ledger {
                     duration_ms: d.duration_ms,
                     device: e.device.as_deref(),
                     queue_ms: e.queue_time.map(|q| q.as_millis() as i64),
+                    energy_joules: e.energy.map(|s| s.joules),
+                    energy_source: e.energy.map(|s| s.source.as_str()),
                 };
                 // Retry briefly: SQLite may be busy with the CLI; a reconciliation is worth a short wait.
                 let mut tries = 0;
@@ -137,6 +139,10 @@ mod tests {
                 device: Some("cpu".into()),
                 queue_time: Some(Duration::from_millis(12)),
                 error: error.clone(),
+                energy: Some(crate::metrics::energy::Spent {
+                    joules: 1.5,
+                    source: crate::metrics::energy::Source::Rapl,
+                }),
             });
         }
         drop(ledger);
@@ -159,9 +165,10 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(detail
-            .iter()
-            .all(|r| r.device.as_deref() == Some("cpu") && r.queue_ms == Some(12)));
+        assert!(detail.iter().all(|r| r.device.as_deref() == Some("cpu")
+            && r.queue_ms == Some(12)
+            && r.energy_joules == Some(1.5)
+            && r.energy_source.as_deref() == Some("rapl")));
         assert_eq!(
             store.window_usage(&user.id, "d:2026-11-28").await.unwrap(),
             (5 + 8 + 8, 3)

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod doctor;
 pub mod ledger;
+pub mod metrics;
 pub mod models;
 pub mod paths;
 pub mod quota;

@@ -147,7 +147,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Quota { command } => cli::accounts::quota(&db_url(), command),
         Command::Usage { command } => cli::usage::usage(&db_url(), &cfg, command),
         Command::Doctor { json } => {
-            let r = hearth::doctor::run(&cfg, &state, &store, &cfg.power.sysfs_root);
+            let r = hearth::doctor::run(&cfg, &state, &store);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

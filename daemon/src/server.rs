@@ -5,6 +5,9 @@ use crate::api::{self, AppState};
 use crate::auth::{accounts, Authenticator};
 use crate::config::Config;
 use crate::ledger::Ledger;
+use crate::metrics::energy::EnergyMeter;
+use crate::metrics::sampler::Sampler;
+use crate::metrics::Metrics;
 use crate::models::ModelStore;
 use crate::quota::Quota;
 use crate::sched::housekeeping::Housekeeping;
@@ -66,6 +69,34 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     }
 }
 
+/// The registry, and — when `power.sampling` is on — the energy meter and its sampling thread (NVML is loaded
+/// here at run time; no driver means no GPU series, never a failure).
+fn start_metrics(power: &crate::config::PowerConfig) -> Result<(Arc<Metrics>, Option<Sampler>)> {
+    if !power.sampling {
+        return Ok((Metrics::new(None), None));
+    }
+    let nvml = nvml_wrapper::Nvml::init().ok().map(Arc::new);
+    let meter = Arc::new(EnergyMeter::new(
+        &power.sysfs_root,
+        power.cpu_watts_estimate,
+        nvml.clone(),
+    ));
+    if !meter.measures("cpu") {
+        tracing::info!(sysfs = %power.sysfs_root.display(),
+            "no readable RAPL energy counter and no power.cpu_watts_estimate: CPU requests carry no joules (hearth doctor explains)");
+    }
+    let metrics = Metrics::new(Some(meter.clone()));
+    let sampler = Sampler::start(
+        metrics.clone(),
+        meter,
+        nvml,
+        &power.sysfs_root,
+        power.interval,
+    )
+    .context("starting the power sampler")?;
+    Ok((metrics, Some(sampler)))
+}
+
 pub fn run(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Result<()> {
     actix_web::rt::System::new().block_on(serve(cfg, state_dir, bind))
 }
@@ -81,6 +112,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         .await
         .context("opening the database")?;
     accounts::ensure_initial_admin(&store, &state_dir).await?;
+    let (metrics, _sampler) = start_metrics(&cfg.power)?;
     let e = &cfg.engine;
     let sched = Scheduler::new(
         ModelStore::at(models),
@@ -93,6 +125,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
             memory_budget: e.memory_budget,
             models: cfg.models.clone(),
             inventory: Arc::new(hearth_engine::devices::Inventory::detect()),
+            metrics: metrics.clone(),
         },
     );
     for (name, _) in cfg.models.iter().filter(|(_, m)| m.preload) {
@@ -107,6 +140,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     let (ledger, ledger_task) = Ledger::start(store.clone());
     let tz = cfg.time_zone();
     let quota = Quota::new(store.clone(), tz.clone(), cfg.quota.clone(), None);
+    quota.export_to(metrics.clone());
     let housekeeping = Arc::new(
         Housekeeping::start(store.clone(), tz, cfg.usage.retain_raw)
             .await
@@ -124,6 +158,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         ledger,
         quota,
         housekeeping: housekeeping.clone(),
+        metrics,
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || {

@@ -78,6 +78,8 @@ async fn no_overshoot(store: Store) {
             duration_ms: 1,
             device: None,
             queue_ms: None,
+            energy_joules: None,
+            energy_source: None,
         };
         assert!(store.reconcile(&c).await.unwrap());
         assert!(!store.reconcile(&c).await.unwrap());
@@ -245,6 +247,8 @@ async fn minute_window_rolls(store: Store) {
         duration_ms: 1,
         device: None,
         queue_ms: None,
+        energy_joules: None,
+        energy_source: None,
     };
     assert!(store.reconcile(&done).await.unwrap());
     at("2026-11-28T12:01:11Z");
@@ -737,6 +741,8 @@ async fn rollup_keeps_totals(store: Store) {
                 duration_ms: 1,
                 device: None,
                 queue_ms: None,
+                energy_joules: None,
+                energy_source: None,
             };
             assert!(store.reconcile(&c).await.unwrap());
         }

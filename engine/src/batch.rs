@@ -116,6 +116,8 @@ pub struct Batch {
     entries: Vec<Entry>,
     /// Scratch logits for JSON mode's first, unconstrained draw.
     spare: Vec<f32>,
+    /// Tokens each sequence had in the last forward pass (energy is shared by it).
+    work: Vec<(SeqId, usize)>,
 }
 
 /// JSON mode: a token may follow if it keeps the output a valid JSON-object prefix; end-of-generation only once
@@ -160,6 +162,7 @@ impl Batch {
             next_id: 0,
             entries: Vec::new(),
             spare: Vec::new(),
+            work: Vec::new(),
         }
     }
 
@@ -185,6 +188,11 @@ impl Batch {
 
     pub fn kv_bytes(&self) -> usize {
         self.kv.bytes_used()
+    }
+
+    /// Tokens each sequence had in the last `step` (prompt chunk or one decoded token), in batch order.
+    pub fn last_step_work(&self) -> &[(SeqId, usize)] {
+        &self.work
     }
 
     /// Checks a request without adding it: every error a request can have is raised here, before any work.
@@ -293,11 +301,18 @@ impl Batch {
                 }
             }
         }
+        self.work.clear();
         if self.entries.is_empty() {
             return Vec::new();
         }
         for e in &self.entries {
             self.kv.reserve(e.slot, e.pos + 1);
+            if let Some(s) = &self.slots[e.slot] {
+                match self.work.last_mut() {
+                    Some((id, n)) if *id == s.id => *n += 1,
+                    _ => self.work.push((s.id, 1)),
+                }
+            }
         }
         self.model
             .forward(&self.pool, &mut self.kv, &self.entries, &mut self.scratch);

@@ -275,10 +275,9 @@ pub async fn devices(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpR
         st.sched.models().clone(),
     );
     // NVML and /proc reads block: off the actix thread.
-    let report =
-        web::block(move || crate::doctor::run(&cfg, &state_dir, &models, &cfg.power.sysfs_root))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let report = web::block(move || crate::doctor::run(&cfg, &state_dir, &models))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -289,9 +288,14 @@ pub async fn devices(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpR
 pub async fn models(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
     let sched = st.sched.clone();
     // Placement reads each unloaded model's GGUF header: off the actix thread.
-    let list = web::block(move || sched.status())
+    let mut list = web::block(move || sched.status())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
+    for (model, figure) in st.store.energy_by_model().await? {
+        if let Some(m) = list.iter_mut().find(|m| m.name == model) {
+            m.energy.push(figure);
+        }
+    }
     Ok(HttpResponse::Ok().json(list))
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod openapi;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub ledger: Ledger,
     pub quota: Arc<Quota>,
     pub housekeeping: Arc<crate::sched::housekeeping::Housekeeping>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -38,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(openai::routes)
         .configure(ollama::routes)
         .configure(admin::routes)
+        .configure(metrics::routes)
         .configure(openapi::routes);
 }
 
@@ -96,6 +99,7 @@ pub async fn start_job(
     mut spec: JobSpec,
 ) -> Result<Started, ApiError> {
     let model = st.sched.resolve(model)?;
+    metrics::note_model(&model);
     if !who.may_use(&model) {
         return Err(ApiError::Forbidden(format!(
             "this API key may not use model '{model}'"
@@ -108,6 +112,7 @@ pub async fn start_job(
     spec.max_tokens = st.quota.plan(&limits, &model, spec.max_tokens)?;
     spec.owner = Some(crate::sched::Owner {
         user: who.user_id.clone(),
+        name: who.user_name.clone(),
         weight: limits.weight.unwrap_or(1),
     });
     let request_id =

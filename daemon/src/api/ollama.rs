@@ -18,6 +18,9 @@ type Result<T> = std::result::Result<T, Rendered<Ollama>>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api")
+            .wrap(actix_web::middleware::from_fn(|req, next| {
+                super::metrics::count_requests("ollama", req, next)
+            }))
             .route("/tags", web::get().to(tags))
             .route("/version", web::get().to(version))
             .route("/show", web::post().to(show))

@@ -20,6 +20,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .wrap(actix_web::middleware::from_fn(
                 super::rate_headers::rate_headers,
             ))
+            .wrap(actix_web::middleware::from_fn(|req, next| {
+                super::metrics::count_requests("openai", req, next)
+            }))
             .route("/models", web::get().to(list_models))
             .route("/models/{model}", web::get().to(get_model))
             .route("/chat/completions", web::post().to(chat_completions))
@@ -547,7 +550,7 @@ impl Body for CompletionRequest {
 
 /// The caller's own usage today and this month (local time zone), their limits and what remains.
 #[utoipa::path(get, path = "/v1/me/usage", tag = "openai", security(("api_key" = [])),
-    responses((status = 200, description = "`{user, today, month, limits, remaining, resets}`"),
+    responses((status = 200, description = "`{user, today, month, limits, remaining, resets, energy: {today, month}}` (energy: `[{source, joules, tokens, joules_per_token}]`)"),
         (status = 401, body = OpenAiErrorBody)))]
 pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
     let p = &who.0;
@@ -556,6 +559,8 @@ pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<Ht
         .limits(&p.user_id, p.role, p.key_id.as_deref())
         .await?;
     let (today, month, w) = st.quota.usage(&p.user_id).await?;
+    let energy_today = st.store.energy_of_user(&p.user_id, &w.day_key).await?;
+    let energy_month = st.store.energy_of_user(&p.user_id, &w.month_key).await?;
     let left = |limit: Option<u64>, used: i64| limit.map(|l| (l as i64 - used).max(0));
     Ok(HttpResponse::Ok().json(json!({
         "user": p.user_name,
@@ -567,5 +572,6 @@ pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<Ht
             "tokens_this_month": left(limits.tokens_per_month, month.total_tokens),
         },
         "resets": {"day": w.day_reset, "month": w.month_reset},
+        "energy": {"today": energy_today, "month": energy_month},
     })))
 }

@@ -49,6 +49,8 @@ pub struct Quota {
     tz: TimeZone,
     defaults: QuotaDefaults,
     clock: Clock,
+    /// Where refusals and remaining allowances are exported (set once by the server).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// The x-ratelimit-* headers (OpenAI's names) for a response.
@@ -83,7 +85,31 @@ impl Quota {
             tz,
             defaults,
             clock: clock.unwrap_or_else(|| Arc::new(Timestamp::now)),
+            metrics: Default::default(),
         })
+    }
+
+    /// Exports refusals (`hearth_rate_limited_requests_total`) and allowances left (`hearth_quota_remaining_tokens`).
+    pub fn export_to(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// After an admission: what is left of each limited token window, this reservation counted.
+    fn observe_remaining(&self, user: &str, l: &Limits, s: &UsageSnapshot, reserve: i64) {
+        let Some(m) = self.metrics.get() else { return };
+        let windows = [
+            ("minute", l.tokens_per_minute, s.minute_tokens),
+            ("day", l.tokens_per_day, s.day_tokens),
+            ("month", l.tokens_per_month, s.month_tokens),
+        ];
+        for (window, limit, used) in windows {
+            if let Some(limit) = limit {
+                m.serving
+                    .quota_remaining
+                    .with_label_values(&[user, window])
+                    .set((limit as i64 - used - reserve).max(0));
+            }
+        }
     }
 
     pub fn time_zone(&self) -> &TimeZone {
@@ -234,17 +260,26 @@ impl Quota {
             )
             .await?;
         match verdict {
-            Ok(()) => Ok(self.headers(limits, &snap, now, reserve, true)),
+            Ok(()) => {
+                self.observe_remaining(&who.user_name, limits, &snap, reserve);
+                Ok(self.headers(limits, &snap, now, reserve, true))
+            }
             Err((kind, what, retry_after)) => {
+                if let Some(m) = self.metrics.get() {
+                    m.serving
+                        .rate_limited
+                        .with_label_values(&[&who.user_name, kind.limit()])
+                        .inc();
+                }
                 let headers = self.headers(limits, &snap, now, reserve, false);
                 let retry_after = retry_after.max(1) as u64;
                 Err(match kind {
-                    Kind::Rate => QuotaError::RateLimited {
+                    Kind::Rate(_) => QuotaError::RateLimited {
                         what,
                         retry_after,
                         headers,
                     },
-                    Kind::Allowance => QuotaError::Exhausted {
+                    Kind::Allowance(_) => QuotaError::Exhausted {
                         what,
                         retry_after,
                         headers,
@@ -277,9 +312,19 @@ impl Quota {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Kind {
-    Rate,
-    Allowance,
+    Rate(&'static str),
+    Allowance(&'static str),
+}
+
+impl Kind {
+    /// The `reason` label of `hearth_rate_limited_requests_total`: the limit's config name.
+    fn limit(self) -> &'static str {
+        match self {
+            Kind::Rate(l) | Kind::Allowance(l) => l,
+        }
+    }
 }
 
 /// The limit check run inside the admission transaction; on refusal: what, and seconds until it may pass.
@@ -293,13 +338,17 @@ fn check(
     let minute_reset = s.minute_oldest.map_or(1, |o| o + 60 - now);
     if let Some(c) = l.max_concurrent_requests {
         if s.running + 1 > c as i64 {
-            return Err((Kind::Rate, format!("{c} concurrent requests"), 1));
+            return Err((
+                Kind::Rate("max_concurrent_requests"),
+                format!("{c} concurrent requests"),
+                1,
+            ));
         }
     }
     if let Some(rpm) = l.requests_per_minute {
         if s.minute_requests + 1 > rpm as i64 {
             return Err((
-                Kind::Rate,
+                Kind::Rate("requests_per_minute"),
                 format!("{rpm} requests per minute"),
                 minute_reset,
             ));
@@ -308,7 +357,7 @@ fn check(
     if let Some(tpm) = l.tokens_per_minute {
         if s.minute_tokens + reserve > tpm as i64 {
             return Err((
-                Kind::Rate,
+                Kind::Rate("tokens_per_minute"),
                 format!("{tpm} tokens per minute (this request reserves {reserve})"),
                 minute_reset,
             ));
@@ -317,7 +366,7 @@ fn check(
     if let Some(d) = l.tokens_per_day {
         if s.day_tokens + reserve > d as i64 {
             return Err((
-                Kind::Allowance,
+                Kind::Allowance("tokens_per_day"),
                 format!(
                     "{d} tokens per day ({} used, this request reserves {reserve})",
                     s.day_tokens
@@ -329,7 +378,7 @@ fn check(
     if let Some(m) = l.tokens_per_month {
         if s.month_tokens + reserve > m as i64 {
             return Err((
-                Kind::Allowance,
+                Kind::Allowance("tokens_per_month"),
                 format!(
                     "{m} tokens per month ({} used, this request reserves {reserve})",
                     s.month_tokens

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub user: String,
+    /// The user's name: the `user` label of their metrics.
+    pub name: String,
     /// The user's quota `weight` (≥ 1).
     pub weight: u64,
 }
@@ -72,6 +74,7 @@ mod tests {
     fn owner(user: &str, weight: u64) -> Owner {
         Owner {
             user: user.into(),
+            name: user.into(),
             weight,
         }
     }

@@ -63,6 +63,8 @@ pub struct JobEnd {
     pub queue_time: Option<Duration>,
     /// Set when it ended by a failure rather than by finishing or being cancelled.
     pub error: Option<String>,
+    /// Device energy attributed to it (None: no energy source on its device, or it never ran).
+    pub energy: Option<crate::metrics::energy::Spent>,
 }
 
 #[derive(Clone)]
@@ -131,6 +133,8 @@ pub struct SchedConfig {
     pub models: std::collections::BTreeMap<String, crate::config::ModelConfig>,
     /// What placement chooses from (detected once at start).
     pub inventory: Arc<Inventory>,
+    /// Serving series and the energy meter; workers observe every step.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A loaded model, as `/api/ps` shows it.
@@ -185,6 +189,8 @@ pub struct ModelStatus {
     /// Requests in the batch now, and waiting for a slot.
     pub running: usize,
     pub waiting: usize,
+    /// Joules per token by energy source over the ledger's raw rows (filled in by the admin API).
+    pub energy: Vec<crate::store::EnergyFigure>,
 }
 
 enum Msg {
@@ -429,6 +435,7 @@ impl Scheduler {
                     preload: self.cfg.models.get(&m.name).is_some_and(|c| c.preload),
                     running: load.0,
                     waiting: load.1,
+                    energy: Vec::new(),
                 }
             })
             .collect())

@@ -5,9 +5,11 @@ use super::fair::{FairQueue, Tag};
 use super::{
     Admitted, Gate, JobEnd, JobEvent, JobSpec, Msg, OnFinish, Prompt, SchedConfig, SchedError,
 };
+use crate::metrics::energy::JobKey;
 use hearth_engine::{
     Batch, Event, FinishReason, GenerateRequest, LoadOptions, LoadedModel, SeqId, Usage,
 };
+use prometheus::{Histogram, IntCounter};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -45,12 +47,61 @@ struct Waiting {
     gate: Option<Gate>,
     queued: Instant,
     tag: Tag,
+    /// The `user` label of its metrics.
+    user: String,
 }
 
 struct Active {
     tx: mpsc::UnboundedSender<JobEvent>,
     on_finish: Option<OnFinish>,
     queue_time: Duration,
+    queued: Instant,
+    last_token: Option<Instant>,
+    user: String,
+    /// Its share of the device's energy (None: the device has no energy source).
+    energy: Option<JobKey>,
+}
+
+/// This model's series, resolved once (label lookups stay off the per-token path).
+struct Observers {
+    ttft: Histogram,
+    itl: Histogram,
+    e2e: Histogram,
+    queue: Histogram,
+    running: prometheus::IntGauge,
+    waiting: prometheus::IntGauge,
+    batch_size: prometheus::IntGauge,
+    loaded: prometheus::IntGauge,
+}
+
+impl Observers {
+    fn new(m: &crate::metrics::Metrics, model: &str, device: &str) -> Observers {
+        let s = &m.serving;
+        Observers {
+            ttft: s.time_to_first_token.with_label_values(&[model]),
+            itl: s.inter_token_latency.with_label_values(&[model]),
+            e2e: s.e2e_latency.with_label_values(&[model]),
+            queue: s.queue_time.with_label_values(&[model]),
+            running: s.running.with_label_values(&[model, device]),
+            waiting: s.waiting.with_label_values(&[model]),
+            batch_size: s.batch_size.with_label_values(&[model]),
+            loaded: s.model_loaded.with_label_values(&[model, device]),
+        }
+    }
+}
+
+/// Per-user token counters of this model.
+fn token_counters(
+    m: &crate::metrics::Metrics,
+    model: &str,
+    user: &str,
+) -> (IntCounter, IntCounter) {
+    (
+        m.serving.prompt_tokens.with_label_values(&[model, user]),
+        m.serving
+            .generation_tokens
+            .with_label_values(&[model, user]),
+    )
 }
 
 /// A job that never left the queue: nothing was computed, nothing ran on a device.
@@ -62,6 +113,7 @@ fn unstarted(on_finish: &Option<OnFinish>) {
             device: None,
             queue_time: None,
             error: None,
+            energy: None,
         });
     }
 }
@@ -78,6 +130,7 @@ struct Running<'a> {
     device: &'a str,
     load_duration: Duration,
     first_job: bool,
+    obs: Observers,
 }
 
 impl Worker {
@@ -108,6 +161,14 @@ impl Worker {
             }
         };
         let batch = lm.new_batch(self.cfg.max_sequences, self.cfg.context);
+        let obs = Observers::new(&self.cfg.metrics, &self.model, &self.device);
+        self.cfg
+            .metrics
+            .serving
+            .model_load
+            .with_label_values(&[&self.model])
+            .observe(started.elapsed().as_secs_f64());
+        obs.loaded.set(1);
         tracing::info!(model = %self.model, seconds = started.elapsed().as_secs_f64(), context = batch.context(),
             slots = batch.n_slots(), "model loaded");
         if let Ok(mut s) = self.status.lock() {
@@ -126,6 +187,7 @@ impl Worker {
             device: &self.device,
             load_duration: started.elapsed(),
             first_job: true,
+            obs,
         };
         let mut idle_since = Instant::now();
         'outer: loop {
@@ -166,7 +228,9 @@ impl Worker {
             // show the sequences it just finished).
             self.publish_load(&r);
             if !r.batch.is_empty() {
-                for ev in r.batch.step() {
+                let events = r.batch.step();
+                r.account_step();
+                for ev in events {
                     r.forward(ev);
                 }
                 idle_since = Instant::now();
@@ -179,6 +243,10 @@ impl Worker {
             s.running = 0;
             s.waiting = 0;
         }
+        r.obs.loaded.set(0);
+        r.obs.running.set(0);
+        r.obs.waiting.set(0);
+        r.obs.batch_size.set(0);
         tracing::info!(model = %self.model, "model unloaded");
     }
 
@@ -187,6 +255,8 @@ impl Worker {
             s.running = r.active.len();
             s.waiting = r.waiting.len();
         }
+        r.obs.running.set(r.active.len() as i64);
+        r.obs.waiting.set(r.waiting.len() as i64);
     }
 
     fn set_idle(&self, until: Option<Instant>) {
@@ -254,6 +324,7 @@ impl Running<'_> {
             gate: spec.gate,
             queued: Instant::now(),
             tag,
+            user: spec.owner.map(|o| o.name).unwrap_or_default(),
         });
         let load_duration = if std::mem::take(&mut self.first_job) {
             self.load_duration
@@ -295,12 +366,23 @@ impl Running<'_> {
             let queue_time = w.queued.elapsed();
             match self.batch.add(w.req) {
                 Ok(id) => {
+                    self.obs.queue.observe(queue_time.as_secs_f64());
+                    let energy = self
+                        .cfg
+                        .metrics
+                        .energy
+                        .as_ref()
+                        .and_then(|m| m.join(self.device));
                     self.active.insert(
                         id,
                         Active {
                             tx: w.tx,
                             on_finish: w.on_finish,
                             queue_time,
+                            queued: w.queued,
+                            last_token: None,
+                            user: w.user,
+                            energy,
                         },
                     );
                 }
@@ -314,6 +396,7 @@ impl Running<'_> {
                             device: Some(self.device.to_owned()),
                             queue_time: Some(queue_time),
                             error: Some(e.to_string()),
+                            energy: None,
                         });
                     }
                     let _ = w.tx.send(JobEvent::Done {
@@ -340,9 +423,31 @@ impl Running<'_> {
         }
     }
 
+    /// After a forward pass: the batch size, and each sequence's tokens for the energy shares.
+    fn account_step(&mut self) {
+        let work = self.batch.last_step_work();
+        self.obs.batch_size.set(work.len() as i64);
+        if let Some(meter) = &self.cfg.metrics.energy {
+            let active = &self.active;
+            meter.work(
+                self.device,
+                work.iter()
+                    .filter_map(|(id, n)| active.get(id)?.energy.map(|k| (k, *n as u64))),
+            );
+        }
+    }
+
     fn forward(&mut self, ev: Event) {
         match ev {
             Event::Token { id, text, .. } => {
+                if let Some(a) = self.active.get_mut(&id) {
+                    let now = Instant::now();
+                    match a.last_token {
+                        None => self.obs.ttft.observe((now - a.queued).as_secs_f64()),
+                        Some(t) => self.obs.itl.observe((now - t).as_secs_f64()),
+                    }
+                    a.last_token = Some(now);
+                }
                 if text.is_empty() {
                     return;
                 }
@@ -363,6 +468,7 @@ impl Running<'_> {
                 usage,
             } => {
                 if let Some(a) = self.active.remove(&id) {
+                    let energy = self.finished(&a, &usage);
                     if let Some(f) = &a.on_finish {
                         f(&JobEnd {
                             reason,
@@ -370,6 +476,7 @@ impl Running<'_> {
                             device: Some(self.device.to_owned()),
                             queue_time: Some(a.queue_time),
                             error: None,
+                            energy,
                         });
                     }
                     if !text.is_empty() {
@@ -379,6 +486,29 @@ impl Running<'_> {
                 }
             }
         }
+    }
+
+    /// A sequence left the batch: its latency, tokens and energy.
+    fn finished(&self, a: &Active, usage: &Usage) -> Option<crate::metrics::energy::Spent> {
+        let m = &self.cfg.metrics;
+        self.obs.e2e.observe(a.queued.elapsed().as_secs_f64());
+        let (prompt, generated) = token_counters(m, self.model, &a.user);
+        prompt.inc_by(usage.prompt_tokens as u64);
+        generated.inc_by(usage.completion_tokens as u64);
+        let spent = m.energy.as_ref()?.leave(self.device, a.energy?)?;
+        let source = spent.source.as_str();
+        m.serving
+            .request_energy
+            .with_label_values(&[self.model, &a.user, self.device, source])
+            .inc_by(spent.joules);
+        let tokens = usage.prompt_tokens + usage.completion_tokens;
+        if tokens > 0 {
+            m.serving
+                .energy_per_token
+                .with_label_values(&[self.model, self.device, source])
+                .observe(spent.joules / tokens as f64);
+        }
+        Some(spent)
     }
 
     fn cancel_all(&mut self) {

@@ -3,6 +3,7 @@
 //! embedded in the binary and applied at connect. Times are Unix seconds.
 
 mod accounts;
+mod energy;
 mod ledger;
 mod limits;
 mod quota;
@@ -10,6 +11,7 @@ mod sqlite_fast;
 mod usage;
 
 pub use accounts::{KeyRecord, NewKey, UserRecord};
+pub use energy::EnergyFigure;
 pub use ledger::RequestRecord;
 pub use limits::LimitsOf;
 pub use quota::{Admission, Completion, UsageSnapshot};

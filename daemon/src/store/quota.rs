@@ -51,6 +51,9 @@ pub struct Completion<'a> {
     pub device: Option<&'a str>,
     /// Time between admission and its first step in a batch; None when it never started.
     pub queue_ms: Option<i64>,
+    /// Device energy attributed to it, and what measured it (`rapl`, `nvml`, `estimate`); None without a sensor.
+    pub energy_joules: Option<f64>,
+    pub energy_source: Option<&'a str>,
 }
 
 /// The rolling minute is counted in per-second rows of `usage_windows` ('s:' + ten-digit Unix second: the keys
@@ -74,6 +77,7 @@ pub(super) enum Arg<'a> {
     Owned(String),
     OptText(Option<&'a str>),
     OptInt(Option<i64>),
+    OptFloat(Option<f64>),
 }
 
 pub(super) const LOCK_SQL: &str = "INSERT INTO quota_locks (user_id, n) VALUES ($1, 1) \
@@ -105,7 +109,8 @@ pub(super) const CHARGE_SQL: &str =
 
 pub(super) const COMPLETE_SQL: &str =
     "UPDATE requests SET status = $2, finish_reason = $3, prompt_tokens = $4, completion_tokens = $5, \
-     charged_tokens = $6, ended_at = $7, duration_ms = $8, device = $9, queue_ms = $10 \
+     charged_tokens = $6, ended_at = $7, duration_ms = $8, device = $9, queue_ms = $10, \
+     energy_joules = $11, energy_source = $12 \
      WHERE id = $1 AND status = 'running' \
      RETURNING user_id, reserved_tokens, day_key, month_key, started_at";
 
@@ -179,6 +184,8 @@ impl Completion<'_> {
             Arg::Int(self.duration_ms),
             Arg::OptText(self.device),
             Arg::OptInt(self.queue_ms),
+            Arg::OptFloat(self.energy_joules),
+            Arg::OptText(self.energy_source),
         ]
     }
 }
@@ -230,6 +237,7 @@ fn bind<'q>(sql: &'q str, args: &'q [Arg<'q>]) -> AnyQuery<'q> {
         Arg::Owned(v) => q.bind(v.as_str()),
         Arg::OptText(v) => q.bind(*v),
         Arg::OptInt(v) => q.bind(*v),
+        Arg::OptFloat(v) => q.bind(*v),
     })
 }
 

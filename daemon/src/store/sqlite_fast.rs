@@ -39,7 +39,10 @@ impl rusqlite::ToSql for Arg<'_> {
             Arg::Owned(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
             Arg::OptText(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
             Arg::OptInt(Some(v)) => ToSqlOutput::Owned(Value::Integer(*v)),
-            Arg::OptText(None) | Arg::OptInt(None) => ToSqlOutput::Owned(Value::Null),
+            Arg::OptFloat(Some(v)) => ToSqlOutput::Owned(Value::Real(*v)),
+            Arg::OptText(None) | Arg::OptInt(None) | Arg::OptFloat(None) => {
+                ToSqlOutput::Owned(Value::Null)
+            }
         })
     }
 }

@@ -65,6 +65,8 @@ pub struct UsageRow {
     /// Waiting time before its first batch step.
     pub queue_ms: Option<i64>,
     pub energy_joules: Option<f64>,
+    /// `rapl`, `nvml` or `estimate`.
+    pub energy_source: Option<String>,
 }
 
 /// Raw ledger rows as per-row counts by local day (rows admitted before quotas existed have no day and are left
@@ -179,7 +181,7 @@ impl Store {
         let (cond, binds) = filter_sql("r.started_at >= $1 AND r.started_at < $2", "r.model", f);
         let q = format!(
             "SELECT r.id, u.name AS user_name, r.key_id, r.model, r.endpoint, r.status, r.finish_reason, \
-             r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.device, r.queue_ms, r.energy_joules \
+             r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.device, r.queue_ms, r.energy_joules, r.energy_source \
              FROM requests r JOIN users u ON u.id = r.user_id WHERE {cond} ORDER BY r.started_at, r.id"
         );
         let mut query = sqlx::query(&q).bind(f.from).bind(f.to);
@@ -205,6 +207,7 @@ impl Store {
                     device: r.try_get("device")?,
                     queue_ms: r.try_get("queue_ms")?,
                     energy_joules: r.try_get("energy_joules")?,
+                    energy_source: r.try_get("energy_source")?,
                 })
             })
             .collect()
