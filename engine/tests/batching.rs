@@ -57,7 +57,19 @@ fn batched_sequences_equal_solo_runs_even_when_joining_late() {
         .add(greedy(lm.raw_prompt(prompts[1]).expect("tok"), 12))
         .expect("add");
     let mut events = Vec::new();
-    for _ in 0..5 {
+    let (len_a, len_c) = (
+        lm.raw_prompt(prompts[0]).expect("tok").len(),
+        lm.raw_prompt(prompts[1]).expect("tok").len(),
+    );
+    // The first step is all prompt: 8 tokens of a (or all of it), the rest of the budget for c.
+    events.extend(b.step());
+    let first = b.last_step_work().to_vec();
+    assert_eq!(first[0], (a, len_a.min(8)));
+    assert_eq!(
+        first.iter().map(|w| w.1).sum::<usize>(),
+        8.min(len_a + len_c)
+    );
+    for _ in 0..4 {
         events.extend(b.step());
     }
     let late = b

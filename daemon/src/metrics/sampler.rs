@@ -69,6 +69,28 @@ impl Sampler {
     }
 }
 
+/// The mean cost of one sampler tick (energy settlement, RAPL/hwmon reads, utilisation, GPUs) over `n` ticks,
+/// for `examples/sampler_cost.rs`: what sampling takes from the machine, independent of generation noise.
+pub fn tick_cost(sysfs: &Path, cpu_watts_estimate: Option<f64>, n: u32) -> Duration {
+    let meter = Arc::new(EnergyMeter::new(sysfs, cpu_watts_estimate, None));
+    let mut st = State {
+        metrics: Metrics::new(Some(meter.clone())),
+        meter,
+        nvml: nvml_wrapper::Nvml::init().ok().map(Arc::new),
+        hwmon: hwmon::discover(sysfs),
+        sys: sysinfo::System::new(),
+        pid: sysinfo::Pid::from_u32(std::process::id()),
+        mirror: Mirror::default(),
+        last: Instant::now(),
+    };
+    st.sample();
+    let t = Instant::now();
+    for _ in 0..n {
+        st.sample();
+    }
+    t.elapsed() / n.max(1)
+}
+
 impl State {
     fn sample(&mut self) {
         let now = Instant::now();
