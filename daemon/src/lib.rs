@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batches;
 pub mod config;
 pub mod doctor;
 pub mod ledger;

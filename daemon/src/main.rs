@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::accounts::QuotaCommand,
     },
+    /// Batch window and recurring batches.
+    Schedule {
+        #[command(subcommand)]
+        command: cli::schedule::ScheduleCommand,
+    },
     /// Generate text from a model, streaming it to stdout.
     Run(cli::run::RunArgs),
     /// Measure prompt processing and generation speed.
@@ -145,6 +150,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::User { command } => cli::accounts::user(&db_url(), command),
         Command::Key { command } => cli::accounts::key(&db_url(), command),
         Command::Quota { command } => cli::accounts::quota(&db_url(), command),
+        Command::Schedule { command } => cli::schedule::schedule(&db_url(), command),
         Command::Usage { command } => cli::usage::usage(&db_url(), &cfg, command),
         Command::Doctor { json } => {
             let r = hearth::doctor::run(&cfg, &state, &store);

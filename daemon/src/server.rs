@@ -159,7 +159,10 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         quota,
         housekeeping: housekeeping.clone(),
         metrics,
+        batch: Arc::default(),
     });
+    crate::batches::runner::start(state.clone());
+    crate::batches::schedules::start(state.clone());
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -199,6 +202,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     }
     let signals = {
         let sched = sched.clone();
+        let batch = state.batch.clone();
         actix_web::rt::spawn(async move {
             let which = wait_for_signal().await;
             tracing::info!(
@@ -207,6 +211,8 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
                 "shutting down"
             );
             sd_notify::notify("STOPPING=1");
+            // No new batch lines start; running ones end with the scheduler and stay pending for the next start.
+            batch.stop();
             let deadline = Instant::now() + shutdown_timeout;
             let stop = handle.stop(true);
             // Drain: in-flight requests finish on their own until the deadline; then whatever still runs is

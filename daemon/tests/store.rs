@@ -206,7 +206,176 @@ async fn exercise(store: &Store, state: &std::path::Path) {
     };
     store.record_request(&r).await.unwrap();
     assert_eq!(store.recent_requests(&alice.id, 10).await.unwrap(), vec![r]);
+    batches(store, &alice.id).await;
     store.ping().await.unwrap();
+}
+
+/// Files, a batch's lines (each finishes once, with its batch's counters), finalization, paging, settings and
+/// schedules — the same statements on both databases.
+async fn batches(store: &Store, owner: &str) {
+    use hearth::store::{BatchRecord, FileRecord, NewLine, ScheduleRecord};
+    let f = FileRecord {
+        id: "file-1".into(),
+        owner_id: owner.into(),
+        purpose: "batch".into(),
+        filename: "in.jsonl".into(),
+        bytes: 5,
+        created_at: 10,
+    };
+    store.insert_file(&f, "{}\n{}").await.unwrap();
+    assert_eq!(store.file("file-1").await.unwrap(), Some(f.clone()));
+    assert_eq!(
+        store.file_content("file-1").await.unwrap().as_deref(),
+        Some("{}\n{}")
+    );
+    assert_eq!(
+        store.list_files(Some(owner)).await.unwrap(),
+        vec![f.clone()]
+    );
+    assert!(store.list_files(Some("nobody")).await.unwrap().is_empty());
+    for (i, id) in ["batch_a", "batch_b", "batch_c"].iter().enumerate() {
+        let b = BatchRecord {
+            id: (*id).into(),
+            owner_id: owner.into(),
+            endpoint: "/v1/chat/completions".into(),
+            input_file_id: "file-1".into(),
+            completion_window: "24h".into(),
+            status: "validating".into(),
+            created_at: 100 + i as i64,
+            expires_at: 100_000,
+            ..Default::default()
+        };
+        let lines: Vec<NewLine> = (1..=3)
+            .map(|n| NewLine {
+                line_no: n,
+                custom_id: format!("c{n}"),
+                body: "{}".into(),
+                failed: (n == 2).then(|| "{\"error\":1}".to_owned()),
+            })
+            .collect();
+        store.create_batch(&b, &lines).await.unwrap();
+    }
+    let b = store.batch("batch_a").await.unwrap().unwrap();
+    assert_eq!((b.total, b.completed, b.failed), (3, 0, 1));
+    let pending = store.pending_lines("batch_a", 10, 0).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|l| l.line_no).collect::<Vec<_>>(),
+        [1, 3]
+    );
+    assert!(store.finish_line("batch_a", 1, true, "out1").await.unwrap());
+    assert!(
+        !store
+            .finish_line("batch_a", 1, true, "again")
+            .await
+            .unwrap(),
+        "once only"
+    );
+    assert_eq!(store.count_pending_lines("batch_a").await.unwrap(), 1);
+    store
+        .set_batch_status("batch_a", "in_progress", 200)
+        .await
+        .unwrap();
+    let b = store.batch("batch_a").await.unwrap().unwrap();
+    assert_eq!(
+        (b.status.as_str(), b.in_progress_at, b.completed),
+        ("in_progress", Some(200), 1)
+    );
+    assert_eq!(
+        store.line_results("batch_a").await.unwrap(),
+        vec![
+            (true, "out1".to_owned()),
+            (false, "{\"error\":1}".to_owned())
+        ]
+    );
+    let out = FileRecord {
+        id: "file-out".into(),
+        purpose: "batch_output".into(),
+        filename: "batch_a_output.jsonl".into(),
+        created_at: 300,
+        ..f.clone()
+    };
+    store
+        .finalize_batch("batch_a", "completed", Some((&out, "out1\n")), None, 300)
+        .await
+        .unwrap();
+    let b = store.batch("batch_a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            b.status.as_str(),
+            b.output_file_id.as_deref(),
+            b.error_file_id,
+            b.completed_at
+        ),
+        ("completed", Some("file-out"), None, Some(300))
+    );
+    let unfinished: Vec<String> = store
+        .unfinished_batches()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(unfinished, ["batch_b", "batch_c"]);
+    // Newest first, paged with `after`.
+    let page = store.list_batches(Some(owner), 2, None).await.unwrap();
+    assert_eq!(
+        page.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["batch_c", "batch_b"]
+    );
+    let next = store.list_batches(None, 2, Some("batch_b")).await.unwrap();
+    assert_eq!(
+        next.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["batch_a"]
+    );
+    // Settings and schedules.
+    store
+        .set_setting("batch_window", Some("01:00-06:00"))
+        .await
+        .unwrap();
+    store
+        .set_setting("batch_window", Some("02:00-05:00"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setting("batch_window").await.unwrap().as_deref(),
+        Some("02:00-05:00")
+    );
+    store.set_setting("batch_window", None).await.unwrap();
+    assert_eq!(store.setting("batch_window").await.unwrap(), None);
+    let s = ScheduleRecord {
+        name: "nightly".into(),
+        cron: "0 2 * * *".into(),
+        input_file_id: "file-1".into(),
+        owner_id: owner.into(),
+        owner: "alice".into(),
+        endpoint: "/v1/chat/completions".into(),
+        enabled: true,
+        created_at: 5,
+        last_run_at: None,
+        last_batch_id: None,
+    };
+    store.insert_schedule(&s).await.unwrap();
+    assert!(matches!(
+        store.insert_schedule(&s).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store
+        .update_schedule("nightly", None, Some(false))
+        .await
+        .unwrap());
+    store
+        .schedule_ran("nightly", 77, Some("batch_c"))
+        .await
+        .unwrap();
+    let got = store.schedule("nightly").await.unwrap().unwrap();
+    assert_eq!(
+        (got.enabled, got.last_run_at, got.owner.as_str()),
+        (false, Some(77), "alice")
+    );
+    assert_eq!(store.schedules().await.unwrap().len(), 1);
+    assert!(store.delete_schedule("nightly").await.unwrap());
+    assert!(!store.delete_schedule("nightly").await.unwrap());
+    assert!(store.delete_file("file-1").await.unwrap());
 }
 
 #[tokio::test]

@@ -75,6 +75,33 @@ try:
 except openai.BadRequestError as e:
     check(e.code == "context_length_exceeded", f"overflow code: {e.code}")
 
+
+# Files + Batch API: upload a JSONL file, run it as a batch, read the output file.
+import io
+import json
+import time
+
+lines = [json.dumps({"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+                     "body": {"model": model, "messages": [{"role": "user", "content": f"Count to {i + 2}."}],
+                              "max_tokens": 6, "temperature": 0}}) for i in range(3)]
+f = oa.files.create(file=("batch.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch")
+check(f.purpose == "batch" and f.bytes > 0, f"files.create: {f}")
+b = oa.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                      metadata={"job": "compat"})
+check(b.status in ("validating", "in_progress") and b.metadata == {"job": "compat"}, f"batches.create: {b}")
+for _ in range(600):
+    b = oa.batches.retrieve(b.id)
+    if b.status in ("completed", "failed", "cancelled", "expired"):
+        break
+    time.sleep(0.1)
+check(b.status == "completed" and b.request_counts.completed == 3 and b.request_counts.failed == 0, f"batch: {b}")
+out = [json.loads(l) for l in oa.files.content(b.output_file_id).text.splitlines()]
+check(sorted(o["custom_id"] for o in out) == ["q0", "q1", "q2"], f"output ids: {out}")
+check(all(o["response"]["status_code"] == 200 and o["response"]["body"]["choices"][0]["message"]["content"]
+          for o in out), f"output bodies: {out}")
+check(any(x.id == b.id for x in oa.batches.list(limit=5).data), "batches.list")
+check(oa.files.retrieve(f.id).filename == "batch.jsonl", "files.retrieve")
+
 # --- ollama ---
 ol = ollama.Client(host=base, headers={"Authorization": f"Bearer {key}"})
 names = [m.model for m in ol.list().models]

@@ -30,7 +30,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/keys", web::post().to(create_key))
             .route("/keys/{id}", web::delete().to(revoke_key))
             .route("/keys/{id}/quota", web::get().to(get_key_quota))
-            .route("/keys/{id}/quota", web::put().to(put_key_quota)),
+            .route("/keys/{id}/quota", web::put().to(put_key_quota))
+            .configure(super::schedules::routes),
     );
 }
 

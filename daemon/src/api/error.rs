@@ -176,16 +176,23 @@ pub struct OpenAi;
 #[derive(Debug)]
 pub struct Ollama;
 
+impl ApiError {
+    /// OpenAI's error body (also written into batch error files).
+    pub fn openai_body(&self) -> OpenAiErrorBody {
+        OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: self.to_string(),
+                kind: self.kind().to_owned(),
+                param: self.param().map(str::to_owned),
+                code: self.code().map(str::to_owned),
+            },
+        }
+    }
+}
+
 impl Flavor for OpenAi {
     fn render(e: &ApiError) -> HttpResponse {
-        e.builder().json(OpenAiErrorBody {
-            error: OpenAiErrorDetail {
-                message: e.to_string(),
-                kind: e.kind().to_owned(),
-                param: e.param().map(str::to_owned),
-                code: e.code().map(str::to_owned),
-            },
-        })
+        e.builder().json(e.openai_body())
     }
 }
 

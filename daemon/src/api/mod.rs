@@ -2,6 +2,7 @@
 //! `openai` (/v1), `ollama` (/api), `admin` (/admin), `openapi` (/openapi.json, /docs).
 
 pub mod admin;
+pub mod batches;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -9,6 +10,7 @@ pub mod ollama;
 pub mod openai;
 pub mod openapi;
 mod rate_headers;
+pub mod schedules;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub quota: Arc<Quota>,
     pub housekeeping: Arc<crate::sched::housekeeping::Housekeeping>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Wakes and stops the batch runner and the schedules.
+    pub batch: Arc<crate::batches::Signals>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

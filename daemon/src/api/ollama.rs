@@ -239,6 +239,7 @@ impl Options {
             on_finish: None,
             gate: None,
             owner: None,
+            priority: crate::sched::Priority::Interactive,
         })
     }
 

@@ -27,7 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/models/{model}", web::get().to(get_model))
             .route("/chat/completions", web::post().to(chat_completions))
             .route("/completions", web::post().to(completions))
-            .route("/me/usage", web::get().to(me_usage)),
+            .route("/me/usage", web::get().to(me_usage))
+            .configure(super::batches::routes),
     );
 }
 
@@ -226,6 +227,7 @@ impl SamplingFields {
             on_finish: None,
             gate: None,
             owner: None,
+            priority: crate::sched::Priority::Interactive,
         })
     }
 
@@ -391,6 +393,111 @@ fn sse_response(
         .streaming(body)
 }
 
+const FINGERPRINT: &str = concat!("hearth-", env!("CARGO_PKG_VERSION"));
+
+/// A whole `chat.completion` object.
+fn chat_completion(
+    id: &str,
+    created: i64,
+    model: &str,
+    text: &str,
+    reason: FinishReason,
+    usage: &Usage,
+) -> serde_json::Value {
+    json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "logprobs": null, "finish_reason": finish_reason(reason)}],
+        "usage": UsageOut::from(usage),
+    })
+}
+
+/// A whole `text_completion` object.
+fn text_completion(
+    id: &str,
+    created: i64,
+    model: &str,
+    text: &str,
+    reason: FinishReason,
+    usage: &Usage,
+) -> serde_json::Value {
+    json!({
+        "id": id, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)}],
+        "usage": UsageOut::from(usage),
+    })
+}
+
+/// The prompt of a legacy completion request (one string).
+fn single_prompt(p: PromptIn) -> std::result::Result<String, ApiError> {
+    match p {
+        PromptIn::One(s) => Ok(s),
+        PromptIn::Many(mut v) if v.len() == 1 => Ok(v.remove(0)),
+        PromptIn::Many(_) => Err(ApiError::invalid(
+            "only one prompt per request is supported",
+            Some("prompt"),
+        )),
+    }
+}
+
+/// One batch-file line through exactly the path of an HTTP request (parse → start_job → collect), at batch
+/// priority and never streamed: the status code and body the HTTP API would have answered.
+pub async fn run_batch_line(
+    st: &AppState,
+    who: &crate::auth::Principal,
+    endpoint: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    match batch_line(st, who, endpoint, body).await {
+        Ok(v) => (200, v),
+        Err(e) => (
+            e.status().as_u16(),
+            serde_json::to_value(e.openai_body()).unwrap_or_default(),
+        ),
+    }
+}
+
+async fn batch_line(
+    st: &AppState,
+    who: &crate::auth::Principal,
+    endpoint: &str,
+    body: &str,
+) -> std::result::Result<serde_json::Value, ApiError> {
+    let created = unix_now();
+    match endpoint {
+        "/v1/chat/completions" => {
+            let req: ChatCompletionRequest = super::extract::parse_json(body.as_bytes())?;
+            let json = check_format(&req.response_format)?;
+            let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
+            let mut spec =
+                req.sampling
+                    .job(Prompt::Chat(messages_in(&req.messages)?), max_tokens, json)?;
+            spec.priority = crate::sched::Priority::Batch;
+            let mut started = start_job(st, who, &req.model, "batch", spec).await?;
+            let (text, reason, usage) = collect(&mut started.admitted).await;
+            let id = completion_id("chatcmpl");
+            Ok(chat_completion(&id, created, &started.model, &text, reason, &usage))
+        }
+        "/v1/completions" => {
+            let req: CompletionRequest = super::extract::parse_json(body.as_bytes())?;
+            let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
+            let mut spec =
+                req.sampling
+                    .job(Prompt::Text(single_prompt(req.prompt)?), max_tokens, false)?;
+            spec.priority = crate::sched::Priority::Batch;
+            let mut started = start_job(st, who, &req.model, "batch", spec).await?;
+            let (text, reason, usage) = collect(&mut started.admitted).await;
+            let id = completion_id("cmpl");
+            Ok(text_completion(&id, created, &started.model, &text, reason, &usage))
+        }
+        other => Err(ApiError::invalid(
+            format!("batch endpoint '{other}' is not supported (use /v1/chat/completions or /v1/completions)"),
+            Some("url"),
+        )),
+    }
+}
+
 /// Chat completion (OpenAI's shape; `stream: true` gives `chat.completion.chunk` events then `[DONE]`).
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", security(("api_key" = [])),
     request_body = ChatCompletionRequest,
@@ -420,23 +527,16 @@ pub async fn chat_completions(
     } = started;
     let id = completion_id("chatcmpl");
     let created = unix_now();
-    let fingerprint = concat!("hearth-", env!("CARGO_PKG_VERSION"));
     if !req.sampling.stream {
         let (text, reason, usage) = collect(&mut admitted).await;
         let mut ok = ok;
-        return Ok(ok.json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": null, "finish_reason": finish_reason(reason)}],
-            "usage": UsageOut::from(&usage),
-        })));
+        return Ok(ok.json(chat_completion(&id, created, &model, &text, reason, &usage)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
     let chunk = move |delta: serde_json::Value, reason: Option<&str>| {
         let mut v = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": fingerprint,
+            "system_fingerprint": FINGERPRINT,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason}],
         });
         if include_usage {
@@ -479,17 +579,7 @@ pub async fn completions(
     body: ApiJson<CompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let req = body.0;
-    let prompt = match req.prompt {
-        PromptIn::One(s) => s,
-        PromptIn::Many(mut v) if v.len() == 1 => v.remove(0),
-        PromptIn::Many(_) => {
-            return Err(ApiError::invalid(
-                "only one prompt per request is supported",
-                Some("prompt"),
-            )
-            .into())
-        }
-    };
+    let prompt = single_prompt(req.prompt)?;
     // 16: OpenAI's default for this endpoint.
     let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
     let spec = req.sampling.job(Prompt::Text(prompt), max_tokens, false)?;
@@ -505,11 +595,7 @@ pub async fn completions(
     if !req.sampling.stream {
         let (text, reason, usage) = collect(&mut admitted).await;
         let mut ok = ok;
-        return Ok(ok.json(json!({
-            "id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)}],
-            "usage": UsageOut::from(&usage),
-        })));
+        return Ok(ok.json(text_completion(&id, created, &model, &text, reason, &usage)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
     let chunk = move |text: &str, reason: Option<&str>| {

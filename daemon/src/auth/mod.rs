@@ -146,6 +146,49 @@ impl Authenticator {
         })
     }
 
+    /// Who a batch line runs as: its owner, through the key that created the batch (its model scope and limits),
+    /// refused as that key would be now (revoked, expired, user disabled). Scheduled batches have no key.
+    pub async fn principal_of(
+        &self,
+        user_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let (key, user) = match key_id {
+            Some(k) => {
+                let (rec, user) = self
+                    .store
+                    .key_with_user(k)
+                    .await?
+                    .ok_or(AuthError::Revoked)?;
+                if rec.revoked_at.is_some() {
+                    return Err(AuthError::Revoked);
+                }
+                if rec.expires_at.is_some_and(|e| e <= now()) {
+                    return Err(AuthError::Expired);
+                }
+                (Some(rec), user)
+            }
+            None => (
+                None,
+                self.store
+                    .user_by_id(user_id)
+                    .await?
+                    .ok_or(AuthError::Invalid)?,
+            ),
+        };
+        if user.disabled {
+            return Err(AuthError::Disabled);
+        }
+        let role = Role::parse(&user.role).ok_or_else(|| AuthError::Internal("bad role".into()))?;
+        Ok(Principal {
+            user_id: user.id,
+            user_name: user.name,
+            role,
+            key_id: key.as_ref().map(|k| k.id.clone()),
+            models: key.and_then(|k| k.models),
+        })
+    }
+
     /// Forgets a key's verified secret (revocation; the store check alone already refuses it).
     pub fn forget(&self, key_id: &str) {
         self.cache.remove(key_id);

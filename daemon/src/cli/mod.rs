@@ -1,6 +1,7 @@
 pub mod accounts;
 pub mod bench;
 pub mod run;
+pub mod schedule;
 pub mod usage;
 
 use hearth_engine::quant::GgmlType;

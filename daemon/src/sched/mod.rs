@@ -67,6 +67,15 @@ pub struct JobEnd {
     pub energy: Option<crate::metrics::energy::Spent>,
 }
 
+/// Which class a job waits in: interactive API requests are served before batch-job lines, and batch lines never
+/// take a model's last free slot (so an interactive request finds one at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Batch,
+}
+
 #[derive(Clone)]
 pub struct JobSpec {
     pub prompt: Prompt,
@@ -83,6 +92,7 @@ pub struct JobSpec {
     pub gate: Option<Gate>,
     /// Whose job it is: the waiting queue is fair between owners, by weight.
     pub owner: Option<Owner>,
+    pub priority: Priority,
 }
 
 #[derive(Debug, Clone, PartialEq)]

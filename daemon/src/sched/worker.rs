@@ -3,7 +3,8 @@
 
 use super::fair::{FairQueue, Tag};
 use super::{
-    Admitted, Gate, JobEnd, JobEvent, JobSpec, Msg, OnFinish, Prompt, SchedConfig, SchedError,
+    Admitted, Gate, JobEnd, JobEvent, JobSpec, Msg, OnFinish, Priority, Prompt, SchedConfig,
+    SchedError,
 };
 use crate::metrics::energy::JobKey;
 use hearth_engine::{
@@ -49,6 +50,7 @@ struct Waiting {
     tag: Tag,
     /// The `user` label of its metrics.
     user: String,
+    priority: Priority,
 }
 
 struct Active {
@@ -325,6 +327,7 @@ impl Running<'_> {
             queued: Instant::now(),
             tag,
             user: spec.owner.map(|o| o.name).unwrap_or_default(),
+            priority: spec.priority,
         });
         let load_duration = if std::mem::take(&mut self.first_job) {
             self.load_duration
@@ -352,12 +355,30 @@ impl Running<'_> {
             keep
         });
         while self.batch.has_free_slot() {
+            // Batch lines leave the last free slot to interactive requests, so one can start at once (a model
+            // with one or two slots lets batch lines use them all rather than idle half of them).
+            let free = self.batch.n_slots() - self.batch.active();
+            let batch_may_start = free >= 2 || self.batch.n_slots() <= 2;
             let next = self
                 .waiting
                 .iter()
                 .enumerate()
                 .filter(|(_, w)| w.gate.as_ref().is_none_or(|g| g.decided() == Some(true)))
-                .reduce(|a, b| if b.1.tag.before(&a.1.tag) { b } else { a })
+                .filter(|(_, w)| w.priority == Priority::Interactive || batch_may_start)
+                .reduce(|a, b| {
+                    // Interactive before batch; within a class, the fair queue's order.
+                    let (a_batch, b_batch) = (
+                        a.1.priority == Priority::Batch,
+                        b.1.priority == Priority::Batch,
+                    );
+                    let b_first =
+                        (a_batch && !b_batch) || (a_batch == b_batch && b.1.tag.before(&a.1.tag));
+                    if b_first {
+                        b
+                    } else {
+                        a
+                    }
+                })
                 .map(|(i, _)| i);
             let Some(w) = next.and_then(|i| self.waiting.remove(i)) else {
                 break;

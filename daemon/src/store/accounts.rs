@@ -117,6 +117,14 @@ impl Store {
         row.as_ref().map(user_from).transpose()
     }
 
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
     pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
         let rows = sqlx::query(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))
             .fetch_all(self.pool())

@@ -3,6 +3,7 @@
 //! embedded in the binary and applied at connect. Times are Unix seconds.
 
 mod accounts;
+mod batches;
 mod energy;
 mod ledger;
 mod limits;
@@ -11,6 +12,7 @@ mod sqlite_fast;
 mod usage;
 
 pub use accounts::{KeyRecord, NewKey, UserRecord};
+pub use batches::{BatchRecord, FileRecord, NewLine, PendingLine, ScheduleRecord};
 pub use energy::EnergyFigure;
 pub use ledger::RequestRecord;
 pub use limits::LimitsOf;

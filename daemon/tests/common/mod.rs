@@ -220,6 +220,31 @@ impl Daemon {
         request(&self.addr, "POST", path, key, body.to_string().as_bytes())
     }
 
+    /// PUT / PATCH with a JSON body, as the admin.
+    pub fn put_json(&self, path: &str, body: &serde_json::Value) -> Resp {
+        request(
+            &self.addr,
+            "PUT",
+            path,
+            Some(&self.admin_key),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn patch_json(&self, path: &str, body: &serde_json::Value) -> Resp {
+        request(
+            &self.addr,
+            "PATCH",
+            path,
+            Some(&self.admin_key),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn delete(&self, path: &str, key: Option<&str>) -> Resp {
+        request(&self.addr, "DELETE", path, key, b"")
+    }
+
     pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .args(["-s", sig, &self.child.id().to_string()])

@@ -1,0 +1,476 @@
+//! Batch jobs against the real daemon and the demo model: OpenAI's Files + Batch API, a restart in the middle of
+//! a batch, interactive requests before batch lines, the batch window, schedules, and every bad input.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+const BOUNDARY: &str = "hearthtestboundary7MA4YWxk";
+
+/// `POST /v1/files` as multipart/form-data.
+fn upload(d: &Daemon, key: &str, purpose: &str, content: &[u8]) -> Resp {
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n\
+             --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"input.jsonl\"\r\n\
+             Content-Type: application/jsonl\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let head = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        d.addr,
+        body.len()
+    );
+    let mut s = send_raw(&d.addr, &head, &body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+fn line(id: &str, url: &str, content: &str, max_tokens: u32) -> String {
+    json!({"custom_id": id, "method": "POST", "url": url,
+           "body": {"model": "smollm2", "messages": [{"role": "user", "content": content}],
+                    "max_tokens": max_tokens, "temperature": 0}})
+    .to_string()
+}
+
+fn create(d: &Daemon, key: &str, file: &str) -> Resp {
+    d.post(
+        "/v1/batches",
+        Some(key),
+        &json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+    )
+}
+
+/// Polls a batch until `done` holds for it (60 s at most).
+fn wait_batch(d: &Daemon, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let b = d.get(&format!("/v1/batches/{id}"), Some(key)).json();
+        if done(&b) {
+            return b;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "batch stuck: {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ended(b: &Value) -> bool {
+    ["completed", "failed", "cancelled", "expired"].contains(&b["status"].as_str().unwrap_or(""))
+}
+
+fn jsonl(d: &Daemon, key: &str, file: &Value) -> Vec<Value> {
+    let r = d.get(
+        &format!("/v1/files/{}/content", file.as_str().unwrap()),
+        Some(key),
+    );
+    assert_eq!(r.status, 200);
+    r.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The ledger rows of batch lines.
+fn batch_rows(d: &Daemon) -> Vec<Vec<String>> {
+    let text = d.get("/admin/usage/export", Some(&d.admin_key)).text();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|c| c[4] == "batch")
+        .collect()
+}
+
+/// Ten good lines and two malformed ones; the daemon restarts after a few lines finished. The batch completes
+/// after the restart with every good line exactly once in the output file (no finished line ran twice: ten `ok`
+/// ledger rows) and the malformed lines in the error file.
+#[test]
+fn a_batch_survives_a_restart_and_bad_lines_fail_alone() {
+    let mut d = Daemon::start();
+    let key = d.member_key("ann", None);
+    let mut lines: Vec<String> = (0..10)
+        .map(|i| {
+            line(
+                &format!("req-{i}"),
+                "/v1/chat/completions",
+                &format!("Write a sentence about the number {i}."),
+                24,
+            )
+        })
+        .collect();
+    lines.insert(3, "this is not json".into());
+    lines.insert(7, line("wrong-url", "/v1/embeddings", "hi", 4));
+    let f = upload(&d, &key, "batch", lines.join("\n").as_bytes());
+    assert_eq!(f.status, 200, "{}", f.text());
+    let file_id = f.json()["id"].as_str().unwrap().to_owned();
+    let r = create(&d, &key, &file_id);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let id = b["id"].as_str().unwrap().to_owned();
+    assert_eq!(b["request_counts"]["total"], 12);
+    let before = wait_batch(&d, &key, &id, |b| {
+        b["request_counts"]["completed"].as_i64().unwrap() >= 2
+    });
+    assert!(
+        !ended(&before),
+        "the batch finished before the restart: {before}"
+    );
+
+    d.restart();
+    let b = wait_batch(&d, &key, &id, ended);
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 12, "completed": 10, "failed": 2})
+    );
+    let out = jsonl(&d, &key, &b["output_file_id"]);
+    let mut ids: Vec<&str> = out
+        .iter()
+        .map(|o| o["custom_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..10).map(|i| format!("req-{i}")).collect::<Vec<_>>());
+    for o in &out {
+        assert_eq!(o["response"]["status_code"], 200);
+        assert_eq!(o["response"]["body"]["object"], "chat.completion");
+        assert!(
+            o["response"]["body"]["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .len()
+                > 1
+        );
+        assert!(o["error"].is_null());
+    }
+    let errors = jsonl(&d, &key, &b["error_file_id"]);
+    let codes: Vec<&str> = errors
+        .iter()
+        .map(|e| e["error"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["invalid_json_line", "invalid_url"]);
+    assert_eq!(errors[0]["custom_id"], "line-4");
+    // Each good line was completed once; lines cut short by the restart are `cancelled` rows, charged for what ran.
+    let rows = batch_rows(&d);
+    eprintln!(
+        "completed before the restart: {}; ledger rows: {} ok, {} cancelled by the restart",
+        before["request_counts"]["completed"],
+        rows.iter().filter(|r| r[5] == "ok").count(),
+        rows.iter().filter(|r| r[5] == "cancelled").count()
+    );
+    assert_eq!(rows.iter().filter(|r| r[5] == "ok").count(), 10, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r[5] == "ok" || r[5] == "cancelled"),
+        "{rows:?}"
+    );
+}
+
+/// While a batch fills the model's slots but one, interactive requests start at once: their queue time is
+/// shorter than any batch line's run time.
+#[test]
+fn interactive_requests_go_before_batch_lines() {
+    let d = Daemon::start();
+    let key = d.member_key("bea", None);
+    let lines: Vec<String> = (0..16)
+        .map(|i| {
+            line(
+                &format!("b{i}"),
+                "/v1/chat/completions",
+                &format!("Tell a long story about {i} cats."),
+                48,
+            )
+        })
+        .collect();
+    let f = upload(&d, &key, "batch", lines.join("\n").as_bytes()).json();
+    let b = create(&d, &key, f["id"].as_str().unwrap()).json();
+    let id = b["id"].as_str().unwrap().to_owned();
+    wait_batch(&d, &key, &id, |b| {
+        b["request_counts"]["completed"].as_i64().unwrap() >= 1
+    });
+    // Batch lines fill three of the four slots and never the fourth.
+    let running = || {
+        d.get("/admin/models", Some(&d.admin_key)).json()[0]["running"]
+            .as_u64()
+            .unwrap()
+    };
+    let t = Instant::now();
+    while running() != 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "batch lines never filled three slots"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..10 {
+        assert!(running() <= 3, "a batch line took the last free slot");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let asks: Vec<_> = (0..2)
+        .map(|i| {
+            let (addr, key) = (d.addr.clone(), key.clone());
+            std::thread::spawn(move || {
+                let body = chat(&format!("Say hi {i}."), json!({"max_tokens": 6}));
+                request(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&key),
+                    body.to_string().as_bytes(),
+                )
+            })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.join().unwrap().status, 200);
+    }
+    let b = wait_batch(&d, &key, &id, ended);
+    assert_eq!(b["request_counts"]["completed"], 16);
+    let rows = {
+        let text = d.get("/admin/usage/export", Some(&d.admin_key)).text();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    let shortest_line = rows
+        .iter()
+        .filter(|r| r[4] == "batch")
+        .map(|r| r[11].parse::<u64>().unwrap())
+        .min()
+        .unwrap();
+    for r in rows.iter().filter(|r| r[4] == "chat") {
+        let queued: u64 = r[13].parse().unwrap();
+        assert!(
+            queued < shortest_line,
+            "an interactive request waited {queued} ms; batch lines take at least {shortest_line} ms"
+        );
+    }
+}
+
+/// Bad uploads and batch requests get clear errors; a batch over the owner's allowance is refused with the
+/// numbers; the batch window holds lines back; schedules run from cron and on demand; the CLI does the same.
+#[test]
+fn bad_input_quota_window_and_schedules() {
+    let d = Daemon::start_with(&format!("timezone = \"UTC\"\n{BASE_CONFIG}"), &[]);
+    let key = d.member_key("cal", None);
+    let other = d.member_key("dan", None);
+    let good = line("a", "/v1/chat/completions", "Hi", 4);
+
+    // Uploads.
+    let r = upload(&d, &key, "batch", b"\xff\xfe not utf-8");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("UTF-8"), "{}", r.text());
+    let r = upload(&d, &key, "fine-tune", good.as_bytes());
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("purpose"), "{}", r.text());
+    let f = upload(&d, &key, "batch", good.as_bytes()).json();
+    let file = f["id"].as_str().unwrap();
+    assert_eq!(
+        d.get(&format!("/v1/files/{file}"), Some(&other)).status,
+        404,
+        "not theirs"
+    );
+    assert_eq!(
+        d.get(&format!("/v1/files/{file}"), Some(&d.admin_key))
+            .status,
+        200,
+        "admins see all"
+    );
+    let empty = upload(&d, &key, "batch", b"\n\n").json();
+
+    // Batch requests.
+    let bad = |body: Value, want: u16, text: &str| {
+        let r = d.post("/v1/batches", Some(&key), &body);
+        assert_eq!(r.status, want, "{body}: {}", r.text());
+        assert!(r.text().contains(text), "{}", r.text());
+    };
+    bad(
+        json!({"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        404,
+        "file-nope",
+    );
+    bad(
+        json!({"input_file_id": file, "endpoint": "/v1/embeddings", "completion_window": "24h"}),
+        400,
+        "endpoint",
+    );
+    bad(
+        json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "1h"}),
+        400,
+        "completion_window",
+    );
+    bad(
+        json!({"input_file_id": empty["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        400,
+        "no requests",
+    );
+    bad(
+        json!({"input_file_id": file, "endpoint": "/v1/chat/completions"}),
+        400,
+        "completion_window",
+    );
+    let r = d.post("/v1/batches", Some(&other), &json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"}));
+    assert_eq!(r.status, 404, "another user's file");
+    assert_eq!(d.get("/v1/batches/batch_nope", Some(&key)).status, 404);
+
+    // Over the allowance: refused at creation, with the numbers.
+    ok_stdout(&d.cli(&["quota", "set", "cal", "--tokens-per-day", "100"]));
+    let three: Vec<String> = (0..3)
+        .map(|i| line(&format!("q{i}"), "/v1/chat/completions", "Hi", 50))
+        .collect();
+    let big = upload(&d, &key, "batch", three.join("\n").as_bytes()).json();
+    let r = create(&d, &key, big["id"].as_str().unwrap());
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("needs at least 150 tokens") && r.text().contains("100"),
+        "{}",
+        r.text()
+    );
+    ok_stdout(&d.cli(&["quota", "set", "cal", "--clear"]));
+
+    // The window: a window that excludes now holds lines back; clearing it lets them run.
+    let r = d.put_json("/admin/schedules/window", &json!({"window": "25:00-26:00"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600
+        + 2)
+        % 24;
+    let closed = format!("{:02}:00-{:02}:00", hour, (hour + 1) % 24);
+    let r = d.put_json("/admin/schedules/window", &json!({"window": closed}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = create(&d, &key, file).json();
+    let id = b["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_secs(2));
+    let held = d.get(&format!("/v1/batches/{id}"), Some(&key)).json();
+    assert_eq!(
+        (
+            held["status"].as_str(),
+            held["request_counts"]["completed"].as_i64()
+        ),
+        (Some("in_progress"), Some(0)),
+        "{held}"
+    );
+    let listed = d.get("/admin/schedules", Some(&d.admin_key)).json();
+    assert_eq!(listed["window"], closed);
+    assert_eq!(
+        d.put_json("/admin/schedules/window", &json!({"window": null}))
+            .status,
+        200
+    );
+    let done = wait_batch(&d, &key, &id, ended);
+    assert_eq!(done["status"], "completed");
+
+    // Cancelling an ended batch is a conflict.
+    assert_eq!(
+        d.post(&format!("/v1/batches/{id}/cancel"), Some(&key), &json!({}))
+            .status,
+        409
+    );
+
+    // Schedules: bad cron, bad owner; one that fires every 2 s; run on demand; disable; remove.
+    let sched = |body: Value| d.post("/admin/schedules", Some(&d.admin_key), &body);
+    let r =
+        sched(json!({"name": "s1", "cron": "every day", "input_file_id": file, "owner": "cal"}));
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("cron"), "{}", r.text());
+    assert_eq!(
+        sched(json!({"name": "s1", "cron": "0 2 * * *", "input_file_id": file, "owner": "nobody"}))
+            .status,
+        404
+    );
+    let r = sched(
+        json!({"name": "s1", "cron": "*/2 * * * * *", "input_file_id": file, "owner": "cal"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        sched(json!({"name": "s1", "cron": "0 2 * * *", "input_file_id": file, "owner": "cal"}))
+            .status,
+        409
+    );
+    let as_member =
+        json!({"name": "s2", "cron": "0 2 * * *", "input_file_id": file, "owner": "cal"});
+    assert_eq!(
+        d.post("/admin/schedules", Some(&key), &as_member).status,
+        403,
+        "admins only"
+    );
+    let t = Instant::now();
+    let fired = loop {
+        let s = d.get("/admin/schedules", Some(&d.admin_key)).json();
+        if !s["schedules"][0]["last_batch_id"].is_null() {
+            break s["schedules"][0].clone();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "the schedule never fired: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let r = d.patch_json("/admin/schedules/s1", &json!({"enabled": false}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let scheduled = d
+        .get(
+            &format!("/v1/batches/{}", fired["last_batch_id"].as_str().unwrap()),
+            Some(&key),
+        )
+        .json();
+    assert_eq!(scheduled["metadata"], json!({"schedule": "s1"}));
+    let r = d.post("/admin/schedules/s1/run", Some(&d.admin_key), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_batch(&d, &key, r.json()["id"].as_str().unwrap(), ended);
+    assert_eq!(
+        d.delete("/admin/schedules/s1", Some(&d.admin_key)).status,
+        204
+    );
+    assert_eq!(
+        d.delete("/admin/schedules/s1", Some(&d.admin_key)).status,
+        404
+    );
+
+    // The CLI: window, add from a local file, list, bad cron.
+    ok_stdout(&d.cli(&["schedule", "window", "01:00-06:00"]));
+    let input = d.state.path().join("nightly.jsonl");
+    std::fs::write(&input, &good).unwrap();
+    ok_stdout(&d.cli(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 2 * * *",
+        "--user",
+        "cal",
+        "--input",
+        input.to_str().unwrap(),
+    ]));
+    let list: Value =
+        serde_json::from_str(&ok_stdout(&d.cli(&["schedule", "list", "--json"]))).unwrap();
+    assert_eq!(list["window"], "01:00-06:00");
+    assert_eq!(list["schedules"][0]["name"], "nightly");
+    assert_eq!(list["schedules"][0]["owner"], "cal");
+    let o = d.cli(&[
+        "schedule",
+        "add",
+        "bad",
+        "--cron",
+        "61 * * * *",
+        "--user",
+        "cal",
+        "--file-id",
+        file,
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid cron expression"));
+    ok_stdout(&d.cli(&["schedule", "window", "--clear"]));
+}
