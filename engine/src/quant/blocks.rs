@@ -20,6 +20,10 @@ pub const Q4_K_BYTES: usize = 144;
 pub const Q5_K_BYTES: usize = 176;
 /// Q6_K: ql[128], qh[64], scales[16] i8, d f16
 pub const Q6_K_BYTES: usize = 210;
+/// TQ1_0: qs[48] (5 base-3 digits per byte), qh[4] (4 digits per byte), d f16
+pub const TQ1_0_BYTES: usize = 54;
+/// TQ2_0: qs[64] (4 two-bit codes per byte), d f16
+pub const TQ2_0_BYTES: usize = 66;
 pub const QK_K: usize = 256;
 
 /// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K super-block (`get_scale_min_k4`).

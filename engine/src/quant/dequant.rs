@@ -68,6 +68,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> bool {
         GgmlType::Q4K => blockwise(src, out, Q4_K_BYTES, QK_K, dequant_q4k),
         GgmlType::Q5K => blockwise(src, out, Q5_K_BYTES, QK_K, dequant_q5k),
         GgmlType::Q6K => blockwise(src, out, Q6_K_BYTES, QK_K, dequant_q6k),
+        GgmlType::TQ1_0 => blockwise(src, out, TQ1_0_BYTES, QK_K, dequant_tq1_0),
+        GgmlType::TQ2_0 => blockwise(src, out, TQ2_0_BYTES, QK_K, dequant_tq2_0),
         _ => return false,
     }
     true
@@ -83,6 +85,53 @@ fn blockwise(
 ) {
     for (b, y) in src.chunks_exact(bytes).zip(out.chunks_exact_mut(elems)) {
         f(b, y);
+    }
+}
+
+/// TQ2_0: 2-bit codes c (weight c − 1), four per byte. Bytes 32·g..32·g+32 hold elements 128·g + 32·l + m in bits
+/// 2l..2l+2 (l = 0..4, m = 0..32); then the f16 scale.
+fn dequant_tq2_0(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 64);
+    for g in 0..2 {
+        for l in 0..4 {
+            for m in 0..32 {
+                let c = (b[32 * g + m] >> (2 * l)) & 3;
+                y[128 * g + 32 * l + m] = (c as i32 - 1) as f32 * d;
+            }
+        }
+    }
+}
+
+/// The base-3 digit `n` (most significant first) of a TQ1_0 byte: bytes hold 5 (or 4) digits as the fraction
+/// q/256 of 3^5, so multiplying by 3^n shifts the wanted digit to the top, read by `× 3 >> 8`.
+#[inline]
+pub fn tq1_digit(q: u8, n: usize) -> i32 {
+    const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+    ((q.wrapping_mul(POW3[n]) as u16 * 3) >> 8) as i32
+}
+
+/// TQ1_0: qs[48] (bytes 0..32 give elements n·32 + m for digits n = 0..5; bytes 32..48 give 160 + n·16 + m), qh[4]
+/// (elements 240 + n·4 + j, digits n = 0..4), then the f16 scale. Digit c means weight c − 1.
+fn dequant_tq1_0(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 52);
+    let mut k = 0;
+    for n in 0..5 {
+        for m in 0..32 {
+            y[k] = (tq1_digit(b[m], n) - 1) as f32 * d;
+            k += 1;
+        }
+    }
+    for n in 0..5 {
+        for m in 0..16 {
+            y[k] = (tq1_digit(b[32 + m], n) - 1) as f32 * d;
+            k += 1;
+        }
+    }
+    for n in 0..4 {
+        for j in 0..4 {
+            y[k] = (tq1_digit(b[48 + j], n) - 1) as f32 * d;
+            k += 1;
+        }
     }
 }
 

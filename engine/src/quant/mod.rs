@@ -5,10 +5,12 @@ mod acts;
 pub mod blocks;
 mod dequant;
 pub mod dot;
+mod quantize;
 mod types;
 
 pub use acts::{quantize_acts, QActs, QRow, QK};
 pub use dequant::dequantize_row;
+pub use quantize::{quantize_tq1_0, quantize_tq2_0};
 pub use types::GgmlType;
 
 #[inline]

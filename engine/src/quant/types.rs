@@ -141,6 +141,8 @@ impl GgmlType {
                 | GgmlType::Q4K
                 | GgmlType::Q5K
                 | GgmlType::Q6K
+                | GgmlType::TQ1_0
+                | GgmlType::TQ2_0
         )
     }
 }

@@ -107,5 +107,6 @@ pub fn uses_int8_acts(ty: GgmlType) -> bool {
             | GgmlType::Q4K
             | GgmlType::Q5K
             | GgmlType::Q6K
+            | GgmlType::TQ2_0
     )
 }

@@ -20,6 +20,8 @@ pub fn kernel(ty: GgmlType) -> Option<DotFn> {
         GgmlType::Q4K => dot_q4k,
         GgmlType::Q5K => dot_q5k,
         GgmlType::Q6K => dot_q6k,
+        GgmlType::TQ2_0 => dot_tq2_0,
+        GgmlType::TQ1_0 => dot_dequant::<34>,
         _ => return None,
     })
 }
@@ -67,6 +69,27 @@ fn nibbles(qs: &[u8]) -> impl Iterator<Item = i32> + '_ {
     qs.iter()
         .map(|&b| (b & 0xF) as i32)
         .chain(qs.iter().map(|&b| (b >> 4) as i32))
+}
+
+/// TQ2_0: per 32-element sub-block, the integer dot of the codes c (weight c − 1) with the int8 activations; the
+/// −1 is folded in through the activations' `dsum` (d × Σq).
+pub fn dot_tq2_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for (b, blk) in w.chunks_exact(TQ2_0_BYTES).enumerate() {
+        let mut acc = 0f32;
+        for g in 0..2 {
+            for l in 0..4 {
+                let sub = b * 8 + g * 4 + l;
+                let codes = blk[32 * g..32 * g + 32]
+                    .iter()
+                    .map(|&q| ((q >> (2 * l)) & 3) as i32);
+                let dot = idot(codes, &xq.q[sub * QK..]);
+                acc += xq.d[sub] * dot as f32 - xq.dsum[sub];
+            }
+        }
+        s += read_f16(blk, 64) * acc;
+    }
+    s
 }
 
 pub fn dot_q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {

@@ -25,6 +25,7 @@ pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
         GgmlType::Q8_0 => pick!(vnni, DotFn, q8_0),
         GgmlType::Q4K => pick!(vnni, DotFn, q4k),
         GgmlType::Q6K => pick!(vnni, DotFn, q6k),
+        GgmlType::TQ2_0 => pick!(vnni, DotFn, tq2_0),
         _ => return None,
     })
 }
@@ -38,6 +39,7 @@ pub fn kernel4(ty: GgmlType, vnni: bool) -> Option<Dot4Fn> {
         GgmlType::Q8_0 => pick!(vnni, Dot4Fn, q8_0_x4),
         GgmlType::Q4K => pick!(vnni, Dot4Fn, q4k_x4),
         GgmlType::Q6K => pick!(vnni, Dot4Fn, q6k_x4),
+        GgmlType::TQ2_0 => pick!(vnni, Dot4Fn, tq2_0_x4),
         _ => return None,
     })
 }
@@ -49,6 +51,7 @@ pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
         GgmlType::Q4_1 => pick!(vnni, DotR4Fn, q4_1_r4),
         GgmlType::Q5_0 => pick!(vnni, DotR4Fn, q5_0_r4),
         GgmlType::Q8_0 => pick!(vnni, DotR4Fn, q8_0_r4),
+        GgmlType::TQ2_0 => pick!(vnni, DotR4Fn, tq2_0_r4),
         _ => return None,
     })
 }
@@ -272,6 +275,31 @@ macro_rules! isa_kernels {
                             sign: None,
                             dw: h.0 * h.2[j] as f32,
                             cw: -h.1 * h.3[j] as f32,
+                        }
+                    }
+                }
+            }
+
+            /// TQ2_0: sub-block j = 4g + l is bits 2l..2l+2 of bytes 32g..32g+32 (codes c, weight c − 1).
+            struct TQ2_0;
+            impl Format for TQ2_0 {
+                const BYTES: usize = TQ2_0_BYTES;
+                const SUBS: usize = 8;
+                type Hdr = f32;
+                #[inline(always)]
+                unsafe fn header(blk: *const u8) -> f32 {
+                    unsafe { f16_at(blk.add(64)) }
+                }
+                #[inline(always)]
+                unsafe fn sub(blk: *const u8, d: f32, j: usize) -> Sub {
+                    unsafe {
+                        let q = _mm256_loadu_si256(blk.add(32 * (j / 4)) as *const __m256i);
+                        let q = _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * (j % 4) as i32));
+                        Sub {
+                            q: _mm256_and_si256(q, _mm256_set1_epi8(3)),
+                            sign: None,
+                            dw: d,
+                            cw: -d,
                         }
                     }
                 }
@@ -506,6 +534,15 @@ macro_rules! isa_kernels {
             }
             pub fn q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 unsafe { blocks_impl::<Q4K, 1>(w, &[xq])[0] }
+            }
+            pub fn tq2_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { blocks_impl::<TQ2_0, 1>(w, &[xq])[0] }
+            }
+            pub fn tq2_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows_impl::<TQ2_0, 4>(w, xq) }
+            }
+            pub fn tq2_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
+                unsafe { blocks_impl::<TQ2_0, 4>(w, xq) }
             }
             pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 unsafe { q6k_impl::<1>(w, &[xq])[0] }
