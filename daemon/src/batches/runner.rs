@@ -18,8 +18,8 @@ type Inflight = Arc<Mutex<HashMap<String, HashSet<i64>>>>;
 enum Outcome {
     /// Stored (done or failed).
     Stored,
-    /// Try again later (shutdown, per-minute limit, full queue).
-    Retry,
+    /// Try again after this long (shutdown, per-minute limit, full queue).
+    Retry(Duration),
 }
 
 /// Starts the loop on the current (actix) runtime; `st.batch` wakes and stops it.
@@ -118,9 +118,10 @@ async fn pass(
             actix_web::rt::spawn(async move {
                 let line_no = line.line_no;
                 let outcome = run_line(&st, &b, line).await;
-                if let Outcome::Retry = outcome {
-                    // Hold the claim a moment: a per-minute limit or a full queue needs time to clear.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Outcome::Retry(after) = outcome {
+                    // Hold the claim: a per-minute limit or a full queue needs time to clear (and each refused try
+                    // is a `rejected` ledger row, so they are spaced out).
+                    tokio::time::sleep(after).await;
                 }
                 if let Ok(mut m) = inflight.lock() {
                     if let Some(set) = m.get_mut(&b.id) {
@@ -147,8 +148,11 @@ async fn run_line(st: &AppState, b: &BatchRecord, line: PendingLine) -> Outcome 
     };
     let code = body["error"]["code"].as_str().unwrap_or("");
     let aborted = body["choices"][0]["finish_reason"].as_str() == Some("abort");
-    if aborted || status == 503 || (status == 429 && code == "rate_limit_exceeded") {
-        return Outcome::Retry;
+    if status == 429 && code == "rate_limit_exceeded" {
+        return Outcome::Retry(Duration::from_secs(5));
+    }
+    if aborted || status == 503 {
+        return Outcome::Retry(Duration::from_secs(1));
     }
     let result = super::response_line(&line.custom_id, status, &body);
     match st
@@ -159,7 +163,7 @@ async fn run_line(st: &AppState, b: &BatchRecord, line: PendingLine) -> Outcome 
         Ok(_) => Outcome::Stored,
         Err(e) => {
             tracing::error!(batch = %b.id, line = line.line_no, error = %e, "could not store a batch line's result");
-            Outcome::Retry
+            Outcome::Retry(Duration::from_secs(1))
         }
     }
 }
