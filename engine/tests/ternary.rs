@@ -11,7 +11,8 @@ struct Golden {
 }
 
 fn golden() -> Golden {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/ternary.json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/ternary.json");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
     let floats = |v: &serde_json::Value| -> Vec<f32> {
@@ -114,8 +115,15 @@ fn ternary_kernels_equal_dequantize_then_dot() {
                     );
                 } else {
                     // TQ1_0 has no integer kernel yet: dequantize, then an f32 dot with the float activations.
-                    let wantf: f64 = w.iter().zip(&x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-                    assert!((f64::from(got) - wantf).abs() <= 1e-3 * wantf.abs().max(1.0), "{ty}: {got} vs {wantf}");
+                    let wantf: f64 = w
+                        .iter()
+                        .zip(&x)
+                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .sum();
+                    assert!(
+                        (f64::from(got) - wantf).abs() <= 1e-3 * wantf.abs().max(1.0),
+                        "{ty}: {got} vs {wantf}"
+                    );
                 }
             }
         }
@@ -128,7 +136,10 @@ fn tq2_0_multi_row_and_multi_token_kernels() {
     use hearth_engine::quant::dot::{kernel, kernel4, kernel_r4, Isa};
     use hearth_engine::quant::{quantize_acts, QActs};
     let isa = Isa::best_supported();
-    let (Some(r4), Some(k4)) = (kernel_r4(GgmlType::TQ2_0, isa), kernel4(GgmlType::TQ2_0, isa)) else {
+    let (Some(r4), Some(k4)) = (
+        kernel_r4(GgmlType::TQ2_0, isa),
+        kernel4(GgmlType::TQ2_0, isa),
+    ) else {
         assert_eq!(isa, Isa::Scalar, "SIMD CPUs have the multi-row kernels");
         return;
     };

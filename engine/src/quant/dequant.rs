@@ -114,23 +114,15 @@ pub fn tq1_digit(q: u8, n: usize) -> i32 {
 /// (elements 240 + n·4 + j, digits n = 0..4), then the f16 scale. Digit c means weight c − 1.
 fn dequant_tq1_0(b: &[u8], y: &mut [f32]) {
     let d = read_f16(b, 52);
+    // (bytes, digits per byte), in element order.
+    let groups: [(&[u8], usize); 3] = [(&b[0..32], 5), (&b[32..48], 5), (&b[48..52], 4)];
     let mut k = 0;
-    for n in 0..5 {
-        for m in 0..32 {
-            y[k] = (tq1_digit(b[m], n) - 1) as f32 * d;
-            k += 1;
-        }
-    }
-    for n in 0..5 {
-        for m in 0..16 {
-            y[k] = (tq1_digit(b[32 + m], n) - 1) as f32 * d;
-            k += 1;
-        }
-    }
-    for n in 0..4 {
-        for j in 0..4 {
-            y[k] = (tq1_digit(b[48 + j], n) - 1) as f32 * d;
-            k += 1;
+    for (bytes, digits) in groups {
+        for n in 0..digits {
+            for &q in bytes {
+                y[k] = (tq1_digit(q, n) - 1) as f32 * d;
+                k += 1;
+            }
         }
     }
 }

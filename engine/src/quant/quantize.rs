@@ -41,7 +41,7 @@ fn pack5(digits: impl Iterator<Item = u8>) -> u8 {
         .chain(std::iter::repeat(0))
         .take(5)
         .fold(0, |acc, d| acc * 3 + u16::from(d));
-    ((u32::from(v) * 256 + 242) / 243) as u8
+    (u32::from(v) * 256).div_ceil(243) as u8
 }
 
 /// TQ1_0: qs[0..32] hold elements n·32 + m (n = 0..5), qs[32..48] elements 160 + n·16 + m, qh[0..4] elements
