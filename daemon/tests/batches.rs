@@ -81,16 +81,6 @@ fn jsonl(d: &Daemon, key: &str, file: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// The ledger rows of batch lines.
-fn batch_rows(d: &Daemon) -> Vec<Vec<String>> {
-    let text = d.get("/admin/usage/export", Some(&d.admin_key)).text();
-    text.lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_owned).collect::<Vec<_>>())
-        .filter(|c| c[4] == "batch")
-        .collect()
-}
-
 /// Ten good lines and two malformed ones; the daemon restarts after a few lines finished. The batch completes
 /// after the restart with every good line exactly once in the output file (no finished line ran twice: ten `ok`
 /// ledger rows) and the malformed lines in the error file.
@@ -160,16 +150,25 @@ fn a_batch_survives_a_restart_and_bad_lines_fail_alone() {
     assert_eq!(codes, ["invalid_json_line", "invalid_url"]);
     assert_eq!(errors[0]["custom_id"], "line-4");
     // Each good line was completed once; lines cut short by the restart are `cancelled` rows, charged for what ran.
-    let rows = batch_rows(&d);
+    let rows: Vec<_> = d
+        .ledger()
+        .into_iter()
+        .filter(|r| r["endpoint"] == "batch")
+        .collect();
     eprintln!(
         "completed before the restart: {}; ledger rows: {} ok, {} cancelled by the restart",
         before["request_counts"]["completed"],
-        rows.iter().filter(|r| r[5] == "ok").count(),
-        rows.iter().filter(|r| r[5] == "cancelled").count()
+        rows.iter().filter(|r| r["status"] == "ok").count(),
+        rows.iter().filter(|r| r["status"] == "cancelled").count()
     );
-    assert_eq!(rows.iter().filter(|r| r[5] == "ok").count(), 10, "{rows:?}");
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "ok").count(),
+        10,
+        "{rows:?}"
+    );
     assert!(
-        rows.iter().all(|r| r[5] == "ok" || r[5] == "cancelled"),
+        rows.iter()
+            .all(|r| r["status"] == "ok" || r["status"] == "cancelled"),
         "{rows:?}"
     );
 }
@@ -234,21 +233,15 @@ fn interactive_requests_go_before_batch_lines() {
     }
     let b = wait_batch(&d, &key, &id, ended);
     assert_eq!(b["request_counts"]["completed"], 16);
-    let rows = {
-        let text = d.get("/admin/usage/export", Some(&d.admin_key)).text();
-        text.lines()
-            .skip(1)
-            .map(|l| l.split(',').map(str::to_owned).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
-    };
+    let rows = d.ledger();
     let shortest_line = rows
         .iter()
-        .filter(|r| r[4] == "batch")
-        .map(|r| r[11].parse::<u64>().unwrap())
+        .filter(|r| r["endpoint"] == "batch")
+        .map(|r| r["duration_ms"].parse::<u64>().unwrap())
         .min()
         .unwrap();
-    for r in rows.iter().filter(|r| r[4] == "chat") {
-        let queued: u64 = r[13].parse().unwrap();
+    for r in rows.iter().filter(|r| r["endpoint"] == "chat") {
+        let queued: u64 = r["queue_ms"].parse().unwrap();
         assert!(
             queued < shortest_line,
             "an interactive request waited {queued} ms; batch lines take at least {shortest_line} ms"

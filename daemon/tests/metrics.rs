@@ -108,33 +108,11 @@ impl Drop for RaplFixture {
     }
 }
 
-/// The ledger as the admin export has it: one map per row, by column name.
-fn ledger(d: &Daemon) -> Vec<HashMap<String, String>> {
-    let r = d.get("/admin/usage/export", Some(&d.admin_key));
-    assert_eq!(r.status, 200, "{}", r.text());
-    let text = r.text();
-    let mut lines = text.lines();
-    let head: Vec<String> = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    lines
-        .map(|l| {
-            head.iter()
-                .cloned()
-                .zip(l.split(',').map(str::to_owned))
-                .collect()
-        })
-        .collect()
-}
-
 /// Waits until no ledger row is still `running` (completions are written off the request path).
 fn settled_ledger(d: &Daemon) -> Vec<HashMap<String, String>> {
     let t = Instant::now();
     loop {
-        let rows = ledger(d);
+        let rows = d.ledger();
         if rows.iter().all(|r| r["status"] != "running") || t.elapsed() > Duration::from_secs(20) {
             return rows;
         }

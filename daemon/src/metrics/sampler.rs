@@ -47,16 +47,7 @@ impl Sampler {
         interval: Duration,
     ) -> std::io::Result<Sampler> {
         let (stop, rx) = channel::<()>();
-        let mut st = State {
-            metrics,
-            meter,
-            nvml,
-            hwmon: hwmon::discover(sysfs),
-            sys: sysinfo::System::new(),
-            pid: sysinfo::Pid::from_u32(std::process::id()),
-            mirror: Mirror::default(),
-            last: Instant::now(),
-        };
+        let mut st = State::new(metrics, meter, nvml, sysfs);
         st.sample();
         std::thread::Builder::new()
             .name("power-sampler".into())
@@ -73,16 +64,8 @@ impl Sampler {
 /// for `examples/sampler_cost.rs`: what sampling takes from the machine, independent of generation noise.
 pub fn tick_cost(sysfs: &Path, cpu_watts_estimate: Option<f64>, n: u32) -> Duration {
     let meter = Arc::new(EnergyMeter::new(sysfs, cpu_watts_estimate, None));
-    let mut st = State {
-        metrics: Metrics::new(Some(meter.clone())),
-        meter,
-        nvml: nvml_wrapper::Nvml::init().ok().map(Arc::new),
-        hwmon: hwmon::discover(sysfs),
-        sys: sysinfo::System::new(),
-        pid: sysinfo::Pid::from_u32(std::process::id()),
-        mirror: Mirror::default(),
-        last: Instant::now(),
-    };
+    let nvml = nvml_wrapper::Nvml::init().ok().map(Arc::new);
+    let mut st = State::new(Metrics::new(Some(meter.clone())), meter, nvml, sysfs);
     st.sample();
     let t = Instant::now();
     for _ in 0..n {
@@ -92,6 +75,24 @@ pub fn tick_cost(sysfs: &Path, cpu_watts_estimate: Option<f64>, n: u32) -> Durat
 }
 
 impl State {
+    fn new(
+        metrics: Arc<Metrics>,
+        meter: Arc<EnergyMeter>,
+        nvml: Option<Arc<nvml_wrapper::Nvml>>,
+        sysfs: &Path,
+    ) -> State {
+        State {
+            metrics,
+            meter,
+            nvml,
+            hwmon: hwmon::discover(sysfs),
+            sys: sysinfo::System::new(),
+            pid: sysinfo::Pid::from_u32(std::process::id()),
+            mirror: Mirror::default(),
+            last: Instant::now(),
+        }
+    }
+
     fn sample(&mut self) {
         let now = Instant::now();
         let dt = now.duration_since(self.last).as_secs_f64();

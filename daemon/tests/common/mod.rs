@@ -245,6 +245,28 @@ impl Daemon {
         request(&self.addr, "DELETE", path, key, b"")
     }
 
+    /// The request ledger as `GET /admin/usage/export` has it: one map per row, by column name.
+    pub fn ledger(&self) -> Vec<std::collections::HashMap<String, String>> {
+        let r = self.get("/admin/usage/export", Some(&self.admin_key));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        let mut lines = text.lines();
+        let head: Vec<String> = lines
+            .next()
+            .expect("header line")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        lines
+            .map(|l| {
+                head.iter()
+                    .cloned()
+                    .zip(l.split(',').map(str::to_owned))
+                    .collect()
+            })
+            .collect()
+    }
+
     pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .args(["-s", sig, &self.child.id().to_string()])
