@@ -118,6 +118,10 @@ pub struct Batch {
     spare: Vec<f32>,
     /// Tokens each sequence had in the last forward pass (energy is shared by it).
     work: Vec<(SeqId, usize)>,
+    /// Per slot, the tokens whose keys and values the slot still holds from its last sequence: a new sequence is
+    /// put in the free slot sharing the longest prefix with its prompt, and that prefix is not computed again
+    /// (identical tokens at identical positions give identical keys and values — the kernels are batch-invariant).
+    cached: Vec<Vec<u32>>,
 }
 
 /// JSON mode: a token may follow if it keeps the output a valid JSON-object prefix; end-of-generation only once
@@ -137,6 +141,20 @@ fn mask_json(tok: &Tokenizer, js: &JsonState, logits: &mut [f32]) {
             *l = f32::NEG_INFINITY;
         }
     }
+}
+
+/// A sequence left `slot`: what of its keys and values stays there for the next one (`cached`, that slot's list).
+fn retire(kv: &mut KvCache, cached: &mut Vec<u32>, slot: usize, seq: &Seq) {
+    let kept = kv.release(slot);
+    cached.clear();
+    if kept {
+        cached.extend_from_slice(&seq.tokens[..seq.n_past]);
+    }
+}
+
+/// How many leading tokens `a` and `b` share.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Batch {
@@ -163,6 +181,7 @@ impl Batch {
             entries: Vec::new(),
             spare: Vec::new(),
             work: Vec::new(),
+            cached: (0..n_slots.max(1)).map(|_| Vec::new()).collect(),
         }
     }
 
@@ -224,11 +243,18 @@ impl Batch {
     /// Adds a sequence; it starts at the next `step`.
     pub fn add(&mut self, req: GenerateRequest) -> Result<SeqId> {
         self.validate(&req)?;
-        let slot = self
+        let (slot, shared) = self
             .slots
             .iter()
-            .position(Option::is_none)
+            .enumerate()
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| (i, common_prefix(&self.cached[i], &req.prompt)))
+            // Longest shared prefix; the lowest slot among equals.
+            .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
             .ok_or(EngineError::BatchFull(self.slots.len()))?;
+        // At least the last prompt token is computed: its logits give the first generated token.
+        let reuse = shared.min(req.prompt.len() - 1);
+        self.cached[slot].clear();
         let id = SeqId(self.next_id);
         self.next_id += 1;
         // Room for the prompt now; generated positions are added as they come (`step`).
@@ -238,7 +264,7 @@ impl Batch {
             prompt_len: req.prompt.len(),
             sampler: Sampler::new(req.sampling, &req.prompt),
             tokens: req.prompt,
-            n_past: 0,
+            n_past: reuse,
             max_tokens: req.max_tokens,
             stream: TextStream::new(req.stop),
             ignore_eos: req.ignore_eos,
@@ -256,7 +282,7 @@ impl Batch {
             .iter()
             .position(|s| s.as_ref().is_some_and(|s| s.id == id))?;
         let mut seq = self.slots[slot].take()?;
-        self.kv.release(slot);
+        retire(&mut self.kv, &mut self.cached[slot], slot, &seq);
         let text = seq.stream.finish();
         Some(Event::Finished {
             id,
@@ -396,8 +422,9 @@ impl Batch {
                         text,
                         usage,
                     });
-                    self.slots[e.slot] = None;
-                    self.kv.release(e.slot);
+                    if let Some(done) = self.slots[e.slot].take() {
+                        retire(&mut self.kv, &mut self.cached[e.slot], e.slot, &done);
+                    }
                 }
             }
         }

@@ -44,12 +44,16 @@ impl KvCache {
         s.capacity = cap;
     }
 
-    /// Frees a slot's memory when it held a long sequence; short ones keep theirs for reuse.
-    pub fn release(&mut self, slot: usize) {
+    /// Frees a slot's memory when it held a long sequence; short ones keep theirs — and with it the keys and
+    /// values of the positions written, which the next sequence may reuse (prefix reuse). Returns whether they
+    /// were kept.
+    pub fn release(&mut self, slot: usize) -> bool {
         let s = &mut self.slots[slot];
         if s.capacity > 4 * GROW {
             *s = SlotKv::default();
+            return false;
         }
+        true
     }
 
     pub fn write(&mut self, slot: usize, layer: usize, pos: usize, k: &[f32], v: &[f32]) {

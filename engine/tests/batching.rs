@@ -194,3 +194,40 @@ fn same_seed_same_text_different_seed_different_text() {
     assert_eq!(run(42), run(42));
     assert_ne!(run(42), run(43));
 }
+
+/// A new sequence reuses the keys and values its slot kept from the previous one for their shared prompt prefix
+/// (here the chat template's system prompt), computes only the rest, and generates exactly what a fresh batch
+/// generates.
+#[test]
+fn a_shared_prompt_prefix_is_reused_without_changing_the_output() {
+    let lm = LoadedModel::load(common::model(common::SMOLLM2), &LoadOptions::default(), 2)
+        .expect("load");
+    let first = lm
+        .chat_prompt(&[ChatMessage::new("user", "Name three rivers.")])
+        .expect("prompt");
+    let second = lm
+        .chat_prompt(&[ChatMessage::new("user", "Name three mountains.")])
+        .expect("prompt");
+    let shared = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(shared >= 8, "the template's prefix: {shared} tokens");
+
+    let mut fresh = lm.new_batch(2, 256);
+    fresh.add(greedy(second.clone(), 16)).expect("add");
+    let want = tokens_by_seq(&fresh.run_to_completion());
+
+    let mut b = lm.new_batch(2, 256);
+    b.add(greedy(first, 16)).expect("add");
+    b.run_to_completion();
+    let id = b.add(greedy(second.clone(), 16)).expect("add");
+    let mut events = b.step();
+    assert_eq!(b.last_step_work(), [(id, second.len() - shared)]);
+    events.extend(b.run_to_completion());
+    assert_eq!(
+        tokens_by_seq(&events)[&id],
+        want.into_values().next().expect("tokens")
+    );
+}
