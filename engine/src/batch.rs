@@ -56,6 +56,8 @@ pub struct Usage {
     pub time_to_first_token: Duration,
     /// Time from the first token to the last.
     pub generation_time: Duration,
+    /// Prompt tokens whose keys and values were reused from the slot's previous sequence (not computed again).
+    pub cached_tokens: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +79,8 @@ struct Seq {
     prompt_len: usize,
     /// Tokens whose keys/values are in the cache.
     n_past: usize,
+    /// Prompt tokens taken over from the slot's previous sequence.
+    reused: usize,
     max_tokens: usize,
     sampler: Sampler,
     stream: TextStream,
@@ -98,6 +102,7 @@ impl Seq {
             completion_tokens: self.generated(),
             time_to_first_token: first - self.added,
             generation_time: now - first,
+            cached_tokens: self.reused,
         }
     }
 }
@@ -265,6 +270,7 @@ impl Batch {
             sampler: Sampler::new(req.sampling, &req.prompt),
             tokens: req.prompt,
             n_past: reuse,
+            reused: reuse,
             max_tokens: req.max_tokens,
             stream: TextStream::new(req.stop),
             ignore_eos: req.ignore_eos,

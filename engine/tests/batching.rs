@@ -230,4 +230,14 @@ fn a_shared_prompt_prefix_is_reused_without_changing_the_output() {
         tokens_by_seq(&events)[&id],
         want.into_values().next().expect("tokens")
     );
+    let usage = events.iter().find_map(|e| match e {
+        Event::Finished { id: i, usage, .. } if *i == id => Some(*usage),
+        _ => None,
+    });
+    let usage = usage.expect("finished");
+    // Billed as the whole prompt; reported as partly cached (OpenAI's prompt_tokens_details.cached_tokens).
+    assert_eq!(
+        (usage.prompt_tokens, usage.cached_tokens),
+        (second.len(), shared)
+    );
 }

@@ -34,6 +34,16 @@ check(isinstance(text, str) and text, f"chat content: {r}")
 check(r.choices[0].finish_reason in ("stop", "length"), f"finish_reason: {r.choices[0].finish_reason}")
 check(r.usage.completion_tokens >= 1 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens,
       f"usage: {r.usage}")
+# The same conversation again: its prompt is reused from the slot (all but the last token) and reported as cached.
+again = oa.chat.completions.create(
+    model=model,
+    messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}],
+    max_tokens=8,
+    temperature=0,
+    seed=1,
+)
+check(again.choices[0].message.content == text, f"same answer from the reused prefix: {again}")
+check(again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1, f"cached: {again.usage}")
 
 parts, usage = [], None
 for chunk in oa.chat.completions.create(

@@ -295,6 +295,13 @@ pub struct UsageOut {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens not computed again: a shared prefix with the previous sequence of the same batch slot.
+    pub cached_tokens: usize,
 }
 
 impl From<&Usage> for UsageOut {
@@ -303,6 +310,9 @@ impl From<&Usage> for UsageOut {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: u.prompt_tokens + u.completion_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: u.cached_tokens,
+            },
         }
     }
 }
