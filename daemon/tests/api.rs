@@ -88,7 +88,15 @@ fn openai_chat_completion_json_and_stream_agree() {
     assert_eq!(fin["choices"][0]["finish_reason"], reason);
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
-    assert_eq!(usage["usage"], v["usage"]);
+    for n in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(usage["usage"][n], v["usage"][n], "{n}");
+    }
+    // The repeated prompt was reused from the slot the first request left (all but its last token).
+    assert_eq!(
+        usage["usage"]["prompt_tokens_details"]["cached_tokens"],
+        v["usage"]["prompt_tokens"].as_u64().unwrap() - 1,
+        "{usage}"
+    );
 
     // max_completion_tokens wins over max_tokens; a stop string ends it early and is not included.
     let r = d.post(
