@@ -339,6 +339,16 @@ fn energy_follows_a_wrapping_rapl_counter_and_counters_match_the_ledger() {
             "{user}: {j} vs ledger"
         );
     }
+    // Bob's warm-up repeated Ann's prompt exactly: all but its last token were reused from her slot.
+    assert!(
+        value(
+            &text,
+            "hearth_prompt_tokens_cached_total",
+            &[("model", "smollm2"), ("user", "bob")]
+        )
+        .unwrap()
+            > 10.0
+    );
     let ok = [("api", "openai"), ("model", "smollm2"), ("status", "200")];
     assert_eq!(
         value(&text, "hearth_requests_total", &ok),

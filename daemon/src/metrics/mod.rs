@@ -30,6 +30,7 @@ const ENERGY_PER_TOKEN_BUCKETS: &[f64] = &[
 pub struct Serving {
     pub requests: IntCounterVec,
     pub prompt_tokens: IntCounterVec,
+    pub prompt_tokens_cached: IntCounterVec,
     pub generation_tokens: IntCounterVec,
     pub time_to_first_token: HistogramVec,
     pub inter_token_latency: HistogramVec,
@@ -163,6 +164,7 @@ impl Metrics {
         let serving = Serving {
             requests: counter(r, "hearth_requests_total", "HTTP requests to the OpenAI and Ollama APIs, by response status.", &["api", "model", "status"]),
             prompt_tokens: counter(r, "hearth_prompt_tokens_total", "Prompt tokens processed.", &["model", "user"]),
+            prompt_tokens_cached: counter(r, "hearth_prompt_tokens_cached_total", "Prompt tokens not computed again: reused from the batch slot's previous sequence (a shared prefix).", &["model", "user"]),
             generation_tokens: counter(r, "hearth_generation_tokens_total", "Tokens generated.", &["model", "user"]),
             time_to_first_token: histogram(r, "hearth_time_to_first_token_seconds", "From acceptance by the model's worker (queue included) to the first generated token.", &["model"], LATENCY_BUCKETS),
             inter_token_latency: histogram(r, "hearth_inter_token_latency_seconds", "Time between consecutive generated tokens of one request.", &["model"], ITL_BUCKETS),

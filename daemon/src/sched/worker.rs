@@ -515,6 +515,12 @@ impl Running<'_> {
         self.obs.e2e.observe(a.queued.elapsed().as_secs_f64());
         let (prompt, generated) = token_counters(m, self.model, &a.user);
         prompt.inc_by(usage.prompt_tokens as u64);
+        if usage.cached_tokens > 0 {
+            m.serving
+                .prompt_tokens_cached
+                .with_label_values(&[self.model, &a.user])
+                .inc_by(usage.cached_tokens as u64);
+        }
         generated.inc_by(usage.completion_tokens as u64);
         let spent = m.energy.as_ref()?.leave(self.device, a.energy?)?;
         let source = spent.source.as_str();
