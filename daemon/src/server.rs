@@ -227,7 +227,16 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     };
     server.await.context("HTTP server")?;
     signals.abort();
+    state.batch.stop();
     sched.shutdown();
+    // Batch lines that finished (or were just cancelled) store their outcome before the runtime goes: a finished
+    // line must not run again after the restart.
+    if tokio::time::timeout(Duration::from_secs(10), state.batch.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("batch lines still running at exit will run again at the next start");
+    }
     housekeeping.shutdown().await;
     // The ledger closes once the last job callback is gone (workers exit after `shutdown`).
     drop(state);

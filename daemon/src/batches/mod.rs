@@ -21,6 +21,10 @@ pub struct Signals {
     runner: tokio::sync::Notify,
     schedules: tokio::sync::Notify,
     stopped: std::sync::atomic::AtomicBool,
+    /// Batch lines between start and their stored outcome; shutdown waits for them so a finished line is never
+    /// lost (and run again) for want of a last write.
+    lines: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
 }
 
 impl Signals {
@@ -52,6 +56,27 @@ impl Signals {
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn line_started(&self) {
+        self.lines.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn line_ended(&self) {
+        if self.lines.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Resolves once no batch line is between its start and its stored outcome.
+    pub async fn drained(&self) {
+        loop {
+            let wait = self.drained.notified();
+            if self.lines.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            wait.await;
+        }
     }
 }
 

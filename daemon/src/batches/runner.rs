@@ -114,10 +114,12 @@ async fn pass(
                 continue;
             }
             started += 1;
+            st.batch.line_started();
             let (st, inflight, b) = (st.clone(), inflight.clone(), b.clone());
             actix_web::rt::spawn(async move {
                 let line_no = line.line_no;
                 let outcome = run_line(&st, &b, line).await;
+                st.batch.line_ended();
                 if let Outcome::Retry(after) = outcome {
                     // Hold the claim: a per-minute limit or a full queue needs time to clear (and each refused try
                     // is a `rejected` ledger row, so they are spaced out).
