@@ -22,26 +22,21 @@ oa = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
 ids = [m.id for m in oa.models.list()]
 check(model in ids, f"models.list: {ids}")
 
-r = oa.chat.completions.create(
+hello = dict(
     model=model,
     messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}],
     max_tokens=8,
     temperature=0,
     seed=1,
 )
+r = oa.chat.completions.create(**hello)
 text = r.choices[0].message.content
 check(isinstance(text, str) and text, f"chat content: {r}")
 check(r.choices[0].finish_reason in ("stop", "length"), f"finish_reason: {r.choices[0].finish_reason}")
 check(r.usage.completion_tokens >= 1 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens,
       f"usage: {r.usage}")
 # The same conversation again: its prompt is reused from the slot (all but the last token) and reported as cached.
-again = oa.chat.completions.create(
-    model=model,
-    messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}],
-    max_tokens=8,
-    temperature=0,
-    seed=1,
-)
+again = oa.chat.completions.create(**hello)
 check(again.choices[0].message.content == text, f"same answer from the reused prefix: {again}")
 check(again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1, f"cached: {again.usage}")
 

@@ -84,6 +84,24 @@ const SCHEDULE_COLS: &str =
     "s.name, s.cron, s.input_file_id, s.owner_id, u.name AS owner, s.endpoint, s.enabled, \
      s.created_at, s.last_run_at, s.last_batch_id";
 
+/// The one INSERT of a file (uploads, and output/error files inside a batch's final transaction).
+fn file_insert<'q>(
+    f: &'q FileRecord,
+    content: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
+        "INSERT INTO files (id, owner_id, purpose, filename, bytes, created_at, content) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&f.id)
+    .bind(&f.owner_id)
+    .bind(&f.purpose)
+    .bind(&f.filename)
+    .bind(f.bytes)
+    .bind(f.created_at)
+    .bind(content)
+}
+
 fn file_from(r: &AnyRow) -> Result<FileRecord> {
     Ok(FileRecord {
         id: r.try_get("id")?,
@@ -150,18 +168,7 @@ fn status_time_column(status: &str) -> Option<&'static str> {
 
 impl Store {
     pub async fn insert_file(&self, f: &FileRecord, content: &str) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO files ({FILE_COLS}, content) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(&f.id)
-        .bind(&f.owner_id)
-        .bind(&f.purpose)
-        .bind(&f.filename)
-        .bind(f.bytes)
-        .bind(f.created_at)
-        .bind(content)
-        .execute(self.pool())
-        .await?;
+        file_insert(f, content).execute(self.pool()).await?;
         Ok(())
     }
 
@@ -398,18 +405,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         for (f, content) in output.iter().chain(errors.iter()) {
-            sqlx::query(&format!(
-                "INSERT INTO files ({FILE_COLS}, content) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            ))
-            .bind(&f.id)
-            .bind(&f.owner_id)
-            .bind(&f.purpose)
-            .bind(&f.filename)
-            .bind(f.bytes)
-            .bind(f.created_at)
-            .bind(*content)
-            .execute(&mut *tx)
-            .await?;
+            file_insert(f, content).execute(&mut *tx).await?;
         }
         let time_col = status_time_column(status).unwrap_or("completed_at");
         sqlx::query(&format!(
