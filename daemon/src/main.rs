@@ -99,6 +99,37 @@ enum ModelCommand {
     },
     /// Remove an imported model.
     Rm { name: String },
+    /// Write a model with random weights at a real architecture's shape (tests and benchmarks without the real
+    /// weights), e.g. `hearth model synth bitnet --preset 2b4t --format i2_s --out bitnet.gguf`.
+    Synth {
+        /// Architecture family (bitnet).
+        family: String,
+        /// tiny (a few MB) or 2b4t (microsoft/bitnet-b1.58-2B-4T's shape).
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        /// Ternary encoding: i2_s, tq2_0 or tq1_0.
+        #[arg(long, default_value = "i2_s")]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Embed this GGUF file's tokenizer (padded to the vocabulary) instead of the built-in byte-level one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+    },
+    /// Convert a Hugging Face BitNet b1.58 checkpoint (config.json + model.safetensors) to GGUF.
+    Convert {
+        dir: PathBuf,
+        /// Ternary encoding: i2_s, tq2_0 or tq1_0.
+        #[arg(long, default_value = "i2_s")]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Embed this GGUF file's tokenizer (e.g. a Llama 3 model's); without it the file has ids only.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -203,6 +234,20 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
                 Ok(())
             }
+            ModelCommand::Synth {
+                family,
+                preset,
+                format,
+                out,
+                seed,
+                tokenizer,
+            } => cli::model_files::synth(&family, &preset, &format, &out, seed, tokenizer.as_ref()),
+            ModelCommand::Convert {
+                dir,
+                format,
+                out,
+                tokenizer,
+            } => cli::model_files::convert(&dir, &format, &out, tokenizer.as_ref()),
             ModelCommand::Rm { name } => {
                 store.remove(&name)?;
                 println!("removed {name}");

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod quant;
 pub mod sampling;
 pub mod stream;
+pub mod ternary;
 pub mod threadpool;
 pub mod tokenizer;
 pub mod weights;

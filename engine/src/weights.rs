@@ -5,12 +5,19 @@ use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dot::{self, Dot4Fn, DotFn, DotR4Fn, Isa};
 use crate::quant::{dequantize_row, GgmlType, QActs};
+use crate::ternary::kernels::Kernels;
+use crate::ternary::{formats, matmul_packed, Packed};
 use crate::threadpool::{split_range, SharedMut, ThreadPool};
 use std::sync::Arc;
 
 enum Storage {
-    Mapped { file: Arc<GgufFile>, index: usize },
+    Mapped {
+        file: Arc<GgufFile>,
+        index: usize,
+    },
     Owned(Vec<u8>),
+    /// Ternary weights repacked for the ternary back end (`ternary::Packed`), with its kernels.
+    Packed(Packed, Kernels),
 }
 
 /// A [rows × cols] matrix; row r is `cols` elements of `ty`, contiguous.
@@ -21,7 +28,8 @@ pub struct Weight {
     pub cols: usize,
     row_bytes: usize,
     storage: Storage,
-    kernel: DotFn,
+    /// None only for packed ternary weights, which `matmul` runs through `ternary::matmul_packed`.
+    kernel: Option<DotFn>,
     kernel4: Option<Dot4Fn>,
     kernel_r4: Option<DotR4Fn>,
 }
@@ -65,6 +73,13 @@ impl Weight {
         if !cols.is_multiple_of(32) {
             return Err(bad(format!("row length {cols} is not a multiple of 32")));
         }
+        if info.ty == GgmlType::I2S {
+            // I2_S has one scale per tensor, so rows cannot be read alone: it is always repacked.
+            let packed = formats::pack(info.ty, file.tensor_data(info), info.n_rows(), cols)
+                .map_err(bad)?
+                .ok_or_else(|| bad("cannot repack I2_S data".into()))?;
+            return Ok(Self::from_packed(name, info.ty, packed, isa));
+        }
         let kernel =
             dot::kernel(info.ty, isa).ok_or_else(|| bad(format!("no kernel for {}", info.ty)))?;
         let (be, bb) = info.ty.block_geometry().unwrap_or((1, 4));
@@ -78,7 +93,7 @@ impl Weight {
                 file: file.clone(),
                 index,
             },
-            kernel,
+            kernel: Some(kernel),
             kernel4: dot::kernel4(info.ty, isa),
             kernel_r4: dot::kernel_r4(info.ty, isa),
         })
@@ -113,17 +128,68 @@ impl Weight {
             cols: self.cols,
             row_bytes: self.cols * bytes_per,
             storage: Storage::Owned(data),
-            kernel: dot::kernel(ty, isa)
-                .ok_or_else(|| EngineError::InvalidRequest(format!("no kernel for {ty}")))?,
+            kernel: Some(
+                dot::kernel(ty, isa)
+                    .ok_or_else(|| EngineError::InvalidRequest(format!("no kernel for {ty}")))?,
+            ),
             kernel4: dot::kernel4(ty, isa),
             kernel_r4: dot::kernel_r4(ty, isa),
         })
+    }
+
+    /// A repacked ternary matrix as a weight (`ty`: the file type it came from).
+    pub fn from_packed(name: &str, ty: GgmlType, packed: Packed, isa: Isa) -> Weight {
+        Weight {
+            name: name.to_owned(),
+            ty,
+            rows: packed.rows,
+            cols: packed.cols,
+            row_bytes: packed.cols / 4,
+            storage: Storage::Packed(packed, Kernels::for_isa(isa)),
+            kernel: None,
+            kernel4: None,
+            kernel_r4: None,
+        }
+    }
+
+    /// Repacks a TQ2_0 / TQ1_0 matrix for the ternary back end when every block shares one scale (BitNet models
+    /// converted by llama.cpp do); returns whether it did. The caller must then feed per-token activations.
+    pub fn repack_ternary(&mut self, isa: Isa) -> std::result::Result<bool, String> {
+        if !matches!(self.ty, GgmlType::TQ2_0 | GgmlType::TQ1_0)
+            || matches!(self.storage, Storage::Packed(..))
+        {
+            return Ok(matches!(self.storage, Storage::Packed(..)));
+        }
+        match formats::pack(self.ty, self.bytes(), self.rows, self.cols)? {
+            Some(p) => {
+                *self = Self::from_packed(&self.name, self.ty, p, isa);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The per-matrix scale of a repacked ternary weight, to fold a separate scale tensor into.
+    pub fn packed_scale_mut(&mut self) -> Option<&mut f32> {
+        match &mut self.storage {
+            Storage::Packed(p, _) => Some(&mut p.scale),
+            _ => None,
+        }
+    }
+
+    /// The repacked ternary form, when this weight has one.
+    pub fn packed(&self) -> Option<(&Packed, &Kernels)> {
+        match &self.storage {
+            Storage::Packed(p, k) => Some((p, k)),
+            _ => None,
+        }
     }
 
     fn bytes(&self) -> &[u8] {
         match &self.storage {
             Storage::Mapped { file, index } => file.tensor_data(&file.tensors[*index]),
             Storage::Owned(v) => v,
+            Storage::Packed(..) => &[],
         }
     }
 
@@ -132,11 +198,19 @@ impl Weight {
     }
 
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        dequantize_row(self.ty, self.row(r), out);
+        match &self.storage {
+            Storage::Packed(p, _) => p.dequantize_row(r, out),
+            _ => {
+                dequantize_row(self.ty, self.row(r), out);
+            }
+        }
     }
 
     pub fn n_bytes(&self) -> usize {
-        self.rows * self.row_bytes
+        match &self.storage {
+            Storage::Packed(p, _) => p.n_bytes(),
+            _ => self.rows * self.row_bytes,
+        }
     }
 
     pub fn uses_int8_acts(&self) -> bool {
@@ -183,6 +257,16 @@ pub fn matmul(
             let (lo, hi) = (range.start.max(base), range.end.min(base + w.rows));
             if lo < hi {
                 let (lo, hi) = (lo - base, hi - base);
+                if let Some((p, k)) = w.packed() {
+                    // SAFETY: this thread owns rows lo..hi of `out`, which holds n_tok × w.rows floats.
+                    unsafe { matmul_packed(p, k, lo, hi, xq, n_tok, *out, w.rows) };
+                    base += w.rows;
+                    continue;
+                }
+                let Some(kernel) = w.kernel else {
+                    base += w.rows;
+                    continue;
+                };
                 let data = w.bytes();
                 let mut r0 = lo;
                 while r0 < hi {
@@ -218,8 +302,7 @@ pub fn matmul(
                             }
                         }
                         for r in r_start..r1 {
-                            let v =
-                                (w.kernel)(&data[r * w.row_bytes..(r + 1) * w.row_bytes], xr, xf);
+                            let v = kernel(&data[r * w.row_bytes..(r + 1) * w.row_bytes], xr, xf);
                             // SAFETY: as above.
                             unsafe { *out.ptr().add(t * w.rows + r) = v };
                         }

@@ -1,5 +1,6 @@
 pub mod accounts;
 pub mod bench;
+pub mod model_files;
 pub mod run;
 pub mod schedule;
 pub mod usage;

@@ -298,6 +298,7 @@ impl GgufFile {
             }
             let n_bytes = (n_elements / block_elems as u64)
                 .checked_mul(block_bytes as u64)
+                .and_then(|n| n.checked_add(ty.trailer_bytes() as u64))
                 .ok_or_else(|| tensor_err(format!("dimensions {dims:?} overflow")))?;
             if offset % alignment != 0 {
                 return Err(tensor_err(format!(

@@ -10,6 +10,17 @@ pub struct GgufWriter {
     tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
 }
 
+impl std::fmt::Debug for GgufWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GgufWriter({} keys, {} tensors)",
+            self.metadata.len(),
+            self.tensors.len()
+        )
+    }
+}
+
 impl Default for GgufWriter {
     fn default() -> Self {
         GgufWriter {

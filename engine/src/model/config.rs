@@ -9,6 +9,8 @@ pub enum Activation {
     Silu,
     /// GeGLU with the tanh approximation: gelu(gate) * up.
     GeluTanh,
+    /// BitNet: relu(gate)² * up.
+    ReluSquared,
 }
 
 /// Rotary embedding parameters for one class of layers.
@@ -70,6 +72,8 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     pub layer_is_swa: Vec<bool>,
     pub final_logit_softcap: Option<f32>,
+    /// Activations entering matrices are quantized per token by absmax (BitNet) instead of per 32-block.
+    pub per_token_acts: bool,
 }
 
 /// Typed access to `{arch}.*` keys with clear errors.

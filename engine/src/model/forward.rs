@@ -6,6 +6,7 @@ use super::{Layer, Model};
 use crate::kv::KvCache;
 use crate::ops;
 use crate::quant::{quantize_acts, QActs};
+use crate::ternary::{quantize_per_token, rms_norm_quantize};
 use crate::threadpool::{split_range, SharedMut, ThreadPool};
 use crate::weights::matmul;
 
@@ -124,6 +125,32 @@ impl Model {
         }
     }
 
+    /// Activations entering a matrix: per token (BitNet's reference) or per 32-block.
+    fn quantize(&self, x: &[f32], cols: usize, xq: &mut QActs) {
+        if self.config.per_token_acts {
+            quantize_per_token(x, cols, xq);
+        } else {
+            quantize_acts(x, cols, xq);
+        }
+    }
+
+    /// RMSNorm of each row of `x` into `xb` and its quantized form into `xq` (one fused pass per token when
+    /// quantizing per token).
+    fn norm_quantize(&self, x: &[f32], w: &[f32], xb: &mut [f32], xq: &mut QActs) {
+        let c = &self.config;
+        if c.per_token_acts {
+            rms_norm_quantize(x, w, c.rms_eps, xb, xq);
+        } else {
+            for (x, xb) in x
+                .chunks_exact(c.d_model)
+                .zip(xb.chunks_exact_mut(c.d_model))
+            {
+                ops::rms_norm(x, w, c.rms_eps, xb);
+            }
+            quantize_acts(xb, c.d_model, xq);
+        }
+    }
+
     fn attention_block(
         &self,
         pool: &ThreadPool,
@@ -139,10 +166,7 @@ impl Model {
         let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
         let (q_dim, kv_dim) = (nh * hd, nkv * hd);
 
-        for (x, xb) in s.x.chunks_exact(d).zip(s.xb.chunks_exact_mut(d)) {
-            ops::rms_norm(x, &layer.attn_norm, c.rms_eps, xb);
-        }
-        quantize_acts(&s.xb, d, &mut s.xq);
+        self.norm_quantize(&s.x, &layer.attn_norm, &mut s.xb, &mut s.xq);
         matmul(
             pool,
             &mut [
@@ -251,7 +275,12 @@ impl Model {
             pool.run(&|ti, nt| task(ti, (ti..n_tasks).step_by(nt)));
         }
 
-        quantize_acts(&s.att, q_dim, &mut s.xq);
+        if let Some(w) = &layer.attn_sub_norm {
+            s.att
+                .chunks_exact_mut(q_dim)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+        self.quantize(&s.att, q_dim, &mut s.xq);
         matmul(pool, &mut [(&layer.wo, &mut s.tmp[..])], &s.att, &s.xq, n);
         if let Some(w) = &layer.post_attn_norm {
             s.tmp
@@ -265,10 +294,7 @@ impl Model {
         let c = &self.config;
         let d = c.d_model;
         let f = c.ffn_dim;
-        for (x, xb) in s.x.chunks_exact(d).zip(s.xb.chunks_exact_mut(d)) {
-            ops::rms_norm(x, &layer.ffn_norm, c.rms_eps, xb);
-        }
-        quantize_acts(&s.xb, d, &mut s.xq);
+        self.norm_quantize(&s.x, &layer.ffn_norm, &mut s.xb, &mut s.xq);
         matmul(
             pool,
             &mut [
@@ -296,10 +322,19 @@ impl Model {
                         .iter_mut()
                         .zip(u)
                         .for_each(|(g, u)| *g = ops::gelu_tanh(*g) * u),
+                    Activation::ReluSquared => g.iter_mut().zip(u).for_each(|(g, u)| {
+                        let r = g.max(0.0);
+                        *g = r * r * u
+                    }),
                 }
             }
         });
-        quantize_acts(&s.gate, f, &mut s.xq);
+        if let Some(w) = &layer.ffn_sub_norm {
+            s.gate
+                .chunks_exact_mut(f)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+        self.quantize(&s.gate, f, &mut s.xq);
         matmul(
             pool,
             &mut [(&layer.w_down, &mut s.tmp[..])],

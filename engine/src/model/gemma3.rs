@@ -48,5 +48,6 @@ pub fn config(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         sliding_window: Some(window),
         layer_is_swa: (0..n_layers).map(|l| (l + 1) % SWA_PATTERN != 0).collect(),
         final_logit_softcap: (softcap > 0.0).then_some(softcap),
+        per_token_acts: false,
     })
 }

@@ -43,5 +43,6 @@ pub fn config(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         sliding_window: None,
         layer_is_swa: vec![false; n_layers],
         final_logit_softcap: None,
+        per_token_acts: false,
     })
 }

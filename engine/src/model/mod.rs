@@ -2,6 +2,7 @@
 //! Architecture files (`llama`, `gemma3`) only translate metadata and tensor names; the forward pass
 //! (`forward`) is shared and never branches on the back end.
 
+pub mod bitnet;
 pub mod config;
 mod forward;
 pub mod gemma3;
@@ -45,6 +46,9 @@ pub struct Layer {
     pub w_up: Weight,
     pub w_down: Weight,
     pub post_ffn_norm: Option<Vec<f32>>,
+    /// BitNet: RMSNorm of the attention output before `wo`, and of the FFN hidden state before `w_down`.
+    pub attn_sub_norm: Option<Vec<f32>>,
+    pub ffn_sub_norm: Option<Vec<f32>>,
 }
 
 pub struct Model {
@@ -104,13 +108,38 @@ impl Model {
             llama::config(&file, &arch)?
         } else if gemma3::ARCHITECTURES.contains(&arch.as_str()) {
             gemma3::config(&file, &arch)?
+        } else if bitnet::ARCHITECTURES.contains(&arch.as_str()) {
+            bitnet::config(&file, &arch)?
         } else {
             return Err(EngineError::UnsupportedArchitecture(arch));
         };
         let isa = opts.isa.unwrap_or_else(Isa::detect);
         let f = &file;
+        let per_token = config.per_token_acts;
         let weight = |name: &str| -> Result<Weight> {
-            let w = Weight::from_file(f, name, isa)?;
+            let mut w = Weight::from_file(f, name, isa)?;
+            if per_token && w.ty.is_ternary() && opts.dtype.is_none() {
+                // Ternary matrices of a per-token model go to the ternary back end when they can.
+                let bad = |reason: String| EngineError::BadTensor {
+                    path: f.path().to_path_buf(),
+                    tensor: name.to_owned(),
+                    reason,
+                };
+                w.repack_ternary(isa).map_err(bad)?;
+                // llama.cpp's BitNet conversion may carry the scale as a separate one-element tensor.
+                let scale_name = name.replace(".weight", ".scale");
+                if f.tensor_info(&scale_name).is_some() {
+                    let s = read_f32_vec(f, &scale_name)?;
+                    match (s.as_slice(), w.packed_scale_mut()) {
+                        ([v], Some(p)) => *p *= v,
+                        _ => {
+                            return Err(bad(format!(
+                                "{scale_name} needs a one-element scale and a ternary matrix with one scale"
+                            )))
+                        }
+                    }
+                }
+            }
             match opts.dtype {
                 Some(ty) if ty != w.ty => w.converted(ty, isa),
                 _ => Ok(w),
@@ -146,6 +175,8 @@ impl Model {
                 w_up: weight(&p("ffn_up.weight"))?,
                 w_down: weight(&p("ffn_down.weight"))?,
                 post_ffn_norm: opt_vec(&p("post_ffw_norm.weight"))?,
+                attn_sub_norm: opt_vec(&p("attn_sub_norm.weight"))?,
+                ffn_sub_norm: opt_vec(&p("ffn_sub_norm.weight"))?,
             };
             let shape_err = |t: &Weight, rows: usize, cols: usize| EngineError::BadTensor {
                 path: f.path().to_path_buf(),
@@ -192,6 +223,8 @@ impl Model {
                     c.d_model,
                 ),
                 (&layer.post_ffn_norm, "post_ffw_norm.weight", c.d_model),
+                (&layer.attn_sub_norm, "attn_sub_norm.weight", q_dim),
+                (&layer.ffn_sub_norm, "ffn_sub_norm.weight", c.ffn_dim),
                 (&layer.bq, "attn_q.bias", q_dim),
                 (&layer.bk, "attn_k.bias", kv_dim),
                 (&layer.bv, "attn_v.bias", kv_dim),

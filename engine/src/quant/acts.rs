@@ -12,6 +12,11 @@ pub struct QActs {
     pub d: Vec<f32>,
     /// d × Σq per block, precomputed once instead of in every weight row's kernel.
     pub dsum: Vec<f32>,
+    /// Quantized per token (one scale per row, `ternary::quantize_per_token`) rather than per block; then
+    /// `row_d` and `row_sum` hold each row's scale and integer sum.
+    pub per_token: bool,
+    pub row_d: Vec<f32>,
+    pub row_sum: Vec<i32>,
 }
 
 /// One quantized row.
@@ -39,6 +44,7 @@ pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
     let rows = x.len() / cols;
     let nb = rows * cols / QK;
     out.cols = cols;
+    out.per_token = false;
     out.q.resize(rows * cols, 0);
     out.d.resize(nb, 0.0);
     out.dsum.resize(nb, 0.0);

@@ -3,7 +3,7 @@
 
 mod acts;
 pub mod blocks;
-mod dequant;
+pub(crate) mod dequant;
 pub mod dot;
 mod quantize;
 mod types;

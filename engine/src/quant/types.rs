@@ -25,6 +25,9 @@ pub enum GgmlType {
     BF16,
     TQ1_0,
     TQ2_0,
+    /// bitnet.cpp's I2_S: 2-bit ternary codes in 128-weight blocks of 32 bytes and one f32 scale for the whole
+    /// tensor after the codes (then padding to 32 bytes).
+    I2S,
     /// Any other id: known to GGUF but without a kernel here.
     Other(u32),
 }
@@ -54,6 +57,7 @@ impl GgmlType {
             30 => GgmlType::BF16,
             34 => GgmlType::TQ1_0,
             35 => GgmlType::TQ2_0,
+            36 => GgmlType::I2S,
             other => GgmlType::Other(other),
         }
     }
@@ -82,6 +86,7 @@ impl GgmlType {
             GgmlType::BF16 => 30,
             GgmlType::TQ1_0 => 34,
             GgmlType::TQ2_0 => 35,
+            GgmlType::I2S => 36,
             GgmlType::Other(id) => id,
         }
     }
@@ -94,6 +99,7 @@ impl GgmlType {
             GgmlType::Q5K => "Q5_K".into(),
             GgmlType::Q6K => "Q6_K".into(),
             GgmlType::Q8K => "Q8_K".into(),
+            GgmlType::I2S => "I2_S".into(),
             GgmlType::Other(id) => format!("type#{id}"),
             other => format!("{other:?}"),
         }
@@ -120,8 +126,22 @@ impl GgmlType {
             GgmlType::Q8K => (256, 292),
             GgmlType::TQ1_0 => (256, 54),
             GgmlType::TQ2_0 => (256, 66),
+            GgmlType::I2S => (128, 32),
             GgmlType::Other(_) => return None,
         })
+    }
+
+    /// Bytes a whole tensor carries after its blocks: I2_S's per-tensor scale (f32) padded to 32 bytes.
+    pub fn trailer_bytes(self) -> usize {
+        match self {
+            GgmlType::I2S => 32,
+            _ => 0,
+        }
+    }
+
+    /// Whether weights of this type are ternary (−1, 0, +1 times a scale).
+    pub fn is_ternary(self) -> bool {
+        matches!(self, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2S)
     }
 
     /// Whether this engine can compute with weights of this type.
@@ -143,6 +163,7 @@ impl GgmlType {
                 | GgmlType::Q6K
                 | GgmlType::TQ1_0
                 | GgmlType::TQ2_0
+                | GgmlType::I2S
         )
     }
 }

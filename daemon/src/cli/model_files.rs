@@ -1,0 +1,55 @@
+//! `hearth model synth` and `hearth model convert`: writing model files (synthetic BitNet models at real shapes,
+//! Hugging Face BitNet checkpoints converted to GGUF).
+
+use anyhow::{anyhow, bail, Context, Result};
+use hearth_engine::gguf::GgufFile;
+use hearth_engine::ternary::{hf, synth};
+use std::path::{Path, PathBuf};
+
+fn tokenizer_source(path: Option<&Path>) -> Result<Option<GgufFile>> {
+    path.map(|p| {
+        GgufFile::open(p).with_context(|| format!("reading the tokenizer from {}", p.display()))
+    })
+    .transpose()
+}
+
+fn format(s: &str) -> Result<hearth_engine::quant::GgmlType> {
+    synth::parse_format(s).ok_or_else(|| anyhow!("unknown format '{s}' (use i2_s, tq2_0 or tq1_0)"))
+}
+
+fn write(w: &hearth_engine::gguf::writer::GgufWriter, out: &Path) -> Result<()> {
+    // Write beside the target and rename, so a failed or interrupted run never leaves a half file under its name.
+    let tmp = out.with_extension("gguf.partial");
+    w.write_to(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
+    let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!("wrote {} ({:.1} MB)", out.display(), size as f64 / 1e6);
+    Ok(())
+}
+
+pub fn synth(
+    family: &str,
+    preset: &str,
+    fmt: &str,
+    out: &Path,
+    seed: u64,
+    tokenizer: Option<&PathBuf>,
+) -> Result<()> {
+    if family != "bitnet" {
+        bail!("unknown model family '{family}' (available: bitnet)");
+    }
+    let shape = synth::Shape::preset(preset)
+        .ok_or_else(|| anyhow!("unknown preset '{preset}' (use 2b4t or tiny)"))?;
+    let ty = format(fmt)?;
+    let tok = tokenizer_source(tokenizer.map(PathBuf::as_path))?;
+    let w = synth::bitnet(shape, ty, seed, tok.as_ref()).map_err(|e| anyhow!(e))?;
+    write(&w, out)
+}
+
+pub fn convert(dir: &Path, fmt: &str, out: &Path, tokenizer: Option<&PathBuf>) -> Result<()> {
+    let ty = format(fmt)?;
+    let tok = tokenizer_source(tokenizer.map(PathBuf::as_path))?;
+    let w = hf::convert(dir, ty, tok.as_ref()).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    write(&w, out)
+}

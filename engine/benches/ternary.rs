@@ -1,0 +1,177 @@
+//! Ternary kernel micro-benchmarks at BitNet b1.58 2B4T's shapes: `cargo bench -p hearth-engine --bench ternary
+//! [-- --threads N --isa scalar|avx2|avx512vnni]`. For each matrix and token count: time per product, weights × tokens
+//! per second, and weight bytes streamed per second (the bound for one token: memory bandwidth).
+
+use hearth_engine::quant::dot::Isa;
+use hearth_engine::quant::{quantize_acts, GgmlType, QActs};
+use hearth_engine::ternary::{quantize_per_token, Packed};
+use hearth_engine::threadpool::ThreadPool;
+use hearth_engine::weights::{matmul, Weight};
+use std::time::Instant;
+
+fn arg(name: &str) -> Option<String> {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
+}
+
+fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
+    f();
+    let mut best = f64::MAX;
+    let start = Instant::now();
+    let mut n = 0;
+    while n < 3 || start.elapsed().as_secs_f64() < min_secs {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        n += 1;
+    }
+    best
+}
+
+fn main() {
+    let threads: usize = arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
+    let isa = match arg("--isa").as_deref() {
+        Some("scalar") => Isa::Scalar,
+        Some("avx2") => Isa::Avx2,
+        _ => Isa::detect(),
+    };
+    let tokens: Vec<usize> = arg("--tokens")
+        .map(|s| s.split(',').filter_map(|t| t.parse().ok()).collect())
+        .unwrap_or(vec![1, 32, 128, 512]);
+    let pool = ThreadPool::new(threads).expect("thread pool");
+    println!("threads {threads}, isa {}", isa.name());
+    println!(
+        "{:>16} {:>6} {:>10} {:>10} {:>8}",
+        "K -> N", "tokens", "ms", "Gw/s", "GB/s"
+    );
+    let shapes = [
+        (2560, 640),
+        (2560, 2560),
+        (2560, 3840),
+        (2560, 6912),
+        (2560, 13824),
+        (6912, 2560),
+    ];
+    let mut seed = 0x1234_5678_u64;
+    let mut rnd = move || -> u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for (k, n) in shapes {
+        let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 3) as u8).collect();
+        let p = Packed::from_rows(n, k, 1.0, |r, out| {
+            out.copy_from_slice(&codes[r * k..(r + 1) * k]);
+            Ok(())
+        })
+        .expect("pack");
+        let w = Weight::from_packed("bench", GgmlType::I2S, p, isa);
+        for &t in &tokens {
+            let x: Vec<f32> = (0..t * k)
+                .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let mut xq = QActs::default();
+            quantize_per_token(&x, k, &mut xq);
+            let mut out = vec![0f32; t * n];
+            let s = time(|| matmul(&pool, &mut [(&w, &mut out)], &x, &xq, t), 0.5);
+            let bytes = w.n_bytes() as f64;
+            println!(
+                "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
+                format!("{k} -> {n}"),
+                t,
+                s * 1e3,
+                (n * k * t) as f64 / s / 1e9,
+                bytes / s / 1e9
+            );
+        }
+    }
+    // All 30 layers' matrices (520 MB, far beyond the caches): one decode step's ternary work streamed from DRAM.
+    let layer_shapes = [
+        (2560, 2560),
+        (2560, 640),
+        (2560, 640),
+        (2560, 2560),
+        (2560, 6912),
+        (2560, 6912),
+        (6912, 2560),
+    ];
+    let mut layers = Vec::new();
+    for _ in 0..30 {
+        for &(k, n) in &layer_shapes {
+            let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 3) as u8).collect();
+            let p = Packed::from_rows(n, k, 1.0, |r, out| {
+                out.copy_from_slice(&codes[r * k..(r + 1) * k]);
+                Ok(())
+            })
+            .expect("pack");
+            layers.push(Weight::from_packed("layer", GgmlType::I2S, p, isa));
+        }
+    }
+    let total: usize = layers.iter().map(|w| w.n_bytes()).sum();
+    let xs: Vec<(Vec<f32>, QActs)> = [2560, 6912]
+        .iter()
+        .map(|&k| {
+            let x: Vec<f32> = (0..k)
+                .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let mut xq = QActs::default();
+            quantize_per_token(&x, k, &mut xq);
+            (x, xq)
+        })
+        .collect();
+    let mut out = vec![0f32; 6912];
+    let s = time(
+        || {
+            for w in &layers {
+                let (x, xq) = &xs[usize::from(w.cols != 2560)];
+                matmul(&pool, &mut [(w, &mut out[..w.rows])], x, xq, 1);
+            }
+        },
+        2.0,
+    );
+    println!(
+        "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
+        "30 layers (DRAM)",
+        1,
+        s * 1e3,
+        layers.iter().map(|w| w.rows * w.cols).sum::<usize>() as f64 / s / 1e9,
+        total as f64 / s / 1e9
+    );
+    drop(layers);
+    // The tied head: F16 as published, at 1 token (generation) and a few.
+    let (k, n) = (2560, 128_256);
+    let data: Vec<u8> = (0..n * k)
+        .flat_map(|_| {
+            half::f16::from_f32((rnd() % 2001) as f32 / 1000.0 - 1.0)
+                .to_bits()
+                .to_le_bytes()
+        })
+        .collect();
+    let mut gw = hearth_engine::gguf::writer::GgufWriter::default();
+    gw.tensor("head", &[k as u64, n as u64], GgmlType::F16, data);
+    let dir = std::env::temp_dir().join(format!("hearth-bench-head-{}.gguf", std::process::id()));
+    gw.write_to(&dir).expect("write head");
+    let f = std::sync::Arc::new(hearth_engine::gguf::GgufFile::open(&dir).expect("open head"));
+    let head = Weight::from_file(&f, "head", isa).expect("head");
+    for &t in tokens.iter().filter(|&&t| t <= 32) {
+        let x: Vec<f32> = (0..t * k)
+            .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let mut xq = QActs::default();
+        quantize_acts(&x, k, &mut xq);
+        let mut out = vec![0f32; t * n];
+        let s = time(|| matmul(&pool, &mut [(&head, &mut out)], &x, &xq, t), 1.0);
+        println!(
+            "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
+            format!("head F16 {k} -> {n}"),
+            t,
+            s * 1e3,
+            (n * k * t) as f64 / s / 1e9,
+            head.n_bytes() as f64 / s / 1e9
+        );
+    }
+    let _ = std::fs::remove_file(&dir);
+}

@@ -1,0 +1,42 @@
+//! Group kernels: for one packed group (4 rows) and T tokens of int8 activations, the integer sums Σ c·x (codes
+//! c ∈ {0, 1, 2}, not yet offset by −1). `scalar` is the reference; `x86` the AVX2 and AVX-512 VNNI versions,
+//! which must agree with it exactly (integer arithmetic, no rounding anywhere).
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use crate::quant::dot::Isa;
+
+/// One group × one token.
+pub type Group1Fn = fn(group: &[u8], x: &[&[i8]; 1]) -> [[i32; 4]; 1];
+/// One group × four tokens (prompt processing: each 32-byte line is decoded once for four tokens).
+pub type Group4Fn = fn(group: &[u8], x: &[&[i8]; 4]) -> [[i32; 4]; 4];
+
+/// The kernel set for one instruction-set path.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub t1: Group1Fn,
+    pub t4: Group4Fn,
+    /// What `hearth doctor` reports.
+    pub name: &'static str,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Kernels {
+    pub fn for_isa(isa: Isa) -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        match isa {
+            Isa::Avx512Vnni => return x86::VNNI,
+            Isa::Avx2 => return x86::AVX2,
+            Isa::Scalar => {}
+        }
+        let _ = isa;
+        scalar::KERNELS
+    }
+}

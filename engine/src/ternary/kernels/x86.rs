@@ -1,0 +1,142 @@
+//! AVX2 and AVX-512 VNNI group kernels. Per 32-byte line (128 weights of one row): one 16-bit shift and four byte
+//! masks give the four quarters of codes (two of them times 4); each multiplies 32 int8 activations as unsigned ×
+//! signed bytes. AVX2 (`vpmaddubsw`) keeps 16-bit sums for eight chunks before widening (`vpmaddwd`); VNNI
+//! (`vpdpbusd`) accumulates in 32 bits directly. Both are exact: integer arithmetic that cannot overflow for
+//! absmax-quantized activations (|x| ≤ 127).
+
+use super::Kernels;
+
+macro_rules! ternary_isa {
+    ($modname:ident, $features:literal, $vnni:expr) => {
+        pub mod $modname {
+            use crate::ternary::{CHUNK, GROUP};
+            use std::arch::x86_64::*;
+
+            /// How many 128-byte chunks ahead to prefetch (tuned with `cargo bench --bench ternary`).
+            const PREFETCH: usize = 64;
+            /// Chunks summed in 16 bits before widening to 32 (see the bound below).
+            const WIDEN: usize = 8;
+
+            #[inline(always)]
+            unsafe fn hsum_i32(v: __m256i) -> i32 {
+                unsafe {
+                    let s =
+                        _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                    _mm_cvtsi128_si32(s)
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn group_impl<const T: usize>(w: &[u8], x: &[&[i8]; T]) -> [[i32; GROUP]; T] {
+                unsafe {
+                    let n_chunks = w.len() / CHUNK;
+                    for xt in x {
+                        debug_assert!(xt.len() >= n_chunks * CHUNK);
+                    }
+                    let m_lo = _mm256_set1_epi8(0b0011);
+                    let m_hi = _mm256_set1_epi8(0b1100);
+                    let ones = _mm256_set1_epi16(1);
+                    let mut out = [[0i32; GROUP]; T];
+                    for i in 0..GROUP {
+                        // Quarters 0 and 2 come out as codes c (one shift by 4 serves both pairs); quarters 1 and 3
+                        // as 4c, by mask alone. "even" sums c·x, "odd" 4c·x; odd is divided by 4 at the end (exact).
+                        let mut even = [_mm256_setzero_si256(); T];
+                        let mut odd = [_mm256_setzero_si256(); T];
+                        let mut even16 = [_mm256_setzero_si256(); T];
+                        let mut odd16 = [_mm256_setzero_si256(); T];
+                        for k in 0..n_chunks {
+                            let base = w.as_ptr().add(k * CHUNK);
+                            if i < 2 {
+                                // Line i of the chunk PREFETCH chunks ahead, spread over two row passes: one decode
+                                // step streams 520 MB, and the hardware prefetcher alone leaves most of the
+                                // bandwidth unused.
+                                _mm_prefetch::<_MM_HINT_T0>(
+                                    base.wrapping_add(PREFETCH * CHUNK + 64 * i) as *const i8,
+                                );
+                            }
+                            let v = _mm256_loadu_si256(base.add(i * 32) as *const __m256i);
+                            let v4 = _mm256_srli_epi16(v, 4);
+                            let p0 = _mm256_and_si256(v, m_lo);
+                            let p1 = _mm256_and_si256(v, m_hi);
+                            let p2 = _mm256_and_si256(v4, m_lo);
+                            let p3 = _mm256_and_si256(v4, m_hi);
+                            for t in 0..T {
+                                let xp = x[t].as_ptr().add(k * CHUNK) as *const __m256i;
+                                let x0 = _mm256_loadu_si256(xp);
+                                let x1 = _mm256_loadu_si256(xp.add(1));
+                                let x2 = _mm256_loadu_si256(xp.add(2));
+                                let x3 = _mm256_loadu_si256(xp.add(3));
+                                if $vnni {
+                                    even[t] = _mm256_dpbusd_epi32(even[t], p0, x0);
+                                    even[t] = _mm256_dpbusd_epi32(even[t], p2, x2);
+                                    odd[t] = _mm256_dpbusd_epi32(odd[t], p1, x1);
+                                    odd[t] = _mm256_dpbusd_epi32(odd[t], p3, x3);
+                                } else {
+                                    // |x| ≤ 127 (absmax quantization), so a 16-bit lane gets at most
+                                    // 2·2·127 = 508 per even product pair and 2·8·127 = 2032 per odd one: eight
+                                    // chunks of both sums stay below 2^15 before widening.
+                                    even16[t] = _mm256_add_epi16(
+                                        even16[t],
+                                        _mm256_add_epi16(
+                                            _mm256_maddubs_epi16(p0, x0),
+                                            _mm256_maddubs_epi16(p2, x2),
+                                        ),
+                                    );
+                                    odd16[t] = _mm256_add_epi16(
+                                        odd16[t],
+                                        _mm256_add_epi16(
+                                            _mm256_maddubs_epi16(p1, x1),
+                                            _mm256_maddubs_epi16(p3, x3),
+                                        ),
+                                    );
+                                }
+                            }
+                            if !$vnni && (k % WIDEN == WIDEN - 1 || k + 1 == n_chunks) {
+                                for t in 0..T {
+                                    even[t] = _mm256_add_epi32(
+                                        even[t],
+                                        _mm256_madd_epi16(even16[t], ones),
+                                    );
+                                    odd[t] =
+                                        _mm256_add_epi32(odd[t], _mm256_madd_epi16(odd16[t], ones));
+                                    even16[t] = _mm256_setzero_si256();
+                                    odd16[t] = _mm256_setzero_si256();
+                                }
+                            }
+                        }
+                        for t in 0..T {
+                            out[t][i] = hsum_i32(even[t]) + (hsum_i32(odd[t]) >> 2);
+                        }
+                    }
+                    out
+                }
+            }
+
+            pub fn t1(w: &[u8], x: &[&[i8]; 1]) -> [[i32; GROUP]; 1] {
+                // SAFETY: selected only after run-time detection of the features (`Isa::best_supported`).
+                unsafe { group_impl::<1>(w, x) }
+            }
+            pub fn t4(w: &[u8], x: &[&[i8]; 4]) -> [[i32; GROUP]; 4] {
+                // SAFETY: as above.
+                unsafe { group_impl::<4>(w, x) }
+            }
+        }
+    };
+}
+
+ternary_isa!(avx2, "avx2,fma", false);
+ternary_isa!(vnni, "avx2,fma,avx512vnni,avx512vl", true);
+
+pub const AVX2: Kernels = Kernels {
+    t1: avx2::t1,
+    t4: avx2::t4,
+    name: "avx2 (vpmaddubsw, i2 4-row groups, per-token int8)",
+};
+
+pub const VNNI: Kernels = Kernels {
+    t1: vnni::t1,
+    t4: vnni::t4,
+    name: "avx512vnni (vpdpbusd, i2 4-row groups, per-token int8)",
+};

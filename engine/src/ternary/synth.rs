@@ -1,0 +1,356 @@
+//! Synthetic BitNet b1.58 GGUF files: the real architecture and tensor names at a chosen shape, random ternary
+//! matrices in I2_S, TQ2_0 or TQ1_0, and a working BPE tokenizer, so loading, serving and speed are tested at
+//! the real shapes without the real weights. The same seed gives the same weights in every format: scales are
+//! f16-exact, so an I2_S and a TQ2_0 file of one seed compute the same numbers.
+
+use super::formats::encode_i2s;
+use crate::gguf::writer::GgufWriter;
+use crate::gguf::{GgufFile, MetaArray, MetaValue};
+use crate::quant::{quantize_tq1_0, quantize_tq2_0, GgmlType};
+
+pub const ARCH: &str = "bitnet-b1.58";
+
+/// Model shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub ffn_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    /// None: the tokenizer's size rounded up to a multiple of 256.
+    pub vocab: Option<usize>,
+    pub context: usize,
+}
+
+impl Shape {
+    /// microsoft/bitnet-b1.58-2B-4T.
+    pub const B2B4T: Shape = Shape {
+        d_model: 2560,
+        n_layers: 30,
+        ffn_dim: 6912,
+        n_heads: 20,
+        n_kv_heads: 5,
+        vocab: Some(128_256),
+        context: 4096,
+    };
+    /// A few MB, for tests: hidden 256, 2 layers (head dim 64, GQA 2:1).
+    pub const TINY: Shape = Shape {
+        d_model: 256,
+        n_layers: 2,
+        ffn_dim: 768,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab: None,
+        context: 2048,
+    };
+
+    pub fn preset(name: &str) -> Option<Shape> {
+        match name {
+            "2b4t" => Some(Shape::B2B4T),
+            "tiny" => Some(Shape::TINY),
+            _ => None,
+        }
+    }
+}
+
+/// Which ternary encoding the matrices get.
+pub fn parse_format(s: &str) -> Option<GgmlType> {
+    match s {
+        "i2_s" | "I2_S" => Some(GgmlType::I2S),
+        "tq2_0" | "TQ2_0" => Some(GgmlType::TQ2_0),
+        "tq1_0" | "TQ1_0" => Some(GgmlType::TQ1_0),
+        _ => None,
+    }
+}
+
+/// SplitMix64: small, seedable, and the same on every platform.
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64, name: &str) -> Rng {
+        // FNV-1a of the tensor name, so each tensor's stream is independent of the others' sizes.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        Rng(seed ^ h)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Codes for `n` weights: −1 and +1 a quarter each, 0 half the time (real BitNet matrices are 40–50 % zeros).
+fn random_codes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    const MAP: [u8; 4] = [0, 1, 2, 1];
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let mut v = rng.next();
+        for _ in 0..32 {
+            if out.len() == n {
+                break;
+            }
+            out.push(MAP[(v & 3) as usize]);
+            v >>= 2;
+        }
+    }
+    out
+}
+
+/// A ternary matrix [rows × cols] of codes and an f16-exact scale, encoded as `ty`.
+pub fn encode_ternary(codes: &[u8], scale: f32, cols: usize, ty: GgmlType) -> Vec<u8> {
+    match ty {
+        GgmlType::I2S => encode_i2s(codes, scale),
+        _ => {
+            let mut out = Vec::new();
+            let mut row = vec![0f32; cols];
+            for c in codes.chunks_exact(cols) {
+                for (v, &q) in row.iter_mut().zip(c) {
+                    *v = (q as i32 - 1) as f32 * scale;
+                }
+                out.extend(if ty == GgmlType::TQ1_0 {
+                    quantize_tq1_0(&row)
+                } else {
+                    quantize_tq2_0(&row)
+                });
+            }
+            out
+        }
+    }
+}
+
+const LLAMA3_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+
+/// GPT-2's byte ↔ printable-character map (the byte-level BPE alphabet).
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    if printable(b) {
+        return char::from(b);
+    }
+    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + rank).unwrap_or('?')
+}
+
+/// A byte-level BPE tokenizer with Llama 3's special tokens and chat template: 256 byte tokens, no merges. Text
+/// round-trips exactly; ids are not Llama 3's (the weights are random anyway).
+fn builtin_tokenizer(w: &mut GgufWriter, vocab: usize) {
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+    let mut types = vec![1i32; 256];
+    let bos = tokens.len() as u32;
+    for s in [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ] {
+        tokens.push(s.into());
+        types.push(3);
+    }
+    pad_vocab(&mut tokens, &mut types, None, vocab);
+    w.meta("tokenizer.ggml.model", MetaValue::String("gpt2".into()))
+        .meta("tokenizer.ggml.pre", MetaValue::String("llama-bpe".into()))
+        .meta(
+            "tokenizer.ggml.tokens",
+            MetaValue::Array(MetaArray::String(tokens)),
+        )
+        .meta(
+            "tokenizer.ggml.token_type",
+            MetaValue::Array(MetaArray::I32(types)),
+        )
+        .meta(
+            "tokenizer.ggml.merges",
+            MetaValue::Array(MetaArray::String(Vec::new())),
+        )
+        .meta("tokenizer.ggml.bos_token_id", MetaValue::U32(bos))
+        .meta("tokenizer.ggml.eos_token_id", MetaValue::U32(bos + 4))
+        .meta("tokenizer.ggml.eot_token_id", MetaValue::U32(bos + 4))
+        .meta("tokenizer.ggml.add_bos_token", MetaValue::Bool(true))
+        .meta(
+            "tokenizer.chat_template",
+            MetaValue::String(LLAMA3_TEMPLATE.into()),
+        );
+}
+
+/// Pads the vocabulary with reserved control tokens up to `vocab`.
+fn pad_vocab(
+    tokens: &mut Vec<String>,
+    types: &mut Vec<i32>,
+    scores: Option<&mut Vec<f32>>,
+    vocab: usize,
+) {
+    let n = tokens.len();
+    for i in n..vocab {
+        tokens.push(format!("<|reserved_special_token_{}|>", i - n));
+        types.push(3);
+    }
+    if let Some(s) = scores {
+        s.resize(vocab, 0.0);
+    }
+}
+
+fn tokenizer_len(src: Option<&GgufFile>) -> usize {
+    src.and_then(|f| f.get("tokenizer.ggml.tokens"))
+        .and_then(|v| v.as_array())
+        .map_or(256 + 5, |a| a.len())
+}
+
+/// Copies `tokenizer.*` from another GGUF file, padding the token arrays to `vocab`.
+pub(crate) fn copy_tokenizer(
+    w: &mut GgufWriter,
+    src: &GgufFile,
+    vocab: usize,
+) -> Result<(), String> {
+    for (k, v) in &src.metadata {
+        if !k.starts_with("tokenizer.") {
+            continue;
+        }
+        let v = match (k.as_str(), v) {
+            ("tokenizer.ggml.tokens", MetaValue::Array(MetaArray::String(t))) => {
+                let mut t = t.clone();
+                let mut ty = Vec::new();
+                pad_vocab(&mut t, &mut ty, None, vocab);
+                MetaValue::Array(MetaArray::String(t))
+            }
+            ("tokenizer.ggml.token_type", MetaValue::Array(MetaArray::I32(t))) => {
+                let mut t = t.clone();
+                t.resize(vocab, 3);
+                MetaValue::Array(MetaArray::I32(t))
+            }
+            ("tokenizer.ggml.scores", MetaValue::Array(MetaArray::F32(t))) => {
+                let mut t = t.clone();
+                t.resize(vocab, 0.0);
+                MetaValue::Array(MetaArray::F32(t))
+            }
+            _ => v.clone(),
+        };
+        w.meta(k, v);
+    }
+    if src.get("tokenizer.ggml.tokens").is_none() {
+        return Err(format!("{} has no tokenizer", src.path().display()));
+    }
+    Ok(())
+}
+
+/// Builds a synthetic BitNet file. `tokenizer`: a GGUF file whose tokenizer to embed (padded to the vocabulary);
+/// None embeds the built-in byte-level one.
+pub fn bitnet(
+    shape: Shape,
+    ty: GgmlType,
+    seed: u64,
+    tokenizer: Option<&GgufFile>,
+) -> Result<GgufWriter, String> {
+    if !ty.is_ternary() {
+        return Err(format!(
+            "{ty} is not a ternary type (use i2_s, tq2_0 or tq1_0)"
+        ));
+    }
+    let block = if ty == GgmlType::I2S { 128 } else { 256 };
+    let (d, f) = (shape.d_model, shape.ffn_dim);
+    if shape.n_heads == 0
+        || shape.n_kv_heads == 0
+        || !d.is_multiple_of(shape.n_heads)
+        || !shape.n_heads.is_multiple_of(shape.n_kv_heads)
+    {
+        return Err("heads must divide the width, and KV heads the heads".into());
+    }
+    let hd = d / shape.n_heads;
+    let kv = shape.n_kv_heads * hd;
+    for (what, n) in [("width", d), ("FFN width", f)] {
+        if !n.is_multiple_of(block) {
+            return Err(format!(
+                "{what} {n} is not a multiple of {ty}'s block of {block}"
+            ));
+        }
+    }
+    let n_tok = tokenizer_len(tokenizer);
+    let vocab = shape.vocab.unwrap_or(n_tok.div_ceil(256) * 256);
+    if vocab < n_tok {
+        return Err(format!(
+            "the tokenizer has {n_tok} tokens, more than the vocabulary of {vocab}"
+        ));
+    }
+
+    let mut w = GgufWriter::default();
+    let key = |k: &str| format!("{ARCH}.{k}");
+    w.meta("general.architecture", MetaValue::String(ARCH.into()))
+        .meta(
+            "general.name",
+            MetaValue::String(format!(
+                "synthetic BitNet b1.58 {d}x{} ({ty}, seed {seed})",
+                shape.n_layers
+            )),
+        )
+        .meta(&key("context_length"), MetaValue::U32(shape.context as u32))
+        .meta(&key("embedding_length"), MetaValue::U32(d as u32))
+        .meta(&key("block_count"), MetaValue::U32(shape.n_layers as u32))
+        .meta(&key("feed_forward_length"), MetaValue::U32(f as u32))
+        .meta(
+            &key("attention.head_count"),
+            MetaValue::U32(shape.n_heads as u32),
+        )
+        .meta(
+            &key("attention.head_count_kv"),
+            MetaValue::U32(shape.n_kv_heads as u32),
+        )
+        .meta(&key("rope.dimension_count"), MetaValue::U32(hd as u32))
+        .meta(&key("rope.freq_base"), MetaValue::F32(500_000.0))
+        .meta(
+            &key("attention.layer_norm_rms_epsilon"),
+            MetaValue::F32(1e-5),
+        )
+        .meta(&key("vocab_size"), MetaValue::U32(vocab as u32));
+    match tokenizer {
+        Some(src) => copy_tokenizer(&mut w, src, vocab)?,
+        None => builtin_tokenizer(&mut w, vocab),
+    }
+
+    let norm = |w: &mut GgufWriter, name: &str, n: usize| {
+        let mut rng = Rng::new(seed, name);
+        let v: Vec<f32> = (0..n).map(|_| 1.0 + 0.1 * rng.unit()).collect();
+        w.f32_tensor(name, &[n as u64], &v);
+    };
+    let mut rng = Rng::new(seed, "token_embd.weight");
+    let embd: Vec<u8> = (0..vocab * d)
+        .flat_map(|_| half::f16::from_f32(rng.unit()).to_bits().to_le_bytes())
+        .collect();
+    w.tensor(
+        "token_embd.weight",
+        &[d as u64, vocab as u64],
+        GgmlType::F16,
+        embd,
+    );
+    norm(&mut w, "output_norm.weight", d);
+    for l in 0..shape.n_layers {
+        let p = |s: &str| format!("blk.{l}.{s}");
+        norm(&mut w, &p("attn_norm.weight"), d);
+        norm(&mut w, &p("attn_sub_norm.weight"), d);
+        norm(&mut w, &p("ffn_norm.weight"), d);
+        norm(&mut w, &p("ffn_sub_norm.weight"), f);
+        for (name, rows, cols) in [
+            ("attn_q.weight", d, d),
+            ("attn_k.weight", kv, d),
+            ("attn_v.weight", kv, d),
+            ("attn_output.weight", d, d),
+            ("ffn_gate.weight", f, d),
+            ("ffn_up.weight", f, d),
+            ("ffn_down.weight", d, f),
+        ] {
+            let name = p(name);
+            let mut rng = Rng::new(seed, &name);
+            let codes = random_codes(&mut rng, rows * cols);
+            // mean |W| of real BitNet matrices is O(1); f16-exact so every format stores the same number.
+            let scale = half::f16::from_f32(1.0 + 0.5 * rng.unit()).to_f32();
+            let data = encode_ternary(&codes, scale, cols, ty);
+            w.tensor(&name, &[cols as u64, rows as u64], ty, data);
+        }
+    }
+    Ok(w)
+}
