@@ -49,9 +49,20 @@ pub struct ModelConfig {
     pub keep_alive: Option<Duration>,
     /// Load at start instead of on first use.
     pub preload: bool,
+    /// Convert the output head at load: `i8` (int8 rows, per-token activations) or `q8_0` halve the bytes a
+    /// generated token reads from a tied F16 head (BitNet b1.58; docs/benchmarks.md has speed and the quality
+    /// effect). Default: the file's type.
+    pub head: Option<String>,
 }
 
 impl ModelConfig {
+    /// The `head` option as a tensor type; config validation has already refused other values.
+    pub fn head_type(&self) -> Option<hearth_engine::quant::GgmlType> {
+        self.head
+            .as_deref()
+            .and_then(hearth_engine::model::parse_head)
+    }
+
     pub fn pin(&self) -> hearth_engine::devices::Pin {
         self.device
             .as_deref()
@@ -371,6 +382,13 @@ impl Config {
             if let Some(d) = &m.device {
                 d.parse::<hearth_engine::devices::Pin>()
                     .map_err(|e| ConfigError::Invalid(format!("models.{name}.device: {e}")))?;
+            }
+            if let Some(h) = &m.head {
+                if hearth_engine::model::parse_head(h).is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "models.{name}.head: '{h}' (use i8, q8_0 or f16)"
+                    )));
+                }
             }
         }
         if let Some(url) = &self.database_url {

@@ -189,6 +189,7 @@ pub fn render(r: &Report) -> String {
         },
         c.kernels
     ));
+    line(format!("        ternary kernels: {}", c.ternary_kernels));
     for g in &r.inventory.gpus {
         line(format!(
             "GPU     {} {} ({}), {} free of {}, compute {}, power limit {}",

@@ -135,7 +135,14 @@ fn doctor_and_admin_devices_report_this_machine() {
             .unwrap()
             > 1 << 30
     );
-    assert_eq!(r["backends_built"], json!(["cpu"]));
+    assert_eq!(r["backends_built"], json!(["cpu", "ternary"]));
+    assert!(
+        r["inventory"]["cpu"]["ternary_kernels"]
+            .as_str()
+            .unwrap()
+            .contains("i2 4-row groups"),
+        "{r}"
+    );
     assert_eq!(r["models"][0]["model"], "smollm2");
     assert_eq!(r["models"][0]["device"], "cpu");
     assert_eq!(r["power_zones"][0]["name"], "package-0");
@@ -319,4 +326,41 @@ fn memory_budget_unloads_the_least_recently_used_model() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("expected {want:?}, got {:?}\n{}", states(), d.log());
+}
+
+/// A BitNet b1.58 model (synthetic, real format) is placed on the ternary back end and served over the API, with
+/// the `head = "i8"` option from config.
+#[test]
+fn bitnet_model_is_served_on_the_ternary_back_end() {
+    let d = Daemon::start_with(
+        &format!("{BASE_CONFIG}\n[models.bitnet]\nhead = \"i8\"\n"),
+        &[],
+    );
+    let file = d.state.path().join("bitnet-tiny.gguf");
+    let f = file.to_str().unwrap();
+    ok_stdout(&d.cli(&[
+        "model", "synth", "bitnet", "--preset", "tiny", "--format", "i2_s", "--out", f,
+    ]));
+    ok_stdout(&d.cli(&["model", "import", f, "--name", "bitnet"]));
+    let a = d.admin_key.clone();
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&a),
+        &json!({"model": "bitnet", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6,
+                "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["usage"]["completion_tokens"], 6, "{j}");
+    let list = d.get("/admin/models", Some(&a)).json();
+    let m = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "bitnet")
+        .unwrap()
+        .clone();
+    assert_eq!(m["architecture"], "bitnet-b1.58", "{m}");
+    assert_eq!(m["backend"], "ternary", "{m}");
+    assert!(m["placement"].as_str().unwrap().contains("ternary"), "{m}");
 }

@@ -155,18 +155,28 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("hearth-bench-head-{}.gguf", std::process::id()));
     gw.write_to(&dir).expect("write head");
     let f = std::sync::Arc::new(hearth_engine::gguf::GgufFile::open(&dir).expect("open head"));
-    let head = Weight::from_file(&f, "head", isa).expect("head");
-    for &t in tokens.iter().filter(|&&t| t <= 32) {
+    let f16_head = Weight::from_file(&f, "head", isa).expect("head");
+    let q8_head = f16_head.converted(GgmlType::Q8_0, isa).expect("q8_0 head");
+    let i8_head = f16_head.to_rows_i8(isa);
+    for (head, t) in tokens
+        .iter()
+        .filter(|&&t| t <= 32)
+        .flat_map(|&t| [(&f16_head, t), (&q8_head, t), (&i8_head, t)])
+    {
         let x: Vec<f32> = (0..t * k)
             .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
         let mut xq = QActs::default();
-        quantize_acts(&x, k, &mut xq);
+        if head.wants_per_token() {
+            quantize_per_token(&x, k, &mut xq);
+        } else {
+            quantize_acts(&x, k, &mut xq);
+        }
         let mut out = vec![0f32; t * n];
-        let s = time(|| matmul(&pool, &mut [(&head, &mut out)], &x, &xq, t), 1.0);
+        let s = time(|| matmul(&pool, &mut [(head, &mut out)], &x, &xq, t), 1.0);
         println!(
             "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
-            format!("head F16 {k} -> {n}"),
+            format!("head {} {k} -> {n}", head.ty),
             t,
             s * 1e3,
             (n * k * t) as f64 / s / 1e9,

@@ -4,6 +4,7 @@
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dot::{self, Dot4Fn, DotFn, DotR4Fn, Isa};
+use crate::quant::rows_i8::{matmul_rows_i8, RowsI8};
 use crate::quant::{dequantize_row, GgmlType, QActs};
 use crate::ternary::kernels::Kernels;
 use crate::ternary::{formats, matmul_packed, Packed};
@@ -18,6 +19,8 @@ enum Storage {
     Owned(Vec<u8>),
     /// Ternary weights repacked for the ternary back end (`ternary::Packed`), with its kernels.
     Packed(Packed, Kernels),
+    /// Int8 rows with per-row scales (`head = "i8"`); the flag: AVX2 kernels.
+    RowsI8(RowsI8, bool),
 }
 
 /// A [rows × cols] matrix; row r is `cols` elements of `ty`, contiguous.
@@ -99,26 +102,30 @@ impl Weight {
         })
     }
 
-    /// The same matrix converted to F32 or F16 and owned (the `dtype = "f16"` load option).
+    /// The same matrix converted to F32, F16 or Q8_0 and owned (the `dtype = "f16"` load option; `head = "q8_0"`).
     pub fn converted(&self, ty: GgmlType, isa: Isa) -> Result<Weight> {
-        let bytes_per = match ty {
-            GgmlType::F32 => 4,
-            GgmlType::F16 => 2,
+        let row_bytes = match ty {
+            GgmlType::F32 => self.cols * 4,
+            GgmlType::F16 => self.cols * 2,
+            GgmlType::Q8_0 => self.cols / 32 * crate::quant::blocks::Q8_0_BYTES,
             other => {
                 return Err(EngineError::InvalidRequest(format!(
                     "cannot convert weights to {other}"
                 )))
             }
         };
-        let mut data = Vec::with_capacity(self.rows * self.cols * bytes_per);
+        let mut data = Vec::with_capacity(self.rows * row_bytes);
         let mut row = vec![0f32; self.cols];
         for r in 0..self.rows {
             self.dequantize_row(r, &mut row);
-            for v in &row {
-                match ty {
-                    GgmlType::F32 => data.extend_from_slice(&v.to_le_bytes()),
-                    _ => data.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes()),
-                }
+            match ty {
+                GgmlType::F32 => row
+                    .iter()
+                    .for_each(|v| data.extend_from_slice(&v.to_le_bytes())),
+                GgmlType::F16 => row.iter().for_each(|v| {
+                    data.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())
+                }),
+                _ => data.extend(crate::quant::quantize_q8_0(&row)),
             }
         }
         Ok(Weight {
@@ -126,7 +133,7 @@ impl Weight {
             ty,
             rows: self.rows,
             cols: self.cols,
-            row_bytes: self.cols * bytes_per,
+            row_bytes,
             storage: Storage::Owned(data),
             kernel: Some(
                 dot::kernel(ty, isa)
@@ -169,6 +176,27 @@ impl Weight {
         }
     }
 
+    /// The same matrix as int8 rows with per-row scales (`head = "i8"`); it then needs per-token activations.
+    pub fn to_rows_i8(&self, isa: Isa) -> Weight {
+        let m = RowsI8::quantize(self.rows, self.cols, |r, buf| self.dequantize_row(r, buf));
+        Weight {
+            name: self.name.clone(),
+            ty: GgmlType::I8,
+            rows: self.rows,
+            cols: self.cols,
+            row_bytes: self.cols,
+            storage: Storage::RowsI8(m, isa != Isa::Scalar),
+            kernel: None,
+            kernel4: None,
+            kernel_r4: None,
+        }
+    }
+
+    /// Whether `matmul` needs this weight's activations quantized per token (ternary and int8-row weights).
+    pub fn wants_per_token(&self) -> bool {
+        matches!(self.storage, Storage::Packed(..) | Storage::RowsI8(..))
+    }
+
     /// The per-matrix scale of a repacked ternary weight, to fold a separate scale tensor into.
     pub fn packed_scale_mut(&mut self) -> Option<&mut f32> {
         match &mut self.storage {
@@ -189,7 +217,7 @@ impl Weight {
         match &self.storage {
             Storage::Mapped { file, index } => file.tensor_data(&file.tensors[*index]),
             Storage::Owned(v) => v,
-            Storage::Packed(..) => &[],
+            Storage::Packed(..) | Storage::RowsI8(..) => &[],
         }
     }
 
@@ -200,6 +228,7 @@ impl Weight {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         match &self.storage {
             Storage::Packed(p, _) => p.dequantize_row(r, out),
+            Storage::RowsI8(m, _) => m.dequantize_row(r, out),
             _ => {
                 dequantize_row(self.ty, self.row(r), out);
             }
@@ -209,6 +238,7 @@ impl Weight {
     pub fn n_bytes(&self) -> usize {
         match &self.storage {
             Storage::Packed(p, _) => p.n_bytes(),
+            Storage::RowsI8(m, _) => m.n_bytes(),
             _ => self.rows * self.row_bytes,
         }
     }
@@ -260,6 +290,12 @@ pub fn matmul(
                 if let Some((p, k)) = w.packed() {
                     // SAFETY: this thread owns rows lo..hi of `out`, which holds n_tok × w.rows floats.
                     unsafe { matmul_packed(p, k, lo, hi, xq, n_tok, *out, w.rows) };
+                    base += w.rows;
+                    continue;
+                }
+                if let Storage::RowsI8(m, simd) = &w.storage {
+                    // SAFETY: as above.
+                    unsafe { matmul_rows_i8(m, *simd, (lo, hi), xq, n_tok, *out) };
                     base += w.rows;
                     continue;
                 }

@@ -3,6 +3,8 @@
 //! scripts/bitnet-reference), and bad ternary input.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use hearth_engine::gguf::writer::GgufWriter;
 use hearth_engine::gguf::{GgufFile, MetaValue};
 use hearth_engine::kv::KvCache;
@@ -200,7 +202,7 @@ fn synthetic_model_in_three_formats_computes_the_same() {
     for ty in [GgmlType::I2S, GgmlType::TQ2_0, GgmlType::TQ1_0] {
         let f = write(&synth::bitnet(synth::Shape::TINY, ty, 42, None).unwrap());
         let gguf = GgufFile::open(f.path()).unwrap();
-        assert_eq!(gguf.architecture().unwrap(), synth::ARCH);
+        assert_eq!(gguf.architecture().unwrap(), synth::arch_for(ty));
         let model = Model::load(f.path(), &LoadOptions::default()).unwrap();
         // Every matrix went to the ternary back end.
         for l in &model.layers {
@@ -413,4 +415,73 @@ fn bad_ternary_input_is_a_clear_error() {
     std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": 256}").unwrap();
     let e = hf::convert(dir.path(), GgmlType::I2S, None).unwrap_err();
     assert!(e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn int8_head_options_stay_close_to_the_f16_head() {
+    // The tied head of the transformers fixture as stored (F16), as int8 rows and as Q8_0: the quality effect of
+    // `head = "i8" | "q8_0"`, measured on the logits of every position.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bitnet-tiny");
+    let r = reference();
+    let tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let f = write(&hf::convert(&dir, GgmlType::I2S, None).unwrap());
+    let base = logits(
+        &Model::load(f.path(), &LoadOptions::default()).unwrap(),
+        &tokens,
+    );
+    for head in [GgmlType::I8, GgmlType::Q8_0] {
+        let opts = LoadOptions {
+            head: Some(head),
+            ..LoadOptions::default()
+        };
+        let model = Model::load(f.path(), &opts).unwrap();
+        assert_eq!(model.output.ty, head);
+        let got = logits(&model, &tokens);
+        let (mut worst, mut same_top) = (0f32, 0);
+        for (g, b) in got.iter().zip(&base) {
+            let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (x, y) in g.iter().zip(b) {
+                worst = worst.max((x - y).abs() / range);
+            }
+            same_top += usize::from(argmax(g) == argmax(b));
+        }
+        eprintln!("head {head}: worst logit difference {worst} of the range, top-1 equal at {same_top}/{}", base.len());
+        assert!(
+            worst < 0.02,
+            "head {head}: logits moved by {worst} of their range"
+        );
+        assert!(
+            same_top + 1 >= base.len(),
+            "head {head}: top-1 changed at {} positions",
+            base.len() - same_top
+        );
+    }
+}
+
+#[test]
+fn synthetic_model_can_carry_a_real_tokenizer() {
+    // SmolLM2's BPE tokenizer, padded to the 2B4T preset's Llama 3 vocabulary size, tokenizes like SmolLM2.
+    let smol = GgufFile::open(common::model(common::SMOLLM2)).unwrap();
+    let mut shape = synth::Shape::TINY;
+    shape.vocab = Some(128_256);
+    let f = write(&synth::bitnet(shape, GgmlType::I2S, 3, Some(&smol)).unwrap());
+    let g = GgufFile::open(f.path()).unwrap();
+    let theirs = hearth_engine::Tokenizer::from_gguf(&smol).unwrap();
+    let ours = hearth_engine::Tokenizer::from_gguf(&g).unwrap();
+    let text = "The ternary back end: 1.58 bits per weight, ünïcode too.";
+    assert_eq!(
+        ours.encode(text, false).unwrap(),
+        theirs.encode(text, false).unwrap()
+    );
+    let model = Model::load(f.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(model.config.vocab_size, 128_256);
+    assert!(logits(&model, &[1, 2, 3])
+        .iter()
+        .flatten()
+        .all(|v| v.is_finite()));
 }

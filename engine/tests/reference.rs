@@ -56,6 +56,7 @@ fn check_logits(key: &str, file: &str) {
     let opts = LoadOptions {
         dtype: std::env::var_os("HEARTH_DEBUG_F32").map(|_| hearth_engine::quant::GgmlType::F32),
         isa: None,
+        head: None,
     };
     let lm = LoadedModel::load(model(file), &opts, 2).expect("load");
     let tokens = ids(&g["logits"]["tokens"]);

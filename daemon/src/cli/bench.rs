@@ -24,6 +24,9 @@ pub struct BenchArgs {
     pub repetitions: usize,
     #[arg(long, value_parser = super::parse_dtype)]
     pub dtype: Option<hearth_engine::quant::GgmlType>,
+    /// Convert the output head at load: q8_0 halves a tied F16 head's bytes per token (BitNet).
+    #[arg(long, value_parser = super::parse_head)]
+    pub head: Option<hearth_engine::quant::GgmlType>,
     #[arg(long)]
     pub json: bool,
 }
@@ -93,6 +96,7 @@ pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         &path,
         &LoadOptions {
             dtype: a.dtype,
+            head: a.head,
             isa: None,
         },
         a.threads,

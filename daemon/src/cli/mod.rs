@@ -15,3 +15,9 @@ pub fn parse_dtype(s: &str) -> Result<GgmlType, String> {
         other => Err(format!("unknown dtype '{other}' (use f16 or f32)")),
     }
 }
+
+/// `--head i8|q8_0|f16`: convert the output head at load.
+pub fn parse_head(s: &str) -> Result<GgmlType, String> {
+    hearth_engine::model::parse_head(s)
+        .ok_or_else(|| format!("unknown head type '{s}' (use i8, q8_0 or f16)"))
+}

@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// Convert weights at load: f16 or f32.
     #[arg(long, value_parser = super::parse_dtype)]
     pub dtype: Option<hearth_engine::quant::GgmlType>,
+    /// Convert the output head at load: q8_0 halves a tied F16 head's bytes per token (BitNet).
+    #[arg(long, value_parser = super::parse_head)]
+    pub head: Option<hearth_engine::quant::GgmlType>,
     /// Keep generating through end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
@@ -59,6 +62,7 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
         &path,
         &LoadOptions {
             dtype: a.dtype,
+            head: a.head,
             isa: None,
         },
         a.threads,

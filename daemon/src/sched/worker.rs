@@ -138,7 +138,11 @@ struct Running<'a> {
 impl Worker {
     pub fn run(self) {
         let started = Instant::now();
-        let loaded = LoadedModel::load(&self.path, &LoadOptions::default(), self.cfg.threads);
+        let opts = LoadOptions {
+            head: self.cfg.models.get(&self.model).and_then(|m| m.head_type()),
+            ..LoadOptions::default()
+        };
+        let loaded = LoadedModel::load(&self.path, &opts, self.cfg.threads);
         let lm = match loaded {
             Ok(lm) => lm,
             Err(e) => {

@@ -12,6 +12,8 @@ pub struct CpuInfo {
     pub simd: Vec<&'static str>,
     /// The dot-product kernel set the engine picks on this CPU (`quant::dot::Isa`).
     pub kernels: &'static str,
+    /// The ternary back end's kernel path (`ternary::kernels::Kernels`).
+    pub ternary_kernels: &'static str,
     pub memory_total_bytes: u64,
     pub memory_available_bytes: u64,
 }
@@ -76,6 +78,8 @@ pub fn detect() -> CpuInfo {
         logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         simd: simd_features(),
         kernels: crate::quant::dot::Isa::detect().name(),
+        ternary_kernels:
+            crate::ternary::kernels::Kernels::for_isa(crate::quant::dot::Isa::detect()).name,
         memory_total_bytes: sys.total_memory(),
         memory_available_bytes: sys.available_memory(),
     }

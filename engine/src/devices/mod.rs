@@ -26,7 +26,7 @@ impl Backends {
     /// This build's.
     pub const BUILT: Backends = Backends {
         cpu: true,
-        ternary: false,
+        ternary: true,
         cuda: false,
         metal: false,
     };

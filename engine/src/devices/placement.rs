@@ -4,7 +4,6 @@
 
 use super::{Backends, Inventory};
 use crate::gguf::GgufFile;
-use crate::quant::GgmlType;
 use crate::Result;
 use serde::Serialize;
 use std::path::Path;
@@ -15,7 +14,7 @@ pub struct Footprint {
     pub weights_bytes: u64,
     /// The KV cache with every slot at full context (f32 keys and values).
     pub kv_bytes: u64,
-    /// Stored in a ternary type (TQ1_0, TQ2_0).
+    /// Stored in a ternary type (I2_S, TQ1_0, TQ2_0).
     pub ternary: bool,
 }
 
@@ -35,10 +34,7 @@ impl Footprint {
         let embd = key("embedding_length").unwrap_or(0);
         let head_dim = key("attention.key_length").unwrap_or(embd / heads);
         let kv_bytes = 2 * layers * kv_heads * head_dim * (context as u64) * (slots as u64) * 4;
-        let ternary = f
-            .type_counts()
-            .keys()
-            .any(|t| matches!(t, GgmlType::TQ1_0 | GgmlType::TQ2_0));
+        let ternary = f.type_counts().keys().any(|t| t.is_ternary());
         Ok(Footprint {
             weights_bytes: f.file_size(),
             kv_bytes,
@@ -258,6 +254,7 @@ mod tests {
                 logical_cores: 16,
                 simd: vec!["avx2", "fma"],
                 kernels: "avx2",
+                ternary_kernels: "avx2",
                 memory_total_bytes: 32 * GIB,
                 memory_available_bytes: 20 * GIB,
             },
@@ -322,8 +319,11 @@ mod tests {
         let p = place(&model(1, 1, true), &Pin::Auto, &inv).unwrap();
         assert_eq!((p.device.as_str(), p.backend), ("cpu", "ternary"));
         // A build without the ternary kernels still runs them on the CPU back end.
-        let inv = inventory(&[], Backends::BUILT);
-        let p = place(&model(1, 1, true), &Pin::Auto, &inv).unwrap();
+        let no_ternary = Backends {
+            ternary: false,
+            ..Backends::BUILT
+        };
+        let p = place(&model(1, 1, true), &Pin::Auto, &inventory(&[], no_ternary)).unwrap();
         assert_eq!(p.backend, "cpu");
     }
 

@@ -109,7 +109,11 @@ impl Model {
         }
         s.logits.resize(n_out * c.vocab_size, 0.0);
         if n_out > 0 {
-            quantize_acts(&s.xo, d, &mut s.xq);
+            if self.output.wants_per_token() {
+                quantize_per_token(&s.xo, d, &mut s.xq);
+            } else {
+                quantize_acts(&s.xo, d, &mut s.xq);
+            }
             matmul(
                 pool,
                 &mut [(&self.output, &mut s.logits)],

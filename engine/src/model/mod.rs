@@ -19,6 +19,16 @@ use crate::weights::Weight;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The `head` load option by name: `i8` (int8 rows), `q8_0`, `f16`.
+pub fn parse_head(s: &str) -> Option<GgmlType> {
+    match s {
+        "i8" => Some(GgmlType::I8),
+        "q8_0" => Some(GgmlType::Q8_0),
+        "f16" => Some(GgmlType::F16),
+        _ => None,
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -27,6 +37,10 @@ pub struct LoadOptions {
     pub dtype: Option<GgmlType>,
     /// Kernel path; None detects the best one.
     pub isa: Option<Isa>,
+    /// Convert the output head at load: `Q8_0`, or `I8` (int8 rows with per-row scales and per-token activations).
+    /// BitNet's tied F16 head is more than half of the bytes a generated token reads; either halves them (the
+    /// embedding look-up keeps the file's F16 rows).
+    pub head: Option<GgmlType>,
 }
 
 pub struct Layer {
@@ -254,6 +268,11 @@ impl Model {
             weight("output.weight")?
         } else {
             weight("token_embd.weight")?
+        };
+        let output = match opts.head {
+            Some(GgmlType::I8) => output.to_rows_i8(isa),
+            Some(ty) if ty != output.ty => output.converted(ty, isa)?,
+            _ => output,
         };
         let output_norm = vec("output_norm.weight")?;
         Ok(Model {

@@ -6,11 +6,12 @@ pub mod blocks;
 pub(crate) mod dequant;
 pub mod dot;
 mod quantize;
+pub mod rows_i8;
 mod types;
 
 pub use acts::{quantize_acts, QActs, QRow, QK};
 pub use dequant::dequantize_row;
-pub use quantize::{quantize_tq1_0, quantize_tq2_0};
+pub use quantize::{quantize_q8_0, quantize_tq1_0, quantize_tq2_0};
 pub use types::GgmlType;
 
 #[inline]

@@ -63,3 +63,17 @@ pub fn quantize_tq1_0(x: &[f32]) -> Vec<u8> {
     }
     out
 }
+
+/// Q8_0 (llama.cpp's reference quantizer): per 32 elements an f16 scale absmax / 127 and round(x / scale), halves
+/// away from zero. Used to shrink an F16 output head at load (`LoadOptions::head`).
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / 32 * super::blocks::Q8_0_BYTES);
+    for block in x.chunks_exact(32) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        out.extend_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+        out.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+    out
+}

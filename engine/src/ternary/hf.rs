@@ -8,7 +8,7 @@
 //! fixture (`tests/golden/bitnet-tiny`), whose logits come from transformers itself. q and k rows are permuted
 //! for adjacent-pair rope, as llama.cpp's converters do, because GGUF BitNet files are read that way.
 
-use super::synth::{encode_ternary, ARCH};
+use super::synth::{arch_for, encode_ternary};
 use crate::gguf::writer::GgufWriter;
 use crate::gguf::{GgufFile, MetaValue};
 use crate::quant::GgmlType;
@@ -230,8 +230,9 @@ pub fn convert(
     let hd = d / n_heads;
 
     let mut w = GgufWriter::default();
-    let key = |k: &str| format!("{ARCH}.{k}");
-    w.meta("general.architecture", MetaValue::String(ARCH.into()))
+    let arch = arch_for(ty);
+    let key = |k: &str| format!("{arch}.{k}");
+    w.meta("general.architecture", MetaValue::String(arch.into()))
         .meta(
             "general.name",
             MetaValue::String(format!("{} ({ty})", dir.display())),

@@ -8,7 +8,19 @@ use crate::gguf::writer::GgufWriter;
 use crate::gguf::{GgufFile, MetaArray, MetaValue};
 use crate::quant::{quantize_tq1_0, quantize_tq2_0, GgmlType};
 
+/// bitnet.cpp's architecture name, written with I2_S (its type).
 pub const ARCH: &str = "bitnet-b1.58";
+/// llama.cpp's name, written with TQ1_0 / TQ2_0 (its types), so llama.cpp loads those files as they are.
+pub const ARCH_LLAMA_CPP: &str = "bitnet";
+
+/// The architecture name a file of ternary type `ty` is written with.
+pub fn arch_for(ty: GgmlType) -> &'static str {
+    if ty == GgmlType::I2S {
+        ARCH
+    } else {
+        ARCH_LLAMA_CPP
+    }
+}
 
 /// Model shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,8 +291,9 @@ pub fn bitnet(
     }
 
     let mut w = GgufWriter::default();
-    let key = |k: &str| format!("{ARCH}.{k}");
-    w.meta("general.architecture", MetaValue::String(ARCH.into()))
+    let arch = arch_for(ty);
+    let key = |k: &str| format!("{arch}.{k}");
+    w.meta("general.architecture", MetaValue::String(arch.into()))
         .meta(
             "general.name",
             MetaValue::String(format!(
