@@ -38,6 +38,13 @@ impl QActs {
     }
 }
 
+/// Round half to even (as `torch.round` and `nearbyint`) by the 1.5·2^23 trick: plain arithmetic the compiler
+/// vectorises, no libm call. Exact for |v| < 2^22.
+#[inline]
+pub(crate) fn round_half_even(v: f32) -> f32 {
+    (v + 12_582_912.0) - 12_582_912.0
+}
+
 /// Quantizes `x` ([rows × cols], cols a multiple of 32) into `out`.
 pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
     debug_assert_eq!(cols % QK, 0);
@@ -54,8 +61,7 @@ pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut s = 0i32;
         for (o, &v) in out.q[b * QK..(b + 1) * QK].iter_mut().zip(chunk) {
-            // Round half to even by the 1.5·2^23 trick: plain arithmetic the compiler vectorises (no libm call).
-            let q = ((v * id + 12_582_912.0) - 12_582_912.0) as i32;
+            let q = round_half_even(v * id) as i32;
             *o = q as i8;
             s += q;
         }

@@ -1,7 +1,7 @@
 //! Quantized tensor formats: the ggml block layouts, dequantization, activation quantization and the dot-product
 //! kernels (scalar reference + SIMD, chosen at run time).
 
-mod acts;
+pub(crate) mod acts;
 pub mod blocks;
 pub(crate) mod dequant;
 pub mod dot;

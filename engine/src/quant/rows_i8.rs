@@ -79,10 +79,7 @@ unsafe fn dot4_avx2(w: [&[i8]; 4], x: &[i8]) -> [i32; 4] {
         }
         let mut out = [0i32; 4];
         for (o, a) in out.iter_mut().zip(acc) {
-            let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-            *o = _mm_cvtsi128_si32(s);
+            *o = crate::ternary::kernels::x86::hsum_i32(a);
         }
         // Columns past the last multiple of 32 (none for real heads).
         for (o, wr) in out.iter_mut().zip(&w) {

@@ -4,19 +4,14 @@
 //! filled consistently (every block of a row has the row's scale), so int8 kernels of other types read the same
 //! numbers.
 
+use crate::quant::acts::round_half_even;
 use crate::quant::{QActs, QK};
-
-/// Round half to even, as `torch.round`; exact for |v| < 2^22 (ours are ≤ 127.5).
-#[inline]
-fn round_even(v: f32) -> f32 {
-    (v + 12_582_912.0) - 12_582_912.0
-}
 
 fn quantize_row(x: &[f32], amax: f32, q: &mut [i8]) -> (f32, i32) {
     let scale = 127.0 / amax.max(1e-5);
     let mut sum = 0i32;
     for (o, &v) in q.iter_mut().zip(x) {
-        let r = round_even(v * scale).clamp(-128.0, 127.0) as i32;
+        let r = round_half_even(v * scale).clamp(-128.0, 127.0) as i32;
         *o = r as i8;
         sum += r;
     }
