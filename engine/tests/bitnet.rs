@@ -485,3 +485,35 @@ fn synthetic_model_can_carry_a_real_tokenizer() {
         .flatten()
         .all(|v| v.is_finite()));
 }
+
+#[test]
+fn i2_s_matrices_in_another_architecture_get_per_token_activations() {
+    // The tiny model's tensors under the llama architecture: I2_S matrices are repacked whatever the
+    // architecture, so the model must quantize activations per token for them (never per block).
+    let src = write(&synth::bitnet(synth::Shape::TINY, GgmlType::I2S, 5, None).unwrap());
+    let g = GgufFile::open(src.path()).unwrap();
+    let mut w = GgufWriter::default();
+    for (k, v) in &g.metadata {
+        let k = match k.strip_prefix("bitnet-b1.58.") {
+            Some(rest) => format!("llama.{rest}"),
+            None => k.clone(),
+        };
+        let v = if k == "general.architecture" {
+            MetaValue::String("llama".into())
+        } else {
+            v.clone()
+        };
+        w.meta(&k, v);
+    }
+    for t in &g.tensors {
+        w.tensor(&t.name, &t.dims, t.ty, g.tensor_data(t).to_vec());
+    }
+    let f = write(&w);
+    let model = Model::load(f.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(model.config.architecture, "llama");
+    assert!(model.config.per_token_acts);
+    assert!(logits(&model, &[1, 2, 3, 4])
+        .iter()
+        .flatten()
+        .all(|v| v.is_finite()));
+}

@@ -275,6 +275,13 @@ impl Model {
             _ => output,
         };
         let output_norm = vec("output_norm.weight")?;
+        // Repacked ternary (I2_S) matrices read per-token activations, whatever the architecture says.
+        let mut config = config;
+        config.per_token_acts |= layers.iter().any(|l| {
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .any(|w| w.wants_per_token())
+        });
         Ok(Model {
             config,
             isa,
