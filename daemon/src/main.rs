@@ -126,7 +126,7 @@ enum ModelCommand {
         format: String,
         #[arg(long)]
         out: PathBuf,
-        /// Embed this GGUF file's tokenizer (e.g. a Llama 3 model's); without it the file has ids only.
+        /// Embed this GGUF file's tokenizer instead of the checkpoint's tokenizer.json (without either, ids only).
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },

@@ -517,3 +517,76 @@ fn i2_s_matrices_in_another_architecture_get_per_token_activations() {
         .flatten()
         .all(|v| v.is_finite()));
 }
+
+#[test]
+fn convert_reads_the_checkpoints_tokenizer_json() {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::AddedToken;
+    // A byte-level BPE tokenizer.json as Hugging Face writes it: the byte alphabet, a few merges, two special
+    // tokens; beside the fixture's weights in a scratch directory.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bitnet-tiny");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    let merges: Vec<(String, String)> =
+        [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    let mut vocab: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
+    vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
+    let bpe = BPE::builder()
+        .vocab_and_merges(
+            vocab
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), i as u32))
+                .collect::<tokenizers::models::bpe::Vocab>(),
+            merges,
+        )
+        .build()
+        .unwrap();
+    let mut hf_tok = tokenizers::Tokenizer::new(bpe);
+    // As Llama 3's: no prefix space, GPT-2's split regex.
+    hf_tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    hf_tok.with_decoder(Some(ByteLevel::default()));
+    hf_tok.add_special_tokens(&[
+        AddedToken::from("<|begin_of_text|>", true),
+        AddedToken::from("<|eot_id|>", true),
+    ]);
+    hf_tok
+        .save(dir.path().join("tokenizer.json"), false)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"bos_token": "<|begin_of_text|>", "eos_token": {"content": "<|eot_id|>"}, "add_bos_token": true,
+            "chat_template": "{% for m in messages %}{{ m['content'] }}<|eot_id|>{% endfor %}"}"#,
+    )
+    .unwrap();
+
+    let f = write(&hf::convert(dir.path(), GgmlType::I2S, None).unwrap());
+    let g = GgufFile::open(f.path()).unwrap();
+    let ours = hearth_engine::Tokenizer::from_gguf(&g).unwrap();
+    for text in [
+        "the theatre in the hat",
+        "Tea at 10:30, über-in",
+        "  spaced\nlines\t",
+    ] {
+        let want: Vec<u32> = hf_tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(ours.encode(text, false).unwrap(), want, "{text:?}");
+    }
+    let bos = vocab.len() as u32;
+    assert_eq!(g.get_u64("tokenizer.ggml.bos_token_id"), Some(bos as u64));
+    assert_eq!(
+        g.get_u64("tokenizer.ggml.eos_token_id"),
+        Some(bos as u64 + 1)
+    );
+    assert_eq!(ours.encode("<|eot_id|>", false).unwrap(), vec![bos + 1]);
+    // The model loads with it and the file imports like any other (tokenizer, template, tied head).
+    assert!(g.get_str("tokenizer.chat_template").is_some());
+    Model::load(f.path(), &LoadOptions::default()).unwrap();
+}

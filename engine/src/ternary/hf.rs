@@ -186,6 +186,136 @@ fn permute_rows<T: Copy>(v: &[T], n_heads: usize, cols: usize) -> Vec<T> {
     out
 }
 
+/// `tokenizer.*` keys from a checkpoint's tokenizer.json (byte-level BPE, as Llama 3's) and tokenizer_config.json:
+/// tokens by id (gaps and the rest of the vocabulary padded with reserved control tokens), types (added special
+/// tokens are control, other added ones user-defined), merges, BOS/EOS/EOT, chat template. The pre-tokenizer is
+/// named `llama-bpe` when the file splits digits in threes as Llama 3's does, else GPT-2's.
+fn tokenizer_from_json(w: &mut GgufWriter, dir: &Path, vocab: usize) -> Result<(), String> {
+    use crate::gguf::MetaArray;
+    let read = |name: &str| -> Result<Option<serde_json::Value>, String> {
+        let p = dir.join(name);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let Some(tj) = read("tokenizer.json")? else {
+        return Ok(());
+    };
+    let model = &tj["model"];
+    if model["type"].as_str() != Some("BPE") {
+        return Err(format!(
+            "tokenizer.json: model type {} (only BPE is supported)",
+            model["type"]
+        ));
+    }
+    let mut tokens: Vec<Option<String>> = vec![None; vocab];
+    let mut types = vec![1i32; vocab];
+    let mut put = |id: u64, text: &str, ty: i32| -> Result<(), String> {
+        let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+            format!("tokenizer.json: token id {id} is beyond the vocabulary of {vocab}")
+        })?;
+        *slot = Some(text.to_owned());
+        types[id as usize] = ty;
+        Ok(())
+    };
+    for (text, id) in model["vocab"]
+        .as_object()
+        .ok_or("tokenizer.json: model.vocab is missing")?
+    {
+        put(
+            id.as_u64()
+                .ok_or("tokenizer.json: a vocabulary id is not a number")?,
+            text,
+            1,
+        )?;
+    }
+    for t in tj["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(text)) = (t["id"].as_u64(), t["content"].as_str()) else {
+            return Err("tokenizer.json: an added token lacks id or content".into());
+        };
+        put(
+            id,
+            text,
+            if t["special"].as_bool() == Some(true) {
+                3
+            } else {
+                4
+            },
+        )?;
+    }
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.unwrap_or_else(|| format!("<|reserved_special_token_{i}|>")))
+        .collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.starts_with("<|reserved_special_token_") {
+            types[i] = 3;
+        }
+    }
+    let merges: Vec<String> = model["merges"]
+        .as_array()
+        .ok_or("tokenizer.json: model.merges is missing")?
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::String(s) => Ok(s.clone()),
+            serde_json::Value::Array(p) => match (
+                p.first().and_then(|a| a.as_str()),
+                p.get(1).and_then(|b| b.as_str()),
+            ) {
+                (Some(a), Some(b)) => Ok(format!("{a} {b}")),
+                _ => Err("tokenizer.json: a merge is not a pair of strings".to_owned()),
+            },
+            _ => Err("tokenizer.json: a merge is neither a string nor a pair".to_owned()),
+        })
+        .collect::<Result<_, _>>()?;
+    let pre = if tj["pre_tokenizer"].to_string().contains(r"\p{N}{1,3}") {
+        "llama-bpe"
+    } else {
+        "default"
+    };
+    let id_of = |text: &str| tokens.iter().position(|t| t == text).map(|i| i as u32);
+    let cfg = read("tokenizer_config.json")?.unwrap_or_default();
+    let special = |k: &str| -> Option<u32> {
+        let v = &cfg[k];
+        v.as_str().or_else(|| v["content"].as_str()).and_then(id_of)
+    };
+    w.meta("tokenizer.ggml.model", MetaValue::String("gpt2".into()))
+        .meta("tokenizer.ggml.pre", MetaValue::String(pre.into()))
+        .meta(
+            "tokenizer.ggml.token_type",
+            MetaValue::Array(MetaArray::I32(types)),
+        )
+        .meta(
+            "tokenizer.ggml.merges",
+            MetaValue::Array(MetaArray::String(merges)),
+        );
+    if let Some(b) = special("bos_token") {
+        w.meta("tokenizer.ggml.bos_token_id", MetaValue::U32(b));
+    }
+    if let Some(e) = special("eos_token") {
+        w.meta("tokenizer.ggml.eos_token_id", MetaValue::U32(e));
+    }
+    if let Some(e) = id_of("<|eot_id|>") {
+        w.meta("tokenizer.ggml.eot_token_id", MetaValue::U32(e));
+    }
+    if let Some(b) = cfg["add_bos_token"].as_bool() {
+        w.meta("tokenizer.ggml.add_bos_token", MetaValue::Bool(b));
+    }
+    if let Some(t) = cfg["chat_template"].as_str() {
+        w.meta("tokenizer.chat_template", MetaValue::String(t.into()));
+    }
+    w.meta(
+        "tokenizer.ggml.tokens",
+        MetaValue::Array(MetaArray::String(tokens)),
+    );
+    Ok(())
+}
+
 fn cfg_usize(cfg: &serde_json::Value, k: &str) -> Result<usize, String> {
     cfg.get(k)
         .and_then(|v| v.as_u64())
@@ -194,7 +324,8 @@ fn cfg_usize(cfg: &serde_json::Value, k: &str) -> Result<usize, String> {
 }
 
 /// Converts the checkpoint in `dir` to a GGUF writer with ternary matrices of `ty`. `tokenizer`: a GGUF file whose
-/// tokenizer to embed (a checkpoint's tokenizer.json is not read); None writes none (ids only).
+/// tokenizer to embed; None reads the checkpoint's tokenizer.json (+ tokenizer_config.json) when there is one, else
+/// writes none (ids only).
 pub fn convert(
     dir: &Path,
     ty: GgmlType,
@@ -250,8 +381,9 @@ pub fn convert(
             MetaValue::F32(eps),
         )
         .meta(&key("vocab_size"), MetaValue::U32(vocab as u32));
-    if let Some(src) = tokenizer {
-        super::synth::copy_tokenizer(&mut w, src, vocab)?;
+    match tokenizer {
+        Some(src) => super::synth::copy_tokenizer(&mut w, src, vocab)?,
+        None => tokenizer_from_json(&mut w, dir, vocab)?,
     }
 
     let (shape, embd) = st.floats("model.embed_tokens.weight")?;
