@@ -13,7 +13,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type Inflight = Arc<Mutex<HashMap<String, HashSet<i64>>>>;
+/// Per batch: the lines running now, and the lines this process has stored. A pass reads the pending lines from
+/// the store, then claims them; a line that finishes while that read is under way would still be in the list, so
+/// stored lines are remembered until the batch ends and never claimed again.
+#[derive(Default)]
+struct Claims {
+    running: HashSet<i64>,
+    stored: HashSet<i64>,
+}
+
+type Inflight = Arc<Mutex<HashMap<String, Claims>>>;
 
 enum Outcome {
     /// Stored (done or failed).
@@ -41,7 +50,7 @@ pub fn start(st: web::Data<AppState>) {
 fn running(inflight: &Inflight, batch: &str) -> usize {
     inflight
         .lock()
-        .map(|m| m.get(batch).map_or(0, HashSet::len))
+        .map(|m| m.get(batch).map_or(0, |c| c.running.len()))
         .unwrap_or(0)
 }
 
@@ -61,7 +70,12 @@ async fn pass(
 ) -> Result<(), crate::store::StoreError> {
     let now = crate::store::now();
     let open = window_open(st).await;
-    for mut b in st.store.unfinished_batches().await? {
+    let batches = st.store.unfinished_batches().await?;
+    // Forget ended batches (their claims are only there to stop a line running twice).
+    if let Ok(mut m) = inflight.lock() {
+        m.retain(|id, c| !c.running.is_empty() || batches.iter().any(|b| &b.id == id));
+    }
+    for mut b in batches {
         let busy = running(inflight, &b.id);
         match b.status.as_str() {
             "validating" => {
@@ -108,7 +122,10 @@ async fn pass(
             }
             let claimed = inflight
                 .lock()
-                .map(|mut m| m.entry(b.id.clone()).or_default().insert(line.line_no))
+                .map(|mut m| {
+                    let c = m.entry(b.id.clone()).or_default();
+                    !c.stored.contains(&line.line_no) && c.running.insert(line.line_no)
+                })
                 .unwrap_or(false);
             if !claimed {
                 continue;
@@ -120,14 +137,21 @@ async fn pass(
                 let line_no = line.line_no;
                 let outcome = run_line(&st, &b, line).await;
                 st.batch.line_ended();
-                if let Outcome::Retry(after) = outcome {
-                    // Hold the claim: a per-minute limit or a full queue needs time to clear (and each refused try
-                    // is a `rejected` ledger row, so they are spaced out).
-                    tokio::time::sleep(after).await;
-                }
+                let stored = match outcome {
+                    Outcome::Stored => true,
+                    Outcome::Retry(after) => {
+                        // Hold the claim: a per-minute limit or a full queue needs time to clear (and each refused
+                        // try is a `rejected` ledger row, so they are spaced out).
+                        tokio::time::sleep(after).await;
+                        false
+                    }
+                };
                 if let Ok(mut m) = inflight.lock() {
-                    if let Some(set) = m.get_mut(&b.id) {
-                        set.remove(&line_no);
+                    if let Some(c) = m.get_mut(&b.id) {
+                        c.running.remove(&line_no);
+                        if stored {
+                            c.stored.insert(line_no);
+                        }
                     }
                 }
                 st.batch.wake();
