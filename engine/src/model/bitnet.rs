@@ -12,40 +12,23 @@ use crate::gguf::GgufFile;
 /// bitnet.cpp writes `bitnet-b1.58`; llama.cpp `bitnet`; some conversions `bitnet-25`.
 pub const ARCHITECTURES: &[&str] = &["bitnet-b1.58", "bitnet", "bitnet-25"];
 
+/// The llama hyper-parameters, with BitNet's activation, per-token activations and rope base (500 000 when the
+/// file does not say).
 pub fn config(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
+    let mut c = super::llama::config(file, arch)?;
+    c.activation = Activation::ReluSquared;
+    c.per_token_acts = true;
     let hp = Hparams { file, arch };
-    let d_model = hp.usize("embedding_length")?;
-    let n_heads = hp.usize("attention.head_count")?;
-    let n_kv_heads = hp.usize_or("attention.head_count_kv", n_heads)?;
-    let head_dim = hp.usize_or("attention.key_length", d_model / n_heads)?;
-    let rope_dims = hp.usize_or("rope.dimension_count", head_dim)?;
-    let rope = Rope::new(
-        rope_dims,
-        hp.f32_or("rope.freq_base", 500_000.0),
-        hp.rope_freq_scale()?,
-        None,
-        false,
-    );
-    let n_layers = hp.usize("block_count")?;
-    Ok(ModelConfig {
-        architecture: arch.to_owned(),
-        n_layers,
-        d_model,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        ffn_dim: hp.usize("feed_forward_length")?,
-        vocab_size: hp.vocab_size()?,
-        context_length: hp.usize_or("context_length", 4096)?,
-        rms_eps: hp.f32_or("attention.layer_norm_rms_epsilon", 1e-5),
-        activation: Activation::ReluSquared,
-        embed_scale: None,
-        attn_scale: 1.0 / (head_dim as f32).sqrt(),
-        rope_local: rope.clone(),
-        rope_global: rope,
-        sliding_window: None,
-        layer_is_swa: vec![false; n_layers],
-        final_logit_softcap: None,
-        per_token_acts: true,
-    })
+    if hp.f32_or("rope.freq_base", 0.0) == 0.0 {
+        let rope = Rope::new(
+            c.rope_global.dims,
+            500_000.0,
+            hp.rope_freq_scale()?,
+            None,
+            false,
+        );
+        c.rope_local = rope.clone();
+        c.rope_global = rope;
+    }
+    Ok(c)
 }

@@ -8,7 +8,7 @@
 //! fixture (`tests/golden/bitnet-tiny`), whose logits come from transformers itself. q and k rows are permuted
 //! for adjacent-pair rope, as llama.cpp's converters do, because GGUF BitNet files are read that way.
 
-use super::synth::{arch_for, encode_ternary};
+use super::synth::{encode_ternary, header, Shape};
 use crate::gguf::writer::GgufWriter;
 use crate::gguf::{GgufFile, MetaValue};
 use crate::quant::GgmlType;
@@ -358,29 +358,24 @@ pub fn convert(
             ));
         }
     }
-    let hd = d / n_heads;
 
-    let mut w = GgufWriter::default();
-    let arch = arch_for(ty);
-    let key = |k: &str| format!("{arch}.{k}");
-    w.meta("general.architecture", MetaValue::String(arch.into()))
-        .meta(
-            "general.name",
-            MetaValue::String(format!("{} ({ty})", dir.display())),
-        )
-        .meta(&key("context_length"), MetaValue::U32(ctx as u32))
-        .meta(&key("embedding_length"), MetaValue::U32(d as u32))
-        .meta(&key("block_count"), MetaValue::U32(n_layers as u32))
-        .meta(&key("feed_forward_length"), MetaValue::U32(f as u32))
-        .meta(&key("attention.head_count"), MetaValue::U32(n_heads as u32))
-        .meta(&key("attention.head_count_kv"), MetaValue::U32(n_kv as u32))
-        .meta(&key("rope.dimension_count"), MetaValue::U32(hd as u32))
-        .meta(&key("rope.freq_base"), MetaValue::F32(theta))
-        .meta(
-            &key("attention.layer_norm_rms_epsilon"),
-            MetaValue::F32(eps),
-        )
-        .meta(&key("vocab_size"), MetaValue::U32(vocab as u32));
+    let shape = Shape {
+        d_model: d,
+        n_layers,
+        ffn_dim: f,
+        n_heads,
+        n_kv_heads: n_kv,
+        vocab: Some(vocab),
+        context: ctx,
+    };
+    let mut w = header(
+        ty,
+        &format!("{} ({ty})", dir.display()),
+        &shape,
+        vocab,
+        theta,
+        eps,
+    );
     match tokenizer {
         Some(src) => super::synth::copy_tokenizer(&mut w, src, vocab)?,
         None => tokenizer_from_json(&mut w, dir, vocab)?,

@@ -251,6 +251,41 @@ pub(crate) fn copy_tokenizer(
     Ok(())
 }
 
+/// A BitNet GGUF writer with its architecture and hyper-parameters (`{arch}.*`) set; the architecture name
+/// follows the ternary type (`arch_for`).
+pub(crate) fn header(
+    ty: GgmlType,
+    name: &str,
+    shape: &Shape,
+    vocab: usize,
+    rope_theta: f32,
+    rms_eps: f32,
+) -> GgufWriter {
+    let mut w = GgufWriter::default();
+    let arch = arch_for(ty);
+    let key = |k: &str| format!("{arch}.{k}");
+    let u = |n: usize| MetaValue::U32(n as u32);
+    w.meta("general.architecture", MetaValue::String(arch.into()))
+        .meta("general.name", MetaValue::String(name.into()))
+        .meta(&key("context_length"), u(shape.context))
+        .meta(&key("embedding_length"), u(shape.d_model))
+        .meta(&key("block_count"), u(shape.n_layers))
+        .meta(&key("feed_forward_length"), u(shape.ffn_dim))
+        .meta(&key("attention.head_count"), u(shape.n_heads))
+        .meta(&key("attention.head_count_kv"), u(shape.n_kv_heads))
+        .meta(
+            &key("rope.dimension_count"),
+            u(shape.d_model / shape.n_heads),
+        )
+        .meta(&key("rope.freq_base"), MetaValue::F32(rope_theta))
+        .meta(
+            &key("attention.layer_norm_rms_epsilon"),
+            MetaValue::F32(rms_eps),
+        )
+        .meta(&key("vocab_size"), u(vocab));
+    w
+}
+
 /// Builds a synthetic BitNet file. `tokenizer`: a GGUF file whose tokenizer to embed (padded to the vocabulary);
 /// None embeds the built-in byte-level one.
 pub fn bitnet(
@@ -290,36 +325,17 @@ pub fn bitnet(
         ));
     }
 
-    let mut w = GgufWriter::default();
-    let arch = arch_for(ty);
-    let key = |k: &str| format!("{arch}.{k}");
-    w.meta("general.architecture", MetaValue::String(arch.into()))
-        .meta(
-            "general.name",
-            MetaValue::String(format!(
-                "synthetic BitNet b1.58 {d}x{} ({ty}, seed {seed})",
-                shape.n_layers
-            )),
-        )
-        .meta(&key("context_length"), MetaValue::U32(shape.context as u32))
-        .meta(&key("embedding_length"), MetaValue::U32(d as u32))
-        .meta(&key("block_count"), MetaValue::U32(shape.n_layers as u32))
-        .meta(&key("feed_forward_length"), MetaValue::U32(f as u32))
-        .meta(
-            &key("attention.head_count"),
-            MetaValue::U32(shape.n_heads as u32),
-        )
-        .meta(
-            &key("attention.head_count_kv"),
-            MetaValue::U32(shape.n_kv_heads as u32),
-        )
-        .meta(&key("rope.dimension_count"), MetaValue::U32(hd as u32))
-        .meta(&key("rope.freq_base"), MetaValue::F32(500_000.0))
-        .meta(
-            &key("attention.layer_norm_rms_epsilon"),
-            MetaValue::F32(1e-5),
-        )
-        .meta(&key("vocab_size"), MetaValue::U32(vocab as u32));
+    let mut w = header(
+        ty,
+        &format!(
+            "synthetic BitNet b1.58 {d}x{} ({ty}, seed {seed})",
+            shape.n_layers
+        ),
+        &shape,
+        vocab,
+        500_000.0,
+        1e-5,
+    );
     match tokenizer {
         Some(src) => copy_tokenizer(&mut w, src, vocab)?,
         None => builtin_tokenizer(&mut w, vocab),
