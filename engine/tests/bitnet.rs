@@ -225,22 +225,21 @@ fn synthetic_model_in_three_formats_computes_the_same() {
     assert!(first.iter().flatten().all(|v| v.is_finite()));
 }
 
+/// The transformers fixture: a Hugging Face checkpoint and its reference.json (scripts/bitnet-reference).
+fn fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bitnet-tiny")
+}
+
 fn reference() -> serde_json::Value {
-    let p =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bitnet-tiny/reference.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
+        .unwrap()
 }
 
 #[test]
 fn hugging_face_checkpoint_matches_transformers() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bitnet-tiny");
+    let dir = fixture();
     let r = reference();
-    let tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let tokens = common::ids(&r["tokens"]);
     let want: Vec<Vec<f32>> = r["logits"]
         .as_array()
         .unwrap()
@@ -253,12 +252,7 @@ fn hugging_face_checkpoint_matches_transformers() {
                 .collect()
         })
         .collect();
-    let greedy: Vec<u32> = r["greedy"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let greedy = common::ids(&r["greedy"]);
     // I2_S keeps transformers' scales exactly.
     let f = write(&hf::convert(&dir, GgmlType::I2S, None).unwrap());
     let model = Model::load(f.path(), &LoadOptions::default()).unwrap();
@@ -421,14 +415,9 @@ fn bad_ternary_input_is_a_clear_error() {
 fn int8_head_options_stay_close_to_the_f16_head() {
     // The tied head of the transformers fixture as stored (F16), as int8 rows and as Q8_0: the quality effect of
     // `head = "i8" | "q8_0"`, measured on the logits of every position.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bitnet-tiny");
+    let dir = fixture();
     let r = reference();
-    let tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let tokens = common::ids(&r["tokens"]);
     let f = write(&hf::convert(&dir, GgmlType::I2S, None).unwrap());
     let base = logits(
         &Model::load(f.path(), &LoadOptions::default()).unwrap(),
@@ -526,7 +515,7 @@ fn convert_reads_the_checkpoints_tokenizer_json() {
     // A byte-level BPE tokenizer.json as Hugging Face writes it: the byte alphabet, a few merges, two special
     // tokens; beside the fixture's weights in a scratch directory.
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bitnet-tiny");
+    let fixture = fixture();
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
     }

@@ -15,6 +15,18 @@ use crate::quant::GgmlType;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A header entry's array of non-negative integers (`shape`, `data_offsets`); missing → empty.
+fn usizes(t: &serde_json::Map<String, serde_json::Value>, key: &str) -> Vec<usize> {
+    t.get(key)
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|v| v as usize))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One tensor of a safetensors file.
 struct StTensor {
     dtype: String,
@@ -57,24 +69,8 @@ impl SafeTensors {
                 .and_then(|d| d.as_str())
                 .unwrap_or_default()
                 .to_owned();
-            let shape: Vec<usize> = t
-                .get("shape")
-                .and_then(|s| s.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|v| v as usize))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let offs: Vec<usize> = t
-                .get("data_offsets")
-                .and_then(|s| s.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|v| v as usize))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let shape = usizes(&t, "shape");
+            let offs = usizes(&t, "data_offsets");
             let [start, end] = offs[..] else {
                 return Err(bad(&format!("{name}: data_offsets missing")));
             };
