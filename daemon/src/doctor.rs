@@ -46,9 +46,7 @@ fn check(name: &str, result: Result<String, String>) -> Check {
 }
 
 fn state_dir_writable(dir: &Path) -> Result<String, String> {
-    let probe = dir.join(format!(".doctor-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
+    crate::paths::probe_writable(dir)
         .map(|()| format!("{} is writable", dir.display()))
         .map_err(|e| format!("{} is not writable: {e}", dir.display()))
 }

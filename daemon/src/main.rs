@@ -1,7 +1,7 @@
 //! `hearth` — the command line. Thin: parse arguments, call the library, print.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hearth::config::Config;
 use hearth::models::ModelStore;
 use std::net::SocketAddr;
@@ -69,6 +69,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (hearth.1, hearth-SUBCOMMAND.1) into a directory (used by packaging).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// Manage the models directory.
     Model {
         #[command(subcommand)]
@@ -149,6 +154,21 @@ fn main() {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe, `| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "hearth", &mut script);
+            return write_stdout(&script);
+        }
+        Command::Manpages { dir } => {
+            for page in cli::manpages::write_all(Cli::command(), dir)? {
+                println!("{}", dir.join(page).display());
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let config_path = cli.config.clone().or_else(hearth::config::default_path);
     if let Command::Config {
         command: ConfigCommand::Check { file },
@@ -166,6 +186,21 @@ fn real_main(cli: Cli) -> Result<()> {
     }
     let cfg = Config::load(config_path.as_deref(), |k| std::env::var(k).ok())?;
     let state = hearth::paths::state_dir(cli.state_dir, cfg.state_dir.as_deref());
+    let owner = touches_state(&cli.command)
+        .then(|| cli::service_user::foreign_owner(&state))
+        .flatten();
+    let mut staged = None;
+    if let Some(owner) = owner {
+        if let Command::Model {
+            command: ModelCommand::Import { file, .. },
+        } = &cli.command
+        {
+            if file.is_file() {
+                staged = Some(cli::service_user::stage(owner, file, &state)?);
+            }
+        }
+        cli::service_user::switch_to(owner, &state)?;
+    }
     let store = ModelStore::at(hearth::server::models_dir(&cfg, &state));
     let db_url = || hearth::server::database_url(&cfg, &state);
     match cli.command {
@@ -192,16 +227,20 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
         Command::Run(args) => cli::run::run(&store, args),
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {
             ModelCommand::Import { file, name } => {
-                if !file.is_file() {
+                let src = staged.as_deref().unwrap_or(&file);
+                if !src.is_file() {
                     bail!("{}: no such file", file.display());
                 }
-                let m = store
-                    .import(&file, name.as_deref())
-                    .with_context(|| format!("importing {}", file.display()))?;
+                let imported = store.import(src, name.as_deref());
+                if let Some(staged) = &staged {
+                    cli::service_user::unstage(staged);
+                }
+                let m = imported.with_context(|| format!("importing {}", file.display()))?;
                 println!(
                     "imported {} ({}, {}, {} bytes)",
                     m.name,
@@ -254,5 +293,28 @@ fn real_main(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+    }
+}
+
+/// Commands that read or write the state directory (database, models): run as its owner when started as root.
+/// Synth and convert write where `--out` says, as the caller.
+fn touches_state(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Config { .. }
+            | Command::Completions { .. }
+            | Command::Manpages { .. }
+            | Command::Model {
+                command: ModelCommand::Synth { .. } | ModelCommand::Convert { .. }
+            }
+    )
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }

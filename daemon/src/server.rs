@@ -105,6 +105,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     cfg.check_files()?;
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    crate::paths::ensure_writable(&state_dir)?;
     let models = models_dir(&cfg, &state_dir);
     std::fs::create_dir_all(&models)
         .with_context(|| format!("cannot create the models directory {}", models.display()))?;

@@ -1,8 +1,10 @@
 pub mod accounts;
 pub mod bench;
+pub mod manpages;
 pub mod model_files;
 pub mod run;
 pub mod schedule;
+pub mod service_user;
 pub mod usage;
 
 use hearth_engine::quant::GgmlType;
