@@ -5,7 +5,7 @@ STATE ?= .hearth
 
 BIND ?= 127.0.0.1:8383
 
-.PHONY: run test models clients tools build lint bench bench-gateway golden clean
+.PHONY: run test models clients tools build lint package package-test bench bench-gateway golden clean
 
 ## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
 run: models build
@@ -27,9 +27,19 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it).
+## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it), and root
+## for the package tests (debootstrap, chroot).
 test: models clients tools lint
 	cargo test --workspace
+	tests/package/run
+
+## make package: target/packages/hearth_VERSION-1_amd64.deb and hearth-VERSION-1.x86_64.rpm (docs/install.md).
+package:
+	scripts/package
+
+## make package-test: lintian, rpmlint, systemd-analyze, and install/upgrade/purge in a Debian chroot.
+package-test:
+	tests/package/run
 
 ## make bench: side by side with llama.cpp (builds it from PyPI's llama-cpp-python on first use).
 bench:
