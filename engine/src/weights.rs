@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::dot::{self, Dot4Fn, DotFn, DotR4Fn, Isa};
+use crate::quant::dot::{self, DotFn, DotManyFn, DotNFFn, DotR4Fn, Isa, MANY_TOKENS};
 use crate::quant::rows_i8::{matmul_rows_i8, RowsI8};
 use crate::quant::{dequantize_row, GgmlType, QActs};
 use crate::ternary::kernels::Kernels;
@@ -33,7 +33,12 @@ pub struct Weight {
     storage: Storage,
     /// None only for packed ternary weights, which `matmul` runs through `ternary::matmul_packed`.
     kernel: Option<DotFn>,
-    kernel4: Option<Dot4Fn>,
+    /// Two to eight tokens at once (int8 formats): prompts, batches and speculative verification decode each
+    /// weight block once for all of them.
+    kernel_many: Option<DotManyFn>,
+    /// One to four tokens at once on f32 activations (F16 weights): prompts, batches and speculative
+    /// verification convert each weight vector once for all of them.
+    kernel_nf: Option<DotNFFn>,
     kernel_r4: Option<DotR4Fn>,
 }
 
@@ -97,7 +102,8 @@ impl Weight {
                 index,
             },
             kernel: Some(kernel),
-            kernel4: dot::kernel4(info.ty, isa),
+            kernel_many: dot::kernel_many(info.ty, isa),
+            kernel_nf: dot::kernel_float_n(info.ty, isa),
             kernel_r4: dot::kernel_r4(info.ty, isa),
         })
     }
@@ -139,7 +145,8 @@ impl Weight {
                 dot::kernel(ty, isa)
                     .ok_or_else(|| EngineError::InvalidRequest(format!("no kernel for {ty}")))?,
             ),
-            kernel4: dot::kernel4(ty, isa),
+            kernel_many: dot::kernel_many(ty, isa),
+            kernel_nf: dot::kernel_float_n(ty, isa),
             kernel_r4: dot::kernel_r4(ty, isa),
         })
     }
@@ -154,7 +161,8 @@ impl Weight {
             row_bytes: packed.cols / 4,
             storage: Storage::Packed(packed, Kernels::for_isa(isa)),
             kernel: None,
-            kernel4: None,
+            kernel_many: None,
+            kernel_nf: None,
             kernel_r4: None,
         }
     }
@@ -187,7 +195,8 @@ impl Weight {
             row_bytes: self.cols,
             storage: Storage::RowsI8(m, isa != Isa::Scalar),
             kernel: None,
-            kernel4: None,
+            kernel_many: None,
+            kernel_nf: None,
             kernel_r4: None,
         }
     }
@@ -308,17 +317,51 @@ pub fn matmul(
                 while r0 < hi {
                     let r1 = (r0 + ROW_TILE).min(hi);
                     let mut t0 = 0;
-                    if let (Some(k4), true) = (w.kernel4, xq.cols == cols) {
-                        while t0 + 4 <= n_tok {
-                            let rows = [xq.row(t0), xq.row(t0 + 1), xq.row(t0 + 2), xq.row(t0 + 3)];
+                    if let (Some(km), true, true) = (w.kernel_many, xq.cols == cols, n_tok > 1) {
+                        // Every token, in balanced groups of at most MANY_TOKENS (9 → 5 + 4, not 8 + 1): each
+                        // group decodes the tile's weights once.
+                        let groups = n_tok.div_ceil(MANY_TOKENS);
+                        let mut v = [0f32; MANY_TOKENS];
+                        let mut rows = [xq.row(0); MANY_TOKENS];
+                        for g in 0..groups {
+                            let m = n_tok / groups + usize::from(g < n_tok % groups);
+                            for (k, row) in rows[..m].iter_mut().enumerate() {
+                                *row = xq.row(t0 + k);
+                            }
                             for r in r0..r1 {
-                                let v = k4(&data[r * w.row_bytes..(r + 1) * w.row_bytes], &rows);
-                                for (k, vk) in v.iter().enumerate() {
+                                km(
+                                    &data[r * w.row_bytes..(r + 1) * w.row_bytes],
+                                    &rows[..m],
+                                    &mut v,
+                                );
+                                for (k, vk) in v[..m].iter().enumerate() {
                                     // SAFETY: row ranges are disjoint between threads; the index is within `out`.
                                     unsafe { *out.ptr().add((t0 + k) * w.rows + r) = *vk };
                                 }
                             }
-                            t0 += 4;
+                            t0 += m;
+                        }
+                    } else if let (Some(kn), true) = (w.kernel_nf, n_tok > 1) {
+                        // Tokens in balanced groups of at most four (a verification pass of 5 is 3 + 2).
+                        let groups = n_tok.div_ceil(4);
+                        let mut v = [0f32; 4];
+                        for g in 0..groups {
+                            let m = n_tok / groups + usize::from(g < n_tok % groups);
+                            let xr = |t: usize| &x[(t0 + t) * cols..(t0 + t + 1) * cols];
+                            let toks =
+                                [xr(0), xr(1.min(m - 1)), xr(2.min(m - 1)), xr(3.min(m - 1))];
+                            for r in r0..r1 {
+                                kn(
+                                    &data[r * w.row_bytes..(r + 1) * w.row_bytes],
+                                    &toks[..m],
+                                    &mut v,
+                                );
+                                for (k, vk) in v[..m].iter().enumerate() {
+                                    // SAFETY: as above.
+                                    unsafe { *out.ptr().add((t0 + k) * w.rows + r) = *vk };
+                                }
+                            }
+                            t0 += m;
                         }
                     }
                     for t in t0..n_tok {

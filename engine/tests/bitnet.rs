@@ -96,6 +96,14 @@ fn group_kernels_equal_the_reference_exactly() {
                         four.iter().all(|d| *d == reference),
                         "{isa:?} t4 {rows}x{cols}"
                     );
+                    assert!(
+                        (k.t3)(grp, &[&x, &x, &x]).iter().all(|d| *d == reference),
+                        "{isa:?} t3 {rows}x{cols}"
+                    );
+                    assert!(
+                        (k.t2)(grp, &[&x, &x]).iter().all(|d| *d == reference),
+                        "{isa:?} t2 {rows}x{cols}"
+                    );
                 }
             }
         }
@@ -107,49 +115,51 @@ fn packed_matmul_is_exact_and_batching_invariant() {
     let (rows, cols) = (37, 512);
     let mut rng = Rng(77);
     let codes: Vec<u8> = (0..rows * cols).map(|_| (rng.next() % 3) as u8).collect();
-    let n_tok = 7; // one four-token tile and three single tokens
-    let x: Vec<f32> = (0..n_tok * cols)
-        .map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0)
-        .collect();
-    let mut xq = QActs::default();
-    quantize_per_token(&x, cols, &mut xq);
-    let scale = 0.75;
-    for isa in isas() {
-        for threads in [1, 2, 3] {
-            let pool = ThreadPool::new(threads).unwrap();
-            let p = Packed::from_rows(rows, cols, scale, |r, out| {
-                out.copy_from_slice(&codes[r * cols..(r + 1) * cols]);
-                Ok(())
-            })
-            .unwrap();
-            let w = Weight::from_packed("w", GgmlType::I2S, p, isa);
-            let mut out = vec![0f32; n_tok * rows];
-            matmul(&pool, &mut [(&w, &mut out)], &x, &xq, n_tok);
-            for t in 0..n_tok {
-                let xt = &xq.q[t * cols..(t + 1) * cols];
-                for r in 0..rows {
-                    let dot: i32 = (0..cols)
-                        .map(|c| (codes[r * cols + c] as i32 - 1) * xt[c] as i32)
-                        .sum();
-                    let want = dot as f32 * (xq.row_d[t] * scale);
-                    assert_eq!(
-                        out[t * rows + r],
-                        want,
-                        "{isa:?} {threads} threads, token {t} row {r}"
+    // A four-token tile, then the one-, two- and three-token kernels for the rest.
+    for n_tok in [5, 6, 7] {
+        let x: Vec<f32> = (0..n_tok * cols)
+            .map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let mut xq = QActs::default();
+        quantize_per_token(&x, cols, &mut xq);
+        let scale = 0.75;
+        for isa in isas() {
+            for threads in [1, 2, 3] {
+                let pool = ThreadPool::new(threads).unwrap();
+                let p = Packed::from_rows(rows, cols, scale, |r, out| {
+                    out.copy_from_slice(&codes[r * cols..(r + 1) * cols]);
+                    Ok(())
+                })
+                .unwrap();
+                let w = Weight::from_packed("w", GgmlType::I2S, p, isa);
+                let mut out = vec![0f32; n_tok * rows];
+                matmul(&pool, &mut [(&w, &mut out)], &x, &xq, n_tok);
+                for t in 0..n_tok {
+                    let xt = &xq.q[t * cols..(t + 1) * cols];
+                    for r in 0..rows {
+                        let dot: i32 = (0..cols)
+                            .map(|c| (codes[r * cols + c] as i32 - 1) * xt[c] as i32)
+                            .sum();
+                        let want = dot as f32 * (xq.row_d[t] * scale);
+                        assert_eq!(
+                            out[t * rows + r],
+                            want,
+                            "{isa:?} {threads} threads, token {t} row {r}"
+                        );
+                    }
+                    // One token alone gives the same numbers as inside the batch.
+                    let mut one = QActs::default();
+                    quantize_per_token(&x[t * cols..(t + 1) * cols], cols, &mut one);
+                    let mut o1 = vec![0f32; rows];
+                    matmul(
+                        &pool,
+                        &mut [(&w, &mut o1)],
+                        &x[t * cols..(t + 1) * cols],
+                        &one,
+                        1,
                     );
+                    assert_eq!(&o1[..], &out[t * rows..(t + 1) * rows]);
                 }
-                // One token alone gives the same numbers as inside the batch.
-                let mut one = QActs::default();
-                quantize_per_token(&x[t * cols..(t + 1) * cols], cols, &mut one);
-                let mut o1 = vec![0f32; rows];
-                matmul(
-                    &pool,
-                    &mut [(&w, &mut o1)],
-                    &x[t * cols..(t + 1) * cols],
-                    &one,
-                    1,
-                );
-                assert_eq!(&o1[..], &out[t * rows..(t + 1) * rows]);
             }
         }
     }

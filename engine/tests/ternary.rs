@@ -130,15 +130,15 @@ fn ternary_kernels_equal_dequantize_then_dot() {
     }
 }
 
-/// TQ2_0's four-row (generation) and four-token (prompt) kernels equal the single-row one.
+/// TQ2_0's four-row (generation) and multi-token (prompt, batch) kernels equal the single-row one.
 #[test]
 fn tq2_0_multi_row_and_multi_token_kernels() {
-    use hearth_engine::quant::dot::{kernel, kernel4, kernel_r4, Isa};
+    use hearth_engine::quant::dot::{kernel, kernel_many, kernel_r4, Isa};
     use hearth_engine::quant::{quantize_acts, QActs};
     let isa = Isa::best_supported();
     let (Some(r4), Some(k4)) = (
         kernel_r4(GgmlType::TQ2_0, isa),
-        kernel4(GgmlType::TQ2_0, isa),
+        kernel_many(GgmlType::TQ2_0, isa),
     ) else {
         assert_eq!(isa, Isa::Scalar, "SIMD CPUs have the multi-row kernels");
         return;
@@ -157,8 +157,11 @@ fn tq2_0_multi_row_and_multi_token_kernels() {
         assert!(close(*v, one(rows[r], acts.row(0), &x)), "r4 row {r}");
     }
     let toks = [acts.row(0), acts.row(1), acts.row(2), acts.row(3)];
-    let got = k4(rows[0], &toks);
-    for (t, v) in got.iter().enumerate() {
-        assert!(close(*v, one(rows[0], toks[t], &x)), "x4 token {t}");
+    for m in 2..=4 {
+        let mut got = [0f32; 4];
+        k4(rows[0], &toks[..m], &mut got);
+        for (t, v) in got[..m].iter().enumerate() {
+            assert!(close(*v, one(rows[0], toks[t], &x)), "{m} tokens: token {t}");
+        }
     }
 }

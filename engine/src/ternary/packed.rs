@@ -188,10 +188,20 @@ pub(crate) unsafe fn matmul_packed(
                 }
                 t += 4;
             }
-            while t < t1 {
-                let d = (k.t1)(grp, &[x(t)]);
-                emit(g, t, &d[0]);
-                t += 1;
+            // The one to three tokens left decode the group once more, not once per token.
+            match t1 - t {
+                3 => {
+                    for (j, dj) in (k.t3)(grp, &[x(t), x(t + 1), x(t + 2)]).iter().enumerate() {
+                        emit(g, t + j, dj);
+                    }
+                }
+                2 => {
+                    for (j, dj) in (k.t2)(grp, &[x(t), x(t + 1)]).iter().enumerate() {
+                        emit(g, t + j, dj);
+                    }
+                }
+                1 => emit(g, t, &(k.t1)(grp, &[x(t)])[0]),
+                _ => {}
             }
         }
         t0 = t1;

@@ -57,8 +57,16 @@ impl Isa {
 /// (types without an integer kernel use `xf`).
 pub type DotFn = fn(w_row: &[u8], xq: QRow<'_>, xf: &[f32]) -> f32;
 
-/// Four activation rows at once: `out[t] = w_row · xq[t]`.
-pub type Dot4Fn = fn(w_row: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4];
+/// Two to eight activation rows at once (int8 formats): `out[t] = w_row · xq[t]`, bit-identical to `DotFn` on
+/// each row alone.
+pub type DotManyFn = fn(w_row: &[u8], xq: &[QRow<'_>], out: &mut [f32]);
+
+/// Most tokens a `DotManyFn` takes.
+pub const MANY_TOKENS: usize = 8;
+
+/// One to four f32 activation rows at once, for float weights: `out[t] = w_row · xf[t]`, bit-identical to `DotFn`
+/// on each row alone.
+pub type DotNFFn = fn(w_row: &[u8], xf: &[&[f32]], out: &mut [f32]);
 
 /// Four weight rows against one activation row: `out[r] = w_rows[r] · xq`.
 pub type DotR4Fn = fn(w_rows: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4];
@@ -73,11 +81,21 @@ pub fn kernel_r4(ty: GgmlType, isa: Isa) -> Option<DotR4Fn> {
     None
 }
 
-/// The four-token kernel for a weight type, where one exists (int8 formats on x86).
-pub fn kernel4(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
+/// The two-to-eight-token kernel for a weight type (int8 formats on x86), where one exists.
+pub fn kernel_many(ty: GgmlType, isa: Isa) -> Option<DotManyFn> {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        return x86::kernel4(ty, isa == Isa::Avx512Vnni);
+        return x86::kernel_many(ty, isa == Isa::Avx512Vnni);
+    }
+    let _ = (ty, isa);
+    None
+}
+
+/// The one-to-four-token kernel for a float weight type (F16 on x86), where one exists.
+pub fn kernel_float_n(ty: GgmlType, isa: Isa) -> Option<DotNFFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return x86::kernel_float_n(ty, isa == Isa::Avx512Vnni);
     }
     let _ = (ty, isa);
     None

@@ -1,7 +1,7 @@
 //! AVX2 (+FMA, F16C) kernels, instantiated twice: once with `vpmaddubsw`+`vpmaddwd` for the u8×i8 inner product
 //! and once with AVX-512 VNNI's `vpdpbusd` (256-bit form, AVX512VL). The instantiation is chosen at run time.
 
-use super::{Dot4Fn, DotFn, DotR4Fn};
+use super::{DotFn, DotManyFn, DotNFFn, DotR4Fn};
 use crate::quant::GgmlType;
 
 /// The AVX2 or the VNNI instantiation of a kernel, as the function-pointer type `$t` names.
@@ -30,16 +30,27 @@ pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
     })
 }
 
-/// Four-token kernels (prompt processing): each weight block is decoded once for four activation rows.
-pub fn kernel4(ty: GgmlType, vnni: bool) -> Option<Dot4Fn> {
+/// Two-to-eight-token kernels (prompts, batches, speculative verification): each weight block is decoded once for
+/// all the tokens; bit-identical per token to the one-token kernel.
+pub fn kernel_many(ty: GgmlType, vnni: bool) -> Option<DotManyFn> {
     Some(match ty {
-        GgmlType::Q4_0 => pick!(vnni, Dot4Fn, q4_0_x4),
-        GgmlType::Q4_1 => pick!(vnni, Dot4Fn, q4_1_x4),
-        GgmlType::Q5_0 => pick!(vnni, Dot4Fn, q5_0_x4),
-        GgmlType::Q8_0 => pick!(vnni, Dot4Fn, q8_0_x4),
-        GgmlType::Q4K => pick!(vnni, Dot4Fn, q4k_x4),
-        GgmlType::Q6K => pick!(vnni, Dot4Fn, q6k_x4),
-        GgmlType::TQ2_0 => pick!(vnni, Dot4Fn, tq2_0_x4),
+        GgmlType::Q4_0 => pick!(vnni, DotManyFn, q4_0_n),
+        GgmlType::Q4_1 => pick!(vnni, DotManyFn, q4_1_n),
+        GgmlType::Q5_0 => pick!(vnni, DotManyFn, q5_0_n),
+        GgmlType::Q8_0 => pick!(vnni, DotManyFn, q8_0_n),
+        GgmlType::Q4K => pick!(vnni, DotManyFn, q4k_n),
+        GgmlType::Q6K => pick!(vnni, DotManyFn, q6k_n),
+        GgmlType::TQ2_0 => pick!(vnni, DotManyFn, tq2_0_n),
+        _ => return None,
+    })
+}
+
+/// One-to-four-token kernels for float weights (F16, F32): f32 activations, each token's sum exactly the one-token
+/// kernel's.
+pub fn kernel_float_n(ty: GgmlType, vnni: bool) -> Option<DotNFFn> {
+    Some(match ty {
+        GgmlType::F16 => pick!(vnni, DotNFFn, f16_xn),
+        GgmlType::F32 => pick!(vnni, DotNFFn, f32_xn),
         _ => return None,
     })
 }
@@ -55,6 +66,39 @@ pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
         _ => return None,
     })
 }
+
+/// `$name(w, xq, out)`: out[t] = w · xq[t] for two to eight tokens, through the kernel's instantiation for that
+/// many (each weight block decoded once for all of them). Used inside `isa_kernels!`.
+macro_rules! many {
+    ($name:ident, $f:ident $(, $F:ty)?) => {
+        pub fn $name(w: &[u8], xq: &[QRow<'_>], out: &mut [f32]) {
+            assert!(out.len() >= xq.len());
+            // SAFETY: as for the other entry points.
+            unsafe {
+                match *xq {
+                    [a, b] => out[..2].copy_from_slice(&$f::<$($F,)? 2>(w, &[a, b])),
+                    [a, b, c] => out[..3].copy_from_slice(&$f::<$($F,)? 3>(w, &[a, b, c])),
+                    [a, b, c, d] => out[..4].copy_from_slice(&$f::<$($F,)? 4>(w, &[a, b, c, d])),
+                    [a, b, c, d, e] => out[..5].copy_from_slice(&$f::<$($F,)? 5>(w, &[a, b, c, d, e])),
+                    [a, b, c, d, e, f] => {
+                        out[..6].copy_from_slice(&$f::<$($F,)? 6>(w, &[a, b, c, d, e, f]))
+                    }
+                    [a, b, c, d, e, f, g] => {
+                        out[..7].copy_from_slice(&$f::<$($F,)? 7>(w, &[a, b, c, d, e, f, g]))
+                    }
+                    [a, b, c, d, e, f, g, h] => {
+                        out[..8].copy_from_slice(&$f::<$($F,)? 8>(w, &[a, b, c, d, e, f, g, h]))
+                    }
+                    _ => unreachable!("multi-token kernels take two to eight tokens"),
+                }
+            }
+        }
+    };
+}
+
+/// How far ahead of the float weight stream the multi-token kernel prefetches (measured on SmolLM2 F16, 2 threads:
+/// 2 KiB beat 1 KiB and 4 KiB; none at all left four-token passes ~25% slower).
+const F16_PREFETCH_BYTES: usize = 2048;
 
 macro_rules! isa_kernels {
     ($modname:ident, $features:literal, $vnni:expr) => {
@@ -463,74 +507,97 @@ macro_rules! isa_kernels {
                 }
             }
 
-            #[target_feature(enable = $features)]
-            unsafe fn f32_impl(w: &[u8], x: &[f32]) -> f32 {
+            /// Eight weights from `wp` at element `i`: F16 converted, or F32 as they are.
+            #[inline(always)]
+            unsafe fn load8<const F16: bool>(wp: *const u8, i: usize) -> __m256 {
                 unsafe {
-                    let n = x.len();
-                    let wp = w.as_ptr() as *const f32;
-                    let mut a0 = _mm256_setzero_ps();
-                    let mut a1 = _mm256_setzero_ps();
-                    let mut i = 0;
-                    while i + 16 <= n {
-                        a0 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(wp.add(i)),
-                            _mm256_loadu_ps(x.as_ptr().add(i)),
-                            a0,
-                        );
-                        a1 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(wp.add(i + 8)),
-                            _mm256_loadu_ps(x.as_ptr().add(i + 8)),
-                            a1,
-                        );
-                        i += 16;
+                    if F16 {
+                        _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i))
+                    } else {
+                        _mm256_loadu_ps((wp as *const f32).add(i))
                     }
-                    let mut s = hsum(_mm256_add_ps(a0, a1));
-                    while i < n {
-                        s += std::ptr::read_unaligned(wp.add(i)) * x[i];
-                        i += 1;
-                    }
-                    s
                 }
             }
 
-            #[target_feature(enable = $features)]
-            unsafe fn f16_impl(w: &[u8], x: &[f32]) -> f32 {
+            #[inline(always)]
+            unsafe fn load1<const F16: bool>(wp: *const u8, i: usize) -> f32 {
                 unsafe {
-                    let n = x.len();
+                    if F16 {
+                        f16_at(wp.add(2 * i))
+                    } else {
+                        std::ptr::read_unaligned((wp as *const f32).add(i))
+                    }
+                }
+            }
+
+            /// `w` (F16 or F32) · each of the `N` rows of `xs`. Every row gets exactly the sum the one-row kernel
+            /// gives it (the same four FMA chains, the same reduction), so a token's result does not depend on how
+            /// many tokens shared the pass — speculative verification and batching rely on that.
+            #[target_feature(enable = $features)]
+            unsafe fn float_impl<const N: usize, const F16: bool>(
+                w: &[u8],
+                xs: &[&[f32]; N],
+            ) -> [f32; N] {
+                unsafe {
+                    let n = xs[0].len();
                     let wp = w.as_ptr();
-                    // Four independent accumulators: one FMA chain would wait out its latency on every step
-                    // (the tied F16 head of a BitNet model streams 650 MB per token through here).
-                    let mut a = [_mm256_setzero_ps(); 4];
+                    let bytes = if F16 { 2 } else { 4 };
+                    // Four independent accumulators per row: one FMA chain would wait out its latency on every
+                    // step (the tied F16 head of a BitNet model streams 650 MB per token through here).
+                    let mut a = [[_mm256_setzero_ps(); 4]; N];
                     let mut i = 0;
                     while i + 32 <= n {
-                        for (k, ak) in a.iter_mut().enumerate() {
-                            let h = _mm_loadu_si128(wp.add(2 * (i + 8 * k)) as *const __m128i);
-                            *ak = _mm256_fmadd_ps(
-                                _mm256_cvtph_ps(h),
-                                _mm256_loadu_ps(x.as_ptr().add(i + 8 * k)),
-                                *ak,
+                        if N > 1 {
+                            // Several tokens per weight make the loop compute-heavy enough that the hardware
+                            // prefetcher falls behind the weight stream; rows are contiguous, so running past
+                            // this row's end fetches the next one (a prefetch never faults).
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                wp.wrapping_add(bytes * i + super::F16_PREFETCH_BYTES) as *const i8,
                             );
+                            if !F16 {
+                                // F32 rows stream twice the bytes: a second line per 32 weights.
+                                _mm_prefetch::<_MM_HINT_T0>(
+                                    wp.wrapping_add(bytes * i + super::F16_PREFETCH_BYTES + 64)
+                                        as *const i8,
+                                );
+                            }
+                        }
+                        for k in 0..4 {
+                            let wv = load8::<F16>(wp, i + 8 * k);
+                            for t in 0..N {
+                                a[t][k] = _mm256_fmadd_ps(
+                                    wv,
+                                    _mm256_loadu_ps(xs[t].as_ptr().add(i + 8 * k)),
+                                    a[t][k],
+                                );
+                            }
                         }
                         i += 32;
                     }
                     while i + 8 <= n {
-                        let h = _mm_loadu_si128(wp.add(2 * i) as *const __m128i);
-                        a[0] = _mm256_fmadd_ps(
-                            _mm256_cvtph_ps(h),
-                            _mm256_loadu_ps(x.as_ptr().add(i)),
-                            a[0],
-                        );
+                        let wv = load8::<F16>(wp, i);
+                        for t in 0..N {
+                            a[t][0] = _mm256_fmadd_ps(
+                                wv,
+                                _mm256_loadu_ps(xs[t].as_ptr().add(i)),
+                                a[t][0],
+                            );
+                        }
                         i += 8;
                     }
-                    let mut s = hsum(_mm256_add_ps(
-                        _mm256_add_ps(a[0], a[1]),
-                        _mm256_add_ps(a[2], a[3]),
-                    ));
-                    while i < n {
-                        s += f16_at(wp.add(2 * i)) * x[i];
-                        i += 1;
+                    let mut out = [0f32; N];
+                    for t in 0..N {
+                        let at = &a[t];
+                        let mut s = hsum(_mm256_add_ps(
+                            _mm256_add_ps(at[0], at[1]),
+                            _mm256_add_ps(at[2], at[3]),
+                        ));
+                        for j in i..n {
+                            s += load1::<F16>(wp, j) * xs[t][j];
+                        }
+                        out[t] = s;
                     }
-                    s
+                    out
                 }
             }
 
@@ -557,9 +624,6 @@ macro_rules! isa_kernels {
             pub fn tq2_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
                 unsafe { rows_impl::<TQ2_0, 4>(w, xq) }
             }
-            pub fn tq2_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
-                unsafe { blocks_impl::<TQ2_0, 4>(w, xq) }
-            }
             pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 unsafe { q6k_impl::<1>(w, &[xq])[0] }
             }
@@ -575,29 +639,48 @@ macro_rules! isa_kernels {
             pub fn q8_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
                 unsafe { rows_impl::<Q8_0, 4>(w, xq) }
             }
-            pub fn q4_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
-                unsafe { blocks_impl::<Q4_0, 4>(w, xq) }
-            }
-            pub fn q4_1_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
-                unsafe { blocks_impl::<Q4_1, 4>(w, xq) }
-            }
-            pub fn q5_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
-                unsafe { blocks_impl::<Q5_0, 4>(w, xq) }
-            }
-            pub fn q8_0_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
-                unsafe { blocks_impl::<Q8_0, 4>(w, xq) }
-            }
-            pub fn q4k_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
-                unsafe { blocks_impl::<Q4K, 4>(w, xq) }
-            }
-            pub fn q6k_x4(w: &[u8], xq: &[QRow<'_>; 4]) -> [f32; 4] {
-                unsafe { q6k_impl::<4>(w, xq) }
-            }
+            many!(q4_0_n, blocks_impl, Q4_0);
+            many!(q4_1_n, blocks_impl, Q4_1);
+            many!(q5_0_n, blocks_impl, Q5_0);
+            many!(q8_0_n, blocks_impl, Q8_0);
+            many!(q4k_n, blocks_impl, Q4K);
+            many!(tq2_0_n, blocks_impl, TQ2_0);
+            many!(q6k_n, q6k_impl);
             pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
-                unsafe { f32_impl(w, xf) }
+                assert!(w.len() >= 4 * xf.len());
+                // SAFETY: length checked; features detected before this kernel was handed out.
+                unsafe { float_impl::<1, false>(w, &[xf])[0] }
             }
             pub fn f16_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
-                unsafe { f16_impl(w, xf) }
+                assert!(w.len() >= 2 * xf.len());
+                // SAFETY: length checked; features detected before this kernel was handed out.
+                unsafe { float_impl::<1, true>(w, &[xf])[0] }
+            }
+            pub fn f16_xn(w: &[u8], xf: &[&[f32]], out: &mut [f32]) {
+                float_xn::<true>(w, xf, out)
+            }
+            pub fn f32_xn(w: &[u8], xf: &[&[f32]], out: &mut [f32]) {
+                float_xn::<false>(w, xf, out)
+            }
+            fn float_xn<const F16: bool>(w: &[u8], xf: &[&[f32]], out: &mut [f32]) {
+                let bytes = if F16 { 2 } else { 4 };
+                assert!(
+                    xf.iter()
+                        .all(|x| x.len() == xf[0].len() && w.len() >= bytes * x.len())
+                        && out.len() >= xf.len()
+                );
+                // SAFETY: lengths checked above; features detected before this kernel was handed out.
+                unsafe {
+                    match *xf {
+                        [a, b, c, d] => {
+                            out[..4].copy_from_slice(&float_impl::<4, F16>(w, &[a, b, c, d]))
+                        }
+                        [a, b, c] => out[..3].copy_from_slice(&float_impl::<3, F16>(w, &[a, b, c])),
+                        [a, b] => out[..2].copy_from_slice(&float_impl::<2, F16>(w, &[a, b])),
+                        [a] => out[0] = float_impl::<1, F16>(w, &[a])[0],
+                        _ => unreachable!("float kernels take one to four tokens"),
+                    }
+                }
             }
         }
     };
@@ -715,15 +798,105 @@ mod tests {
                         );
                     }
                 }
-                if let Some(k4) = super::super::kernel4(ty, isa) {
+                if let Some(many) = super::super::kernel_many(ty, isa) {
                     // Four different rows: the same row and three shifted copies of the activations.
                     let rows = [xq.row(0), xq4.row(1), xq4.row(2), xq4.row(3)];
-                    let got = k4(&w, &rows);
+                    let mut got = [0f32; 4];
+                    many(&w, &rows, &mut got);
                     for (t, g) in got.iter().enumerate() {
                         let want = scalar::kernel(ty).expect("scalar")(&w, rows[t], &x);
                         assert!(
                             (g - want).abs() < 1e-3 * want.abs().max(1.0),
                             "{ty} {isa:?} x4 row {t}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    #[test]
+    fn float_multi_token_kernels_equal_the_one_token_kernel_bit_for_bit() {
+        // Lengths with every tail: whole 32-chunks, 8-chunks after them, and single elements.
+        for (ty, n) in [32, 64, 72, 96, 104, 576, 584, 2560, 41]
+            .into_iter()
+            .flat_map(|n| [(GgmlType::F16, n), (GgmlType::F32, n)])
+        {
+            let bytes = if ty == GgmlType::F16 { 2 } else { 4 };
+            let w = random_row(ty, n.max(64), n as u64);
+            let w = &w[..bytes * n];
+            let xs: Vec<Vec<f32>> = (0..4)
+                .map(|t| {
+                    (0..n)
+                        .map(|i| (((i * 31 + t * 7) % 89) as f32 - 44.0) / (3.0 + t as f32))
+                        .collect()
+                })
+                .collect();
+            let rows = [&xs[0][..], &xs[1][..], &xs[2][..], &xs[3][..]];
+            for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+                if Isa::best_supported() == Isa::Scalar
+                    || (isa == Isa::Avx512Vnni && Isa::best_supported() != isa)
+                {
+                    continue;
+                }
+                let one = kernel(ty, isa).expect("kernel");
+                let many = super::super::kernel_float_n(ty, isa).expect("xn");
+                let empty = crate::quant::QRow {
+                    q: &[],
+                    d: &[],
+                    dsum: &[],
+                };
+                for m in 1..=4 {
+                    let mut got = [0f32; 4];
+                    many(w, &rows[..m], &mut got);
+                    for (t, g) in got[..m].iter().enumerate() {
+                        let want = one(w, empty, rows[t]);
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
+                            "n={n} {isa:?} {m} tokens, token {t}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multi_token_kernels_equal_the_one_token_kernel_bit_for_bit() {
+        let n = 512;
+        let x: Vec<f32> = (0..8 * n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / (5.0 + (i / n) as f32))
+            .collect();
+        let mut xq = QActs::default();
+        quantize_acts(&x, n, &mut xq);
+        let rows: Vec<_> = (0..8).map(|t| xq.row(t)).collect();
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+            GgmlType::TQ2_0,
+        ] {
+            let w = random_row(ty, n, ty.id() as u64 + 3);
+            for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+                if Isa::best_supported() == Isa::Scalar
+                    || (isa == Isa::Avx512Vnni && Isa::best_supported() != isa)
+                {
+                    continue;
+                }
+                let one = kernel(ty, isa).expect("kernel");
+                let many = super::super::kernel_many(ty, isa).expect("multi-token kernel");
+                for m in 2..=8 {
+                    let mut got = [0f32; 8];
+                    many(&w, &rows[..m], &mut got);
+                    for t in 0..m {
+                        let want = one(&w, rows[t], &x[t * n..(t + 1) * n]);
+                        assert_eq!(
+                            got[t].to_bits(),
+                            want.to_bits(),
+                            "{ty} {isa:?} {m} tokens, token {t}"
                         );
                     }
                 }

@@ -10,6 +10,9 @@ use crate::quant::dot::Isa;
 
 /// One group × one token.
 pub type Group1Fn = fn(group: &[u8], x: &[&[i8]; 1]) -> [[i32; 4]; 1];
+/// One group × two and × three tokens (small batches, speculative verification: the line is decoded once).
+pub type Group2Fn = fn(group: &[u8], x: &[&[i8]; 2]) -> [[i32; 4]; 2];
+pub type Group3Fn = fn(group: &[u8], x: &[&[i8]; 3]) -> [[i32; 4]; 3];
 /// One group × four tokens (prompt processing: each 32-byte line is decoded once for four tokens).
 pub type Group4Fn = fn(group: &[u8], x: &[&[i8]; 4]) -> [[i32; 4]; 4];
 
@@ -17,6 +20,8 @@ pub type Group4Fn = fn(group: &[u8], x: &[&[i8]; 4]) -> [[i32; 4]; 4];
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub t1: Group1Fn,
+    pub t2: Group2Fn,
+    pub t3: Group3Fn,
     pub t4: Group4Fn,
     /// What `hearth doctor` reports.
     pub name: &'static str,

@@ -5,6 +5,8 @@ use crate::ternary::{CHUNK, GROUP};
 
 pub const KERNELS: Kernels = Kernels {
     t1: group::<1>,
+    t2: group::<2>,
+    t3: group::<3>,
     t4: group::<4>,
     name: "scalar (i2 4-row groups, per-token int8)",
 };

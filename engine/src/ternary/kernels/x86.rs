@@ -119,6 +119,14 @@ macro_rules! ternary_isa {
                 // SAFETY: selected only after run-time detection of the features (`Isa::best_supported`).
                 unsafe { group_impl::<1>(w, x) }
             }
+            pub fn t2(w: &[u8], x: &[&[i8]; 2]) -> [[i32; GROUP]; 2] {
+                // SAFETY: as above.
+                unsafe { group_impl::<2>(w, x) }
+            }
+            pub fn t3(w: &[u8], x: &[&[i8]; 3]) -> [[i32; GROUP]; 3] {
+                // SAFETY: as above.
+                unsafe { group_impl::<3>(w, x) }
+            }
             pub fn t4(w: &[u8], x: &[&[i8]; 4]) -> [[i32; GROUP]; 4] {
                 // SAFETY: as above.
                 unsafe { group_impl::<4>(w, x) }
@@ -132,12 +140,16 @@ ternary_isa!(vnni, "avx2,fma,avx512vnni,avx512vl", true);
 
 pub const AVX2: Kernels = Kernels {
     t1: avx2::t1,
+    t2: avx2::t2,
+    t3: avx2::t3,
     t4: avx2::t4,
     name: "avx2 (vpmaddubsw, i2 4-row groups, per-token int8)",
 };
 
 pub const VNNI: Kernels = Kernels {
     t1: vnni::t1,
+    t2: vnni::t2,
+    t3: vnni::t3,
     t4: vnni::t4,
     name: "avx512vnni (vpdpbusd, i2 4-row groups, per-token int8)",
 };
