@@ -6,7 +6,12 @@ use crate::error::{EngineError, Result};
 use crate::json_mode::JsonState;
 use crate::kv::KvCache;
 use crate::model::{Entry, Model, Scratch};
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{draw, Sampler, SamplingParams};
+use crate::speculative::draft::{DraftJob, ROUTINE_LAG};
+use crate::speculative::policy::{
+    choose_k, could_pay, saving_per_token, worth_catching_up, Acceptance, Prober, MAX_DRAFT,
+};
+use crate::speculative::{lookup, rejection, SpecMode, SpecStats, Speculation};
 use crate::stream::TextStream;
 use crate::threadpool::ThreadPool;
 use crate::tokenizer::Tokenizer;
@@ -23,6 +28,8 @@ pub struct GenerateRequest {
     pub ignore_eos: bool,
     /// Constrain the output to one JSON object (`json_mode`).
     pub json_object: bool,
+    /// Opt out of speculative decoding for this request (it is on wherever the batch has it).
+    pub no_speculation: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -88,6 +95,22 @@ struct Seq {
     json: Option<JsonState>,
     added: Instant,
     first_token_at: Option<Instant>,
+    /// Speculation state; None when this sequence decodes plainly.
+    spec: Option<SeqSpec>,
+}
+
+/// A speculating sequence's state.
+struct SeqSpec {
+    acceptance: Acceptance,
+    /// Sampled requests: the draft model's own sampler (its distribution is q in the verification rule).
+    draft_sampler: Option<Sampler>,
+    /// Proposals for this step, and the distribution each was drawn from.
+    drafts: Vec<u32>,
+    q: Vec<Vec<(u32, f32)>>,
+    /// Prompt lookup: the length of this step's match (its acceptance is kept per length).
+    matched: Option<usize>,
+    /// Draft mode: one draft now and then while the policy says drafting does not pay.
+    prober: Prober,
 }
 
 impl Seq {
@@ -127,6 +150,20 @@ pub struct Batch {
     /// put in the free slot sharing the longest prefix with its prompt, and that prefix is not computed again
     /// (identical tokens at identical positions give identical keys and values — the kernels are batch-invariant).
     cached: Vec<Vec<u32>>,
+    /// Speculative decoding, when enabled (`set_speculation`).
+    spec: Option<Speculation>,
+    /// Scratch distributions for verification.
+    dist: Vec<(u32, f32)>,
+    resid: Vec<(u32, f32)>,
+}
+
+/// Where each logits row of a step goes: `rows` rows of `slot`, starting at `first_row`; `decode`: the sequence
+/// was decoding (its first row verifies the proposals that follow), not processing its prompt.
+#[derive(Clone, Copy)]
+struct Group {
+    slot: usize,
+    rows: usize,
+    decode: bool,
 }
 
 /// JSON mode: a token may follow if it keeps the output a valid JSON-object prefix; end-of-generation only once
@@ -187,7 +224,25 @@ impl Batch {
             spare: Vec::new(),
             work: Vec::new(),
             cached: (0..n_slots.max(1)).map(|_| Vec::new()).collect(),
+            spec: None,
+            dist: Vec::new(),
+            resid: Vec::new(),
         }
+    }
+
+    /// Turns speculative decoding on (prompt lookup, or a draft model: `Speculation::draft`) or off. Sequences
+    /// already running keep decoding as they were.
+    pub fn set_speculation(&mut self, spec: Option<Speculation>) {
+        self.spec = spec;
+    }
+
+    pub fn speculation(&self) -> Option<SpecMode> {
+        self.spec.as_ref().map(|s| s.mode)
+    }
+
+    /// Speculation counters since it was turned on.
+    pub fn spec_stats(&self) -> Option<SpecStats> {
+        self.spec.as_ref().map(|s| s.stats)
     }
 
     pub fn context(&self) -> usize {
@@ -212,6 +267,11 @@ impl Batch {
 
     pub fn kv_bytes(&self) -> usize {
         self.kv.bytes_used()
+            + self
+                .spec
+                .as_ref()
+                .and_then(|s| s.drafter.as_ref())
+                .map_or(0, |d| d.kv_bytes())
     }
 
     /// Tokens each sequence had in the last `step` (prompt chunk or one decoded token), in batch order.
@@ -264,6 +324,37 @@ impl Batch {
         self.next_id += 1;
         // Room for the prompt now; generated positions are added as they come (`step`).
         self.kv.reserve(slot, req.prompt.len());
+        // JSON mode masks the vocabulary token by token, and a seeded sampled request must give the same text
+        // every time (speculation changes which random draws go where): both decode plainly.
+        let seeded_sampling = req.sampling.temperature > 0.0 && req.sampling.seed.is_some();
+        let spec = match &self.spec {
+            Some(sp) if !req.no_speculation && !req.json_object && !seeded_sampling => {
+                let draft_sampler = (sp.mode == SpecMode::Draft && req.sampling.temperature > 0.0)
+                    .then(|| {
+                        // q may be any distribution: the draft's own, tempered and truncated as the request
+                        // asks, without the penalties (which depend on the target's history).
+                        Sampler::new(
+                            SamplingParams {
+                                repeat_penalty: 1.0,
+                                presence_penalty: 0.0,
+                                frequency_penalty: 0.0,
+                                seed: None,
+                                ..req.sampling.clone()
+                            },
+                            &[],
+                        )
+                    });
+                Some(SeqSpec {
+                    acceptance: sp.acceptance.clone(),
+                    draft_sampler,
+                    drafts: Vec::new(),
+                    q: Vec::new(),
+                    matched: None,
+                    prober: Prober::default(),
+                })
+            }
+            _ => None,
+        };
         self.slots[slot] = Some(Seq {
             id,
             prompt_len: req.prompt.len(),
@@ -277,6 +368,7 @@ impl Batch {
             json: req.json_object.then(JsonState::default),
             added: Instant::now(),
             first_token_at: None,
+            spec,
         });
         Ok(id)
     }
@@ -289,6 +381,9 @@ impl Batch {
             .position(|s| s.as_ref().is_some_and(|s| s.id == id))?;
         let mut seq = self.slots[slot].take()?;
         retire(&mut self.kv, &mut self.cached[slot], slot, &seq);
+        if let Some(d) = self.spec.as_mut().and_then(|s| s.drafter.as_mut()) {
+            d.release(slot);
+        }
         let text = seq.stream.finish();
         Some(Event::Finished {
             id,
@@ -298,24 +393,162 @@ impl Batch {
         })
     }
 
+    /// Proposals for the decoding sequences that speculate: how many each drafts (the policy), then the tokens
+    /// (prompt lookup, or the draft model for all of them together). Leaves them in each `SeqSpec::drafts`.
+    fn propose(&mut self, budget: usize) {
+        let Some(sp) = self.spec.as_mut() else {
+            return;
+        };
+        let decoding = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.n_past >= s.prompt_len)
+            .count();
+        // Proposals share what the step's budget leaves after one token per decoding sequence.
+        let mut spare = budget.saturating_sub(decoding);
+        let draft_cost = sp.drafter.as_ref().map(|d| &d.cost);
+        let mut wants = Vec::new();
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            let Some(s) = s else { continue };
+            // Every proposal must be able to become output: room after this step's first token.
+            let generated = s.generated();
+            let left = s.max_tokens.saturating_sub(generated);
+            let room = left.saturating_sub(1).min(spare);
+            let prompting = s.n_past < s.prompt_len;
+            let Some(ss) = s.spec.as_mut() else { continue };
+            ss.drafts.clear();
+            ss.q.clear();
+            ss.matched = None;
+            if prompting || room == 0 {
+                continue;
+            }
+            let k = match sp.mode {
+                // Proposals are free to look up; how many to verify depends on how reliable matches of this
+                // length have been (a long match usually means the output is copying).
+                SpecMode::PromptLookup => {
+                    let Some(len) = lookup::propose(&s.tokens, room.min(MAX_DRAFT), &mut ss.drafts)
+                    else {
+                        continue;
+                    };
+                    let len = len.min(lookup::LONGEST_MATCH);
+                    let (acceptance, prober) = &mut sp.lookup[len];
+                    let k = prober.adjust(choose_k(
+                        acceptance.rate(),
+                        ss.drafts.len(),
+                        &sp.target_cost,
+                        None,
+                    ));
+                    ss.drafts.truncate(k);
+                    ss.q.extend(ss.drafts.iter().map(|&d| vec![(d, 1.0)]));
+                    ss.matched = Some(len);
+                    k
+                }
+                SpecMode::Draft => {
+                    let alpha = ss.acceptance.rate();
+                    let mut k = choose_k(alpha, room, &sp.target_cost, draft_cost);
+                    // Drafting first makes the draft model process what it has not seen (the prompt, the first
+                    // time): only when the tokens to come pay for that. No probing across such a gap either.
+                    let lag = sp.drafter.as_ref().map_or(0, |d| d.lag(slot, &s.tokens));
+                    if k > 0 && lag > ROUTINE_LAG {
+                        let cost = sp.drafter.as_ref().and_then(|d| d.catch_up_cost(lag));
+                        let save = saving_per_token(alpha, k, &sp.target_cost, draft_cost);
+                        // Tokens still to come: at most what max_tokens allows, and about what sequences here
+                        // have been producing.
+                        let expected = sp.typical_length.map_or(left, |n| {
+                            (n as usize).saturating_sub(generated).clamp(8, left.max(8))
+                        });
+                        if let (Some(cost), Some(save)) = (cost, save) {
+                            if !worth_catching_up(save, expected.min(left), cost) {
+                                k = 0;
+                            }
+                        }
+                    }
+                    // A draft nearly as slow as the target never pays, whatever it would guess: no probes.
+                    if k == 0
+                        && (lag > ROUTINE_LAG || !could_pay(room, &sp.target_cost, draft_cost))
+                    {
+                        continue;
+                    }
+                    ss.prober.adjust(k)
+                }
+            };
+            if k == 0 {
+                continue;
+            }
+            spare -= k;
+            wants.push((slot, k));
+        }
+        match sp.mode {
+            SpecMode::PromptLookup => {}
+            SpecMode::Draft => {
+                let Some(drafter) = sp.drafter.as_mut() else {
+                    return;
+                };
+                let mut jobs: Vec<DraftJob<'_>> = Vec::with_capacity(wants.len());
+                let mut wants = wants.into_iter().peekable();
+                for (slot, s) in self.slots.iter_mut().enumerate() {
+                    let Some((_, k)) = wants.next_if(|w| w.0 == slot) else {
+                        continue;
+                    };
+                    let Some(s) = s.as_mut() else { continue };
+                    let Some(ss) = s.spec.as_mut() else { continue };
+                    jobs.push(DraftJob {
+                        slot,
+                        tokens: &s.tokens,
+                        k,
+                        sampler: ss.draft_sampler.as_mut(),
+                        drafts: &mut ss.drafts,
+                        q: &mut ss.q,
+                    });
+                }
+                if !jobs.is_empty() {
+                    drafter.propose(
+                        &self.pool,
+                        &mut jobs,
+                        self.model.config.vocab_size,
+                        self.max_step_tokens,
+                    );
+                }
+            }
+        }
+    }
+
     /// One forward pass over every active sequence; returns what happened.
     pub fn step(&mut self) -> Vec<Event> {
         self.entries.clear();
         let mut budget = self.max_step_tokens.max(1);
-        // Decoding sequences first (one token each): they are latency-sensitive.
+        self.propose(budget);
+        // Decoding sequences first (one token each, plus their proposals): they are latency-sensitive.
+        let mut groups: Vec<Group> = Vec::new();
         for (slot, s) in self.slots.iter().enumerate() {
             if let Some(s) = s {
                 if s.n_past >= s.prompt_len && budget > 0 {
+                    let drafts = s.spec.as_ref().map_or(&[][..], |ss| &ss.drafts[..]);
                     self.entries.push(Entry {
                         slot,
                         pos: s.n_past,
                         token: s.tokens[s.n_past],
                         want_logits: true,
                     });
-                    budget -= 1;
+                    for (i, &d) in drafts.iter().enumerate() {
+                        self.entries.push(Entry {
+                            slot,
+                            pos: s.n_past + 1 + i,
+                            token: d,
+                            want_logits: true,
+                        });
+                    }
+                    budget = budget.saturating_sub(1 + drafts.len());
+                    groups.push(Group {
+                        slot,
+                        rows: 1 + drafts.len(),
+                        decode: true,
+                    });
                 }
             }
         }
+        let mut prompt_work = false;
         for (slot, s) in self.slots.iter().enumerate() {
             if let Some(s) = s {
                 if s.n_past < s.prompt_len && budget > 0 {
@@ -330,6 +563,12 @@ impl Batch {
                         });
                     }
                     budget -= take;
+                    prompt_work = true;
+                    groups.push(Group {
+                        slot,
+                        rows: take,
+                        decode: false,
+                    });
                 }
             }
         }
@@ -346,95 +585,208 @@ impl Batch {
                 }
             }
         }
+        let t0 = Instant::now();
         self.model
             .forward(&self.pool, &mut self.kv, &self.entries, &mut self.scratch);
+        if let Some(sp) = self.spec.as_mut() {
+            // Decode-only passes measure what a verification costs (prompt chunks would skew the fit).
+            if !prompt_work {
+                sp.target_cost.observe(self.entries.len(), t0.elapsed());
+            }
+        }
 
-        let vocab = self.model.config.vocab_size;
         let mut events = Vec::new();
         let mut out_row = 0;
-        for e in &self.entries {
-            let Some(seq) = self.slots[e.slot].as_mut() else {
-                continue;
-            };
-            seq.n_past = seq.n_past.max(e.pos + 1);
-            if !e.want_logits {
-                continue;
-            }
-            let logits = &mut self.scratch.logits[out_row * vocab..(out_row + 1) * vocab];
-            out_row += 1;
-            let token = match &seq.json {
-                None => seq.sampler.sample(logits),
-                // Sample freely first (cheap, usually acceptable); mask the vocabulary only when the choice
-                // would break the JSON — as llama.cpp does with grammars.
-                Some(js) => {
-                    self.spare.clear();
-                    self.spare.extend_from_slice(logits);
-                    let t = seq.sampler.sample(&mut self.spare);
-                    if json_allows(&self.tokenizer, js, t) {
-                        t
-                    } else {
-                        mask_json(&self.tokenizer, js, logits);
-                        seq.sampler.sample(logits)
+        let mut first = 0;
+        for g in groups {
+            let group = first..first + g.rows;
+            first += g.rows;
+            if !g.decode {
+                let last = self.entries[group.end - 1];
+                if let Some(seq) = self.slots[g.slot].as_mut() {
+                    seq.n_past = seq.n_past.max(last.pos + 1);
+                }
+                if last.want_logits {
+                    let row = out_row;
+                    out_row += 1;
+                    if self.slots[g.slot].is_some() {
+                        self.emit(g.slot, row, None, &mut events);
                     }
                 }
-            };
-            if let Some(js) = &mut seq.json {
-                js.feed(self.tokenizer.token_bytes(token));
+                continue;
             }
-            seq.sampler.accept(token);
-            seq.tokens.push(token);
-            if seq.first_token_at.is_none() {
-                seq.first_token_at = Some(Instant::now());
+            // Decoding: row r verifies proposal r (the entry after it); the last row has none and gives a bonus.
+            let rows = out_row..out_row + g.rows;
+            out_row += g.rows;
+            let drafted = g.rows - 1;
+            let mut kept = 0;
+            let mut finished = false;
+            for (r, row) in rows.enumerate() {
+                let Some(seq) = self.slots[g.slot].as_mut() else {
+                    finished = true;
+                    break;
+                };
+                // The token fed at row r has its keys and values in the cache now.
+                seq.n_past = self.entries[group.start + r].pos + 1;
+                let proposal = (r < drafted).then(|| (self.entries[group.start + r + 1].token, r));
+                let accepted = self.emit(g.slot, row, proposal, &mut events);
+                if self.slots[g.slot].is_none() {
+                    finished = true;
+                    if accepted {
+                        kept += 1;
+                    }
+                    break;
+                }
+                if !accepted {
+                    break;
+                }
+                kept += 1;
             }
-            let eog = !seq.ignore_eos && self.tokenizer.is_eog(token);
-            let delta = if eog {
-                Default::default()
-            } else {
-                seq.stream.push(self.tokenizer.token_bytes(token))
-            };
-            let reason = if eog || delta.stopped {
-                Some(FinishReason::Stop)
-            } else if seq.generated() >= seq.max_tokens {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
-            match reason {
-                None => events.push(Event::Token {
-                    id: seq.id,
-                    token,
-                    text: delta.text,
-                }),
-                Some(reason) => {
-                    let mut text = delta.text;
-                    if !delta.stopped {
-                        text.push_str(&seq.stream.finish());
+            if drafted > 0 {
+                let matched = self.slots[g.slot]
+                    .as_ref()
+                    .and_then(|s| s.spec.as_ref())
+                    .and_then(|ss| ss.matched);
+                if let Some(sp) = self.spec.as_mut() {
+                    sp.stats.drafted += drafted as u64;
+                    sp.stats.accepted += kept as u64;
+                    sp.stats.verifications += 1;
+                    // A sequence that ended inside its proposals says nothing about the rest of them.
+                    if !finished {
+                        sp.acceptance.observe(drafted, kept);
+                        if let Some(len) = matched {
+                            sp.lookup[len].0.observe(drafted, kept);
+                        }
                     }
-                    let mut usage = seq.usage();
-                    // An end-of-generation token ends the text but is not part of it.
-                    if eog {
-                        usage.completion_tokens -= 1;
-                    }
-                    if !eog {
-                        events.push(Event::Token {
-                            id: seq.id,
-                            token,
-                            text: String::new(),
-                        });
-                    }
-                    events.push(Event::Finished {
-                        id: seq.id,
-                        reason,
-                        text,
-                        usage,
-                    });
-                    if let Some(done) = self.slots[e.slot].take() {
-                        retire(&mut self.kv, &mut self.cached[e.slot], e.slot, &done);
+                }
+                if let Some(ss) = self.slots[g.slot].as_mut().and_then(|s| s.spec.as_mut()) {
+                    if !finished {
+                        ss.acceptance.observe(drafted, kept);
                     }
                 }
             }
         }
         events
+    }
+
+    /// Picks the token from logits row `row` for the sequence in `slot` — verifying `proposal` when there is one
+    /// — appends it, and pushes its events; a finished sequence leaves the batch. Returns whether the proposal
+    /// was kept.
+    fn emit(
+        &mut self,
+        slot: usize,
+        row: usize,
+        proposal: Option<(u32, usize)>,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let vocab = self.model.config.vocab_size;
+        let Some(seq) = self.slots[slot].as_mut() else {
+            return false;
+        };
+        let logits = &mut self.scratch.logits[row * vocab..(row + 1) * vocab];
+        let mut accepted = false;
+        let token = match (proposal, &seq.json) {
+            (Some((d, _)), _) if seq.sampler.params.temperature == 0.0 => {
+                let t = seq.sampler.sample(logits);
+                accepted = t == d;
+                t
+            }
+            (Some((d, qi)), _) => {
+                // Speculative sampling: keep d with probability min(1, p(d)/q(d)), else draw from the residual.
+                self.dist.clear();
+                self.dist
+                    .extend_from_slice(seq.sampler.distribution(logits));
+                let q = seq
+                    .spec
+                    .as_ref()
+                    .and_then(|ss| ss.q.get(qi))
+                    .map_or(&[][..], |q| &q[..]);
+                let q_d = rejection::prob(q, d);
+                if rejection::keep(&self.dist, d, q_d, seq.sampler.uniform()) {
+                    accepted = true;
+                    d
+                } else {
+                    rejection::residual(&self.dist, q, &mut self.resid);
+                    draw(&self.resid, seq.sampler.uniform())
+                }
+            }
+            (None, None) => seq.sampler.sample(logits),
+            // Sample freely first (cheap, usually acceptable); mask the vocabulary only when the choice
+            // would break the JSON — as llama.cpp does with grammars.
+            (None, Some(js)) => {
+                self.spare.clear();
+                self.spare.extend_from_slice(logits);
+                let t = seq.sampler.sample(&mut self.spare);
+                if json_allows(&self.tokenizer, js, t) {
+                    t
+                } else {
+                    mask_json(&self.tokenizer, js, logits);
+                    seq.sampler.sample(logits)
+                }
+            }
+        };
+        if let Some(js) = &mut seq.json {
+            js.feed(self.tokenizer.token_bytes(token));
+        }
+        seq.sampler.accept(token);
+        seq.tokens.push(token);
+        if seq.first_token_at.is_none() {
+            seq.first_token_at = Some(Instant::now());
+        }
+        let eog = !seq.ignore_eos && self.tokenizer.is_eog(token);
+        let delta = if eog {
+            Default::default()
+        } else {
+            seq.stream.push(self.tokenizer.token_bytes(token))
+        };
+        let reason = if eog || delta.stopped {
+            Some(FinishReason::Stop)
+        } else if seq.generated() >= seq.max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        match reason {
+            None => events.push(Event::Token {
+                id: seq.id,
+                token,
+                text: delta.text,
+            }),
+            Some(reason) => {
+                let mut text = delta.text;
+                if !delta.stopped {
+                    text.push_str(&seq.stream.finish());
+                }
+                let mut usage = seq.usage();
+                // An end-of-generation token ends the text but is not part of it.
+                if eog {
+                    usage.completion_tokens -= 1;
+                }
+                if !eog {
+                    events.push(Event::Token {
+                        id: seq.id,
+                        token,
+                        text: String::new(),
+                    });
+                }
+                events.push(Event::Finished {
+                    id: seq.id,
+                    reason,
+                    text,
+                    usage,
+                });
+                if let Some(sp) = self.spec.as_mut() {
+                    sp.note_finished(seq.generated());
+                }
+                if let Some(done) = self.slots[slot].take() {
+                    retire(&mut self.kv, &mut self.cached[slot], slot, &done);
+                    if let Some(d) = self.spec.as_mut().and_then(|s| s.drafter.as_mut()) {
+                        d.release(slot);
+                    }
+                }
+            }
+        }
+        accepted
     }
 
     /// Runs until every sequence has finished, collecting the events (for CLI and tests).

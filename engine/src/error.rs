@@ -46,6 +46,8 @@ pub enum EngineError {
     },
     #[error("cannot start compute threads: {0}")]
     Threads(String),
+    #[error("speculative decoding: {0}")]
+    DraftMismatch(String),
     #[error("the batch is full ({0} sequences)")]
     BatchFull(usize),
 }

@@ -205,15 +205,31 @@ impl Sampler {
 
     /// Chooses the next token (does not record it: call `accept`).
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
-        self.adjust(logits);
-        let p = &self.params;
-        if p.temperature == 0.0 {
+        if self.params.temperature == 0.0 {
+            self.adjust(logits);
             return argmax(logits);
         }
+        self.distribution(logits);
+        let u = self.rng.next_f32();
+        draw(&self.candidates, u)
+    }
+
+    /// A uniform draw in [0, 1) from this sequence's generator (speculative verification).
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.next_f32()
+    }
+
+    /// The distribution `sample` draws from at temperature > 0: bias and penalties, temperature, top-k, top-p and
+    /// min-p applied, as (token, probability) pairs summing to 1, most likely first. Speculative decoding verifies
+    /// drafted tokens against it.
+    pub fn distribution(&mut self, logits: &mut [f32]) -> &[(u32, f32)] {
+        self.adjust(logits);
+        let p = &self.params;
+        let t = p.temperature.max(f32::MIN_POSITIVE);
         let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let inv_t = 1.0 / p.temperature;
+        let inv_t = 1.0 / t;
         // Candidates within e^-25 of the best can matter; the rest have no probability mass to speak of.
-        let floor = max - 25.0 * p.temperature;
+        let floor = max - 25.0 * t;
         self.candidates.clear();
         self.candidates.extend(
             logits
@@ -255,15 +271,22 @@ impl Sampler {
             c.truncate(keep);
         }
         let total: f32 = c.iter().map(|x| x.1).sum();
-        let mut r = self.rng.next_f32() * total;
-        for x in c.iter() {
-            r -= x.1;
-            if r < 0.0 {
-                return x.0;
-            }
-        }
-        c.last().map(|x| x.0).unwrap_or(0)
+        c.iter_mut().for_each(|x| x.1 /= total);
+        &self.candidates
     }
+}
+
+/// The token of `dist` ((token, probability) pairs summing to 1) that the uniform draw `u` in [0, 1) picks.
+pub fn draw(dist: &[(u32, f32)], u: f32) -> u32 {
+    let total: f32 = dist.iter().map(|x| x.1).sum();
+    let mut r = u * total;
+    for x in dist {
+        r -= x.1;
+        if r < 0.0 {
+            return x.0;
+        }
+    }
+    dist.last().map(|x| x.0).unwrap_or(0)
 }
 
 pub fn argmax(logits: &[f32]) -> u32 {

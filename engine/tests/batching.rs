@@ -17,6 +17,7 @@ fn greedy(prompt: Vec<u32>, n: usize) -> GenerateRequest {
         stop: vec![],
         ignore_eos: true,
         json_object: false,
+        no_speculation: false,
     }
 }
 
@@ -184,6 +185,7 @@ fn same_seed_same_text_different_seed_different_text() {
             stop: vec![],
             ignore_eos: true,
             json_object: false,
+            no_speculation: false,
         })
         .expect("add");
         tokens_by_seq(&b.run_to_completion())

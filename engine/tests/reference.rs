@@ -51,10 +51,12 @@ fn gemma3_tokenizer_matches_llama_cpp() {
 }
 
 /// Teacher-forced logits over real text: top-1 agreement and the largest difference among llama.cpp's top 8.
-fn check_logits(key: &str, file: &str) {
+/// `dtype`: load the matrices converted (the `dtype` option), else the file's types.
+fn check_logits(key: &str, file: &str, dtype: Option<hearth_engine::quant::GgmlType>) {
     let g = golden(key);
     let opts = LoadOptions {
-        dtype: std::env::var_os("HEARTH_DEBUG_F32").map(|_| hearth_engine::quant::GgmlType::F32),
+        dtype: dtype
+            .or(std::env::var_os("HEARTH_DEBUG_F32").map(|_| hearth_engine::quant::GgmlType::F32)),
         isa: None,
         head: None,
     };
@@ -129,12 +131,23 @@ fn check_logits(key: &str, file: &str) {
 
 #[test]
 fn smollm2_logits_match_llama_cpp() {
-    check_logits("smollm2", SMOLLM2);
+    check_logits("smollm2", SMOLLM2, None);
+}
+
+/// The F16 twin of the Q4_1 file (`dtype = "f16"`, the speculative target of the draft-model pair) is the same
+/// network: it must agree with llama.cpp on the file as well as the file itself does.
+#[test]
+fn smollm2_f16_twin_logits_match_llama_cpp() {
+    check_logits(
+        "smollm2",
+        SMOLLM2,
+        Some(hearth_engine::quant::GgmlType::F16),
+    );
 }
 
 #[test]
 fn gemma3_logits_match_llama_cpp() {
-    check_logits("gemma3", GEMMA3);
+    check_logits("gemma3", GEMMA3, None);
 }
 
 /// Greedy continuations of every prompt, run together in one continuously batched `Batch`.
@@ -159,6 +172,7 @@ fn check_greedy(key: &str, file: &str) -> (usize, usize) {
                 stop: vec![],
                 ignore_eos: true,
                 json_object: false,
+                no_speculation: false,
             })
             .expect("add");
         seqs.push((id, ids(&c["output_ids"])));

@@ -19,6 +19,15 @@ use crate::weights::Weight;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The `dtype` load option by name: `f16`, `f32`.
+pub fn parse_dtype(s: &str) -> Option<GgmlType> {
+    match s {
+        "f16" => Some(GgmlType::F16),
+        "f32" => Some(GgmlType::F32),
+        _ => None,
+    }
+}
+
 /// The `head` load option by name: `i8` (int8 rows), `q8_0`, `f16`.
 pub fn parse_head(s: &str) -> Option<GgmlType> {
     match s {

@@ -354,6 +354,28 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Why `other` does not map text to the same ids as this tokenizer (None: the same vocabulary, the same
+    /// token strings, the same end-of-generation tokens). A draft model must pass this to draft for a target.
+    pub fn vocabulary_difference(&self, other: &Tokenizer) -> Option<String> {
+        if self.texts.len() != other.texts.len() {
+            return Some(format!(
+                "vocabularies of {} and {} tokens",
+                self.texts.len(),
+                other.texts.len()
+            ));
+        }
+        if let Some(i) = (0..self.texts.len()).find(|&i| self.texts[i] != other.texts[i]) {
+            return Some(format!(
+                "token {i} is {:?} in one and {:?} in the other",
+                self.texts[i], other.texts[i]
+            ));
+        }
+        if self.eog != other.eog || self.bos != other.bos {
+            return Some("different BOS or end-of-generation tokens".into());
+        }
+        None
+    }
+
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.contains(&id)
     }
