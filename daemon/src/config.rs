@@ -53,9 +53,25 @@ pub struct ModelConfig {
     /// generated token reads from a tied F16 head (BitNet b1.58; docs/benchmarks.md has speed and the quality
     /// effect). Default: the file's type.
     pub head: Option<String>,
+    /// Convert every matrix at load: `f16` or `f32` — a higher-precision twin of a quantized file, e.g. as the
+    /// target of a draft model made from the same file. Default: the file's types.
+    pub dtype: Option<String>,
+    /// Speculative decoding: this imported model drafts, this one verifies (greedy output is unchanged). The two
+    /// must share the tokenizer; the model does not load otherwise.
+    pub draft: Option<String>,
+    /// Speculative decoding without a draft model: continuations are looked up in the prompt and the output so
+    /// far (summaries, extraction, code edits). Ignored when `draft` is set.
+    pub prompt_lookup: bool,
 }
 
 impl ModelConfig {
+    /// The `dtype` option as a tensor type; config validation has already refused other values.
+    pub fn dtype_type(&self) -> Option<hearth_engine::quant::GgmlType> {
+        self.dtype
+            .as_deref()
+            .and_then(hearth_engine::model::parse_dtype)
+    }
+
     /// The `head` option as a tensor type; config validation has already refused other values.
     pub fn head_type(&self) -> Option<hearth_engine::quant::GgmlType> {
         self.head
@@ -389,6 +405,18 @@ impl Config {
                         "models.{name}.head: '{h}' (use i8, q8_0 or f16)"
                     )));
                 }
+            }
+            if let Some(t) = &m.dtype {
+                if hearth_engine::model::parse_dtype(t).is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "models.{name}.dtype: '{t}' (use f16 or f32)"
+                    )));
+                }
+            }
+            if m.draft.as_deref() == Some(name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "models.{name}.draft: a model cannot draft for itself"
+                )));
             }
         }
         if let Some(url) = &self.database_url {

@@ -109,7 +109,8 @@ enum ModelCommand {
     Synth {
         /// Architecture family (bitnet).
         family: String,
-        /// tiny (a few MB) or 2b4t (microsoft/bitnet-b1.58-2B-4T's shape).
+        /// tiny (a few MB), 2b4t (microsoft/bitnet-b1.58-2B-4T's shape) or 2b4t-draft (the same vocabulary, a tenth
+        /// of the width, 2 layers: a speculative draft for 2b4t).
         #[arg(long, default_value = "tiny")]
         preset: String,
         /// Ternary encoding: i2_s, tq2_0 or tq1_0.
@@ -122,6 +123,10 @@ enum ModelCommand {
         /// Embed this GGUF file's tokenizer (padded to the vocabulary) instead of the built-in byte-level one.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Layers, instead of the preset's. With the same seed, the first layers, embeddings and norms equal the
+        /// full model's: a layer-truncated copy (a self-speculation draft).
+        #[arg(long)]
+        layers: Option<usize>,
     },
     /// Convert a Hugging Face BitNet b1.58 checkpoint (config.json + model.safetensors) to GGUF.
     Convert {
@@ -280,7 +285,16 @@ fn real_main(cli: Cli) -> Result<()> {
                 out,
                 seed,
                 tokenizer,
-            } => cli::model_files::synth(&family, &preset, &format, &out, seed, tokenizer.as_ref()),
+                layers,
+            } => cli::model_files::synth(
+                &family,
+                &preset,
+                &format,
+                &out,
+                seed,
+                tokenizer.as_ref(),
+                layers,
+            ),
             ModelCommand::Convert {
                 dir,
                 format,

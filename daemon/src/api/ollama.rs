@@ -188,6 +188,8 @@ pub struct Options {
     pub repeat_last_n: Option<i64>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// Extension: `false` opts this request out of the model's speculative decoding.
+    pub speculative: Option<bool>,
 }
 
 impl Options {
@@ -235,6 +237,7 @@ impl Options {
             sampling: self.sampling()?,
             stop: self.stop.clone().unwrap_or_default(),
             json,
+            speculative: self.speculative.unwrap_or(true),
             keep_alive,
             on_finish: None,
             gate: None,

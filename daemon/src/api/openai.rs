@@ -155,6 +155,9 @@ pub struct SamplingFields {
     pub stream_options: Option<StreamOptions>,
     /// Stored with the request for the owner's reference; not used for generation.
     pub user: Option<String>,
+    /// Extension: `false` opts this request out of the model's speculative decoding (draft model or prompt
+    /// lookup). Greedy output is the same either way.
+    pub speculative: Option<bool>,
 }
 
 fn in_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> std::result::Result<(), ApiError> {
@@ -223,6 +226,7 @@ impl SamplingFields {
             sampling: self.sampling()?,
             stop: self.stop()?,
             json,
+            speculative: self.speculative.unwrap_or(true),
             keep_alive: None,
             on_finish: None,
             gate: None,

@@ -29,6 +29,13 @@ pub struct BenchArgs {
     pub head: Option<hearth_engine::quant::GgmlType>,
     #[arg(long)]
     pub json: bool,
+    /// Speculative benchmark: this model drafts for MODEL; reports the speed-up over MODEL alone on an
+    /// extractive and an open-ended prompt set, with acceptance rates.
+    #[arg(long, conflicts_with = "prompt_lookup")]
+    pub draft: Option<String>,
+    /// Speculative benchmark with prompt lookup instead of a draft model.
+    #[arg(long)]
+    pub prompt_lookup: bool,
 }
 
 #[derive(Serialize)]
@@ -84,6 +91,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         stop: Vec::new(),
         ignore_eos: true,
         json_object: false,
+        no_speculation: true,
     }
 }
 
@@ -102,6 +110,9 @@ pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         a.threads,
     )
     .with_context(|| format!("loading {}", path.display()))?;
+    if a.draft.is_some() || a.prompt_lookup {
+        return super::spec_bench::bench(store, &a, &lm);
+    }
     let vocab = lm.model.config.vocab_size;
     let ctx = (a.prompt_tokens + a.gen_tokens + 8).min(lm.model.config.context_length);
     let max_batch = a.batch.iter().copied().max().unwrap_or(1).max(1);

@@ -5,17 +5,15 @@ pub mod model_files;
 pub mod run;
 pub mod schedule;
 pub mod service_user;
+pub mod spec_bench;
 pub mod usage;
 
 use hearth_engine::quant::GgmlType;
 
 /// `--dtype f16|f32`: load matrices converted to that type.
 pub fn parse_dtype(s: &str) -> Result<GgmlType, String> {
-    match s {
-        "f16" => Ok(GgmlType::F16),
-        "f32" => Ok(GgmlType::F32),
-        other => Err(format!("unknown dtype '{other}' (use f16 or f32)")),
-    }
+    hearth_engine::model::parse_dtype(s)
+        .ok_or_else(|| format!("unknown dtype '{s}' (use f16 or f32)"))
 }
 
 /// `--head i8|q8_0|f16`: convert the output head at load.

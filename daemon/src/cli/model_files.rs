@@ -35,12 +35,19 @@ pub fn synth(
     out: &Path,
     seed: u64,
     tokenizer: Option<&PathBuf>,
+    layers: Option<usize>,
 ) -> Result<()> {
     if family != "bitnet" {
         bail!("unknown model family '{family}' (available: bitnet)");
     }
-    let shape = synth::Shape::preset(preset)
-        .ok_or_else(|| anyhow!("unknown preset '{preset}' (use 2b4t or tiny)"))?;
+    let mut shape = synth::Shape::preset(preset)
+        .ok_or_else(|| anyhow!("unknown preset '{preset}' (use 2b4t, 2b4t-draft or tiny)"))?;
+    if let Some(n) = layers {
+        if n == 0 {
+            bail!("--layers must be at least 1");
+        }
+        shape.n_layers = n;
+    }
     let ty = format(fmt)?;
     let tok = tokenizer_source(tokenizer.map(PathBuf::as_path))?;
     let w = synth::bitnet(shape, ty, seed, tok.as_ref()).map_err(|e| anyhow!(e))?;

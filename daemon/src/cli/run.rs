@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use hearth::models::ModelStore;
 use hearth_engine::{
-    ChatMessage, Event, GenerateRequest, LoadOptions, LoadedModel, SamplingParams,
+    ChatMessage, Event, GenerateRequest, LoadOptions, LoadedModel, SamplingParams, Speculation,
 };
 use std::io::{Read, Write};
 
@@ -54,6 +54,13 @@ pub struct RunArgs {
     /// JSON mode: the output is constrained to one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Speculative decoding: this model (a path or an imported name, same tokenizer) drafts, MODEL verifies.
+    /// Greedy output is unchanged.
+    #[arg(long, conflicts_with = "prompt_lookup")]
+    pub draft: Option<String>,
+    /// Speculative decoding without a draft model: continuations looked up in the prompt and the output.
+    #[arg(long)]
+    pub prompt_lookup: bool,
 }
 
 pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
@@ -92,6 +99,14 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
         .max_tokens
         .unwrap_or_else(|| ctx.saturating_sub(prompt.len()).clamp(1, 1024));
     let mut batch = lm.new_batch(1, ctx);
+    batch.set_speculation(speculation(
+        store,
+        &lm,
+        a.draft.as_deref(),
+        a.prompt_lookup,
+        1,
+        a.head,
+    )?);
     batch.add(GenerateRequest {
         prompt,
         max_tokens,
@@ -107,6 +122,7 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
         stop: a.stop,
         ignore_eos: a.ignore_eos,
         json_object: a.json,
+        no_speculation: false,
     })?;
     let mut out = std::io::stdout().lock();
     while !batch.is_empty() {
@@ -137,9 +153,43 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
                         if gen_s > 0.0 { usage.completion_tokens.saturating_sub(1) as f64 / gen_s } else { 0.0 },
                         reason.as_str()
                     );
+                    if let Some(s) = batch.spec_stats() {
+                        eprintln!(
+                            "hearth: speculation kept {} of {} proposed tokens ({})",
+                            s.accepted,
+                            s.drafted,
+                            s.acceptance()
+                                .map_or("none proposed".into(), |r| format!("{:.0}%", r * 100.0))
+                        );
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The `--draft` / `--prompt-lookup` speculation for `target` (shared with `hearth bench`). `head`: the `--head`
+/// conversion, applied to the draft as well (a draft's tied head can be most of its bytes per token); `--dtype`
+/// is the target's alone.
+pub fn speculation(
+    store: &ModelStore,
+    target: &LoadedModel,
+    draft: Option<&str>,
+    prompt_lookup: bool,
+    n_slots: usize,
+    head: Option<hearth_engine::quant::GgmlType>,
+) -> Result<Option<Speculation>> {
+    if let Some(d) = draft {
+        let path = store.resolve(d)?;
+        let opts = LoadOptions {
+            head,
+            ..LoadOptions::default()
+        };
+        // The draft runs on the target's threads; its own pool stays idle.
+        let lm = LoadedModel::load(&path, &opts, 1)
+            .with_context(|| format!("loading the draft model {}", path.display()))?;
+        return Ok(Some(Speculation::draft(target, &lm, n_slots)?));
+    }
+    Ok(prompt_lookup.then(Speculation::prompt_lookup))
 }

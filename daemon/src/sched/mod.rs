@@ -85,6 +85,8 @@ pub struct JobSpec {
     pub stop: Vec<String>,
     /// Constrain the output to one JSON object.
     pub json: bool,
+    /// Speculative decoding where the model has it configured (the `speculative: false` extension opts out).
+    pub speculative: bool,
     /// How long the model stays loaded after this request (None: the configured default).
     pub keep_alive: Option<Duration>,
     pub on_finish: Option<OnFinish>,
@@ -201,6 +203,22 @@ pub struct ModelStatus {
     pub waiting: usize,
     /// Joules per token by energy source over the ledger's raw rows (filled in by the admin API).
     pub energy: Vec<crate::store::EnergyFigure>,
+    /// Speculative decoding as configured, with counters while loaded.
+    pub speculation: Option<SpeculationStatus>,
+}
+
+/// A model's speculative decoding in `/admin/models`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SpeculationStatus {
+    /// `draft` or `prompt_lookup`.
+    pub mode: &'static str,
+    /// The draft model (draft mode).
+    pub draft: Option<String>,
+    /// Since the model loaded: tokens proposed, and kept by the model.
+    pub drafted_tokens: u64,
+    pub accepted_tokens: u64,
+    /// accepted / drafted; None before any proposal.
+    pub acceptance_rate: Option<f64>,
 }
 
 enum Msg {
@@ -414,10 +432,29 @@ impl Scheduler {
                         (
                             (s.loaded, s.placement.clone(), s.idle_until),
                             (s.running, s.waiting),
+                            s.speculation,
                         )
                     })
                 });
                 let load = worker.as_ref().map_or((0, 0), |w| w.1);
+                let stats = worker.as_ref().and_then(|w| w.2).map(|(_, s)| s);
+                let mcfg = self.cfg.models.get(&m.name);
+                let speculation = mcfg
+                    .and_then(|c| match (&c.draft, c.prompt_lookup) {
+                        (Some(d), _) => Some(("draft", Some(d.clone()))),
+                        (None, true) => Some(("prompt_lookup", None)),
+                        (None, false) => None,
+                    })
+                    .map(|(mode, draft)| {
+                        let s = stats.unwrap_or_default();
+                        SpeculationStatus {
+                            mode,
+                            draft,
+                            drafted_tokens: s.drafted,
+                            accepted_tokens: s.accepted,
+                            acceptance_rate: s.acceptance(),
+                        }
+                    });
                 let (state, placed, idle_until) = match worker.map(|w| w.0) {
                     Some((true, p, idle)) => ("loaded", p.ok_or_else(String::new), idle),
                     Some((false, p, _)) => ("loading", p.ok_or_else(String::new), None),
@@ -446,6 +483,7 @@ impl Scheduler {
                     running: load.0,
                     waiting: load.1,
                     energy: Vec::new(),
+                    speculation,
                 }
             })
             .collect())
@@ -475,6 +513,16 @@ impl Scheduler {
             e => SchedError::Store(e.to_string()),
         })?;
         let path = self.models.file_path(&manifest);
+        let draft = match self.cfg.models.get(model).and_then(|m| m.draft.clone()) {
+            None => None,
+            Some(d) => {
+                let dm = self.models.get(&d).map_err(|e| SchedError::Load {
+                    model: model.to_owned(),
+                    message: format!("its draft model '{d}': {e}"),
+                })?;
+                Some(self.models.file_path(&dm))
+            }
+        };
         let (footprint, placement) = self.place(&manifest).map_err(|message| SchedError::Load {
             model: model.to_owned(),
             message,
@@ -499,6 +547,7 @@ impl Scheduler {
             model: model.to_owned(),
             device: placement.device,
             path,
+            draft,
             cfg,
             rx,
             status: status.clone(),

@@ -8,7 +8,8 @@ use super::{
 };
 use crate::metrics::energy::JobKey;
 use hearth_engine::{
-    Batch, Event, FinishReason, GenerateRequest, LoadOptions, LoadedModel, SeqId, Usage,
+    Batch, Event, FinishReason, GenerateRequest, LoadOptions, LoadedModel, SeqId, Speculation,
+    Usage,
 };
 use prometheus::{Histogram, IntCounter};
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +30,8 @@ pub(super) struct Status {
     /// Sequences in the batch, and jobs waiting for a slot (incl. those still before their quota gate).
     pub running: usize,
     pub waiting: usize,
+    /// Speculative decoding: its mode and counters since the model loaded.
+    pub speculation: Option<(hearth_engine::SpecMode, hearth_engine::SpecStats)>,
 }
 
 pub(super) struct Worker {
@@ -36,6 +39,8 @@ pub(super) struct Worker {
     /// Where it runs ('cpu'); the ledger records it per request.
     pub device: String,
     pub path: PathBuf,
+    /// The draft model's file, when `[models.NAME] draft` is set.
+    pub draft: Option<PathBuf>,
     pub cfg: SchedConfig,
     pub rx: Receiver<Msg>,
     pub status: Arc<Mutex<Status>>,
@@ -74,6 +79,8 @@ struct Observers {
     waiting: prometheus::IntGauge,
     batch_size: prometheus::IntGauge,
     loaded: prometheus::IntGauge,
+    spec_drafted: IntCounter,
+    spec_accepted: IntCounter,
 }
 
 impl Observers {
@@ -88,6 +95,8 @@ impl Observers {
             waiting: s.waiting.with_label_values(&[model]),
             batch_size: s.batch_size.with_label_values(&[model]),
             loaded: s.model_loaded.with_label_values(&[model, device]),
+            spec_drafted: s.spec_draft_tokens.with_label_values(&[model]),
+            spec_accepted: s.spec_accepted_tokens.with_label_values(&[model]),
         }
     }
 }
@@ -133,24 +142,34 @@ struct Running<'a> {
     load_duration: Duration,
     first_job: bool,
     obs: Observers,
+    /// Speculation counters as of the last step (the metrics get the difference).
+    spec_seen: hearth_engine::SpecStats,
+    status: Arc<Mutex<Status>>,
 }
 
 impl Worker {
     pub fn run(self) {
         let started = Instant::now();
+        let mcfg = self.cfg.models.get(&self.model);
         let opts = LoadOptions {
-            head: self.cfg.models.get(&self.model).and_then(|m| m.head_type()),
+            head: mcfg.and_then(|m| m.head_type()),
+            dtype: mcfg.and_then(|m| m.dtype_type()),
             ..LoadOptions::default()
         };
-        let loaded = LoadedModel::load(&self.path, &opts, self.cfg.threads);
-        let lm = match loaded {
-            Ok(lm) => lm,
+        let loaded = LoadedModel::load(&self.path, &opts, self.cfg.threads)
+            .map_err(|e| e.to_string())
+            .and_then(|lm| {
+                let spec = self.speculation(&lm)?;
+                Ok((lm, spec))
+            });
+        let (lm, spec) = match loaded {
+            Ok(x) => x,
             Err(e) => {
                 tracing::error!(model = %self.model, error = %e, "model failed to load");
                 // Answer everything already sent; later senders find the channel closed and retry.
                 let err = || SchedError::Load {
                     model: self.model.clone(),
-                    message: e.to_string(),
+                    message: e.clone(),
                 };
                 while let Ok(msg) = self.rx.try_recv() {
                     match msg {
@@ -166,7 +185,8 @@ impl Worker {
                 return;
             }
         };
-        let batch = lm.new_batch(self.cfg.max_sequences, self.cfg.context);
+        let mut batch = lm.new_batch(self.cfg.max_sequences, self.cfg.context);
+        batch.set_speculation(spec);
         let obs = Observers::new(&self.cfg.metrics, &self.model, &self.device);
         self.cfg
             .metrics
@@ -180,6 +200,9 @@ impl Worker {
         if let Ok(mut s) = self.status.lock() {
             s.loaded = true;
             s.context = batch.context();
+            s.speculation = batch
+                .speculation()
+                .map(|mode| (mode, hearth_engine::SpecStats::default()));
         }
         let mut r = Running {
             lm,
@@ -194,6 +217,8 @@ impl Worker {
             load_duration: started.elapsed(),
             first_job: true,
             obs,
+            spec_seen: Default::default(),
+            status: self.status.clone(),
         };
         let mut idle_since = Instant::now();
         'outer: loop {
@@ -248,12 +273,34 @@ impl Worker {
             s.loaded = false;
             s.running = 0;
             s.waiting = 0;
+            s.speculation = None;
         }
         r.obs.loaded.set(0);
         r.obs.running.set(0);
         r.obs.waiting.set(0);
         r.obs.batch_size.set(0);
         tracing::info!(model = %self.model, "model unloaded");
+    }
+
+    /// Speculative decoding as `[models.NAME]` asks: a draft model (loaded here; it must share the tokenizer), or
+    /// prompt lookup.
+    fn speculation(&self, lm: &LoadedModel) -> Result<Option<Speculation>, String> {
+        let mcfg = self.cfg.models.get(&self.model);
+        if let Some(path) = &self.draft {
+            let name = mcfg.and_then(|m| m.draft.as_deref()).unwrap_or("?");
+            // The draft runs on the target's threads (`Batch` drives both); its own pool stays idle.
+            let draft = LoadedModel::load(path, &LoadOptions::default(), 1)
+                .map_err(|e| format!("its draft model '{name}': {e}"))?;
+            let spec = Speculation::draft(lm, &draft, self.cfg.max_sequences)
+                .map_err(|e| format!("its draft model '{name}': {e}"))?;
+            tracing::info!(model = %self.model, draft = name, "speculative decoding with a draft model");
+            return Ok(Some(spec));
+        }
+        if mcfg.is_some_and(|m| m.prompt_lookup) {
+            tracing::info!(model = %self.model, "speculative decoding by prompt lookup");
+            return Ok(Some(Speculation::prompt_lookup()));
+        }
+        Ok(None)
     }
 
     fn publish_load(&self, r: &Running<'_>) {
@@ -310,6 +357,7 @@ impl Running<'_> {
             stop: spec.stop,
             ignore_eos: false,
             json_object: spec.json,
+            no_speculation: !spec.speculative,
         };
         self.batch.validate(&req)?;
         if self.waiting.len() >= self.cfg.queue_depth && !self.batch.has_free_slot() {
@@ -450,6 +498,18 @@ impl Running<'_> {
 
     /// After a forward pass: the batch size, and each sequence's tokens for the energy shares.
     fn account_step(&mut self) {
+        if let Some(now) = self.batch.spec_stats() {
+            let before = std::mem::replace(&mut self.spec_seen, now);
+            self.obs
+                .spec_drafted
+                .inc_by(now.drafted.saturating_sub(before.drafted));
+            self.obs
+                .spec_accepted
+                .inc_by(now.accepted.saturating_sub(before.accepted));
+            if let Ok(mut s) = self.status.lock() {
+                s.speculation = self.batch.speculation().map(|mode| (mode, now));
+            }
+        }
         let work = self.batch.last_step_work();
         self.obs.batch_size.set(work.len() as i64);
         if let Some(meter) = &self.cfg.metrics.energy {
