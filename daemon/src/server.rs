@@ -159,6 +159,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         ledger,
         quota,
         housekeeping: housekeeping.clone(),
+        history: crate::metrics::history::History::start(metrics.clone()),
         metrics,
         batch: Arc::default(),
     });
@@ -169,6 +170,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         App::new()
             .app_data(app_state.clone())
             .wrap(actix_web::middleware::from_fn(log_request))
+            .wrap(security_headers())
             .configure(api::configure)
             .default_service(web::to(not_found))
     })
@@ -267,6 +269,14 @@ async fn wait_for_signal() -> &'static str {
             "SIGINT"
         }
     }
+}
+
+/// Headers every response carries: no MIME sniffing, no referrer leaving the appliance, no framing.
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("x-content-type-options", "nosniff"))
+        .add(("referrer-policy", "no-referrer"))
+        .add(("x-frame-options", "DENY"))
 }
 
 /// One line per request at debug level: method, path (no query string: it could carry secrets), status, time.

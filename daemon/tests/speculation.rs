@@ -75,7 +75,10 @@ fn prompt_lookup_and_a_draft_model_give_the_same_greedy_text_and_report_their_co
     let plain = completion(&d, "smollm2", json!({"speculative": false}));
     let looked_up = completion(&d, "smollm2", json!({}));
     assert_eq!(text(&plain), text(&looked_up));
-    assert_eq!(plain["usage"]["completion_tokens"], looked_up["usage"]["completion_tokens"]);
+    assert_eq!(
+        plain["usage"]["completion_tokens"],
+        looked_up["usage"]["completion_tokens"]
+    );
     let m = model_status(&d, "smollm2");
     let spec = &m["speculation"];
     assert_eq!(spec["mode"], "prompt_lookup", "{m}");
@@ -83,7 +86,10 @@ fn prompt_lookup_and_a_draft_model_give_the_same_greedy_text_and_report_their_co
     let accepted = spec["accepted_tokens"].as_u64().unwrap();
     assert!(drafted > 0 && accepted > 0 && accepted <= drafted, "{m}");
     let rate = spec["acceptance_rate"].as_f64().unwrap();
-    assert!((rate - accepted as f64 / drafted as f64).abs() < 1e-9, "{m}");
+    assert!(
+        (rate - accepted as f64 / drafted as f64).abs() < 1e-9,
+        "{m}"
+    );
     // The same counts in /metrics, by model.
     assert_eq!(
         metric(&d, "hearth_spec_draft_tokens_total{model=\"smollm2\"}"),
@@ -140,7 +146,13 @@ fn a_draft_with_another_tokenizer_or_missing_is_a_clear_load_error() {
         ),
         &[],
     );
-    ok_stdout(&d.cli(&["model", "import", gemma.to_str().unwrap(), "--name", "gemma"]));
+    ok_stdout(&d.cli(&[
+        "model",
+        "import",
+        gemma.to_str().unwrap(),
+        "--name",
+        "gemma",
+    ]));
     let r = d.post(
         "/v1/chat/completions",
         Some(&d.admin_key),
@@ -164,8 +176,14 @@ fn a_draft_with_another_tokenizer_or_missing_is_a_clear_load_error() {
 fn config_check_refuses_a_model_drafting_for_itself_and_a_bad_dtype() {
     let dir = tempfile::tempdir().unwrap();
     for (cfg, want) in [
-        ("[models.a]\ndraft = \"a\"\n", "models.a.draft: a model cannot draft for itself"),
-        ("[models.a]\ndtype = \"q4\"\n", "models.a.dtype: 'q4' (use f16 or f32)"),
+        (
+            "[models.a]\ndraft = \"a\"\n",
+            "models.a.draft: a model cannot draft for itself",
+        ),
+        (
+            "[models.a]\ndtype = \"q4\"\n",
+            "models.a.dtype: 'q4' (use f16 or f32)",
+        ),
     ] {
         let f = dir.path().join("hearth.toml");
         std::fs::write(&f, cfg).unwrap();

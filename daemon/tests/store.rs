@@ -207,7 +207,75 @@ async fn exercise(store: &Store, state: &std::path::Path) {
     store.record_request(&r).await.unwrap();
     assert_eq!(store.recent_requests(&alice.id, 10).await.unwrap(), vec![r]);
     batches(store, &alice.id).await;
+    sessions(store).await;
     store.ping().await.unwrap();
+}
+
+/// Dashboard sessions: sign-in, the cookie's digest at rest, sliding expiry, sign-out, ending a user's other
+/// sessions, the first admin's forced password change — the same statements on both databases.
+async fn sessions(store: &Store) {
+    let admin = store.user_by_name("admin").await.unwrap().unwrap();
+    assert!(
+        admin.must_change_password,
+        "the generated first password must be replaced"
+    );
+    accounts::add_user(store, "dora", "member", Some("dora-password"))
+        .await
+        .unwrap();
+    let auth = Authenticator::new(store.clone());
+    assert!(matches!(
+        auth.login("dora", "wrong-password", None).await,
+        Err(hearth::auth::sessions::LoginError::BadCredentials)
+    ));
+    let one = auth.login("dora", "dora-password", None).await.unwrap();
+    let two = auth.login("dora", "dora-password", None).await.unwrap();
+    assert_ne!(one.cookie, two.cookie);
+    let s1 = auth.verify_session(&one.cookie).await.unwrap();
+    assert_eq!(s1.principal.user_name, "dora");
+    assert_eq!(s1.principal.role, Role::Member);
+    assert_eq!(s1.csrf, one.csrf);
+    assert!(!s1.id_hash.contains(&one.cookie), "only a digest is stored");
+    assert!(matches!(
+        auth.verify_session("not-a-session").await,
+        Err(AuthError::SessionEnded)
+    ));
+    // A password change keeps the session that made it and ends the others.
+    let s2 = auth.verify_session(&two.cookie).await.unwrap();
+    assert_eq!(
+        store
+            .delete_user_sessions(&s2.principal.user_id, Some(&s2.id_hash))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(auth.verify_session(&one.cookie).await.is_err());
+    assert!(auth.verify_session(&two.cookie).await.is_ok());
+    auth.logout(&s2.id_hash).await.unwrap();
+    assert!(auth.verify_session(&two.cookie).await.is_err());
+    // Expired rows are swept.
+    let three = auth.login("dora", "dora-password", None).await.unwrap();
+    let s3 = auth.verify_session(&three.cookie).await.unwrap();
+    store.touch_session(&s3.id_hash, 1, 2).await.unwrap();
+    assert!(
+        store
+            .purge_expired_sessions(hearth::store::now())
+            .await
+            .unwrap()
+            >= 1
+    );
+    assert!(auth.verify_session(&three.cookie).await.is_err());
+    // Setting a password clears the forced change.
+    accounts::set_password(store, "admin", "admin-chosen-pw")
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .user_by_name("admin")
+            .await
+            .unwrap()
+            .unwrap()
+            .must_change_password
+    );
 }
 
 /// Files, a batch's lines (each finishes once, with its batch's counters), finalization, paging, settings and
@@ -391,7 +459,7 @@ async fn sqlite_store() {
     store.close().await;
     // Migrations are idempotent: reopening applies nothing and keeps the data.
     let again = Store::connect(&url).await.unwrap();
-    assert_eq!(again.list_users().await.unwrap().len(), 2);
+    assert_eq!(again.list_users().await.unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -403,6 +471,6 @@ async fn postgres_store() {
     exercise(&store, dir.path()).await;
     store.close().await;
     let again = Store::connect(&pg.url).await.unwrap();
-    assert_eq!(again.list_users().await.unwrap().len(), 2);
+    assert_eq!(again.list_users().await.unwrap().len(), 3);
     again.close().await;
 }

@@ -94,7 +94,9 @@ pub async fn update_user(
         return Err(ApiError::invalid("an admin cannot disable or demote themselves", None).into());
     }
     if let Some(p) = &u.password {
-        accounts::set_password(&st.store, &name, p).await?;
+        let user = accounts::set_password(&st.store, &name, p).await?;
+        // A password set by an admin signs the user out of every browser.
+        st.store.delete_user_sessions(&user.id, None).await?;
     }
     let user = accounts::update_user(&st.store, &name, u.disabled, u.role.as_deref(), None).await?;
     Ok(HttpResponse::Ok().json(user))

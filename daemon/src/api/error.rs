@@ -3,6 +3,7 @@
 //! This is the one place where errors become responses.
 
 use crate::auth::accounts::AccountError;
+use crate::auth::sessions::LoginError;
 use crate::auth::AuthError;
 use crate::quota::QuotaError;
 use crate::sched::SchedError;
@@ -23,6 +24,9 @@ pub enum ApiError {
     ContextLengthExceeded(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// 401 from the dashboard's sign-in: `invalid_credentials`, not an API-key problem.
+    #[error("{0}")]
+    BadCredentials(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("model '{0}' not found")]
@@ -62,7 +66,7 @@ impl ApiError {
             ApiError::InvalidRequest { .. } | ApiError::ContextLengthExceeded(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::BadCredentials(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -82,7 +86,7 @@ impl ApiError {
             | ApiError::NotFound(_)
             | ApiError::Conflict(_)
             | ApiError::PayloadTooLarge(_) => "invalid_request_error",
-            ApiError::Unauthorized(_) => "authentication_error",
+            ApiError::Unauthorized(_) | ApiError::BadCredentials(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => "server_overloaded",
             ApiError::TooManyRequests { code, .. } => {
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::ContextLengthExceeded(_) => Some("context_length_exceeded"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::Unauthorized(_) => Some("invalid_api_key"),
+            ApiError::BadCredentials(_) => Some("invalid_credentials"),
             ApiError::PayloadTooLarge(_) => Some("payload_too_large"),
             ApiError::Forbidden(_) => Some("forbidden"),
             ApiError::Overloaded(_) => Some("queue_full"),
@@ -243,7 +248,8 @@ into_rendered!(
     StoreError,
     AccountError,
     EngineError,
-    QuotaError
+    QuotaError,
+    LoginError
 );
 
 impl<F> From<ApiError> for Rendered<F> {
@@ -258,6 +264,22 @@ impl From<AuthError> for ApiError {
             AuthError::Store(s) => s.into(),
             AuthError::Internal(m) => ApiError::Internal(m),
             other => ApiError::Unauthorized(other.to_string()),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> ApiError {
+        match e {
+            LoginError::BadCredentials => ApiError::BadCredentials(e.to_string()),
+            LoginError::Limited(wait) => ApiError::TooManyRequests {
+                message: e.to_string(),
+                code: "rate_limit_exceeded",
+                retry_after: wait.as_secs().max(1),
+                headers: Vec::new(),
+            },
+            LoginError::Store(s) => s.into(),
+            LoginError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

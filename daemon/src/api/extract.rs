@@ -1,10 +1,12 @@
 //! Request extractors that fail in the API's own error shape: a JSON body (size limit, UTF-8, the failing
 //! field named) and the caller's identity.
 
-use super::error::{ApiError, Flavor, Rendered};
+use super::error::{ApiError, Flavor, OpenAi, Rendered};
 use super::AppState;
+use crate::auth::sessions::{self, SessionCaller};
 use crate::auth::Principal;
 use actix_web::dev::Payload;
+use actix_web::http::Method;
 use actix_web::HttpMessage;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
@@ -112,8 +114,42 @@ impl<T: Body + 'static, F: Flavor> FromRequest for ApiJson<T, F> {
     }
 }
 
-/// The authenticated caller (`Authorization: Bearer hth_…`).
+/// The authenticated caller: an API key (`Authorization: Bearer hth_…`) or, without one, a dashboard session
+/// cookie. A session's state-changing requests must echo its CSRF token in `X-CSRF-Token`, and a session whose
+/// user must change the password reaches nothing but `/auth/*` until it has.
 pub struct Caller<F>(pub Principal, PhantomData<F>);
+
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(req: &HttpRequest) -> Option<String> {
+    req.cookie(sessions::COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Checks the CSRF header of a session's request (safe methods need none).
+pub fn check_csrf(req: &HttpRequest, session: &SessionCaller) -> Result<(), ApiError> {
+    if is_safe(req.method()) {
+        return Ok(());
+    }
+    let sent = req
+        .headers()
+        .get(sessions::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if sessions::same_token(sent, &session.csrf) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "missing or invalid CSRF token: a signed-in browser request that changes state must send the \
+             session's token in X-CSRF-Token"
+                .into(),
+        ))
+    }
+}
 
 impl<F: Flavor> FromRequest for Caller<F> {
     type Error = Rendered<F>;
@@ -125,18 +161,52 @@ impl<F: Flavor> FromRequest for Caller<F> {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .map(|v| v.to_str().map(str::to_owned));
+        let cookie = session_cookie(req);
         let req = req.clone();
         Box::pin(async move {
             let st = st?;
-            let header = match header {
-                Some(Ok(h)) => Some(h),
-                Some(Err(_)) => return Err(ApiError::Unauthorized("invalid API key".into()).into()),
-                None => None,
+            let p = match (header, cookie) {
+                (Some(Ok(h)), _) => st.auth.authenticate(Some(&h)).await?,
+                (Some(Err(_)), _) => {
+                    return Err(ApiError::Unauthorized("invalid API key".into()).into())
+                }
+                (None, Some(c)) => {
+                    let s = st.auth.verify_session(&c).await?;
+                    check_csrf(&req, &s)?;
+                    if s.must_change_password {
+                        return Err(ApiError::Forbidden(
+                            "change your password first (POST /auth/password)".into(),
+                        )
+                        .into());
+                    }
+                    s.principal
+                }
+                (None, None) => st.auth.authenticate(None).await?,
             };
-            let p = st.auth.authenticate(header.as_deref()).await?;
             // For the response middleware (`rate_headers`): whose limits to report.
             req.extensions_mut().insert(p.clone());
             Ok(Caller(p, PhantomData))
+        })
+    }
+}
+
+/// A dashboard session, for `/auth/*` (CSRF checked; a pending password change does not block it).
+pub struct Session(pub SessionCaller);
+
+impl FromRequest for Session {
+    type Error = Rendered<OpenAi>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let st = state(req);
+        let cookie = session_cookie(req);
+        let req = req.clone();
+        Box::pin(async move {
+            let st = st?;
+            let cookie = cookie.ok_or_else(|| ApiError::Unauthorized("not signed in".into()))?;
+            let s = st.auth.verify_session(&cookie).await?;
+            check_csrf(&req, &s)?;
+            Ok(Session(s))
         })
     }
 }

@@ -3,14 +3,17 @@
 
 pub mod admin;
 pub mod batches;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod openapi;
+pub mod overview;
 mod rate_headers;
 pub mod schedules;
+pub mod session;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub quota: Arc<Quota>,
     pub housekeeping: Arc<crate::sched::housekeeping::Housekeeping>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The last hour of live figures, for the dashboard.
+    pub history: Arc<crate::metrics::history::History>,
     /// Wakes and stops the batch runner and the schedules.
     pub batch: Arc<crate::batches::Signals>,
 }
@@ -41,8 +46,11 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
+        .configure(dashboard::routes)
+        .configure(session::routes)
         .configure(openai::routes)
         .configure(ollama::routes)
+        .configure(overview::routes)
         .configure(admin::routes)
         .configure(metrics::routes)
         .configure(openapi::routes);
@@ -80,6 +88,8 @@ pub struct Started {
     pub admitted: Admitted,
     /// x-ratelimit-* headers for the response.
     pub rate: RateHeaders,
+    /// The ledger row's id, sent as `x-request-id` (`GET /v1/me/requests/{id}` reads its energy).
+    pub request_id: String,
 }
 
 impl Started {
@@ -88,6 +98,7 @@ impl Started {
         for (k, v) in &self.rate {
             b.insert_header((*k, v.as_str()));
         }
+        b.insert_header(("x-request-id", self.request_id.as_str()));
         b
     }
 }
@@ -144,6 +155,7 @@ pub async fn start_job(
                 model,
                 admitted,
                 rate,
+                request_id,
             })
         }
         Err(e) => {

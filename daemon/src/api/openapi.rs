@@ -1,7 +1,7 @@
 //! The OpenAPI document (utoipa) at `/openapi.json`, and `/docs`: a self-contained page that renders it
 //! (no CDN — the appliance may have no Internet).
 
-use super::{admin, batches, error, metrics, ollama, openai, schedules};
+use super::{admin, batches, error, metrics, ollama, openai, overview, schedules, session};
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -9,11 +9,15 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Hearth API", description = "OpenAI- and Ollama-compatible inference, and administration. \
-        Every route except /health, /ready, /openapi.json and /docs needs `Authorization: Bearer hth_…` \
-        (/metrics also accepts `metrics.token`, or nothing when `metrics.public`)."),
+        Every route except /health, /ready, /openapi.json, /docs, /auth/login and the dashboard's files needs \
+        `Authorization: Bearer hth_…` or a dashboard session cookie (whose POST/PUT/PATCH/DELETE requests must \
+        carry its CSRF token in X-CSRF-Token); /metrics also accepts `metrics.token`, or nothing when \
+        `metrics.public`."),
     paths(
         super::health, super::ready,
         openai::list_models, openai::get_model, openai::chat_completions, openai::completions, openai::me_usage,
+        session::my_keys, session::create_my_key, session::revoke_my_key, session::my_request,
+        session::login, session::logout, session::session, session::change_password, overview::overview,
         ollama::tags, ollama::version, ollama::show, ollama::ps, ollama::chat, ollama::generate,
         admin::list_users, admin::create_user, admin::update_user, admin::get_quota, admin::put_quota,
         admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::load_model, admin::unload_model,
@@ -29,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         (name = "ollama", description = "Ollama-compatible"),
         (name = "admin", description = "Users and keys (admin role)"),
         (name = "health", description = "Probes (no auth)"),
+        (name = "dashboard", description = "Dashboard sign-in: session cookie and CSRF token"),
         (name = "metrics", description = "Prometheus exposition (admin key, metrics.token, or metrics.public)"),
     )
 )]

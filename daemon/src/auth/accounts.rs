@@ -80,7 +80,13 @@ pub async fn set_password(
         return Err(AccountError::WeakPassword);
     }
     let hash = hash_off_thread(password.to_owned()).await?;
-    update_user(store, name, None, None, Some(&hash)).await
+    let mut user = update_user(store, name, None, None, Some(&hash)).await?;
+    // A password someone chose is not the generated one in the first-start file.
+    if user.must_change_password {
+        store.set_must_change_password(&user.id, false).await?;
+        user.must_change_password = false;
+    }
+    Ok(user)
 }
 
 pub async fn update_user(
@@ -182,6 +188,10 @@ pub async fn ensure_initial_admin(
             Err(e) => return Err(e),
         }
     };
+    // The password sits in a file: the dashboard asks for a new one at the first sign-in.
+    if let Some(u) = store.user_by_name(name).await? {
+        store.set_must_change_password(&u.id, true).await?;
+    }
     write_secret_file(&path, &format!("{password}\n")).map_err(io)?;
     tracing::warn!(
         user = name,

@@ -7,7 +7,9 @@
 
 pub mod accounts;
 mod key_cache;
+pub mod login_limit;
 pub mod secrets;
+pub mod sessions;
 
 use crate::store::{now, Store, StoreError};
 use key_cache::KeyCache;
@@ -73,6 +75,8 @@ pub enum AuthError {
     Expired,
     #[error("this user is disabled")]
     Disabled,
+    #[error("your session has ended; sign in again")]
+    SessionEnded,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -84,6 +88,8 @@ pub struct Authenticator {
     cache: KeyCache,
     /// When each key's `last_used_at` was last written, so auth writes at most once a minute per key.
     touched: Mutex<HashMap<String, i64>>,
+    /// Sign-in attempts per user name and client address (`sessions`).
+    logins: login_limit::LoginLimiter,
 }
 
 impl Authenticator {
@@ -92,6 +98,7 @@ impl Authenticator {
             store,
             cache: KeyCache::new(10_000),
             touched: Mutex::new(HashMap::new()),
+            logins: login_limit::LoginLimiter::default(),
         })
     }
 

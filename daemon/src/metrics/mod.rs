@@ -4,6 +4,7 @@
 //! DESIGN.md: prefix `hearth_`, vLLM's stems, base units. Labels are bounded (model, user name, device, zone).
 
 pub mod energy;
+pub mod history;
 pub mod hwmon;
 pub mod rapl;
 pub mod sampler;
@@ -287,6 +288,11 @@ impl Metrics {
     }
 
     /// The text exposition format (version 0.0.4).
+    /// Every family, for readers other than the exposition (the dashboard's history).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     pub fn render(&self) -> String {
         use prometheus::Encoder;
         let families: Vec<_> = self

@@ -12,6 +12,8 @@ pub struct UserRecord {
     pub role: String,
     pub disabled: bool,
     pub created_at: i64,
+    /// Set for the first admin (its password was written to a file): the dashboard asks for a new one first.
+    pub must_change_password: bool,
     #[serde(skip)]
     pub password_hash: Option<String>,
 }
@@ -41,7 +43,7 @@ pub struct NewKey<'a> {
     pub expires_at: Option<i64>,
 }
 
-const USER_COLS: &str = "id, name, role, password_hash, disabled, created_at";
+const USER_COLS: &str = "id, name, role, password_hash, disabled, created_at, must_change_password";
 const KEY_COLS: &str = "k.id, k.user_id, u.name AS user_name, k.name, k.secret_hash, k.models, \
      k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
 
@@ -53,6 +55,7 @@ fn user_from(row: &sqlx::any::AnyRow) -> Result<UserRecord> {
         password_hash: row.try_get("password_hash")?,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         created_at: row.try_get("created_at")?,
+        must_change_password: row.try_get::<i64, _>("must_change_password")? != 0,
     })
 }
 
@@ -221,8 +224,8 @@ impl Store {
     /// A key with its owner, in one round trip: what authentication reads on every request.
     pub async fn key_with_user(&self, id: &str) -> Result<Option<(KeyRecord, UserRecord)>> {
         let row = sqlx::query(&format!(
-            "SELECT {KEY_COLS}, u.role AS u_role, u.disabled AS u_disabled, u.created_at AS u_created_at \
-             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1"
+            "SELECT {KEY_COLS}, u.role AS u_role, u.disabled AS u_disabled, u.created_at AS u_created_at, \
+             u.must_change_password AS u_must_change FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1"
         ))
         .bind(id)
         .fetch_optional(self.pool())
@@ -235,6 +238,7 @@ impl Store {
             role: row.try_get("u_role")?,
             disabled: row.try_get::<i64, _>("u_disabled")? != 0,
             created_at: row.try_get("u_created_at")?,
+            must_change_password: row.try_get::<i64, _>("u_must_change")? != 0,
             password_hash: None,
         };
         Ok(Some((key, user)))
@@ -268,6 +272,16 @@ impl Store {
                 .execute(self.pool())
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets or clears the forced password change.
+    pub async fn set_must_change_password(&self, user_id: &str, on: bool) -> Result<()> {
+        sqlx::query("UPDATE users SET must_change_password = $1 WHERE id = $2")
+            .bind(on as i64)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Records that a key was used (at most once a minute per key, so auth stays read-only).

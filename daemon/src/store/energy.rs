@@ -47,6 +47,20 @@ impl Store {
             .collect()
     }
 
+    /// Per model and source, in one local day (`d:YYYY-MM-DD`).
+    pub async fn energy_by_model_on(&self, day_key: &str) -> Result<Vec<(String, EnergyFigure)>> {
+        let rows = sqlx::query(&format!(
+            "{SUMS}, model FROM requests WHERE day_key = $1 AND energy_joules IS NOT NULL \
+             AND energy_source IS NOT NULL GROUP BY model, energy_source ORDER BY model, energy_source"
+        ))
+        .bind(day_key)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("model")?, figure(r)?)))
+            .collect()
+    }
+
     /// One user's, per source, in a quota window (`d:…` day or `m:…` month key).
     pub async fn energy_of_user(&self, user_id: &str, window: &str) -> Result<Vec<EnergyFigure>> {
         let col = if window.starts_with("d:") {

@@ -8,6 +8,7 @@ mod energy;
 mod ledger;
 mod limits;
 mod quota;
+mod sessions;
 mod sqlite_fast;
 mod usage;
 
@@ -17,6 +18,7 @@ pub use energy::EnergyFigure;
 pub use ledger::RequestRecord;
 pub use limits::LimitsOf;
 pub use quota::{Admission, Completion, UsageSnapshot};
+pub use sessions::SessionRecord;
 pub use usage::{GroupBy, UsageFilter, UsageGroup, UsageRow};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

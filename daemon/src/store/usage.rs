@@ -44,9 +44,11 @@ pub struct UsageGroup {
     pub total_tokens: i64,
     pub cancelled: i64,
     pub rejected: i64,
+    /// Device energy of the group's requests, as recorded (measured, or estimated where configured so).
+    pub joules: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageRow {
     pub id: String,
     pub user: String,
@@ -78,7 +80,8 @@ macro_rules! raw_by_day {
          CASE WHEN status <> 'rejected' THEN prompt_tokens ELSE 0 END AS prompt, \
          CASE WHEN status <> 'rejected' THEN completion_tokens ELSE 0 END AS completion, \
          CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END AS cancelled, \
-         CASE WHEN status = 'rejected' THEN 1 ELSE 0 END AS rejected \
+         CASE WHEN status = 'rejected' THEN 1 ELSE 0 END AS rejected, \
+         CASE WHEN status <> 'rejected' THEN COALESCE(energy_joules, 0) ELSE 0 END AS joules \
          FROM requests WHERE day_key <> ''"
     };
 }
@@ -89,8 +92,8 @@ const FINISHED_BY_DAY: &str = concat!(raw_by_day!(), " AND status <> 'running'")
 /// Raw rows, plus the roll-up of days older than every remaining raw row (their raw rows were pruned).
 const LEDGER_BY_DAY: &str = concat!(
     raw_by_day!(),
-    " UNION ALL SELECT user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, rejected \
-     FROM usage_daily WHERE day < (SELECT COALESCE(MIN(SUBSTR(day_key, 3)), '9999') FROM requests \
+    " UNION ALL SELECT user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, rejected, \
+     energy_joules FROM usage_daily WHERE day < (SELECT COALESCE(MIN(SUBSTR(day_key, 3)), '9999') FROM requests \
      WHERE day_key <> '')"
 );
 
@@ -122,8 +125,8 @@ impl Store {
         let q = format!(
             "SELECT {col} AS grp, CAST(SUM(l.requests) AS BIGINT) AS requests, \
              CAST(SUM(l.prompt) AS BIGINT) AS prompt, CAST(SUM(l.completion) AS BIGINT) AS completion, \
-             CAST(SUM(l.cancelled) AS BIGINT) AS cancelled, CAST(SUM(l.rejected) AS BIGINT) AS rejected \
-             FROM ({LEDGER_BY_DAY}) l JOIN users u ON u.id = l.user_id WHERE {cond} GROUP BY {col} ORDER BY {col}"
+             CAST(SUM(l.cancelled) AS BIGINT) AS cancelled, CAST(SUM(l.rejected) AS BIGINT) AS rejected, \
+             CAST(SUM(l.joules) AS DOUBLE PRECISION) AS joules FROM ({LEDGER_BY_DAY}) l JOIN users u ON u.id = l.user_id WHERE {cond} GROUP BY {col} ORDER BY {col}"
         );
         let mut query = sqlx::query(&q).bind(&f.from_day).bind(&f.to_day);
         for b in &binds {
@@ -141,6 +144,7 @@ impl Store {
                     total_tokens: p + c,
                     cancelled: r.try_get("cancelled")?,
                     rejected: r.try_get("rejected")?,
+                    joules: r.try_get("joules")?,
                 })
             })
             .collect()
@@ -153,11 +157,13 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let written = sqlx::query(&format!(
             "INSERT INTO usage_daily (user_id, day, model, requests, prompt_tokens, completion_tokens, cancelled, \
-             rejected) SELECT user_id, day, model, SUM(requests), SUM(prompt), SUM(completion), SUM(cancelled), \
-             SUM(rejected) FROM ({FINISHED_BY_DAY}) raw WHERE day < $1 GROUP BY user_id, day, model \
+             rejected, energy_joules) SELECT user_id, day, model, SUM(requests), SUM(prompt), SUM(completion), \
+             SUM(cancelled), SUM(rejected), SUM(joules) FROM ({FINISHED_BY_DAY}) raw WHERE day < $1 \
+             GROUP BY user_id, day, model \
              ON CONFLICT (user_id, day, model) DO UPDATE SET requests = excluded.requests, \
              prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, \
-             cancelled = excluded.cancelled, rejected = excluded.rejected"
+             cancelled = excluded.cancelled, rejected = excluded.rejected, \
+             energy_joules = excluded.energy_joules"
         ))
         .bind(today)
         .execute(&mut *tx)
@@ -180,36 +186,52 @@ impl Store {
     pub async fn usage_rows(&self, f: &UsageFilter<'_>) -> Result<Vec<UsageRow>> {
         let (cond, binds) = filter_sql("r.started_at >= $1 AND r.started_at < $2", "r.model", f);
         let q = format!(
-            "SELECT r.id, u.name AS user_name, r.key_id, r.model, r.endpoint, r.status, r.finish_reason, \
-             r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.device, r.queue_ms, r.energy_joules, r.energy_source \
-             FROM requests r JOIN users u ON u.id = r.user_id WHERE {cond} ORDER BY r.started_at, r.id"
+            "SELECT {ROW_COLS} FROM requests r JOIN users u ON u.id = r.user_id WHERE {cond} \
+             ORDER BY r.started_at, r.id"
         );
         let mut query = sqlx::query(&q).bind(f.from).bind(f.to);
         for b in &binds {
             query = query.bind(b);
         }
         let rows = query.fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(UsageRow {
-                    id: r.try_get("id")?,
-                    user: r.try_get("user_name")?,
-                    key_id: r.try_get("key_id")?,
-                    model: r.try_get("model")?,
-                    endpoint: r.try_get("endpoint")?,
-                    status: r.try_get("status")?,
-                    finish_reason: r.try_get("finish_reason")?,
-                    prompt_tokens: r.try_get("prompt_tokens")?,
-                    completion_tokens: r.try_get("completion_tokens")?,
-                    charged_tokens: r.try_get("charged_tokens")?,
-                    started_at: r.try_get("started_at")?,
-                    duration_ms: r.try_get("duration_ms")?,
-                    device: r.try_get("device")?,
-                    queue_ms: r.try_get("queue_ms")?,
-                    energy_joules: r.try_get("energy_joules")?,
-                    energy_source: r.try_get("energy_source")?,
-                })
-            })
-            .collect()
+        rows.iter().map(row_from).collect()
     }
+
+    /// One ledger row of one user (None: no such request, or someone else's).
+    pub async fn request_of(&self, user_id: &str, id: &str) -> Result<Option<UsageRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ROW_COLS} FROM requests r JOIN users u ON u.id = r.user_id \
+             WHERE r.id = $1 AND r.user_id = $2"
+        ))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(row_from).transpose()
+    }
+}
+
+const ROW_COLS: &str = "r.id, u.name AS user_name, r.key_id, r.model, r.endpoint, r.status, r.finish_reason, \
+     r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.device, r.queue_ms, \
+     r.energy_joules, r.energy_source";
+
+fn row_from(r: &sqlx::any::AnyRow) -> Result<UsageRow> {
+    Ok(UsageRow {
+        id: r.try_get("id")?,
+        user: r.try_get("user_name")?,
+        key_id: r.try_get("key_id")?,
+        model: r.try_get("model")?,
+        endpoint: r.try_get("endpoint")?,
+        status: r.try_get("status")?,
+        finish_reason: r.try_get("finish_reason")?,
+        prompt_tokens: r.try_get("prompt_tokens")?,
+        completion_tokens: r.try_get("completion_tokens")?,
+        charged_tokens: r.try_get("charged_tokens")?,
+        started_at: r.try_get("started_at")?,
+        duration_ms: r.try_get("duration_ms")?,
+        device: r.try_get("device")?,
+        queue_ms: r.try_get("queue_ms")?,
+        energy_joules: r.try_get("energy_joules")?,
+        energy_source: r.try_get("energy_source")?,
+    })
 }

@@ -354,6 +354,28 @@ pub fn request(addr: &str, method: &str, path: &str, key: Option<&str>, body: &[
     parse_response(&raw)
 }
 
+/// A request with arbitrary headers (cookies, CSRF tokens), for the dashboard's session API.
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut s = send_raw(addr, &head, body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
 pub fn parse_response(raw: &[u8]) -> Resp {
     let split = raw
         .windows(4)
