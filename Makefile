@@ -5,10 +5,10 @@ STATE ?= .hearth
 
 BIND ?= 127.0.0.1:8383
 
-.PHONY: run test models clients tools build lint package package-test bench bench-gateway golden clean
+.PHONY: run test models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
 
 ## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
-run: models build
+run: models ui build
 	@scripts/run-demo $(HEARTH) $(STATE) $(BIND)
 
 models:
@@ -20,17 +20,35 @@ clients:
 tools:
 	@scripts/test-tools >/dev/null
 
+## make ui: the dashboard (admin-ui/dist, embedded by the next cargo build); skipped with a note without Node.js.
+ui:
+	@scripts/build-ui
+
+## make e2e: the dashboard in Debian's chromium against the real daemon (the debug binary `cargo test` built).
+e2e:
+	HEARTH_BIN=$(CARGO_TARGET_DIR)/debug/hearth HEARTH_MODEL=$$(scripts/fetch-models)/SmolLM2-135M-Instruct-Q4_1.gguf \
+		node admin-ui/tests/e2e.mjs
+
+## make screenshots: e2e, then copy its screenshots to docs/screenshots/.
+screenshots:
+	cargo build -p hearth
+	UPDATE_SCREENSHOTS=1 $(MAKE) e2e
+
 build:
 	cargo build --release -p hearth
 
 lint:
 	cargo fmt --all -- --check
+	@scripts/build-ui
+	cd admin-ui && npm run --silent check
 	cargo clippy --all-targets -- -D warnings
 
 ## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it), and root
 ## for the package tests (debootstrap, chroot).
 test: models clients tools lint
+	HEARTH_REQUIRE_UI=1 scripts/build-ui
 	cargo test --workspace
+	$(MAKE) e2e
 	tests/package/run
 
 ## make package: target/packages/hearth_VERSION-1_amd64.deb and hearth-VERSION-1.x86_64.rpm (docs/install.md).

@@ -1,0 +1,88 @@
+import { post } from "../api";
+import { bytes, num, when } from "../format";
+import { Page, Problem, useAction, useData } from "../ui";
+
+interface Model {
+  name: string;
+  architecture: string;
+  file_type: string | null;
+  size_bytes: number;
+  parameters: number;
+  state: string;
+  device: string | null;
+  backend: string | null;
+  placement: string;
+  expires_at: number | null;
+  preload: boolean;
+  running: number;
+  waiting: number;
+  energy: Array<{ source: string; joules_per_token: number }>;
+  speculation: { mode: string; draft?: string | null; acceptance_rate?: number | null } | null;
+}
+
+export function ModelsPage() {
+  const { data, error, reload } = useData<Model[]>("/admin/models", 3000);
+  const [run, problem, busy] = useAction();
+  return (
+    <Page title="Models">
+      <p class="hint">
+        Import a file on the server with <code>hearth model import FILE --name NAME</code>; it appears here at once.
+      </p>
+      <Problem error={problem || error} />
+      <table>
+        <thead>
+          <tr>
+            <th>name</th>
+            <th>architecture</th>
+            <th>quant</th>
+            <th class="n">size</th>
+            <th class="n">parameters</th>
+            <th>state</th>
+            <th>placement</th>
+            <th class="n">J/token</th>
+            <th>speculation</th>
+            <th />
+          </tr>
+        </thead>
+        <tbody>
+          {data?.map((m) => (
+            <tr key={m.name} data-model={m.name}>
+              <td>{m.name}</td>
+              <td>{m.architecture}</td>
+              <td>{m.file_type ?? "–"}</td>
+              <td class="n">{bytes(m.size_bytes)}</td>
+              <td class="n">{num(m.parameters / 1e6, 0)} M</td>
+              <td>
+                <span class={`badge ${m.state}`}>{m.state}</span>
+                {m.state === "loaded" && m.expires_at ? <small> until {when(m.expires_at)}</small> : null}
+                {m.running + m.waiting > 0 && (
+                  <small>
+                    {" "}
+                    {m.running} running, {m.waiting} waiting
+                  </small>
+                )}
+              </td>
+              <td>
+                <strong>{m.device ?? "–"}</strong> {m.backend && <small>({m.backend})</small>}
+                <div class="hint">{m.placement}</div>
+              </td>
+              <td class="n">{m.energy.length ? m.energy.map((e) => `${e.joules_per_token.toFixed(3)} ${e.source}`).join(", ") : "–"}</td>
+              <td>{m.speculation ? `${m.speculation.mode}${m.speculation.draft ? ` (${m.speculation.draft})` : ""}` : "off"}</td>
+              <td class="row">
+                {m.state === "loaded" ? (
+                  <button type="button" class="secondary" disabled={busy} onClick={() => run(() => post(`/admin/models/${encodeURIComponent(m.name)}/unload`)).then(reload)}>
+                    Unload
+                  </button>
+                ) : (
+                  <button type="button" class="secondary" disabled={busy || m.state === "loading"} onClick={() => run(() => post(`/admin/models/${encodeURIComponent(m.name)}/load`)).then(reload)}>
+                    {m.state === "loading" ? "Loading…" : "Load"}
+                  </button>
+                )}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </Page>
+  );
+}
