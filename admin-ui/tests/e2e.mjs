@@ -69,7 +69,7 @@ function watch(page, label) {
   const problems = [];
   page.on("console", (m) => {
     // A refused request shows as a console error by design (the tests provoke 401/403s); anything else is a bug.
-    if (m.type() === "error" && !/status of (401|403|429)/.test(m.text())) problems.push(`${label}: ${m.text()}`);
+    if (m.type() === "error" && !/status of (400|401|403|429)/.test(m.text())) problems.push(`${label}: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`${label}: ${e.message}`));
   return problems;
@@ -172,6 +172,16 @@ try {
   // Models, Devices, Jobs.
   await page.getByRole("link", { name: "Models" }).click();
   await page.locator('tr[data-model="smollm2"]').waitFor();
+  const importForm = page.getByRole("form", { name: "import model" });
+  await importForm.getByLabel("GGUF file on the server").fill("/nonexistent/model.gguf");
+  await importForm.getByRole("button", { name: "Import" }).click();
+  await page.getByRole("alert").filter({ hasText: "/nonexistent/model.gguf" }).waitFor();
+  await importForm.getByLabel("GGUF file on the server").fill(model);
+  await importForm.getByLabel("Name (default: from the file)").fill("smollm2-copy");
+  await importForm.getByRole("button", { name: "Import" }).click();
+  await page.locator('tr[data-model="smollm2-copy"]').waitFor({ timeout: 60000 });
+  await page.locator('tr[data-model="smollm2-copy"]').getByRole("button", { name: "Load" }).click();
+  await page.locator('tr[data-model="smollm2-copy"] .badge.loaded').waitFor({ timeout: 60000 });
   await shot(page, "07-models");
   await page.getByRole("link", { name: "Devices" }).click();
   await page.getByRole("heading", { name: "CPU" }).waitFor();

@@ -307,3 +307,43 @@ fn sign_in_attempts_are_braked_per_user() {
     let first = std::fs::read_to_string(d.state.path().join("initial-admin-password")).unwrap();
     assert_eq!(login_raw(&d, "admin", first.trim()).status, 200);
 }
+
+#[test]
+fn admins_import_a_server_file_and_bad_files_are_clear_errors() {
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("broken.gguf");
+    std::fs::write(&corrupt, b"GGUF\x03\x00\x00\x00 not really").unwrap();
+    let import =
+        |body: serde_json::Value| d.post("/admin/models/import", Some(&d.admin_key), &body);
+    let r = import(json!({"path": corrupt.to_str().unwrap()}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("broken.gguf"),
+        "names the file: {}",
+        r.text()
+    );
+    let r = import(json!({"path": "/nonexistent/model.gguf"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = import(json!({"path": demo_model().to_str().unwrap(), "name": "smollm2"}));
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = import(json!({"path": demo_model().to_str().unwrap(), "name": "bad name!"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = import(json!({"path": demo_model().to_str().unwrap(), "name": "smol-copy"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["architecture"], "llama");
+    let listed = d.get("/admin/models", Some(&d.admin_key)).json();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "smol-copy"));
+    // Members may not.
+    let member = d.member_key("eve", None);
+    let r = d.post(
+        "/admin/models/import",
+        Some(&member),
+        &json!({"path": demo_model().to_str().unwrap(), "name": "x"}),
+    );
+    assert_eq!(r.status, 403);
+}

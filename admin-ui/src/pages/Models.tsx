@@ -1,3 +1,4 @@
+import { useState } from "preact/hooks";
 import { post } from "../api";
 import { bytes, num, when } from "../format";
 import { Page, Problem, useAction, useData } from "../ui";
@@ -23,11 +24,37 @@ interface Model {
 export function ModelsPage() {
   const { data, error, reload } = useData<Model[]>("/admin/models", 3000);
   const [run, problem, busy] = useAction();
+  const [path, setPath] = useState("");
+  const [name, setName] = useState("");
   return (
     <Page title="Models">
-      <p class="hint">
-        Import a file on the server with <code>hearth model import FILE --name NAME</code>; it appears here at once.
-      </p>
+      <form
+        class="card inline"
+        aria-label="import model"
+        onSubmit={(e) => {
+          e.preventDefault();
+          run(() => post("/admin/models/import", { path, name: name.trim() || undefined })).then((ok) => {
+            if (ok) {
+              setPath("");
+              setName("");
+              reload();
+            }
+          });
+        }}
+      >
+        <label>
+          GGUF file on the server
+          <input name="path" required value={path} placeholder="/srv/models/model.gguf" onInput={(e) => setPath(e.currentTarget.value)} />
+        </label>
+        <label>
+          Name (default: from the file)
+          <input name="model-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        </label>
+        <button type="submit" disabled={busy}>
+          {busy ? "Importing…" : "Import"}
+        </button>
+        <p class="hint">The file is checked as a runnable model, then hard-linked or copied into the models directory.</p>
+      </form>
       <Problem error={problem || error} />
       <table>
         <thead>

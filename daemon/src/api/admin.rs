@@ -22,6 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/jobs", web::get().to(jobs))
             .route("/devices", web::get().to(devices))
             .route("/models", web::get().to(models))
+            .route("/models/import", web::post().to(import_model))
             .route("/models/{name}/load", web::post().to(load_model))
             .route("/models/{name}/unload", web::post().to(unload_model))
             .route("/usage", web::get().to(usage))
@@ -300,6 +301,37 @@ pub async fn models(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpRe
         }
     }
     Ok(HttpResponse::Ok().json(list))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ImportRequest {
+    /// A GGUF file on the server, readable by the daemon's user.
+    pub path: String,
+    /// Defaults to the file's name without `.gguf`.
+    pub name: Option<String>,
+}
+
+impl Body for ImportRequest {}
+
+/// Imports a GGUF file that is already on the server (what `hearth model import` does): validated as a runnable
+/// model, then hard-linked or copied into the models directory. A corrupt or unsupported file is a 400 that
+/// names the problem; nothing is left behind.
+#[utoipa::path(post, path = "/admin/models/import", tag = "admin", security(("api_key" = [])),
+    request_body = ImportRequest,
+    responses((status = 201, description = "the manifest"), (status = 400, body = OpenAiErrorBody),
+        (status = 409, body = OpenAiErrorBody)))]
+pub async fn import_model(
+    st: web::Data<AppState>,
+    a: Admin<OpenAi>,
+    body: ApiJson<ImportRequest, OpenAi>,
+) -> Result<HttpResponse> {
+    let ImportRequest { path, name } = body.0;
+    let models = st.sched.models().clone();
+    let manifest = web::block(move || models.import(std::path::Path::new(&path), name.as_deref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    tracing::info!(model = %manifest.name, by = %a.0.user_name, "model imported from the dashboard");
+    Ok(HttpResponse::Created().json(manifest))
 }
 
 /// Loads a model now (one load however many callers); answers when it is ready.

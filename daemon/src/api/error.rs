@@ -5,6 +5,7 @@
 use crate::auth::accounts::AccountError;
 use crate::auth::sessions::LoginError;
 use crate::auth::AuthError;
+use crate::models::ModelStoreError;
 use crate::quota::QuotaError;
 use crate::sched::SchedError;
 use crate::store::StoreError;
@@ -249,7 +250,8 @@ into_rendered!(
     AccountError,
     EngineError,
     QuotaError,
-    LoginError
+    LoginError,
+    ModelStoreError
 );
 
 impl<F> From<ApiError> for Rendered<F> {
@@ -280,6 +282,20 @@ impl From<LoginError> for ApiError {
             },
             LoginError::Store(s) => s.into(),
             LoginError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<ModelStoreError> for ApiError {
+    fn from(e: ModelStoreError) -> ApiError {
+        match e {
+            ModelStoreError::NotFound(m) => ApiError::ModelNotFound(m),
+            ModelStoreError::Exists(_) => ApiError::Conflict(e.to_string()),
+            // A file that is missing, unreadable, not GGUF or not runnable: the admin's input to fix.
+            ModelStoreError::BadName(_)
+            | ModelStoreError::Engine(_)
+            | ModelStoreError::Io { .. } => ApiError::invalid(e.to_string(), Some("path")),
+            ModelStoreError::Manifest { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }

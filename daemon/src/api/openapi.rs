@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
         session::login, session::logout, session::session, session::change_password, overview::overview,
         ollama::tags, ollama::version, ollama::show, ollama::ps, ollama::chat, ollama::generate,
         admin::list_users, admin::create_user, admin::update_user, admin::get_quota, admin::put_quota,
-        admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::load_model, admin::unload_model,
+        admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::load_model, admin::unload_model, admin::import_model,
         metrics::metrics,
         batches::upload_file, batches::list_files, batches::get_file, batches::file_content, batches::delete_file,
         batches::create_batch, batches::list_batches, batches::get_batch, batches::cancel_batch,
