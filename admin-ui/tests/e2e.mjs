@@ -13,6 +13,8 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { createInterface } from "node:readline";
+import { createServer } from "node:http";
+import { createReadStream, statSync } from "node:fs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, "..", "..");
@@ -49,6 +51,14 @@ const base = await new Promise((resolve, reject) => {
   daemon.on("exit", (code) => reject(new Error(`hearth serve exited (${code}):\n${log}`)));
   setTimeout(() => reject(new Error(`hearth serve did not listen:\n${log}`)), 30000);
 });
+// A mirror on loopback for the Pull form: the demo model, streamed with its length.
+const mirror = createServer((req, res) => {
+  if (req.url !== "/mirror/smollm2.gguf") return res.writeHead(404).end();
+  res.writeHead(200, { "content-length": statSync(model).size, "content-type": "application/octet-stream" });
+  createReadStream(model).pipe(res);
+});
+await new Promise((r) => mirror.listen(0, "127.0.0.1", r));
+const mirrorUrl = `http://127.0.0.1:${mirror.address().port}/mirror/smollm2.gguf`;
 const firstPassword = readFileSync(join(state, "initial-admin-password"), "utf8").trim();
 
 const browser = await chromium.launch({
@@ -72,6 +82,7 @@ function watch(page, label) {
     if (m.type() === "error" && !/status of (400|401|403|429)/.test(m.text())) problems.push(`${label}: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`${label}: ${e.message}`));
+  page.on("response", (r) => r.status() === 404 && problems.push(`${label}: 404 ${r.url()}`));
   return problems;
 }
 
@@ -180,6 +191,12 @@ try {
   await importForm.getByLabel("Name (default: from the file)").fill("smollm2-copy");
   await importForm.getByRole("button", { name: "Import" }).click();
   await page.locator('tr[data-model="smollm2-copy"]').waitFor({ timeout: 60000 });
+  const pullForm = page.getByRole("form", { name: "pull model" });
+  await pullForm.getByLabel("Pull a GGUF file from a URL").fill(mirrorUrl);
+  await pullForm.getByLabel("Name").fill("smollm2-pulled");
+  await pullForm.getByRole("button", { name: "Pull" }).click();
+  await page.locator('[data-pull="smollm2-pulled"] .badge.done').waitFor({ timeout: 60000 });
+  await page.locator('tr[data-model="smollm2-pulled"]').waitFor();
   await page.locator('tr[data-model="smollm2-copy"]').getByRole("button", { name: "Load" }).click();
   await page.locator('tr[data-model="smollm2-copy"] .badge.loaded').waitFor({ timeout: 60000 });
   await shot(page, "07-models");
@@ -266,6 +283,7 @@ try {
   console.error(`--- daemon log (last 3000 chars) ---\n${log.slice(-3000)}`);
 } finally {
   await browser.close();
+  mirror.close();
   daemon.kill("SIGTERM");
   rmSync(state, { recursive: true, force: true });
 }

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod models;
 pub mod paths;
+pub mod pull;
 pub mod quota;
 pub mod report;
 pub mod sched;

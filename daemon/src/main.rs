@@ -97,6 +97,12 @@ enum ModelCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Download a GGUF file (http:// or https://) and import it, with progress on stderr.
+    Pull {
+        url: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List imported models.
     List {
         #[arg(long)]
@@ -236,6 +242,9 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Run(args) => cli::run::run(&store, args),
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {
+            ModelCommand::Pull { url, name } => {
+                cli::model_files::pull(&store, &url, name.as_deref())
+            }
             ModelCommand::Import { file, name } => {
                 let src = staged.as_deref().unwrap_or(&file);
                 if !src.is_file() {

@@ -160,6 +160,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         quota,
         housekeeping: housekeeping.clone(),
         history: crate::metrics::history::History::start(metrics.clone()),
+        pulls: Arc::default(),
         metrics,
         batch: Arc::default(),
     });

@@ -253,6 +253,12 @@ fn sign_in_sessions_csrf_and_the_members_own_keys() {
         .clone();
     assert!(row["joules"].as_f64().is_some(), "{row}");
     assert_eq!(row["requests"], 2);
+    // What bob sees of himself, the admin sees of bob.
+    let mine = bob.get("/v1/me/usage").json();
+    let theirs = admin.get("/admin/users/bob/usage").json();
+    assert_eq!(mine["today"], theirs["today"]);
+    assert_eq!(mine["limits"], theirs["limits"]);
+    assert_eq!(bob.get("/admin/users/bob/usage").status, 403);
 
     // An admin resetting bob's password signs bob out everywhere; so does disabling.
     let r = admin.call(
@@ -346,4 +352,128 @@ fn admins_import_a_server_file_and_bad_files_are_clear_errors() {
         &json!({"path": demo_model().to_str().unwrap(), "name": "x"}),
     );
     assert_eq!(r.status, 403);
+}
+
+/// A one-file HTTP server on loopback: `GET /ok.gguf` → the file, anything else → 404. Returns its base URL.
+fn serve_file(file: std::path::PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            reader.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            let body = match path.as_str() {
+                "/ok.gguf" => std::fs::read(&file).unwrap(),
+                "/junk.gguf" => b"this is not a GGUF file".to_vec(),
+                _ => {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    base
+}
+
+fn wait_pull(d: &Daemon, name: &str) -> serde_json::Value {
+    for _ in 0..600 {
+        let list = d.get("/admin/models/pulls", Some(&d.admin_key)).json();
+        if let Some(p) = list.as_array().unwrap().iter().find(|p| p["name"] == name) {
+            if p["state"] == "done" || p["state"] == "failed" {
+                return p.clone();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("pull of {name} did not end");
+}
+
+#[test]
+fn models_are_pulled_over_http_with_progress_and_bad_downloads_are_clear_errors() {
+    let d = Daemon::start();
+    let base = serve_file(demo_model());
+    let pull = |url: String, name: &str| {
+        d.post(
+            "/admin/models/pull",
+            Some(&d.admin_key),
+            &json!({"url": url, "name": name}),
+        )
+    };
+    assert_eq!(pull("ftp://x/y.gguf".into(), "x").status, 400);
+    assert_eq!(pull(format!("{base}/ok.gguf"), "smollm2").status, 409);
+    let r = pull(format!("{base}/ok.gguf"), "pulled");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let p = wait_pull(&d, "pulled");
+    assert_eq!(p["state"], "done", "{p}");
+    let size = std::fs::metadata(demo_model()).unwrap().len();
+    assert_eq!(p["bytes"], size);
+    assert_eq!(p["total"], size);
+    let listed = d.get("/admin/models", Some(&d.admin_key)).json();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "pulled"));
+    // The pulled model serves.
+    let mut body = chat("Hi", json!({"max_tokens": 3}));
+    body["model"] = json!("pulled");
+    assert_eq!(
+        d.post("/v1/chat/completions", Some(&d.admin_key), &body)
+            .status,
+        200
+    );
+
+    assert_eq!(pull(format!("{base}/missing.gguf"), "missing").status, 202);
+    let p = wait_pull(&d, "missing");
+    assert_eq!(p["state"], "failed");
+    assert!(p["error"].as_str().unwrap().contains("404"), "{p}");
+    assert_eq!(pull(format!("{base}/junk.gguf"), "junk").status, 202);
+    let p = wait_pull(&d, "junk");
+    assert_eq!(p["state"], "failed");
+    assert!(
+        p["error"].as_str().unwrap().to_lowercase().contains("gguf"),
+        "{p}"
+    );
+    // Failed pulls leave nothing behind.
+    let listed = d.get("/admin/models", Some(&d.admin_key)).json();
+    assert!(!listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "junk" || m["name"] == "missing"));
+    let leftovers: Vec<_> = std::fs::read_dir(d.state.path().join("models"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".pull-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind");
+
+    // The CLI does the same, with progress on stderr.
+    let o = d.cli(&[
+        "model",
+        "pull",
+        &format!("{base}/ok.gguf"),
+        "--name",
+        "pulled-cli",
+    ]);
+    let out = ok_stdout(&o);
+    assert!(out.contains("pulled-cli"), "{out}");
 }

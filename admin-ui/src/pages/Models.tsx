@@ -1,4 +1,4 @@
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { post } from "../api";
 import { bytes, num, when } from "../format";
 import { Page, Problem, useAction, useData } from "../ui";
@@ -19,6 +19,73 @@ interface Model {
   waiting: number;
   energy: Array<{ source: string; joules_per_token: number }>;
   speculation: { mode: string; draft?: string | null; acceptance_rate?: number | null } | null;
+}
+
+interface Pull {
+  name: string;
+  url: string;
+  state: string;
+  bytes: number;
+  total: number | null;
+  error: string | null;
+}
+
+function PullForm(props: { onDone: () => void }) {
+  const pulls = useData<Pull[]>("/admin/models/pulls", 1000);
+  const [url, setUrl] = useState("");
+  const [name, setName] = useState("");
+  const [run, problem, busy] = useAction();
+  // A finished pull is a new model: refresh the table once per finish.
+  const finished = pulls.data?.filter((p) => p.state === "done").length ?? 0;
+  useEffect(() => {
+    if (finished) props.onDone();
+  }, [finished]);
+  return (
+    <form
+      class="card"
+      aria-label="pull model"
+      onSubmit={(e) => {
+        e.preventDefault();
+        run(() => post("/admin/models/pull", { url, name })).then((ok) => {
+          if (ok) {
+            setUrl("");
+            setName("");
+            pulls.reload();
+          }
+        });
+      }}
+    >
+      <div class="row">
+        <label>
+          Pull a GGUF file from a URL
+          <input name="url" required type="url" value={url} placeholder="https://mirror.lan/models/model.gguf" onInput={(e) => setUrl(e.currentTarget.value)} />
+        </label>
+        <label>
+          Name
+          <input name="pull-name" required value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        </label>
+        <button type="submit" disabled={busy}>
+          Pull
+        </button>
+      </div>
+      <Problem error={problem} />
+      {pulls.data?.map((p) => (
+        <div key={p.name} class="pull" data-pull={p.name}>
+          <div>
+            <strong>{p.name}</strong> <span class={`badge ${p.state}`}>{p.state}</span>{" "}
+            <small>
+              {bytes(p.bytes)}
+              {p.total ? ` of ${bytes(p.total)}` : ""}
+            </small>
+          </div>
+          <div class="meter-bar" role="progressbar" aria-label={`pull of ${p.name}`} aria-valuemin={0} aria-valuemax={p.total ?? undefined} aria-valuenow={p.bytes}>
+            <div class={p.state === "failed" ? "meter-fill hot" : "meter-fill"} style={{ width: `${p.total ? (100 * p.bytes) / p.total : p.state === "done" ? 100 : 0}%` }} />
+          </div>
+          {p.error && <p class="problem">{p.error}</p>}
+        </div>
+      ))}
+    </form>
+  );
 }
 
 export function ModelsPage() {
@@ -55,6 +122,7 @@ export function ModelsPage() {
         </button>
         <p class="hint">The file is checked as a runnable model, then hard-linked or copied into the models directory.</p>
       </form>
+      <PullForm onDone={reload} />
       <Problem error={problem || error} />
       <table>
         <thead>

@@ -1,7 +1,7 @@
 import { useState } from "preact/hooks";
 import { patch, post, put } from "../api";
 import { limit, when } from "../format";
-import { Page, Problem, useAction, useData } from "../ui";
+import { Meter, Page, Problem, useAction, useData } from "../ui";
 
 interface User {
   id: string;
@@ -32,6 +32,10 @@ const FIELDS: Array<[keyof Limits, string]> = [
 
 function QuotaEditor(props: { user: string; onDone: () => void }) {
   const { data, error } = useData<{ own: Limits; effective: Limits }>(`/admin/users/${encodeURIComponent(props.user)}/quota`);
+  const usage = useData<{ today: { total_tokens: number; requests: number }; month: { total_tokens: number; requests: number } }>(
+    `/admin/users/${encodeURIComponent(props.user)}/usage`,
+    5000,
+  );
   const [draft, setDraft] = useState<Record<string, string>>({});
   const [run, problem, busy] = useAction();
   if (error) return <Problem error={error} />;
@@ -54,6 +58,12 @@ function QuotaEditor(props: { user: string; onDone: () => void }) {
       }}
     >
       <h2>Quota of {props.user}</h2>
+      {usage.data && (
+        <div data-testid="user-usage">
+          <Meter label="Tokens today" used={usage.data.today.total_tokens} limit={data.effective.tokens_per_day} />
+          <Meter label="Tokens this month" used={usage.data.month.total_tokens} limit={data.effective.tokens_per_month} />
+        </div>
+      )}
       <p class="hint">Empty = the role's default (shown as “in effect”).</p>
       <div class="grid">
         {FIELDS.map(([k, label]) => (

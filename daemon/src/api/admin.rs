@@ -18,11 +18,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/users", web::post().to(create_user))
             .route("/users/{name}", web::patch().to(update_user))
             .route("/users/{name}/quota", web::get().to(get_quota))
+            .route("/users/{name}/usage", web::get().to(user_usage))
             .route("/users/{name}/quota", web::put().to(put_quota))
             .route("/jobs", web::get().to(jobs))
             .route("/devices", web::get().to(devices))
             .route("/models", web::get().to(models))
             .route("/models/import", web::post().to(import_model))
+            .route("/models/pull", web::post().to(pull_model))
+            .route("/models/pulls", web::get().to(pulls))
             .route("/models/{name}/load", web::post().to(load_model))
             .route("/models/{name}/unload", web::post().to(unload_model))
             .route("/usage", web::get().to(usage))
@@ -214,6 +217,26 @@ pub async fn get_quota(
     Ok(HttpResponse::Ok().json(serde_json::json!({"own": own, "effective": effective})))
 }
 
+/// A user's usage today and this month against the limits in effect — what `GET /v1/me/usage` shows them.
+#[utoipa::path(get, path = "/admin/users/{name}/usage", tag = "admin", security(("api_key" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, description = "as `GET /v1/me/usage`"), (status = 404, body = OpenAiErrorBody)))]
+pub async fn user_usage(
+    st: web::Data<AppState>,
+    _a: Admin<OpenAi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let u = user_id(&st, &path).await?;
+    let p = crate::auth::Principal {
+        role: crate::auth::Role::parse(&u.role).unwrap_or(crate::auth::Role::Member),
+        user_id: u.id,
+        user_name: u.name,
+        key_id: None,
+        models: None,
+    };
+    Ok(HttpResponse::Ok().json(super::openai::usage_of(&st, &p, None).await?))
+}
+
 /// Replaces a user's own limits (fields left out fall back to the role's defaults).
 #[utoipa::path(put, path = "/admin/users/{name}/quota", tag = "admin", security(("api_key" = [])),
     params(("name" = String, Path)), request_body = crate::quota::Limits,
@@ -332,6 +355,47 @@ pub async fn import_model(
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     tracing::info!(model = %manifest.name, by = %a.0.user_name, "model imported from the dashboard");
     Ok(HttpResponse::Created().json(manifest))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PullRequest {
+    /// An http:// or https:// URL of a GGUF file.
+    pub url: String,
+    pub name: String,
+}
+
+impl Body for PullRequest {}
+
+/// Starts downloading a GGUF file into the models directory (202); `GET /admin/models/pulls` shows its progress.
+/// The model appears once the file is complete and validates; a failed pull leaves nothing behind.
+#[utoipa::path(post, path = "/admin/models/pull", tag = "admin", security(("api_key" = [])),
+    request_body = PullRequest,
+    responses((status = 202, description = "started"), (status = 400, body = OpenAiErrorBody),
+        (status = 409, body = OpenAiErrorBody)))]
+pub async fn pull_model(
+    st: web::Data<AppState>,
+    a: Admin<OpenAi>,
+    body: ApiJson<PullRequest, OpenAi>,
+) -> Result<HttpResponse> {
+    let PullRequest { url, name } = body.0;
+    st.pulls
+        .start(st.sched.models().clone(), url.clone(), name.clone())
+        .map_err(|e| match e {
+            crate::pull::PullError::Store(s) => ApiError::from(s),
+            crate::pull::PullError::Busy(_) => ApiError::Conflict(e.to_string()),
+            e => ApiError::invalid(e.to_string(), Some("url")),
+        })?;
+    tracing::info!(model = %name, %url, by = %a.0.user_name, "model pull started");
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({"name": name, "url": url, "state": "downloading"})))
+}
+
+/// Downloads in flight and ended since the daemon started: bytes, total, state (`downloading`, `verifying`,
+/// `done`, `failed`) and the error.
+#[utoipa::path(get, path = "/admin/models/pulls", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, description = "`[{name, url, state, bytes, total, error, started_at}]`")))]
+pub async fn pulls(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(st.pulls.list()))
 }
 
 /// Loads a model now (one load however many callers); answers when it is ready.

@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The last hour of live figures, for the dashboard.
     pub history: Arc<crate::metrics::history::History>,
+    /// Model downloads started from the dashboard, with their progress.
+    pub pulls: Arc<crate::pull::Pulls>,
     /// Wakes and stops the batch runner and the schedules.
     pub batch: Arc<crate::batches::Signals>,
 }

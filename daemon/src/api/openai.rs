@@ -654,15 +654,21 @@ impl Body for CompletionRequest {
         (status = 401, body = OpenAiErrorBody)))]
 pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
     let p = &who.0;
-    let limits = st
-        .quota
-        .limits(&p.user_id, p.role, p.key_id.as_deref())
-        .await?;
+    Ok(HttpResponse::Ok().json(usage_of(&st, p, p.key_id.as_deref()).await?))
+}
+
+/// A user's usage against the limits in effect (with `key`: those of requests made with that key).
+pub async fn usage_of(
+    st: &AppState,
+    p: &crate::auth::Principal,
+    key: Option<&str>,
+) -> std::result::Result<serde_json::Value, ApiError> {
+    let limits = st.quota.limits(&p.user_id, p.role, key).await?;
     let (today, month, w) = st.quota.usage(&p.user_id).await?;
     let energy_today = st.store.energy_of_user(&p.user_id, &w.day_key).await?;
     let energy_month = st.store.energy_of_user(&p.user_id, &w.month_key).await?;
     let left = |limit: Option<u64>, used: i64| limit.map(|l| (l as i64 - used).max(0));
-    Ok(HttpResponse::Ok().json(json!({
+    Ok(json!({
         "user": p.user_name,
         "today": today,
         "month": month,
@@ -673,5 +679,5 @@ pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<Ht
         },
         "resets": {"day": w.day_reset, "month": w.month_reset},
         "energy": {"today": energy_today, "month": energy_month},
-    })))
+    }))
 }

@@ -60,3 +60,50 @@ pub fn convert(dir: &Path, fmt: &str, out: &Path, tokenizer: Option<&PathBuf>) -
     let w = hf::convert(dir, ty, tok.as_ref()).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
     write(&w, out)
 }
+
+/// `hearth model pull URL [--name N]`: download with a progress line on stderr, then import.
+pub fn pull(store: &hearth::models::ModelStore, url: &str, name: Option<&str>) -> Result<()> {
+    let name = name.map(str::to_owned).unwrap_or_else(|| {
+        hearth::models::name_from_path(std::path::Path::new(
+            url.rsplit('/')
+                .next()
+                .unwrap_or("model")
+                .split(['?', '#'])
+                .next()
+                .unwrap_or("model"),
+        ))
+    });
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last = std::time::Instant::now();
+    let m = hearth::pull::pull(store, url, &name, |bytes, total| {
+        if tty && last.elapsed().as_millis() < 200 && total != Some(bytes) {
+            return;
+        }
+        last = std::time::Instant::now();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let line = match total {
+            Some(t) if t > 0 => format!(
+                "pull {name}: {:.1} / {:.1} MiB ({:.0} %)",
+                mib(bytes),
+                mib(t),
+                100.0 * bytes as f64 / t as f64
+            ),
+            _ => format!("pull {name}: {:.1} MiB", mib(bytes)),
+        };
+        if tty {
+            eprint!("\r{line}");
+        } else if total == Some(bytes) || bytes == 0 {
+            eprintln!("{line}");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    println!(
+        "imported {} ({}, {:.1} MB)",
+        m.name,
+        m.architecture,
+        m.size_bytes as f64 / 1e6
+    );
+    Ok(())
+}
