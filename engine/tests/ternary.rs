@@ -161,7 +161,10 @@ fn tq2_0_multi_row_and_multi_token_kernels() {
         let mut got = [0f32; 4];
         k4(rows[0], &toks[..m], &mut got);
         for (t, v) in got[..m].iter().enumerate() {
-            assert!(close(*v, one(rows[0], toks[t], &x)), "{m} tokens: token {t}");
+            assert!(
+                close(*v, one(rows[0], toks[t], &x)),
+                "{m} tokens: token {t}"
+            );
         }
     }
 }
