@@ -41,15 +41,34 @@ pub struct PullStatus {
     pub started_at: i64,
 }
 
+/// What a pull is refused for before any download: a non-http(s) URL, a bad or taken name.
+fn check(models: &ModelStore, url: &str, name: &str) -> Result<(), PullError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(PullError::BadUrl(url.to_owned()));
+    }
+    if !crate::models::valid_name(name) {
+        return Err(ModelStoreError::BadName(name.to_owned()).into());
+    }
+    if models.get(name).is_ok() {
+        return Err(ModelStoreError::Exists(name.to_owned()).into());
+    }
+    Ok(())
+}
+
+/// The `.gguf` file name a URL ends in, if it names one.
+pub fn file_name_of(url: &str) -> Option<&str> {
+    url.rsplit('/')
+        .next()
+        .and_then(|f| f.split(['?', '#']).next())
+        .filter(|f| f.ends_with(".gguf") && !f.starts_with('.'))
+}
+
 /// Streams `url` into `dest`, reporting (bytes so far, total) about every MiB.
-pub fn download(
+fn download(
     url: &str,
     dest: &Path,
     mut progress: impl FnMut(u64, Option<u64>),
 ) -> Result<(), PullError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(PullError::BadUrl(url.to_owned()));
-    }
     let http = |message: String| PullError::Http {
         url: url.to_owned(),
         message,
@@ -106,12 +125,7 @@ pub fn pull(
     name: &str,
     progress: impl FnMut(u64, Option<u64>),
 ) -> Result<Manifest, PullError> {
-    if !crate::models::valid_name(name) {
-        return Err(ModelStoreError::BadName(name.to_owned()).into());
-    }
-    if models.get(name).is_ok() {
-        return Err(ModelStoreError::Exists(name.to_owned()).into());
-    }
+    check(models, url, name)?;
     let staging = models
         .root()
         .join(format!(".pull-{name}-{}", std::process::id()));
@@ -119,11 +133,7 @@ pub fn pull(
         path: staging.clone(),
         source,
     })?;
-    let file_name = url
-        .rsplit('/')
-        .next()
-        .and_then(|f| f.split(['?', '#']).next())
-        .filter(|f| f.ends_with(".gguf") && !f.starts_with('.'))
+    let file_name = file_name_of(url)
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{name}.gguf"));
     let file = staging.join(file_name);
@@ -163,15 +173,7 @@ impl Pulls {
         url: String,
         name: String,
     ) -> Result<(), PullError> {
-        if !crate::models::valid_name(&name) {
-            return Err(ModelStoreError::BadName(name).into());
-        }
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(PullError::BadUrl(url));
-        }
-        if models.get(&name).is_ok() {
-            return Err(ModelStoreError::Exists(name).into());
-        }
+        check(&models, &url, &name)?;
         {
             let mut m = self.map.lock().map_err(|_| PullError::Busy(name.clone()))?;
             if m.get(&name)

@@ -152,18 +152,27 @@ pub async fn create_key(
     body: ApiJson<NewKeyRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let k = body.0;
-    let expires_in = k
-        .expires
-        .as_deref()
+    issue_key(&st, &k.user, &k.name, k.models, k.expires.as_deref()).await
+}
+
+/// Creates a key (`expires` as `"30d"`) and answers 201 with its only copy: `/admin/keys` and `/v1/me/keys`.
+pub async fn issue_key(
+    st: &AppState,
+    user: &str,
+    name: &str,
+    models: Option<Vec<String>>,
+    expires: Option<&str>,
+) -> Result<HttpResponse> {
+    let expires_in = expires
         .map(crate::config::parse_duration)
         .transpose()
         .map_err(|e| ApiError::invalid(e, Some("expires")))?;
     let (record, key) = accounts::create_key(
         &st.store,
         KeySpec {
-            user: &k.user,
-            name: &k.name,
-            models: k.models,
+            user,
+            name,
+            models,
             expires_in,
         },
     )
@@ -171,6 +180,13 @@ pub async fn create_key(
     Ok(HttpResponse::Created()
         .insert_header(("cache-control", "no-store"))
         .json(CreatedKey { key, record }))
+}
+
+/// Revokes a key and forgets its verified secret.
+pub async fn withdraw_key(st: &AppState, id: &str) -> std::result::Result<(), ApiError> {
+    accounts::revoke_key(&st.store, id).await?;
+    st.auth.forget(id);
+    Ok(())
 }
 
 /// Revokes a key; effective for the next request.
@@ -182,8 +198,7 @@ pub async fn revoke_key(
     _a: Admin<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    accounts::revoke_key(&st.store, &path).await?;
-    st.auth.forget(&path);
+    withdraw_key(&st, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

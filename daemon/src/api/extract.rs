@@ -140,7 +140,7 @@ pub fn check_csrf(req: &HttpRequest, session: &SessionCaller) -> Result<(), ApiE
         .get(sessions::CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if sessions::same_token(sent, &session.csrf) {
+    if crate::auth::secrets::same_secret(sent.as_bytes(), session.csrf.as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::Forbidden(

@@ -14,11 +14,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics));
 }
 
-/// Byte-wise equality whose time does not depend on where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 /// The exposition, for admins, the metrics token, or anyone when `metrics.public`.
 #[utoipa::path(get, path = "/metrics", tag = "metrics",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain"),
@@ -38,7 +33,7 @@ pub async fn metrics(
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim);
         let by_token = match (&m.token, bearer) {
-            (Some(t), Some(b)) => same_secret(t.as_bytes(), b.as_bytes()),
+            (Some(t), Some(b)) => crate::auth::secrets::same_secret(t.as_bytes(), b.as_bytes()),
             _ => false,
         };
         if !by_token {
@@ -94,8 +89,8 @@ pub async fn count_requests(
 mod tests {
     #[test]
     fn secrets_compare_whole() {
-        assert!(super::same_secret(b"abcdef", b"abcdef"));
-        assert!(!super::same_secret(b"abcdef", b"abcdeg"));
-        assert!(!super::same_secret(b"abc", b"abcdef"));
+        assert!(crate::auth::secrets::same_secret(b"abcdef", b"abcdef"));
+        assert!(!crate::auth::secrets::same_secret(b"abcdef", b"abcdeg"));
+        assert!(!crate::auth::secrets::same_secret(b"abc", b"abcdef"));
     }
 }

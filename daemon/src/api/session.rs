@@ -4,7 +4,7 @@
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{ApiJson, Body, Caller, Session};
 use super::AppState;
-use crate::auth::accounts::{self, KeySpec, INITIAL_PASSWORD_FILE};
+use crate::auth::accounts::{self, INITIAL_PASSWORD_FILE};
 use crate::auth::sessions::{self, SessionCaller, ABSOLUTE, COOKIE};
 use crate::store::KeyRecord;
 use actix_web::cookie::{Cookie, SameSite};
@@ -206,12 +206,6 @@ pub async fn create_my_key(
     body: ApiJson<MyNewKey, OpenAi>,
 ) -> Result<HttpResponse> {
     let k = body.0;
-    let expires_in = k
-        .expires
-        .as_deref()
-        .map(crate::config::parse_duration)
-        .transpose()
-        .map_err(|e| ApiError::invalid(e, Some("expires")))?;
     // A key cannot widen what the key that made it may do.
     if let (Some(scope), Some(asked)) = (&who.0.models, &k.models) {
         if let Some(m) = asked.iter().find(|m| !scope.contains(m)) {
@@ -222,19 +216,7 @@ pub async fn create_my_key(
         }
     }
     let models = k.models.or_else(|| who.0.models.clone());
-    let (record, key) = accounts::create_key(
-        &st.store,
-        KeySpec {
-            user: &who.0.user_name,
-            name: &k.name,
-            models,
-            expires_in,
-        },
-    )
-    .await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("cache-control", "no-store"))
-        .json(super::admin::CreatedKey { key, record }))
+    super::admin::issue_key(&st, &who.0.user_name, &k.name, models, k.expires.as_deref()).await
 }
 
 /// Revokes one of the caller's own keys.
@@ -256,8 +238,7 @@ pub async fn revoke_my_key(
     if !mine {
         return Err(ApiError::NotFound(format!("key '{id}' not found or already revoked")).into());
     }
-    accounts::revoke_key(&st.store, &id).await?;
-    st.auth.forget(&id);
+    super::admin::withdraw_key(&st, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

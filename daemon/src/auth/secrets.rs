@@ -43,6 +43,11 @@ pub fn parse_key(key: &str) -> Option<(&str, &str)> {
     (ok(id, ID_LEN) && ok(secret, SECRET_LEN)).then_some((id, secret))
 }
 
+/// Byte-wise equality whose time does not depend on where the first difference is (tokens, CSRF values).
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("secret generation or hashing failed: {0}")]
 pub struct SecretError(String);

@@ -65,12 +65,7 @@ pub fn convert(dir: &Path, fmt: &str, out: &Path, tokenizer: Option<&PathBuf>) -
 pub fn pull(store: &hearth::models::ModelStore, url: &str, name: Option<&str>) -> Result<()> {
     let name = name.map(str::to_owned).unwrap_or_else(|| {
         hearth::models::name_from_path(std::path::Path::new(
-            url.rsplit('/')
-                .next()
-                .unwrap_or("model")
-                .split(['?', '#'])
-                .next()
-                .unwrap_or("model"),
+            hearth::pull::file_name_of(url).unwrap_or("model"),
         ))
     });
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
