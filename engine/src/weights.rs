@@ -3,7 +3,9 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::dot::{self, DotFn, DotManyFn, DotNFFn, DotR4Fn, Isa, MANY_TOKENS};
+use crate::quant::dot::{
+    self, DotFn, DotManyFn, DotNFFn, DotR4Fn, FloatTileFn, Isa, MANY_TOKENS, TILE_ROWS,
+};
 use crate::quant::rows_i8::{matmul_rows_i8, RowsI8};
 use crate::quant::{dequantize_row, GgmlType, QActs};
 use crate::ternary::kernels::Kernels;
@@ -39,6 +41,8 @@ pub struct Weight {
     /// One to four tokens at once on f32 activations (F16 weights): prompts, batches and speculative
     /// verification convert each weight vector once for all of them.
     kernel_nf: Option<DotNFFn>,
+    /// The same, three rows at a time (AVX-512): each activation vector loaded once per three rows.
+    kernel_tile: Option<FloatTileFn>,
     kernel_r4: Option<DotR4Fn>,
 }
 
@@ -104,6 +108,7 @@ impl Weight {
             kernel: Some(kernel),
             kernel_many: dot::kernel_many(info.ty, isa),
             kernel_nf: dot::kernel_float_n(info.ty, isa),
+            kernel_tile: dot::kernel_float_tile(info.ty, isa),
             kernel_r4: dot::kernel_r4(info.ty, isa),
         })
     }
@@ -147,6 +152,7 @@ impl Weight {
             ),
             kernel_many: dot::kernel_many(ty, isa),
             kernel_nf: dot::kernel_float_n(ty, isa),
+            kernel_tile: dot::kernel_float_tile(ty, isa),
             kernel_r4: dot::kernel_r4(ty, isa),
         })
     }
@@ -163,6 +169,7 @@ impl Weight {
             kernel: None,
             kernel_many: None,
             kernel_nf: None,
+            kernel_tile: None,
             kernel_r4: None,
         }
     }
@@ -197,6 +204,7 @@ impl Weight {
             kernel: None,
             kernel_many: None,
             kernel_nf: None,
+            kernel_tile: None,
             kernel_r4: None,
         }
     }
@@ -263,6 +271,9 @@ pub const MAX_JOBS: usize = 3;
 /// Rows handled per inner tile: the tile's weight bytes stay in L1/L2 while every token is multiplied by them.
 const ROW_TILE: usize = 16;
 
+/// The same for row-tiled float kernels: a whole number of their tiles (18 F16 rows of 576 = 20 KiB, in L1).
+const FLOAT_ROW_TILE: usize = 6 * TILE_ROWS;
+
 /// For each (weight, out) pair: out[t * w.rows + r] = w.row(r) · x[t] for every token t. All weights share the
 /// input (`x`, `n_tok` rows of `cols`, and its int8 form `xq`). Rows of all pairs are split across the pool's threads
 /// in one parallel region.
@@ -315,7 +326,12 @@ pub fn matmul(
                 let data = w.bytes();
                 let mut r0 = lo;
                 while r0 < hi {
-                    let r1 = (r0 + ROW_TILE).min(hi);
+                    let step = if w.kernel_tile.is_some() && n_tok > 1 {
+                        FLOAT_ROW_TILE
+                    } else {
+                        ROW_TILE
+                    };
+                    let r1 = (r0 + step).min(hi);
                     let mut t0 = 0;
                     if let (Some(km), true, true) = (w.kernel_many, xq.cols == cols, n_tok > 1) {
                         // Every token, in balanced groups of at most MANY_TOKENS (9 → 5 + 4, not 8 + 1): each
@@ -350,12 +366,27 @@ pub fn matmul(
                             let xr = |t: usize| &x[(t0 + t) * cols..(t0 + t + 1) * cols];
                             let toks =
                                 [xr(0), xr(1.min(m - 1)), xr(2.min(m - 1)), xr(3.min(m - 1))];
-                            for r in r0..r1 {
-                                kn(
-                                    &data[r * w.row_bytes..(r + 1) * w.row_bytes],
-                                    &toks[..m],
-                                    &mut v,
-                                );
+                            let row = |r: usize| &data[r * w.row_bytes..(r + 1) * w.row_bytes];
+                            let mut r_start = r0;
+                            if let Some(kt) = w.kernel_tile {
+                                let mut vt = [[0f32; 4]; TILE_ROWS];
+                                while r_start + TILE_ROWS <= r1 {
+                                    let rows = std::array::from_fn(|i| row(r_start + i));
+                                    kt(&rows, &toks[..m], &mut vt);
+                                    for (i, vr) in vt.iter().enumerate() {
+                                        for (k, vk) in vr[..m].iter().enumerate() {
+                                            // SAFETY: as above.
+                                            unsafe {
+                                                *out.ptr().add((t0 + k) * w.rows + r_start + i) =
+                                                    *vk
+                                            };
+                                        }
+                                    }
+                                    r_start += TILE_ROWS;
+                                }
+                            }
+                            for r in r_start..r1 {
+                                kn(row(r), &toks[..m], &mut v);
                                 for (k, vk) in v[..m].iter().enumerate() {
                                     // SAFETY: as above.
                                     unsafe { *out.ptr().add((t0 + k) * w.rows + r) = *vk };

@@ -1,6 +1,8 @@
 //! Row · activation dot products. `scalar` is the reference; `x86` holds AVX2 and AVX-512 VNNI versions that are
 //! selected once at run time (`Isa::detect`). Every SIMD kernel is tested against the scalar one.
 
+#[cfg(target_arch = "x86_64")]
+pub mod float_tile;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -68,6 +70,14 @@ pub const MANY_TOKENS: usize = 8;
 /// on each row alone.
 pub type DotNFFn = fn(w_row: &[u8], xf: &[&[f32]], out: &mut [f32]);
 
+/// Weight rows per float tile call (`FloatTileFn`).
+pub const TILE_ROWS: usize = 3;
+
+/// [`TILE_ROWS`] float weight rows against one to four f32 activation rows: `out[r][t] = w_rows[r] · xf[t]`,
+/// bit-identical to `DotFn` on each pair alone.
+pub type FloatTileFn =
+    fn(w_rows: &[&[u8]; TILE_ROWS], xf: &[&[f32]], out: &mut [[f32; 4]; TILE_ROWS]);
+
 /// Four weight rows against one activation row: `out[r] = w_rows[r] · xq`.
 pub type DotR4Fn = fn(w_rows: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4];
 
@@ -96,6 +106,16 @@ pub fn kernel_float_n(ty: GgmlType, isa: Isa) -> Option<DotNFFn> {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::kernel_float_n(ty, isa == Isa::Avx512Vnni);
+    }
+    let _ = (ty, isa);
+    None
+}
+
+/// The row-tiled float kernel (F16, F32 with AVX-512F), where one exists; capped like the rest by `HEARTH_ISA`.
+pub fn kernel_float_tile(ty: GgmlType, isa: Isa) -> Option<FloatTileFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        return float_tile::kernel(ty);
     }
     let _ = (ty, isa);
     None
