@@ -9,7 +9,8 @@ pub const MIN_NGRAM: usize = 1;
 /// Matches are told apart by length up to this many tokens (the policy keeps an acceptance rate per length).
 pub const LONGEST_MATCH: usize = 8;
 
-/// Up to `k` tokens that followed the most recent earlier occurrence of the sequence's last n-gram, trying
+/// Up to `k` tokens that followed the best earlier occurrence of the sequence's last n-gram (longest context
+/// match, then most recent), trying
 /// n = MAX_NGRAM down to MIN_NGRAM; appended to `out` (cleared first). Returns how many trailing tokens the
 /// occurrence matches (n, extended backwards up to LONGEST_MATCH): the longer, the likelier the sequence is
 /// copying. None (and `out` empty) when nothing matches.
@@ -24,18 +25,30 @@ pub fn propose(tokens: &[u32], k: usize, out: &mut Vec<u32>) -> Option<usize> {
             continue;
         }
         let tail = &tokens[len - n..];
-        // Most recent match first: the local context predicts best. A match must leave at least one token
-        // after it (start + n < len), and may not be the tail itself.
+        // Of the earlier occurrences, the one whose context matches furthest back (a longer match predicts
+        // better: "the" recurs everywhere, "of the contract, the" rarely), the most recent among equals — the
+        // local context predicts best. A match must leave at least one token after it (start + n < len), and
+        // may not be the tail itself.
+        let mut best: Option<(usize, usize)> = None;
         for start in (0..len - n).rev() {
-            if &tokens[start..start + n] == tail {
-                let from = start + n;
-                let to = (from + k).min(len);
-                out.extend_from_slice(&tokens[from..to]);
-                let longer = (1..=start.min(LONGEST_MATCH.saturating_sub(n)))
-                    .take_while(|&i| tokens[start - i] == tokens[len - n - i])
-                    .count();
-                return Some(n + longer);
+            if &tokens[start..start + n] != tail {
+                continue;
             }
+            let longer = (1..=start.min(LONGEST_MATCH.saturating_sub(n)))
+                .take_while(|&i| tokens[start - i] == tokens[len - n - i])
+                .count();
+            if best.is_none_or(|(_, b)| longer > b) {
+                best = Some((start, longer));
+                if n + longer >= LONGEST_MATCH {
+                    break;
+                }
+            }
+        }
+        if let Some((start, longer)) = best {
+            let from = start + n;
+            let to = (from + k).min(len);
+            out.extend_from_slice(&tokens[from..to]);
+            return Some(n + longer);
         }
     }
     None
@@ -62,9 +75,19 @@ mod tests {
         assert_eq!(out, [0]);
         let long: Vec<u32> = (0..20).chain(0..20).collect();
         assert_eq!(propose(&long, 3, &mut out), Some(LONGEST_MATCH));
-        // The most recent occurrence wins.
+        // Among equally long matches the most recent occurrence wins…
         propose(&[1, 2, 7, 0, 1, 2, 8, 0, 1, 2], 1, &mut out);
         assert_eq!(out, [8]);
+        // …but one whose context matches further back beats a more recent shorter one.
+        assert_eq!(
+            propose(
+                &[5, 6, 1, 2, 3, 7, 9, 1, 2, 3, 8, 5, 6, 1, 2, 3],
+                1,
+                &mut out
+            ),
+            Some(5)
+        );
+        assert_eq!(out, [7]);
         // Longer n-grams first: "2 3" after "1 2 3" beats a later bare "2 3".
         propose(&[1, 2, 3, 4, 0, 2, 3, 5, 1, 2, 3], 1, &mut out);
         assert_eq!(out, [4]);
