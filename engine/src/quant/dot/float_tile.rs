@@ -10,6 +10,7 @@
 //! chains are split apart again before the tail and the reduction, which then run exactly as there. Greedy
 //! speculative decoding and batching rely on a token's result not depending on how many tokens shared the pass.
 
+use super::x86::float_loads::{load1, load8};
 use super::{FloatTileFn, TILE_ROWS};
 use std::arch::x86_64::*;
 
@@ -75,29 +76,6 @@ unsafe fn load16<const F16: bool>(wp: *const u8, i: usize) -> __m512 {
             _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(2 * i) as *const __m256i))
         } else {
             _mm512_loadu_ps((wp as *const f32).add(i))
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn load8<const F16: bool>(wp: *const u8, i: usize) -> __m256 {
-    unsafe {
-        if F16 {
-            _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i))
-        } else {
-            _mm256_loadu_ps((wp as *const f32).add(i))
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn load1<const F16: bool>(wp: *const u8, i: usize) -> f32 {
-    unsafe {
-        if F16 {
-            let h = std::ptr::read_unaligned(wp.add(2 * i) as *const u16);
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-        } else {
-            std::ptr::read_unaligned((wp as *const f32).add(i))
         }
     }
 }

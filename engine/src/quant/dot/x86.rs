@@ -100,6 +100,37 @@ macro_rules! many {
 /// 2 KiB beat 1 KiB and 4 KiB; none at all left four-token passes ~25% slower).
 const F16_PREFETCH_BYTES: usize = 2048;
 
+/// Float weight loads shared by the row kernels here and the row tile (`float_tile`); they need F16C and AVX,
+/// which every caller is compiled with.
+pub(super) mod float_loads {
+    use std::arch::x86_64::*;
+
+    /// Eight weights from `wp` at element `i`: F16 converted, or F32 as they are.
+    #[inline(always)]
+    pub unsafe fn load8<const F16: bool>(wp: *const u8, i: usize) -> __m256 {
+        unsafe {
+            if F16 {
+                _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i))
+            } else {
+                _mm256_loadu_ps((wp as *const f32).add(i))
+            }
+        }
+    }
+
+    /// The weight at element `i`.
+    #[inline(always)]
+    pub unsafe fn load1<const F16: bool>(wp: *const u8, i: usize) -> f32 {
+        unsafe {
+            if F16 {
+                let h = std::ptr::read_unaligned(wp.add(2 * i) as *const u16);
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+            } else {
+                std::ptr::read_unaligned((wp as *const f32).add(i))
+            }
+        }
+    }
+}
+
 macro_rules! isa_kernels {
     ($modname:ident, $features:literal, $vnni:expr) => {
         pub mod $modname {
@@ -507,28 +538,7 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// Eight weights from `wp` at element `i`: F16 converted, or F32 as they are.
-            #[inline(always)]
-            unsafe fn load8<const F16: bool>(wp: *const u8, i: usize) -> __m256 {
-                unsafe {
-                    if F16 {
-                        _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i))
-                    } else {
-                        _mm256_loadu_ps((wp as *const f32).add(i))
-                    }
-                }
-            }
-
-            #[inline(always)]
-            unsafe fn load1<const F16: bool>(wp: *const u8, i: usize) -> f32 {
-                unsafe {
-                    if F16 {
-                        f16_at(wp.add(2 * i))
-                    } else {
-                        std::ptr::read_unaligned((wp as *const f32).add(i))
-                    }
-                }
-            }
+            use super::float_loads::{load1, load8};
 
             /// `w` (F16 or F32) · each of the `N` rows of `xs`. Every row gets exactly the sum the one-row kernel
             /// gives it (the same four FMA chains, the same reduction), so a token's result does not depend on how
