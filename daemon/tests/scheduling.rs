@@ -43,11 +43,19 @@ fn a_late_user_is_not_stuck_behind_a_backlog() {
             order.lock().unwrap().push((who, n));
         })
     };
-    let mut threads: Vec<_> = (0..30).map(|_| ask("ann", ann.clone(), 12)).collect();
-    // Let Ann's requests reach the queue (each is tokenized and admitted in milliseconds).
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    // The admin API shows the backlog: two in the batch, the rest waiting.
-    let m = d.get("/admin/models", Some(&d.admin_key.clone())).json();
+    // Long enough that the backlog outlasts its own arrival on a fast machine (12 tokens each drained 14 of
+    // them within the 1.5 s that used to be slept here).
+    let mut threads: Vec<_> = (0..30).map(|_| ask("ann", ann.clone(), 32)).collect();
+    // Wait for Ann's requests to reach the queue (each is tokenized and admitted in milliseconds); the admin API
+    // shows the backlog: two in the batch, the rest waiting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let m = loop {
+        let m = d.get("/admin/models", Some(&d.admin_key.clone())).json();
+        if m[0]["waiting"].as_u64().unwrap_or(0) >= 20 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(m[0]["running"], 2, "{m}");
     assert!(m[0]["waiting"].as_u64().unwrap() >= 20, "{m}");
     threads.push(ask("bob", bob.clone(), 4));
@@ -63,7 +71,7 @@ fn a_late_user_is_not_stuck_behind_a_backlog() {
     eprintln!("Ann's requests finished before Bob's: {ann_done_at_bob} of 30");
     // FIFO would finish all 30 of Ann's first; fair queuing lets Bob in at the next free slot. Ann's requests
     // that finished before Bob's: those running or finishing while Bob's 4 tokens ran, plus the ones done in the
-    // 1.5 s before Bob arrived.
+    // wait before Bob arrived.
     assert!(
         ann_done_at_bob < 20,
         "{ann_done_at_bob} of Ann's 30 requests finished before Bob's one: {order:?}"
