@@ -10,8 +10,7 @@ pub const MIN_NGRAM: usize = 1;
 pub const LONGEST_MATCH: usize = 8;
 
 /// Up to `k` tokens that followed the best earlier occurrence of the sequence's last n-gram (longest context
-/// match, then most recent), trying
-/// n = MAX_NGRAM down to MIN_NGRAM; appended to `out` (cleared first). Returns how many trailing tokens the
+/// match, then most recent), trying n = MAX_NGRAM down to MIN_NGRAM; appended to `out` (cleared first). Returns how many trailing tokens the
 /// occurrence matches (n, extended backwards up to LONGEST_MATCH): the longer, the likelier the sequence is
 /// copying. None (and `out` empty) when nothing matches.
 pub fn propose(tokens: &[u32], k: usize, out: &mut Vec<u32>) -> Option<usize> {

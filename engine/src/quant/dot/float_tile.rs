@@ -1,54 +1,35 @@
-//! Float weights (F16, F32) against one to four tokens, [`TILE_ROWS`] weight rows at a time, in AVX-512 registers.
+//! F16 weights against one to four tokens, [`TILE_ROWS`] weight rows at a time, in AVX-512 registers.
 //!
 //! Why: the one-row kernel (`x86::float_impl`) reloads every token's activations for each weight row, so a pass of
 //! four tokens is bound by loads, not by FMAs — a speculative verification pass of 8 tokens cost 3.2–3.8x one
 //! token for F16. A tile of three rows × four tokens keeps 24 accumulators in the 32 zmm registers and loads each
-//! activation vector once per three rows.
+//! activation vector once per three rows. F32 weights keep the row kernel: they stream twice the bytes per FMA,
+//! and a tile measured 0.6–0.9x of it there (bandwidth-bound).
 //!
 //! Invariant: every (row, token) sum is bit-identical to the one-token kernel's. Each 16-lane accumulator here is
 //! two of that kernel's 8-lane FMA chains side by side (lane for lane the same fused multiply-adds), and the
 //! chains are split apart again before the tail and the reduction, which then run exactly as there. Greedy
 //! speculative decoding and batching rely on a token's result not depending on how many tokens shared the pass.
 
-use super::x86::float_loads::{load1, load8};
+use super::x86::lanes::{hsum, load1, load8};
 use super::{FloatTileFn, TILE_ROWS};
 use std::arch::x86_64::*;
 
-/// The tile kernel for F16 or F32 weights where the CPU has AVX-512F (checked at run time), else None.
+/// The tile kernel for F16 weights where the CPU has AVX-512F (checked at run time), else None.
 pub fn kernel(ty: crate::quant::GgmlType) -> Option<FloatTileFn> {
-    use crate::quant::GgmlType;
     let cpu = std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && std::is_x86_feature_detected!("f16c");
-    match ty {
-        GgmlType::F16 if cpu => Some(tile_f16),
-        // F32 rows stream twice the bytes per FMA: there the tile lost to the row kernel (bandwidth-bound;
-        // `cargo bench --bench float_kernels`), so F32 keeps the row kernel; the tile code stays tested for it.
-        GgmlType::F32 if cpu && cfg!(test) => Some(tile_f32),
-        _ => None,
-    }
+    (ty == crate::quant::GgmlType::F16 && cpu).then_some(tile_f16 as FloatTileFn)
 }
 
 fn tile_f16(w: &[&[u8]; TILE_ROWS], xf: &[&[f32]], out: &mut [[f32; 4]; TILE_ROWS]) {
-    tile_entry::<true>(w, xf, out)
-}
-
-fn tile_f32(w: &[&[u8]; TILE_ROWS], xf: &[&[f32]], out: &mut [[f32; 4]; TILE_ROWS]) {
-    tile_entry::<false>(w, xf, out)
-}
-
-fn tile_entry<const F16: bool>(
-    w: &[&[u8]; TILE_ROWS],
-    xf: &[&[f32]],
-    out: &mut [[f32; 4]; TILE_ROWS],
-) {
-    let bytes = if F16 { 2 } else { 4 };
     assert!(
         !xf.is_empty()
             && xf.len() <= 4
             && xf.iter().all(|x| x.len() == xf[0].len())
-            && w.iter().all(|r| r.len() >= bytes * xf[0].len())
+            && w.iter().all(|r| r.len() >= 2 * xf[0].len())
     );
     // Copies the N×R result into the caller's 4-wide rows.
     fn put<const N: usize>(o: [[f32; N]; TILE_ROWS], out: &mut [[f32; 4]; TILE_ROWS]) {
@@ -59,37 +40,19 @@ fn tile_entry<const F16: bool>(
     // SAFETY: lengths checked above; `kernel()` hands this out only after detecting the features.
     unsafe {
         match *xf {
-            [a, b, c, d] => put(tile::<4, F16>(w, &[a, b, c, d]), out),
-            [a, b, c] => put(tile::<3, F16>(w, &[a, b, c]), out),
-            [a, b] => put(tile::<2, F16>(w, &[a, b]), out),
-            [a] => put(tile::<1, F16>(w, &[a]), out),
+            [a, b, c, d] => put(tile::<4>(w, &[a, b, c, d]), out),
+            [a, b, c] => put(tile::<3>(w, &[a, b, c]), out),
+            [a, b] => put(tile::<2>(w, &[a, b]), out),
+            [a] => put(tile::<1>(w, &[a]), out),
             _ => unreachable!("checked above: one to four tokens"),
         }
     }
 }
 
-/// Sixteen weights of a row from element `i`, as f32.
+/// Sixteen F16 weights of a row from element `i`, as f32.
 #[inline(always)]
-unsafe fn load16<const F16: bool>(wp: *const u8, i: usize) -> __m512 {
-    unsafe {
-        if F16 {
-            _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(2 * i) as *const __m256i))
-        } else {
-            _mm512_loadu_ps((wp as *const f32).add(i))
-        }
-    }
-}
-
-/// The one-token kernel's reduction: lanes of (c0 + c1) + (c2 + c3), low half then high, pairs, then the last two.
-#[inline(always)]
-unsafe fn reduce(c: [__m256; 4]) -> f32 {
-    unsafe {
-        let v = _mm256_add_ps(_mm256_add_ps(c[0], c[1]), _mm256_add_ps(c[2], c[3]));
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
+unsafe fn load16(wp: *const u8, i: usize) -> __m512 {
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(2 * i) as *const __m256i)) }
 }
 
 #[inline(always)]
@@ -98,13 +61,9 @@ unsafe fn high_half(v: __m512) -> __m256 {
 }
 
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn tile<const N: usize, const F16: bool>(
-    w: &[&[u8]; TILE_ROWS],
-    xs: &[&[f32]; N],
-) -> [[f32; N]; TILE_ROWS] {
+unsafe fn tile<const N: usize>(w: &[&[u8]; TILE_ROWS], xs: &[&[f32]; N]) -> [[f32; N]; TILE_ROWS] {
     unsafe {
         let n = xs[0].len();
-        let bytes = if F16 { 2 } else { 4 };
         let mut wp = [std::ptr::null::<u8>(); TILE_ROWS];
         for r in 0..TILE_ROWS {
             wp[r] = w[r].as_ptr();
@@ -121,17 +80,14 @@ unsafe fn tile<const N: usize, const F16: bool>(
             // follow three interleaved row streams well (without this the tile ran at half the row kernel's
             // speed; one tile ahead was too close, 16 too far). A prefetch never faults.
             for p in wp {
-                let ahead = p.wrapping_add(4 * TILE_ROWS * bytes * n + bytes * i);
+                let ahead = p.wrapping_add(2 * (4 * TILE_ROWS * n + i));
                 _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-                if !F16 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64) as *const i8);
-                }
             }
             for t in 0..N {
                 x[t] = _mm512_loadu_ps(xs[t].as_ptr().add(i));
             }
             for r in 0..TILE_ROWS {
-                let wv = load16::<F16>(wp[r], i);
+                let wv = load16(wp[r], i);
                 for t in 0..N {
                     lo[r][t] = _mm512_fmadd_ps(wv, x[t], lo[r][t]);
                 }
@@ -140,7 +96,7 @@ unsafe fn tile<const N: usize, const F16: bool>(
                 x[t] = _mm512_loadu_ps(xs[t].as_ptr().add(i + 16));
             }
             for r in 0..TILE_ROWS {
-                let wv = load16::<F16>(wp[r], i + 16);
+                let wv = load16(wp[r], i + 16);
                 for t in 0..N {
                     hi[r][t] = _mm512_fmadd_ps(wv, x[t], hi[r][t]);
                 }
@@ -159,15 +115,19 @@ unsafe fn tile<const N: usize, const F16: bool>(
                 let mut j = i;
                 while j + 8 <= n {
                     c[0] = _mm256_fmadd_ps(
-                        load8::<F16>(wp[r], j),
+                        load8::<true>(wp[r], j),
                         _mm256_loadu_ps(xs[t].as_ptr().add(j)),
                         c[0],
                     );
                     j += 8;
                 }
-                let mut s = reduce(c);
+                // The one-token kernel's reduction: (c0 + c1) + (c2 + c3), then across the lanes.
+                let mut s = hsum(_mm256_add_ps(
+                    _mm256_add_ps(c[0], c[1]),
+                    _mm256_add_ps(c[2], c[3]),
+                ));
                 for (k, xv) in xs[t].iter().enumerate().skip(j) {
-                    s += load1::<F16>(wp[r], k) * xv;
+                    s += load1::<true>(wp[r], k) * xv;
                 }
                 out[r][t] = s;
             }
@@ -184,54 +144,51 @@ mod tests {
 
     #[test]
     fn tiles_equal_the_one_token_kernel_bit_for_bit() {
-        for ty in [GgmlType::F16, GgmlType::F32] {
-            let Some(tile) = kernel(ty) else {
-                eprintln!("no AVX-512F here: nothing to compare");
-                return;
+        // F32 keeps the row kernel (see the module comment).
+        assert!(kernel(GgmlType::F32).is_none());
+        let ty = GgmlType::F16;
+        let Some(tile) = kernel(ty) else {
+            eprintln!("no AVX-512F here: nothing to compare");
+            return;
+        };
+        let one = one_token(ty, Isa::Avx2).expect("AVX2 kernel (AVX-512F implies it)");
+        // Every tail: whole 32-chunks, 8-chunks after them, single elements.
+        for n in [32, 40, 64, 72, 96, 104, 576, 584, 1536, 2560, 41, 7] {
+            let rows: Vec<Vec<u8>> = (0..TILE_ROWS)
+                .map(|r| {
+                    (0..n)
+                        .flat_map(|i| {
+                            let v = (((i * 37 + r * 101) % 113) as f32 - 56.0) / 17.0;
+                            half::f16::from_f32(v).to_bits().to_le_bytes()
+                        })
+                        .collect()
+                })
+                .collect();
+            let xs: Vec<Vec<f32>> = (0..4)
+                .map(|t| {
+                    (0..n)
+                        .map(|i| (((i * 31 + t * 7) % 89) as f32 - 44.0) / (3.0 + t as f32))
+                        .collect()
+                })
+                .collect();
+            let w: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| &rows[r][..]);
+            let empty = QRow {
+                q: &[],
+                d: &[],
+                dsum: &[],
             };
-            let one = one_token(ty, Isa::Avx2).expect("AVX2 kernel (AVX-512F implies it)");
-            // Every tail: whole 32-chunks, 8-chunks after them, single elements.
-            for n in [32, 40, 64, 72, 96, 104, 576, 584, 1536, 2560, 41, 7] {
-                let rows: Vec<Vec<u8>> = (0..TILE_ROWS)
-                    .map(|r| {
-                        (0..n)
-                            .flat_map(|i| {
-                                let v = (((i * 37 + r * 101) % 113) as f32 - 56.0) / 17.0;
-                                if ty == GgmlType::F16 {
-                                    half::f16::from_f32(v).to_bits().to_le_bytes().to_vec()
-                                } else {
-                                    v.to_le_bytes().to_vec()
-                                }
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let xs: Vec<Vec<f32>> = (0..4)
-                    .map(|t| {
-                        (0..n)
-                            .map(|i| (((i * 31 + t * 7) % 89) as f32 - 44.0) / (3.0 + t as f32))
-                            .collect()
-                    })
-                    .collect();
-                let w: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| &rows[r][..]);
-                let empty = QRow {
-                    q: &[],
-                    d: &[],
-                    dsum: &[],
-                };
-                for m in 1..=4 {
-                    let x: Vec<&[f32]> = xs[..m].iter().map(|v| &v[..]).collect();
-                    let mut got = [[f32::NAN; 4]; TILE_ROWS];
-                    tile(&w, &x, &mut got);
-                    for r in 0..TILE_ROWS {
-                        for t in 0..m {
-                            let want = one(w[r], empty, x[t]);
-                            assert_eq!(
-                                got[r][t].to_bits(),
-                                want.to_bits(),
-                                "{ty} n={n} {m} tokens, row {r} token {t}"
-                            );
-                        }
+            for m in 1..=4 {
+                let x: Vec<&[f32]> = xs[..m].iter().map(|v| &v[..]).collect();
+                let mut got = [[f32::NAN; 4]; TILE_ROWS];
+                tile(&w, &x, &mut got);
+                for r in 0..TILE_ROWS {
+                    for t in 0..m {
+                        let want = one(w[r], empty, x[t]);
+                        assert_eq!(
+                            got[r][t].to_bits(),
+                            want.to_bits(),
+                            "{ty} n={n} {m} tokens, row {r} token {t}"
+                        );
                     }
                 }
             }

@@ -73,7 +73,7 @@ pub type DotNFFn = fn(w_row: &[u8], xf: &[&[f32]], out: &mut [f32]);
 /// Weight rows per float tile call (`FloatTileFn`).
 pub const TILE_ROWS: usize = 3;
 
-/// [`TILE_ROWS`] float weight rows against one to four f32 activation rows: `out[r][t] = w_rows[r] · xf[t]`,
+/// [`TILE_ROWS`] F16 weight rows against one to four f32 activation rows: `out[r][t] = w_rows[r] · xf[t]`,
 /// bit-identical to `DotFn` on each pair alone.
 pub type FloatTileFn =
     fn(w_rows: &[&[u8]; TILE_ROWS], xf: &[&[f32]], out: &mut [[f32; 4]; TILE_ROWS]);
@@ -111,7 +111,7 @@ pub fn kernel_float_n(ty: GgmlType, isa: Isa) -> Option<DotNFFn> {
     None
 }
 
-/// The row-tiled float kernel (F16, F32 with AVX-512F), where one exists; capped like the rest by `HEARTH_ISA`.
+/// The row-tiled F16 kernel (AVX-512F), where one exists; capped like the rest by `HEARTH_ISA`.
 pub fn kernel_float_tile(ty: GgmlType, isa: Isa) -> Option<FloatTileFn> {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {

@@ -100,10 +100,30 @@ macro_rules! many {
 /// 2 KiB beat 1 KiB and 4 KiB; none at all left four-token passes ~25% slower).
 const F16_PREFETCH_BYTES: usize = 2048;
 
-/// Float weight loads shared by the row kernels here and the row tile (`float_tile`); they need F16C and AVX,
-/// which every caller is compiled with.
-pub(super) mod float_loads {
+/// Horizontal sums and float loads shared by both instantiations below and by the row tile (`float_tile`): plain
+/// SSE/AVX/F16C, inlined into callers compiled with those features.
+pub(super) mod lanes {
     use std::arch::x86_64::*;
+
+    /// The sum of the eight lanes: low half + high half, then pairs, then the last two.
+    #[inline(always)]
+    pub unsafe fn hsum(v: __m256) -> f32 {
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// The F16 value at `p`.
+    #[inline(always)]
+    pub unsafe fn f16_at(p: *const u8) -> f32 {
+        unsafe {
+            let h = std::ptr::read_unaligned(p as *const u16);
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+        }
+    }
 
     /// Eight weights from `wp` at element `i`: F16 converted, or F32 as they are.
     #[inline(always)]
@@ -122,8 +142,7 @@ pub(super) mod float_loads {
     pub unsafe fn load1<const F16: bool>(wp: *const u8, i: usize) -> f32 {
         unsafe {
             if F16 {
-                let h = std::ptr::read_unaligned(wp.add(2 * i) as *const u16);
-                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+                f16_at(wp.add(2 * i))
             } else {
                 std::ptr::read_unaligned((wp as *const f32).add(i))
             }
@@ -134,6 +153,7 @@ pub(super) mod float_loads {
 macro_rules! isa_kernels {
     ($modname:ident, $features:literal, $vnni:expr) => {
         pub mod $modname {
+            use super::lanes::{f16_at, hsum, load1, load8};
             use crate::quant::blocks::*;
             use crate::quant::{QRow, QK};
             use std::arch::x86_64::*;
@@ -151,25 +171,6 @@ macro_rules! isa_kernels {
                             _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)),
                         )
                     }
-                }
-            }
-
-            #[inline(always)]
-            unsafe fn hsum(v: __m256) -> f32 {
-                unsafe {
-                    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-                    _mm_cvtss_f32(s)
-                }
-            }
-
-            #[inline(always)]
-            unsafe fn f16_at(p: *const u8) -> f32 {
-                unsafe {
-                    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
-                        p as *const u16,
-                    ) as i32)))
                 }
             }
 
@@ -537,8 +538,6 @@ macro_rules! isa_kernels {
                     out
                 }
             }
-
-            use super::float_loads::{load1, load8};
 
             /// `w` (F16 or F32) · each of the `N` rows of `xs`. Every row gets exactly the sum the one-row kernel
             /// gives it (the same four FMA chains, the same reduction), so a token's result does not depend on how
