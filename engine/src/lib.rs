@@ -4,6 +4,7 @@
 //! (continuous batching over the KV cache, `kv`) → `model::forward` (built on `weights::matmul` and the
 //! `quant::dot` kernels, run on a `threadpool`) → `sampling` → `stream` (UTF-8 + stop strings).
 
+pub mod attention;
 pub mod batch;
 pub mod chat;
 pub mod devices;

@@ -3,6 +3,7 @@
 
 use super::config::{Activation, Rope};
 use super::{Layer, Model};
+use crate::attention::{self, KvSpan};
 use crate::kv::KvCache;
 use crate::ops;
 use crate::quant::{quantize_acts, QActs};
@@ -225,52 +226,57 @@ impl Model {
             );
         }
 
-        // Attention: one task per (entry, head).
+        // Attention: one task per (entry, KV head, run of its query heads) — each key and value row is read once
+        // for all the heads of a task. A run is the whole group unless that leaves the threads short of work
+        // (one sequence generating: one task per head then).
         let window = if swa { c.sliding_window } else { None };
         let max_pos = entries.iter().map(|e| e.pos + 1).max().unwrap_or(0);
+        let group = nh / nkv;
+        let mut run_len = group;
+        while run_len > 1 && n * nkv * group.div_ceil(run_len) < 2 * pool.n_threads() {
+            run_len = run_len.div_ceil(2);
+        }
+        let runs = group.div_ceil(run_len);
         s.scores.resize_with(pool.n_threads(), Vec::new);
         for sc in &mut s.scores {
-            if sc.len() < max_pos {
-                sc.resize(max_pos, 0.0);
+            if sc.len() < run_len * max_pos {
+                sc.resize(run_len * max_pos, 0.0);
             }
         }
         let scores = SharedMut(s.scores.as_mut_ptr());
         let att = SharedMut(s.att.as_mut_ptr());
         let q = &s.q;
         let kv_ref = &*kv;
-        let group = nh / nkv;
         let scale = c.attn_scale;
         let task = |ti: usize, range: std::iter::StepBy<std::ops::Range<usize>>| {
-            // SAFETY: thread `ti` owns scores[ti]; each task writes only its own head's slice of `att`.
+            // SAFETY: thread `ti` owns scores[ti]; each task writes only its own heads' slice of `att`.
             let sc_buf = unsafe { &mut *scores.ptr().add(ti) };
             for t in range {
-                let (i, h) = (t / nh, t % nh);
+                let (i, g, r) = (t / (nkv * runs), t / runs % nkv, t % runs);
                 let e = entries[i];
                 let n_pos = e.pos + 1;
                 let lo = window.map_or(0, |w| n_pos.saturating_sub(w));
                 let (keys, vals) = kv_ref.layer(e.slot, l, n_pos);
-                let g = h / group;
-                let qh = &q[i * q_dim + h * hd..i * q_dim + (h + 1) * hd];
-                let sc = &mut sc_buf[..n_pos - lo];
-                for (p, sv) in (lo..n_pos).zip(sc.iter_mut()) {
-                    *sv =
-                        ops::dot(qh, &keys[p * kv_dim + g * hd..p * kv_dim + (g + 1) * hd]) * scale;
-                }
-                ops::softmax_inplace(sc);
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(att.ptr().add(i * q_dim + h * hd), hd)
+                let h0 = g * group + r * run_len;
+                let h1 = (h0 + run_len).min((g + 1) * group);
+                let span = KvSpan {
+                    keys,
+                    vals,
+                    stride: kv_dim,
+                    offset: g * hd,
+                    hd,
                 };
-                out.fill(0.0);
-                for (p, &w) in (lo..n_pos).zip(sc.iter()) {
-                    ops::axpy(
-                        out,
-                        w,
-                        &vals[p * kv_dim + g * hd..p * kv_dim + (g + 1) * hd],
-                    );
-                }
+                let qs = &q[i * q_dim + h0 * hd..i * q_dim + h1 * hd];
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        att.ptr().add(i * q_dim + h0 * hd),
+                        (h1 - h0) * hd,
+                    )
+                };
+                attention::attend(qs, span, (lo, n_pos), scale, sc_buf, out);
             }
         };
-        let n_tasks = n * nh;
+        let n_tasks = n * nkv * runs;
         if n_tasks < 2 || n_tasks * max_pos < 512 {
             task(0, (0..n_tasks).step_by(1));
         } else {
