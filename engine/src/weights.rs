@@ -7,7 +7,7 @@ use crate::quant::dot::{
     self, DotFn, DotManyFn, DotNFFn, DotR4Fn, FloatTileFn, Isa, MANY_TOKENS, TILE_ROWS,
 };
 use crate::quant::rows_i8::{matmul_rows_i8, RowsI8};
-use crate::quant::{dequantize_row, GgmlType, QActs};
+use crate::quant::{dequantize_row, token_groups, GgmlType, QActs, QGroup};
 use crate::ternary::kernels::Kernels;
 use crate::ternary::{formats, matmul_packed, Packed};
 use crate::threadpool::{split_range, SharedMut, ThreadPool};
@@ -300,6 +300,8 @@ pub fn matmul(
         *slot = Some((&**w, SharedMut(o.as_mut_ptr())));
     }
     let targets = &slots;
+    // Multi-token integer kernels need the group scale layout `quantize_acts` builds for exactly these tokens.
+    let grouped = n_tok > 1 && xq.cols == cols && xq.rows() == n_tok && !xq.per_token;
     pool.run(&|ti, nt| {
         let range = split_range(total_rows, nt, ti);
         let mut base = 0;
@@ -333,30 +335,34 @@ pub fn matmul(
                     };
                     let r1 = (r0 + step).min(hi);
                     let mut t0 = 0;
-                    if let (Some(km), true, true) = (w.kernel_many, xq.cols == cols, n_tok > 1) {
-                        // Every token, in balanced groups of at most MANY_TOKENS (9 → 5 + 4, not 8 + 1): each
-                        // group decodes the tile's weights once.
-                        let groups = n_tok.div_ceil(MANY_TOKENS);
+                    if let (Some(km), true) = (w.kernel_many, grouped) {
+                        // Every token, in the balanced groups `quantize_acts` laid the scales out for: each group
+                        // decodes the tile's weights once.
                         let mut v = [0f32; MANY_TOKENS];
                         let mut rows = [xq.row(0); MANY_TOKENS];
-                        for g in 0..groups {
-                            let m = n_tok / groups + usize::from(g < n_tok % groups);
+                        for (g, (first, m)) in token_groups(n_tok).enumerate() {
                             for (k, row) in rows[..m].iter_mut().enumerate() {
-                                *row = xq.row(t0 + k);
+                                *row = xq.row(first + k);
                             }
+                            let (d, dsum) = xq.group_scales(g);
+                            let group = QGroup {
+                                rows: &rows[..m],
+                                d,
+                                dsum,
+                            };
                             for r in r0..r1 {
                                 km(
                                     &data[r * w.row_bytes..(r + 1) * w.row_bytes],
-                                    &rows[..m],
+                                    &group,
                                     &mut v,
                                 );
                                 for (k, vk) in v[..m].iter().enumerate() {
                                     // SAFETY: row ranges are disjoint between threads; the index is within `out`.
-                                    unsafe { *out.ptr().add((t0 + k) * w.rows + r) = *vk };
+                                    unsafe { *out.ptr().add((first + k) * w.rows + r) = *vk };
                                 }
                             }
-                            t0 += m;
                         }
+                        t0 = n_tok;
                     } else if let (Some(kn), true) = (w.kernel_nf, n_tok > 1) {
                         // Tokens in balanced groups of at most four (a verification pass of 5 is 3 + 2).
                         let groups = n_tok.div_ceil(4);

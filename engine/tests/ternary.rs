@@ -134,7 +134,7 @@ fn ternary_kernels_equal_dequantize_then_dot() {
 #[test]
 fn tq2_0_multi_row_and_multi_token_kernels() {
     use hearth_engine::quant::dot::{kernel, kernel_many, kernel_r4, Isa};
-    use hearth_engine::quant::{quantize_acts, QActs};
+    use hearth_engine::quant::{interleave_scales, quantize_acts, QActs, QGroup, GROUP};
     let isa = Isa::best_supported();
     let (Some(r4), Some(k4)) = (
         kernel_r4(GgmlType::TQ2_0, isa),
@@ -159,7 +159,15 @@ fn tq2_0_multi_row_and_multi_token_kernels() {
     let toks = [acts.row(0), acts.row(1), acts.row(2), acts.row(3)];
     for m in 2..=4 {
         let mut got = [0f32; 4];
-        k4(rows[0], &toks[..m], &mut got);
+        let n = g.cols / 32 * GROUP;
+        let (mut d, mut dsum) = (vec![0f32; n], vec![0f32; n]);
+        interleave_scales(&toks[..m], &mut d, &mut dsum);
+        let group = QGroup {
+            rows: &toks[..m],
+            d: &d,
+            dsum: &dsum,
+        };
+        k4(rows[0], &group, &mut got);
         for (t, v) in got[..m].iter().enumerate() {
             assert!(
                 close(*v, one(rows[0], toks[t], &x)),

@@ -1,5 +1,6 @@
-//! Activations quantized to int8 in blocks of 32 (scale = absmax / 127, round to nearest), with scale × integer sum
-//! of each block so that kernels can fold weight offsets (Q4_0's −8, Q4_1's min, …) in one multiply.
+//! Activations quantized to int8 in blocks of 32 (scale = absmax / 127 held at f16 precision, round to nearest),
+//! with scale × integer sum of each block so that kernels can fold weight offsets (Q4_0's −8, Q4_1's min, …) in one
+//! multiply.
 
 pub const QK: usize = 32;
 
@@ -17,6 +18,47 @@ pub struct QActs {
     pub per_token: bool,
     pub row_d: Vec<f32>,
     pub row_sum: Vec<i32>,
+    /// Block scales (and d × Σq) of each token group (`token_groups`), block-major: `group_d[g][b * GROUP + t]`,
+    /// so a multi-token kernel loads one block's scales for all its tokens in one vector load.
+    pub group_d: Vec<f32>,
+    pub group_dsum: Vec<f32>,
+}
+
+/// Most tokens a multi-token kernel takes at once.
+pub const GROUP: usize = 8;
+
+/// The tokens 0..n in balanced groups of at most `GROUP` (9 → 5 + 4, not 8 + 1), as (first, count).
+pub fn token_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let groups = n.div_ceil(GROUP);
+    (0..groups).scan(0, move |t0, g| {
+        let m = n / groups + usize::from(g < n % groups);
+        let first = *t0;
+        *t0 += m;
+        Some((first, m))
+    })
+}
+
+/// Up to `GROUP` activation rows with their block scales also laid out block-major (`d[b * GROUP + t]`, zero for
+/// absent tokens).
+#[derive(Clone, Copy)]
+pub struct QGroup<'a> {
+    pub rows: &'a [QRow<'a>],
+    pub d: &'a [f32],
+    pub dsum: &'a [f32],
+}
+
+/// Writes the block-major scales of `rows` (at most `GROUP`) to `d` and `dsum`, `blocks × GROUP` each.
+pub fn interleave_scales(rows: &[QRow<'_>], d: &mut [f32], dsum: &mut [f32]) {
+    assert!(rows.len() <= GROUP);
+    let nb = rows.first().map_or(0, |r| r.d.len());
+    assert!(d.len() >= nb * GROUP && dsum.len() >= nb * GROUP);
+    for b in 0..nb {
+        for t in 0..GROUP {
+            let r = rows.get(t);
+            d[b * GROUP + t] = r.map_or(0.0, |r| r.d[b]);
+            dsum[b * GROUP + t] = r.map_or(0.0, |r| r.dsum[b]);
+        }
+    }
 }
 
 /// One quantized row.
@@ -28,6 +70,20 @@ pub struct QRow<'a> {
 }
 
 impl QActs {
+    /// Rows held (tokens).
+    pub fn rows(&self) -> usize {
+        self.q.len().checked_div(self.cols).unwrap_or(0)
+    }
+
+    /// The block-major scales of token group `g` of `token_groups(self.rows())`, built by `quantize_acts`.
+    pub fn group_scales(&self, g: usize) -> (&[f32], &[f32]) {
+        let n = self.cols / QK * GROUP;
+        (
+            &self.group_d[g * n..(g + 1) * n],
+            &self.group_dsum[g * n..(g + 1) * n],
+        )
+    }
+
     pub fn row(&self, r: usize) -> QRow<'_> {
         let nb = self.cols / QK;
         QRow {
@@ -65,7 +121,33 @@ pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
             *o = q as i8;
             s += q;
         }
+        // The scale at f16 precision, as llama.cpp's Q8_0/Q8_1 activation blocks hold it (and Q4_1's kernels round
+        // d·Σq to f16, as Q8_1 does): near-ties then fall as llama.cpp's do more often (engine/tests/reference.rs).
+        let d = half::f16::from_f32(d).to_f32();
         out.d[b] = d;
         out.dsum[b] = d * s as f32;
     }
+    let per_group = cols / QK * GROUP;
+    let groups = if rows > 1 { rows.div_ceil(GROUP) } else { 0 };
+    let (mut gd, mut gdsum) = (
+        std::mem::take(&mut out.group_d),
+        std::mem::take(&mut out.group_dsum),
+    );
+    gd.resize(groups * per_group, 0.0);
+    gdsum.resize(groups * per_group, 0.0);
+    if groups > 0 {
+        let mut rows_buf = [out.row(0); GROUP];
+        for (g, (t0, m)) in token_groups(rows).enumerate() {
+            for (k, r) in rows_buf[..m].iter_mut().enumerate() {
+                *r = out.row(t0 + k);
+            }
+            interleave_scales(
+                &rows_buf[..m],
+                &mut gd[g * per_group..(g + 1) * per_group],
+                &mut gdsum[g * per_group..(g + 1) * per_group],
+            );
+        }
+    }
+    out.group_d = gd;
+    out.group_dsum = gdsum;
 }

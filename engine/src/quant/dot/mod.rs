@@ -7,7 +7,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
-use super::{GgmlType, QRow};
+use super::{GgmlType, QGroup, QRow};
 
 /// Which instruction-set path the kernels use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,12 +59,12 @@ impl Isa {
 /// (types without an integer kernel use `xf`).
 pub type DotFn = fn(w_row: &[u8], xq: QRow<'_>, xf: &[f32]) -> f32;
 
-/// Two to eight activation rows at once (int8 formats): `out[t] = w_row · xq[t]`, bit-identical to `DotFn` on
-/// each row alone.
-pub type DotManyFn = fn(w_row: &[u8], xq: &[QRow<'_>], out: &mut [f32]);
+/// Two to eight activation rows at once (int8 formats): `out[t] = w_row · g.rows[t]`, bit-identical to `DotFn`
+/// on each row alone.
+pub type DotManyFn = fn(w_row: &[u8], g: &QGroup<'_>, out: &mut [f32]);
 
 /// Most tokens a `DotManyFn` takes.
-pub const MANY_TOKENS: usize = 8;
+pub const MANY_TOKENS: usize = crate::quant::GROUP;
 
 /// One to four f32 activation rows at once, for float weights: `out[t] = w_row · xf[t]`, bit-identical to `DotFn`
 /// on each row alone.
@@ -78,7 +78,7 @@ pub const TILE_ROWS: usize = 3;
 pub type FloatTileFn =
     fn(w_rows: &[&[u8]; TILE_ROWS], xf: &[&[f32]], out: &mut [[f32; 4]; TILE_ROWS]);
 
-/// Four weight rows against one activation row: `out[r] = w_rows[r] · xq`.
+/// Four weight rows against one activation row: `out[r] = w_rows[r] · xq`, bit-identical to `DotFn` on each row.
 pub type DotR4Fn = fn(w_rows: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4];
 
 /// The four-row kernel for a weight type, where one exists (generation: one token, many rows).

@@ -101,11 +101,16 @@ pub fn dot_q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     s
 }
 
+/// d·Σx at f16 precision: llama.cpp's Q8_1 activations hold it so, and its Q4_1/Q5_1 kernels multiply the min by it.
+fn sum_f16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
+}
+
 pub fn dot_q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     let mut s = 0f32;
     for (b, blk) in w.chunks_exact(Q4_1_BYTES).enumerate() {
         let dot = idot(nibbles(&blk[4..20]), &xq.q[b * QK..]);
-        s += read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.dsum[b];
+        s += read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * sum_f16(xq.dsum[b]);
     }
     s
 }
@@ -132,7 +137,7 @@ pub fn dot_q5_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     for (b, blk) in w.chunks_exact(Q5_1_BYTES).enumerate() {
         let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
         let dot = idot(q5_values(qh, &blk[8..24]), &xq.q[b * QK..]);
-        s += read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * xq.dsum[b];
+        s += read_f16(blk, 0) * xq.d[b] * dot as f32 + read_f16(blk, 2) * sum_f16(xq.dsum[b]);
     }
     s
 }

@@ -62,34 +62,39 @@ pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
         GgmlType::Q4_1 => pick!(vnni, DotR4Fn, q4_1_r4),
         GgmlType::Q5_0 => pick!(vnni, DotR4Fn, q5_0_r4),
         GgmlType::Q8_0 => pick!(vnni, DotR4Fn, q8_0_r4),
+        GgmlType::Q4K => pick!(vnni, DotR4Fn, q4k_r4),
+        GgmlType::Q6K => pick!(vnni, DotR4Fn, q6k_r4),
         GgmlType::TQ2_0 => pick!(vnni, DotR4Fn, tq2_0_r4),
         _ => return None,
     })
 }
 
-/// `$name(w, xq, out)`: out[t] = w · xq[t] for two to eight tokens, through the kernel's instantiation for that
-/// many (each weight block decoded once for all of them). Used inside `isa_kernels!`.
+/// `$name(w, g, out)`: out[t] = w · g.rows[t] for two to eight tokens, through `many_impl`'s instantiation for
+/// that many (each weight block decoded once for all of them). Used inside `isa_kernels!`.
 macro_rules! many {
-    ($name:ident, $f:ident $(, $F:ty)?) => {
-        pub fn $name(w: &[u8], xq: &[QRow<'_>], out: &mut [f32]) {
-            assert!(out.len() >= xq.len());
-            // SAFETY: as for the other entry points.
+    ($name:ident, $F:ty) => {
+        pub fn $name(w: &[u8], g: &QGroup<'_>, out: &mut [f32]) {
+            let n = g.rows.len();
+            let nb = g.rows.first().map_or(0, |r| r.d.len());
+            assert!(
+                (2..=GROUP).contains(&n)
+                    && out.len() >= n
+                    && g.d.len() >= nb * GROUP
+                    && g.dsum.len() >= nb * GROUP
+                    && g.rows
+                        .iter()
+                        .all(|r| r.d.len() == nb && r.q.len() >= nb * QK)
+            );
+            // SAFETY: lengths checked above; features detected before this kernel was handed out.
             unsafe {
-                match *xq {
-                    [a, b] => out[..2].copy_from_slice(&$f::<$($F,)? 2>(w, &[a, b])),
-                    [a, b, c] => out[..3].copy_from_slice(&$f::<$($F,)? 3>(w, &[a, b, c])),
-                    [a, b, c, d] => out[..4].copy_from_slice(&$f::<$($F,)? 4>(w, &[a, b, c, d])),
-                    [a, b, c, d, e] => out[..5].copy_from_slice(&$f::<$($F,)? 5>(w, &[a, b, c, d, e])),
-                    [a, b, c, d, e, f] => {
-                        out[..6].copy_from_slice(&$f::<$($F,)? 6>(w, &[a, b, c, d, e, f]))
-                    }
-                    [a, b, c, d, e, f, g] => {
-                        out[..7].copy_from_slice(&$f::<$($F,)? 7>(w, &[a, b, c, d, e, f, g]))
-                    }
-                    [a, b, c, d, e, f, g, h] => {
-                        out[..8].copy_from_slice(&$f::<$($F,)? 8>(w, &[a, b, c, d, e, f, g, h]))
-                    }
-                    _ => unreachable!("multi-token kernels take two to eight tokens"),
+                match n {
+                    2 => out[..2].copy_from_slice(&many_impl::<$F, 2>(w, g)),
+                    3 => out[..3].copy_from_slice(&many_impl::<$F, 3>(w, g)),
+                    4 => out[..4].copy_from_slice(&many_impl::<$F, 4>(w, g)),
+                    5 => out[..5].copy_from_slice(&many_impl::<$F, 5>(w, g)),
+                    6 => out[..6].copy_from_slice(&many_impl::<$F, 6>(w, g)),
+                    7 => out[..7].copy_from_slice(&many_impl::<$F, 7>(w, g)),
+                    _ => out[..8].copy_from_slice(&many_impl::<$F, 8>(w, g)),
                 }
             }
         }
@@ -155,7 +160,7 @@ macro_rules! isa_kernels {
         pub mod $modname {
             use super::lanes::{f16_at, hsum, load1, load8};
             use crate::quant::blocks::*;
-            use crate::quant::{QRow, QK};
+            use crate::quant::{QGroup, QRow, GROUP, QK};
             use std::arch::x86_64::*;
 
             /// acc + Σ over groups of 4 of (u8 a) × (i8 b), as 8 × i32.
@@ -210,12 +215,99 @@ macro_rules! isa_kernels {
             }
 
             /// One 32-weight sub-block, decoded: unsigned 8-bit codes (or |w| for signed formats, with the signs to
-            /// move onto x), the scale and the offset that multiplies the block's activation sum.
+            /// move onto x), the scale and the offset that multiplies the block's activation sum. Q6_K also
+            /// carries its two 16-weight sub-scales (`s16`) and offsets its codes by −32 in the integer product.
+            #[derive(Clone, Copy)]
             struct Sub {
                 q: __m256i,
                 sign: Option<__m256i>,
+                s16: Option<__m256i>,
                 dw: f32,
                 cw: f32,
+            }
+
+            impl Sub {
+                #[inline(always)]
+                fn plain(q: __m256i, dw: f32, cw: f32) -> Sub {
+                    Sub {
+                        q,
+                        sign: None,
+                        s16: None,
+                        dw,
+                        cw,
+                    }
+                }
+            }
+
+            /// The block's integer dot product with activations `x`, as 8 × i32 partial sums (exact).
+            #[inline(always)]
+            unsafe fn int_dot(s: &Sub, x: __m256i) -> __m256i {
+                unsafe {
+                    let x = match s.sign {
+                        Some(sg) => _mm256_sign_epi8(x, sg),
+                        None => x,
+                    };
+                    match s.s16 {
+                        // Q6_K: (q − 32)·x per 16-bit pair, times the pair's sub-scale.
+                        Some(s16) => _mm256_madd_epi16(
+                            _mm256_sub_epi16(
+                                _mm256_maddubs_epi16(s.q, x),
+                                _mm256_maddubs_epi16(_mm256_set1_epi8(32), x),
+                            ),
+                            s16,
+                        ),
+                        None => mul_sum_us8(_mm256_setzero_si256(), s.q, x),
+                    }
+                }
+            }
+
+            /// `v` rounded to the nearest f16 (ties to even) and back.
+            #[inline(always)]
+            unsafe fn round_f16(v: f32) -> f32 {
+                unsafe {
+                    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                        _mm_set_ss(v),
+                    )))
+                }
+            }
+
+            /// The sum of the eight i32 lanes.
+            #[inline(always)]
+            unsafe fn hsum_i32(v: __m256i) -> i32 {
+                unsafe {
+                    let s =
+                        _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                    _mm_cvtsi128_si32(s)
+                }
+            }
+
+            /// Lane t = the sum of p[t]'s eight lanes (t < N ≤ 8; later lanes 0): N block sums transposed into
+            /// one vector by a tree of horizontal adds.
+            #[inline(always)]
+            unsafe fn lane_sums<const N: usize>(p: &[__m256i; N]) -> __m256i {
+                unsafe {
+                    let z = _mm256_setzero_si256();
+                    let g = |i: usize| if i < N { p[i] } else { z };
+                    let q0 = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(g(0), g(1)),
+                        _mm256_hadd_epi32(g(2), g(3)),
+                    );
+                    let q1 = if N > 4 {
+                        _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(g(4), g(5)),
+                            _mm256_hadd_epi32(g(6), g(7)),
+                        )
+                    } else {
+                        z
+                    };
+                    // q0 = [Σlo p0..p3 | Σhi p0..p3], q1 the same for p4..p7.
+                    _mm256_add_epi32(
+                        _mm256_permute2x128_si256(q0, q1, 0x20),
+                        _mm256_permute2x128_si256(q0, q1, 0x31),
+                    )
+                }
             }
 
             /// A weight format read as a stream of 32-wide sub-blocks.
@@ -224,6 +316,9 @@ macro_rules! isa_kernels {
                 const SUBS: usize;
                 /// Whether `cw` (the offset times the block's activation sum) is ever non-zero.
                 const OFFSET: bool = true;
+                /// Whether the offset multiplies d·Σx rounded to f16 (llama.cpp's Q8_1 activations, which its Q4_1
+                /// and Q5_1 kernels read) rather than as it is.
+                const SUM_F16: bool = false;
                 type Hdr: Copy;
                 unsafe fn header(blk: *const u8) -> Self::Hdr;
                 unsafe fn sub(blk: *const u8, hdr: Self::Hdr, j: usize) -> Sub;
@@ -240,12 +335,7 @@ macro_rules! isa_kernels {
                 unsafe fn sub(blk: *const u8, _: (), _: usize) -> Sub {
                     unsafe {
                         let dw = f16_at(blk);
-                        Sub {
-                            q: nibbles32(blk.add(2)),
-                            sign: None,
-                            dw,
-                            cw: -8.0 * dw,
-                        }
+                        Sub::plain(nibbles32(blk.add(2)), dw, -8.0 * dw)
                     }
                 }
             }
@@ -254,19 +344,13 @@ macro_rules! isa_kernels {
             impl Format for Q4_1 {
                 const BYTES: usize = Q4_1_BYTES;
                 const SUBS: usize = 1;
+                const SUM_F16: bool = true;
                 type Hdr = ();
                 #[inline(always)]
                 unsafe fn header(_: *const u8) {}
                 #[inline(always)]
                 unsafe fn sub(blk: *const u8, _: (), _: usize) -> Sub {
-                    unsafe {
-                        Sub {
-                            q: nibbles32(blk.add(4)),
-                            sign: None,
-                            dw: f16_at(blk),
-                            cw: f16_at(blk.add(2)),
-                        }
-                    }
+                    unsafe { Sub::plain(nibbles32(blk.add(4)), f16_at(blk), f16_at(blk.add(2))) }
                 }
             }
 
@@ -286,12 +370,7 @@ macro_rules! isa_kernels {
                             nibbles32(blk.add(6)),
                             _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10)),
                         );
-                        Sub {
-                            q,
-                            sign: None,
-                            dw,
-                            cw: -16.0 * dw,
-                        }
+                        Sub::plain(q, dw, -16.0 * dw)
                     }
                 }
             }
@@ -310,10 +389,8 @@ macro_rules! isa_kernels {
                         let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                         // |w| × (x with w's sign) keeps each product while making the first operand unsigned.
                         Sub {
-                            q: _mm256_sign_epi8(w, w),
                             sign: Some(w),
-                            dw: f16_at(blk),
-                            cw: 0.0,
+                            ..Sub::plain(_mm256_sign_epi8(w, w), f16_at(blk), 0.0)
                         }
                     }
                 }
@@ -346,11 +423,52 @@ macro_rules! isa_kernels {
                         } else {
                             _mm256_srli_epi16(q, 4)
                         };
+                        Sub::plain(
+                            _mm256_and_si256(q, _mm256_set1_epi8(0xF)),
+                            h.0 * h.2[j] as f32,
+                            -h.1 * h.3[j] as f32,
+                        )
+                    }
+                }
+            }
+
+            /// Q6_K: sub-block j = 4n + p of the super-block is part p of its half n (128 weights: low nibbles
+            /// of 64 bytes, two high bits from 32 more), with a sub-scale per 16 weights.
+            struct Q6K;
+            impl Format for Q6K {
+                const BYTES: usize = Q6_K_BYTES;
+                const SUBS: usize = 8;
+                const OFFSET: bool = false;
+                type Hdr = f32;
+                #[inline(always)]
+                unsafe fn header(blk: *const u8) -> f32 {
+                    unsafe { f16_at(blk.add(208)) }
+                }
+                #[inline(always)]
+                unsafe fn sub(blk: *const u8, d: f32, j: usize) -> Sub {
+                    unsafe {
+                        let (n, p) = (j / 4, j % 4);
+                        let m4 = _mm256_set1_epi8(0xF);
+                        let m2 = _mm256_set1_epi8(0x30);
+                        let ql =
+                            _mm256_loadu_si256(blk.add(n * 64 + 32 * (p % 2)) as *const __m256i);
+                        let ql = if p < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+                        let qh = _mm256_loadu_si256(blk.add(128 + n * 32) as *const __m256i);
+                        let qh = match p {
+                            0 => _mm256_slli_epi16(qh, 4),
+                            1 => _mm256_slli_epi16(qh, 2),
+                            2 => qh,
+                            _ => _mm256_srli_epi16(qh, 2),
+                        };
+                        let q = _mm256_or_si256(_mm256_and_si256(ql, m4), _mm256_and_si256(qh, m2));
+                        let sc = blk.add(192 + n * 8 + 2 * p) as *const i8;
+                        let s16 = _mm256_set_m128i(
+                            _mm_set1_epi16(*sc.add(1) as i16),
+                            _mm_set1_epi16(*sc as i16),
+                        );
                         Sub {
-                            q: _mm256_and_si256(q, _mm256_set1_epi8(0xF)),
-                            sign: None,
-                            dw: h.0 * h.2[j] as f32,
-                            cw: -h.1 * h.3[j] as f32,
+                            s16: Some(s16),
+                            ..Sub::plain(q, d, 0.0)
                         }
                     }
                 }
@@ -371,26 +489,50 @@ macro_rules! isa_kernels {
                     unsafe {
                         let q = _mm256_loadu_si256(blk.add(32 * (j / 4)) as *const __m256i);
                         let q = _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * (j % 4) as i32));
-                        Sub {
-                            q: _mm256_and_si256(q, _mm256_set1_epi8(3)),
-                            sign: None,
-                            dw: d,
-                            cw: -d,
-                        }
+                        Sub::plain(_mm256_and_si256(q, _mm256_set1_epi8(3)), d, -d)
                     }
                 }
             }
 
-            /// out[t] = w · x[t] for N token rows: each weight sub-block is decoded once and used N times.
+            // The three shapes below — one row × one token, one row × N tokens, four rows × one token — give
+            // every (row, token) exactly the same result: each sub-block's integer dot product is exact, then
+            //   acc = fma(Σ, dw · dx, acc)   and   off = off + cw · (dx · Σx)   sub-block by sub-block,
+            // and the result is acc + off. Only the lanes differ (scalar; one token per lane; one row per lane),
+            // so batching and speculative verification never change a token's logits.
+
+            /// w · x for one row and one token.
             #[target_feature(enable = $features)]
-            unsafe fn blocks_impl<F: Format, const N: usize>(
-                w: &[u8],
-                xq: &[QRow<'_>; N],
-            ) -> [f32; N] {
+            unsafe fn one_impl<F: Format>(w: &[u8], xq: QRow<'_>) -> f32 {
                 unsafe {
                     let nb = w.len() / F::BYTES;
-                    let mut acc = [_mm256_setzero_ps(); N];
-                    let mut off = [0f32; N];
+                    let (mut acc, mut off) = (0f32, 0f32);
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * F::BYTES);
+                        let hdr = F::header(blk);
+                        for j in 0..F::SUBS {
+                            let s = F::sub(blk, hdr, j);
+                            let xb = b * F::SUBS + j;
+                            let sum = hsum_i32(int_dot(&s, load_x(&xq, xb))) as f32;
+                            acc = sum.mul_add(s.dw * *xq.d.get_unchecked(xb), acc);
+                            if F::OFFSET {
+                                let dxs = *xq.dsum.get_unchecked(xb);
+                                let dxs = if F::SUM_F16 { round_f16(dxs) } else { dxs };
+                                off += s.cw * dxs;
+                            }
+                        }
+                    }
+                    acc + off
+                }
+            }
+
+            /// out[t] = w · x[t] for N ≤ 8 tokens, token t in lane t: each weight sub-block is decoded once for
+            /// all of them, and one block's N sums are scaled with one multiply and one FMA.
+            #[target_feature(enable = $features)]
+            unsafe fn many_impl<F: Format, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
+                unsafe {
+                    let nb = w.len() / F::BYTES;
+                    let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    let (gd, gs) = (g.d.as_ptr(), g.dsum.as_ptr());
                     for b in 0..nb {
                         let blk = w.as_ptr().add(b * F::BYTES);
                         _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(8 * F::BYTES) as *const i8);
@@ -398,143 +540,69 @@ macro_rules! isa_kernels {
                         for j in 0..F::SUBS {
                             let s = F::sub(blk, hdr, j);
                             let xb = b * F::SUBS + j;
-                            for t in 0..N {
-                                let mut x = load_x(&xq[t], xb);
-                                if let Some(sg) = s.sign {
-                                    x = _mm256_sign_epi8(x, sg);
-                                }
-                                let p = mul_sum_us8(_mm256_setzero_si256(), s.q, x);
-                                let dx = *xq[t].d.get_unchecked(xb);
-                                acc[t] = _mm256_fmadd_ps(
-                                    _mm256_cvtepi32_ps(p),
-                                    _mm256_set1_ps(s.dw * dx),
-                                    acc[t],
-                                );
-                                if F::OFFSET {
-                                    off[t] += s.cw * *xq[t].dsum.get_unchecked(xb);
-                                }
+                            let p: [__m256i; N] = std::array::from_fn(|t| {
+                                int_dot(&s, load_x(g.rows.get_unchecked(t), xb))
+                            });
+                            let dx = _mm256_loadu_ps(gd.add(xb * GROUP));
+                            acc = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(lane_sums(&p)),
+                                _mm256_mul_ps(_mm256_set1_ps(s.dw), dx),
+                                acc,
+                            );
+                            if F::OFFSET {
+                                let dxs = _mm256_loadu_ps(gs.add(xb * GROUP));
+                                let dxs = if F::SUM_F16 {
+                                    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                                        dxs,
+                                    ))
+                                } else {
+                                    dxs
+                                };
+                                off = _mm256_add_ps(off, _mm256_mul_ps(_mm256_set1_ps(s.cw), dxs));
                             }
                         }
                     }
-                    let mut out = [0f32; N];
-                    for t in 0..N {
-                        out[t] = hsum(acc[t]) + off[t];
-                    }
-                    out
+                    let mut lanes = [0f32; GROUP];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc, off));
+                    std::array::from_fn(|t| lanes[t])
                 }
             }
 
-            /// out[r] = w[r] · x for R rows and one token: x and its scales are loaded once for R rows, and the
-            /// R accumulators are independent (more work in flight per cycle than one row at a time).
+            /// out[r] = w[r] · x for four rows and one token, row r in lane r: x and its scales are loaded once
+            /// for the four rows, and the four row streams are independent work in flight.
             #[target_feature(enable = $features)]
-            unsafe fn rows_impl<F: Format, const R: usize>(
-                w: &[&[u8]; R],
-                xq: QRow<'_>,
-            ) -> [f32; R] {
+            unsafe fn rows4_impl<F: Format>(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
                 unsafe {
                     let nb = w[0].len() / F::BYTES;
-                    let mut acc = [_mm256_setzero_ps(); R];
-                    let mut off = [0f32; R];
+                    let (mut acc, mut off) = (_mm_setzero_ps(), _mm_setzero_ps());
                     for b in 0..nb {
+                        let blk: [*const u8; 4] =
+                            std::array::from_fn(|r| w[r].as_ptr().add(b * F::BYTES));
+                        for p in blk {
+                            // Four interleaved row streams outrun the hardware prefetcher; ask ahead.
+                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * F::BYTES) as *const i8);
+                        }
+                        let hdr: [F::Hdr; 4] = std::array::from_fn(|r| F::header(blk[r]));
                         for j in 0..F::SUBS {
                             let xb = b * F::SUBS + j;
                             let x = load_x(&xq, xb);
-                            let dx = *xq.d.get_unchecked(xb);
-                            let dxs = *xq.dsum.get_unchecked(xb);
-                            for r in 0..R {
-                                let blk = w[r].as_ptr().add(b * F::BYTES);
-                                if j == 0 {
-                                    // Four interleaved row streams outrun the hardware prefetcher; ask ahead.
-                                    _mm_prefetch::<_MM_HINT_T0>(
-                                        blk.wrapping_add(8 * F::BYTES) as *const i8
-                                    );
-                                }
-                                let s = F::sub(blk, F::header(blk), j);
-                                let xs = match s.sign {
-                                    Some(sg) => _mm256_sign_epi8(x, sg),
-                                    None => x,
-                                };
-                                let p = mul_sum_us8(_mm256_setzero_si256(), s.q, xs);
-                                acc[r] = _mm256_fmadd_ps(
-                                    _mm256_cvtepi32_ps(p),
-                                    _mm256_set1_ps(s.dw * dx),
-                                    acc[r],
-                                );
-                                if F::OFFSET {
-                                    off[r] += s.cw * dxs;
-                                }
+                            let s: [Sub; 4] = std::array::from_fn(|r| F::sub(blk[r], hdr[r], j));
+                            let p: [__m256i; 4] = std::array::from_fn(|r| int_dot(&s[r], x));
+                            let sums = _mm256_castsi256_si128(lane_sums(&p));
+                            let dw = _mm_setr_ps(s[0].dw, s[1].dw, s[2].dw, s[3].dw);
+                            let dx = _mm_set1_ps(*xq.d.get_unchecked(xb));
+                            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sums), _mm_mul_ps(dw, dx), acc);
+                            if F::OFFSET {
+                                let cw = _mm_setr_ps(s[0].cw, s[1].cw, s[2].cw, s[3].cw);
+                                let dxs = *xq.dsum.get_unchecked(xb);
+                                let dxs =
+                                    _mm_set1_ps(if F::SUM_F16 { round_f16(dxs) } else { dxs });
+                                off = _mm_add_ps(off, _mm_mul_ps(cw, dxs));
                             }
                         }
                     }
-                    let mut out = [0f32; R];
-                    for r in 0..R {
-                        out[r] = hsum(acc[r]) + off[r];
-                    }
-                    out
-                }
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn q6k_impl<const N: usize>(w: &[u8], xq: &[QRow<'_>; N]) -> [f32; N] {
-                unsafe {
-                    let nsb = w.len() / Q6_K_BYTES;
-                    let mut acc = [_mm256_setzero_ps(); N];
-                    let m4 = _mm256_set1_epi8(0xF);
-                    let m2 = _mm256_set1_epi8(0x30);
-                    let c32 = _mm256_set1_epi8(32);
-                    for sb in 0..nsb {
-                        let blk = w.as_ptr().add(sb * Q6_K_BYTES);
-                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(2 * Q6_K_BYTES) as *const i8);
-                        let d = f16_at(blk.add(208));
-                        for n in 0..2 {
-                            let ql0 = _mm256_loadu_si256(blk.add(n * 64) as *const __m256i);
-                            let ql1 = _mm256_loadu_si256(blk.add(n * 64 + 32) as *const __m256i);
-                            let qh = _mm256_loadu_si256(blk.add(128 + n * 32) as *const __m256i);
-                            let sc = blk.add(192 + n * 8) as *const i8;
-                            let parts = [
-                                _mm256_or_si256(
-                                    _mm256_and_si256(ql0, m4),
-                                    _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(ql1, m4),
-                                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                    _mm256_and_si256(qh, m2),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
-                                ),
-                            ];
-                            for (p, q) in parts.iter().enumerate() {
-                                let b = sb * 8 + n * 4 + p;
-                                let s16 = _mm256_set_m128i(
-                                    _mm_set1_epi16(*sc.add(2 * p + 1) as i16),
-                                    _mm_set1_epi16(*sc.add(2 * p) as i16),
-                                );
-                                for t in 0..N {
-                                    let x = load_x(&xq[t], b);
-                                    let diff = _mm256_sub_epi16(
-                                        _mm256_maddubs_epi16(*q, x),
-                                        _mm256_maddubs_epi16(c32, x),
-                                    );
-                                    let pi = _mm256_madd_epi16(diff, s16);
-                                    acc[t] = _mm256_fmadd_ps(
-                                        _mm256_cvtepi32_ps(pi),
-                                        _mm256_set1_ps(d * *xq[t].d.get_unchecked(b)),
-                                        acc[t],
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    let mut out = [0f32; N];
-                    for t in 0..N {
-                        out[t] = hsum(acc[t]);
-                    }
+                    let mut out = [0f32; 4];
+                    _mm_storeu_ps(out.as_mut_ptr(), _mm_add_ps(acc, off));
                     out
                 }
             }
@@ -613,48 +681,54 @@ macro_rules! isa_kernels {
             // Safe entry points: `kernel()` hands these out only after run-time detection of the features, and
             // every row length was validated against the block size when the model was loaded.
             pub fn q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { blocks_impl::<Q4_0, 1>(w, &[xq])[0] }
-            }
-            pub fn q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { blocks_impl::<Q4_1, 1>(w, &[xq])[0] }
-            }
-            pub fn q5_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { blocks_impl::<Q5_0, 1>(w, &[xq])[0] }
-            }
-            pub fn q8_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { blocks_impl::<Q8_0, 1>(w, &[xq])[0] }
-            }
-            pub fn q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { blocks_impl::<Q4K, 1>(w, &[xq])[0] }
-            }
-            pub fn tq2_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { blocks_impl::<TQ2_0, 1>(w, &[xq])[0] }
-            }
-            pub fn tq2_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows_impl::<TQ2_0, 4>(w, xq) }
-            }
-            pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { q6k_impl::<1>(w, &[xq])[0] }
+                unsafe { one_impl::<Q4_0>(w, xq) }
             }
             pub fn q4_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows_impl::<Q4_0, 4>(w, xq) }
+                unsafe { rows4_impl::<Q4_0>(w, xq) }
+            }
+            many!(q4_0_n, Q4_0);
+            pub fn q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { one_impl::<Q4_1>(w, xq) }
             }
             pub fn q4_1_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows_impl::<Q4_1, 4>(w, xq) }
+                unsafe { rows4_impl::<Q4_1>(w, xq) }
+            }
+            many!(q4_1_n, Q4_1);
+            pub fn q5_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { one_impl::<Q5_0>(w, xq) }
             }
             pub fn q5_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows_impl::<Q5_0, 4>(w, xq) }
+                unsafe { rows4_impl::<Q5_0>(w, xq) }
+            }
+            many!(q5_0_n, Q5_0);
+            pub fn q8_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { one_impl::<Q8_0>(w, xq) }
             }
             pub fn q8_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows_impl::<Q8_0, 4>(w, xq) }
+                unsafe { rows4_impl::<Q8_0>(w, xq) }
             }
-            many!(q4_0_n, blocks_impl, Q4_0);
-            many!(q4_1_n, blocks_impl, Q4_1);
-            many!(q5_0_n, blocks_impl, Q5_0);
-            many!(q8_0_n, blocks_impl, Q8_0);
-            many!(q4k_n, blocks_impl, Q4K);
-            many!(tq2_0_n, blocks_impl, TQ2_0);
-            many!(q6k_n, q6k_impl);
+            many!(q8_0_n, Q8_0);
+            pub fn q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { one_impl::<Q4K>(w, xq) }
+            }
+            pub fn q4k_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows4_impl::<Q4K>(w, xq) }
+            }
+            many!(q4k_n, Q4K);
+            pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { one_impl::<Q6K>(w, xq) }
+            }
+            pub fn q6k_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows4_impl::<Q6K>(w, xq) }
+            }
+            many!(q6k_n, Q6K);
+            pub fn tq2_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+                unsafe { one_impl::<TQ2_0>(w, xq) }
+            }
+            pub fn tq2_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                unsafe { rows4_impl::<TQ2_0>(w, xq) }
+            }
+            many!(tq2_0_n, TQ2_0);
             pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
                 assert!(w.len() >= 4 * xf.len());
                 // SAFETY: length checked; features detected before this kernel was handed out.
@@ -701,7 +775,25 @@ isa_kernels!(vnni_k, "avx2,fma,f16c,avx512vnni,avx512vl", true);
 #[cfg(test)]
 mod tests {
     use super::super::{kernel, scalar, Isa};
-    use crate::quant::{dequantize_row, quantize_acts, GgmlType, QActs};
+    use crate::quant::{
+        dequantize_row, interleave_scales, quantize_acts, GgmlType, QActs, QGroup, QRow,
+    };
+
+    /// `many(w, rows)` with the rows' scales interleaved as `quantize_acts` lays them out.
+    fn run_many(many: super::super::DotManyFn, w: &[u8], rows: &[QRow<'_>], out: &mut [f32]) {
+        let n = rows[0].d.len() * crate::quant::GROUP;
+        let (mut d, mut dsum) = (vec![0f32; n], vec![0f32; n]);
+        interleave_scales(rows, &mut d, &mut dsum);
+        many(
+            w,
+            &QGroup {
+                rows,
+                d: &d,
+                dsum: &dsum,
+            },
+            out,
+        );
+    }
 
     /// Deterministic pseudo-random bytes (xorshift): random block contents exercise every bit pattern.
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -811,7 +903,7 @@ mod tests {
                     // Four different rows: the same row and three shifted copies of the activations.
                     let rows = [xq.row(0), xq4.row(1), xq4.row(2), xq4.row(3)];
                     let mut got = [0f32; 4];
-                    many(&w, &rows, &mut got);
+                    run_many(many, &w, &rows, &mut got);
                     for (t, g) in got.iter().enumerate() {
                         let want = scalar::kernel(ty).expect("scalar")(&w, rows[t], &x);
                         assert!(
@@ -897,9 +989,22 @@ mod tests {
                 }
                 let one = kernel(ty, isa).expect("kernel");
                 let many = super::super::kernel_many(ty, isa).expect("multi-token kernel");
+                if let Some(r4) = super::super::kernel_r4(ty, isa) {
+                    let w2 = random_row(ty, n, 17);
+                    for t in 0..8 {
+                        let got = r4(&[&w, &w2, &w2, &w], rows[t]);
+                        let xf = &x[t * n..(t + 1) * n];
+                        let want = [&w, &w2, &w2, &w].map(|r| one(r, rows[t], xf).to_bits());
+                        assert_eq!(
+                            got.map(f32::to_bits),
+                            want,
+                            "{ty} {isa:?} four rows, token {t}"
+                        );
+                    }
+                }
                 for m in 2..=8 {
                     let mut got = [0f32; 8];
-                    many(&w, &rows[..m], &mut got);
+                    run_many(many, &w, &rows[..m], &mut got);
                     for t in 0..m {
                         let want = one(&w, rows[t], &x[t * n..(t + 1) * n]);
                         assert_eq!(
