@@ -301,7 +301,7 @@ pub fn matmul(
     }
     let targets = &slots;
     // Multi-token integer kernels need the group scale layout `quantize_acts` builds for exactly these tokens.
-    let grouped = n_tok > 1 && xq.cols == cols && xq.rows() == n_tok && !xq.per_token;
+    let grouped = n_tok > 1 && xq.cols == cols && xq.rows() == n_tok;
     pool.run(&|ti, nt| {
         let range = split_range(total_rows, nt, ti);
         let mut base = 0;

@@ -127,6 +127,13 @@ pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
         out.d[b] = d;
         out.dsum[b] = d * s as f32;
     }
+    build_group_scales(out);
+}
+
+/// Lays out the block scales of every token group (`token_groups(rows)`) block-major for the multi-token kernels;
+/// called by every quantizer once the rows are in.
+pub(crate) fn build_group_scales(out: &mut QActs) {
+    let (rows, cols) = (out.rows(), out.cols);
     let per_group = cols / QK * GROUP;
     let groups = if rows > 1 { rows.div_ceil(GROUP) } else { 0 };
     let (mut gd, mut gdsum) = (

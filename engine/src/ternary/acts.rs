@@ -4,7 +4,7 @@
 //! filled consistently (every block of a row has the row's scale), so int8 kernels of other types read the same
 //! numbers.
 
-use crate::quant::acts::round_half_even;
+use crate::quant::acts::{build_group_scales, round_half_even};
 use crate::quant::{QActs, QK};
 
 fn quantize_row(x: &[f32], amax: f32, q: &mut [i8]) -> (f32, i32) {
@@ -53,6 +53,7 @@ pub fn quantize_per_token(x: &[f32], cols: usize, out: &mut QActs) {
         let (d, sum) = quantize_row(row, amax, &mut out.q[r * cols..(r + 1) * cols]);
         finish_row(out, r, d, sum);
     }
+    build_group_scales(out);
 }
 
 /// RMSNorm (`y = x / sqrt(mean(x²) + eps) · w`) of each row of `x` into `y`, and `y` quantized per token into
@@ -71,6 +72,7 @@ pub fn rms_norm_quantize(x: &[f32], w: &[f32], eps: f32, y: &mut [f32], out: &mu
         let (d, sum) = quantize_row(yr, amax, &mut out.q[r * cols..(r + 1) * cols]);
         finish_row(out, r, d, sum);
     }
+    build_group_scales(out);
 }
 
 #[cfg(test)]

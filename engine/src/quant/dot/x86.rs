@@ -55,15 +55,14 @@ pub fn kernel_float_n(ty: GgmlType, vnni: bool) -> Option<DotNFFn> {
     })
 }
 
-/// Four-row kernels for one token (generation), where they exist.
+/// Four-row kernels for one token (generation), where they exist. Q4_K and Q6_K have none: four rows' headers
+/// and sub-scales spill AVX2's registers, and measured slower than one row at a time in Gemma 3 generation.
 pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
     Some(match ty {
         GgmlType::Q4_0 => pick!(vnni, DotR4Fn, q4_0_r4),
         GgmlType::Q4_1 => pick!(vnni, DotR4Fn, q4_1_r4),
         GgmlType::Q5_0 => pick!(vnni, DotR4Fn, q5_0_r4),
         GgmlType::Q8_0 => pick!(vnni, DotR4Fn, q8_0_r4),
-        GgmlType::Q4K => pick!(vnni, DotR4Fn, q4k_r4),
-        GgmlType::Q6K => pick!(vnni, DotR4Fn, q6k_r4),
         GgmlType::TQ2_0 => pick!(vnni, DotR4Fn, tq2_0_r4),
         _ => return None,
     })
@@ -100,6 +99,10 @@ macro_rules! many {
         }
     };
 }
+
+/// How far ahead (in blocks) the four-row kernels prefetch each row stream (Gemma 3 generation, 2 threads: 8
+/// blocks ran at 64–66 tok/s, 4 and 16 at 48–50).
+const R4_PREFETCH_BLOCKS: usize = 8;
 
 /// How far ahead of the float weight stream the multi-token kernel prefetches (measured on SmolLM2 F16, 2 threads:
 /// 2 KiB beat 1 KiB and 4 KiB; none at all left four-token passes ~25% slower).
@@ -580,7 +583,9 @@ macro_rules! isa_kernels {
                             std::array::from_fn(|r| w[r].as_ptr().add(b * F::BYTES));
                         for p in blk {
                             // Four interleaved row streams outrun the hardware prefetcher; ask ahead.
-                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * F::BYTES) as *const i8);
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                p.wrapping_add(super::R4_PREFETCH_BLOCKS * F::BYTES) as *const i8,
+                            );
                         }
                         let hdr: [F::Hdr; 4] = std::array::from_fn(|r| F::header(blk[r]));
                         for j in 0..F::SUBS {
@@ -711,15 +716,9 @@ macro_rules! isa_kernels {
             pub fn q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 unsafe { one_impl::<Q4K>(w, xq) }
             }
-            pub fn q4k_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows4_impl::<Q4K>(w, xq) }
-            }
             many!(q4k_n, Q4K);
             pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                 unsafe { one_impl::<Q6K>(w, xq) }
-            }
-            pub fn q6k_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows4_impl::<Q6K>(w, xq) }
             }
             many!(q6k_n, Q6K);
             pub fn tq2_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
