@@ -3,11 +3,9 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::dot::{
-    self, DotFn, DotManyFn, DotNFFn, DotR4Fn, FloatTileFn, Isa, MANY_TOKENS, TILE_ROWS,
-};
+use crate::quant::dot::{self, DotFn, DotManyFn, DotNFFn, DotR4Fn, FloatTileFn, Isa, TILE_ROWS};
 use crate::quant::rows_i8::{matmul_rows_i8, RowsI8};
-use crate::quant::{dequantize_row, token_groups, GgmlType, QActs, QGroup};
+use crate::quant::{balanced_groups, dequantize_row, token_groups, GgmlType, QActs, QGroup, GROUP};
 use crate::ternary::kernels::Kernels;
 use crate::ternary::{formats, matmul_packed, Packed};
 use crate::threadpool::{split_range, SharedMut, ThreadPool};
@@ -338,8 +336,8 @@ pub fn matmul(
                     if let (Some(km), true) = (w.kernel_many, grouped) {
                         // Every token, in the balanced groups `quantize_acts` laid the scales out for: each group
                         // decodes the tile's weights once.
-                        let mut v = [0f32; MANY_TOKENS];
-                        let mut rows = [xq.row(0); MANY_TOKENS];
+                        let mut v = [0f32; GROUP];
+                        let mut rows = [xq.row(0); GROUP];
                         for (g, (first, m)) in token_groups(n_tok).enumerate() {
                             for (k, row) in rows[..m].iter_mut().enumerate() {
                                 *row = xq.row(first + k);
@@ -365,11 +363,9 @@ pub fn matmul(
                         t0 = n_tok;
                     } else if let (Some(kn), true) = (w.kernel_nf, n_tok > 1) {
                         // Tokens in balanced groups of at most four (a verification pass of 5 is 3 + 2).
-                        let groups = n_tok.div_ceil(4);
                         let mut v = [0f32; 4];
-                        for g in 0..groups {
-                            let m = n_tok / groups + usize::from(g < n_tok % groups);
-                            let xr = |t: usize| &x[(t0 + t) * cols..(t0 + t + 1) * cols];
+                        for (first, m) in balanced_groups(n_tok, 4) {
+                            let xr = |t: usize| &x[(first + t) * cols..(first + t + 1) * cols];
                             let toks =
                                 [xr(0), xr(1.min(m - 1)), xr(2.min(m - 1)), xr(3.min(m - 1))];
                             let row = |r: usize| &data[r * w.row_bytes..(r + 1) * w.row_bytes];
@@ -383,7 +379,7 @@ pub fn matmul(
                                         for (k, vk) in vr[..m].iter().enumerate() {
                                             // SAFETY: as above.
                                             unsafe {
-                                                *out.ptr().add((t0 + k) * w.rows + r_start + i) =
+                                                *out.ptr().add((first + k) * w.rows + r_start + i) =
                                                     *vk
                                             };
                                         }
@@ -395,11 +391,11 @@ pub fn matmul(
                                 kn(row(r), &toks[..m], &mut v);
                                 for (k, vk) in v[..m].iter().enumerate() {
                                     // SAFETY: as above.
-                                    unsafe { *out.ptr().add((t0 + k) * w.rows + r) = *vk };
+                                    unsafe { *out.ptr().add((first + k) * w.rows + r) = *vk };
                                 }
                             }
-                            t0 += m;
                         }
+                        t0 = n_tok;
                     }
                     for t in t0..n_tok {
                         let xr = xq_row_or_empty(xq, t);

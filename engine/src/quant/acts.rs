@@ -29,7 +29,12 @@ pub const GROUP: usize = 8;
 
 /// The tokens 0..n in balanced groups of at most `GROUP` (9 → 5 + 4, not 8 + 1), as (first, count).
 pub fn token_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
-    let groups = n.div_ceil(GROUP);
+    balanced_groups(n, GROUP)
+}
+
+/// 0..n in the fewest groups of at most `max`, their sizes differing by at most one, as (first, count).
+pub fn balanced_groups(n: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let groups = n.div_ceil(max);
     (0..groups).scan(0, move |t0, g| {
         let m = n / groups + usize::from(g < n % groups);
         let first = *t0;

@@ -9,7 +9,9 @@ mod quantize;
 pub mod rows_i8;
 mod types;
 
-pub use acts::{interleave_scales, quantize_acts, token_groups, QActs, QGroup, QRow, GROUP, QK};
+pub use acts::{
+    balanced_groups, interleave_scales, quantize_acts, token_groups, QActs, QGroup, QRow, GROUP, QK,
+};
 pub use dequant::dequantize_row;
 pub use quantize::{quantize_q8_0, quantize_tq1_0, quantize_tq2_0};
 pub use types::GgmlType;

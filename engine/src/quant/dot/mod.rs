@@ -59,12 +59,9 @@ impl Isa {
 /// (types without an integer kernel use `xf`).
 pub type DotFn = fn(w_row: &[u8], xq: QRow<'_>, xf: &[f32]) -> f32;
 
-/// Two to eight activation rows at once (int8 formats): `out[t] = w_row · g.rows[t]`, bit-identical to `DotFn`
+/// Two to `quant::GROUP` (eight) activation rows at once (int8 formats): `out[t] = w_row · g.rows[t]`, bit-identical to `DotFn`
 /// on each row alone.
 pub type DotManyFn = fn(w_row: &[u8], g: &QGroup<'_>, out: &mut [f32]);
-
-/// Most tokens a `DotManyFn` takes.
-pub const MANY_TOKENS: usize = crate::quant::GROUP;
 
 /// One to four f32 activation rows at once, for float weights: `out[t] = w_row · xf[t]`, bit-identical to `DotFn`
 /// on each row alone.

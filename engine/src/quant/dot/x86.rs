@@ -68,11 +68,23 @@ pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
     })
 }
 
-/// `$name(w, g, out)`: out[t] = w · g.rows[t] for two to eight tokens, through `many_impl`'s instantiation for
-/// that many (each weight block decoded once for all of them). Used inside `isa_kernels!`.
-macro_rules! many {
-    ($name:ident, $F:ty) => {
-        pub fn $name(w: &[u8], g: &QGroup<'_>, out: &mut [f32]) {
+/// The safe entry points of one integer format `$F` inside `isa_kernels!`: `$one` (one row × one token), `$many`
+/// (one row × two to eight tokens, through `many_impl`'s instantiation for that many) and, where given, `$r4` (four
+/// rows × one token). `kernel()` hands them out only after run-time detection of the features, and every row
+/// length was validated against the block size when the model was loaded.
+macro_rules! int_entries {
+    ($F:ty: $one:ident, $many:ident $(, $r4:ident)?) => {
+        pub fn $one(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+            // SAFETY: see above.
+            unsafe { one_impl::<$F>(w, xq) }
+        }
+        $(
+            pub fn $r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
+                // SAFETY: see above.
+                unsafe { rows4_impl::<$F>(w, xq) }
+            }
+        )?
+        pub fn $many(w: &[u8], g: &QGroup<'_>, out: &mut [f32]) {
             let n = g.rows.len();
             let nb = g.rows.first().map_or(0, |r| r.d.len());
             assert!(
@@ -80,11 +92,9 @@ macro_rules! many {
                     && out.len() >= n
                     && g.d.len() >= nb * GROUP
                     && g.dsum.len() >= nb * GROUP
-                    && g.rows
-                        .iter()
-                        .all(|r| r.d.len() == nb && r.q.len() >= nb * QK)
+                    && g.rows.iter().all(|r| r.d.len() == nb && r.q.len() >= nb * QK)
             );
-            // SAFETY: lengths checked above; features detected before this kernel was handed out.
+            // SAFETY: lengths checked above; features as above.
             unsafe {
                 match n {
                     2 => out[..2].copy_from_slice(&many_impl::<$F, 2>(w, g)),
@@ -110,7 +120,7 @@ const F16_PREFETCH_BYTES: usize = 2048;
 
 /// Horizontal sums and float loads shared by both instantiations below and by the row tile (`float_tile`): plain
 /// SSE/AVX/F16C, inlined into callers compiled with those features.
-pub(super) mod lanes {
+pub(crate) mod lanes {
     use std::arch::x86_64::*;
 
     /// The sum of the eight lanes: low half + high half, then pairs, then the last two.
@@ -121,6 +131,17 @@ pub(super) mod lanes {
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             let s = _mm_add_ss(s, _mm_movehdup_ps(s));
             _mm_cvtss_f32(s)
+        }
+    }
+
+    /// The sum of the eight i32 lanes.
+    #[inline(always)]
+    pub unsafe fn hsum_i32(v: __m256i) -> i32 {
+        unsafe {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            _mm_cvtsi128_si32(s)
         }
     }
 
@@ -161,7 +182,7 @@ pub(super) mod lanes {
 macro_rules! isa_kernels {
     ($modname:ident, $features:literal, $vnni:expr) => {
         pub mod $modname {
-            use super::lanes::{f16_at, hsum, load1, load8};
+            use super::lanes::{f16_at, hsum, hsum_i32, load1, load8};
             use crate::quant::blocks::*;
             use crate::quant::{QGroup, QRow, GROUP, QK};
             use std::arch::x86_64::*;
@@ -271,18 +292,6 @@ macro_rules! isa_kernels {
                     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
                         _mm_set_ss(v),
                     )))
-                }
-            }
-
-            /// The sum of the eight i32 lanes.
-            #[inline(always)]
-            unsafe fn hsum_i32(v: __m256i) -> i32 {
-                unsafe {
-                    let s =
-                        _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-                    _mm_cvtsi128_si32(s)
                 }
             }
 
@@ -683,51 +692,13 @@ macro_rules! isa_kernels {
                 }
             }
 
-            // Safe entry points: `kernel()` hands these out only after run-time detection of the features, and
-            // every row length was validated against the block size when the model was loaded.
-            pub fn q4_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { one_impl::<Q4_0>(w, xq) }
-            }
-            pub fn q4_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows4_impl::<Q4_0>(w, xq) }
-            }
-            many!(q4_0_n, Q4_0);
-            pub fn q4_1(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { one_impl::<Q4_1>(w, xq) }
-            }
-            pub fn q4_1_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows4_impl::<Q4_1>(w, xq) }
-            }
-            many!(q4_1_n, Q4_1);
-            pub fn q5_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { one_impl::<Q5_0>(w, xq) }
-            }
-            pub fn q5_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows4_impl::<Q5_0>(w, xq) }
-            }
-            many!(q5_0_n, Q5_0);
-            pub fn q8_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { one_impl::<Q8_0>(w, xq) }
-            }
-            pub fn q8_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows4_impl::<Q8_0>(w, xq) }
-            }
-            many!(q8_0_n, Q8_0);
-            pub fn q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { one_impl::<Q4K>(w, xq) }
-            }
-            many!(q4k_n, Q4K);
-            pub fn q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { one_impl::<Q6K>(w, xq) }
-            }
-            many!(q6k_n, Q6K);
-            pub fn tq2_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-                unsafe { one_impl::<TQ2_0>(w, xq) }
-            }
-            pub fn tq2_0_r4(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
-                unsafe { rows4_impl::<TQ2_0>(w, xq) }
-            }
-            many!(tq2_0_n, TQ2_0);
+            int_entries!(Q4_0: q4_0, q4_0_n, q4_0_r4);
+            int_entries!(Q4_1: q4_1, q4_1_n, q4_1_r4);
+            int_entries!(Q5_0: q5_0, q5_0_n, q5_0_r4);
+            int_entries!(Q8_0: q8_0, q8_0_n, q8_0_r4);
+            int_entries!(Q4K: q4k, q4k_n);
+            int_entries!(Q6K: q6k, q6k_n);
+            int_entries!(TQ2_0: tq2_0, tq2_0_n, tq2_0_r4);
             pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
                 assert!(w.len() >= 4 * xf.len());
                 // SAFETY: length checked; features detected before this kernel was handed out.
