@@ -5,7 +5,7 @@ STATE ?= .hearth
 
 BIND ?= 127.0.0.1:8383
 
-.PHONY: run test models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
+.PHONY: run test test-aarch64 models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
 
 ## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
 run: models ui build
@@ -48,6 +48,7 @@ lint:
 test: models clients tools lint
 	HEARTH_REQUIRE_UI=1 scripts/build-ui
 	cargo test --workspace
+	scripts/test-aarch64
 	$(MAKE) e2e
 	tests/package/run
 
@@ -58,6 +59,10 @@ package:
 ## make package-test: lintian, rpmlint, systemd-analyze, and install/upgrade/purge in a Debian chroot.
 package-test:
 	tests/package/run
+
+## make test-aarch64: the AArch64 NEON kernels cross-built and run under QEMU (part of make test).
+test-aarch64:
+	scripts/test-aarch64
 
 ## make bench: side by side with llama.cpp (builds it from PyPI's llama-cpp-python on first use).
 bench:

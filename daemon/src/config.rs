@@ -49,9 +49,9 @@ pub struct ModelConfig {
     pub keep_alive: Option<Duration>,
     /// Load at start instead of on first use.
     pub preload: bool,
-    /// Convert the output head at load: `i8` (int8 rows, per-token activations) or `q8_0` halve the bytes a
-    /// generated token reads from a tied F16 head (BitNet b1.58; docs/benchmarks.md has speed and the quality
-    /// effect). Default: the file's type.
+    /// How to read the output head: `i4-rescored` (an int4 copy finds the candidates, the file's head rescores
+    /// them), `i8` (int8 rows, per-token activations) or `q8_0` (half a tied F16 head's bytes per token), `q4_0`
+    /// (a quarter), `f16` (docs/benchmarks.md has speed and the quality effect). Default: the file's head.
     pub head: Option<String>,
     /// Convert every matrix at load: `f16` or `f32` — a higher-precision twin of a quantized file, e.g. as the
     /// target of a draft model made from the same file. Default: the file's types.
@@ -72,8 +72,8 @@ impl ModelConfig {
             .and_then(hearth_engine::model::parse_dtype)
     }
 
-    /// The `head` option as a tensor type; config validation has already refused other values.
-    pub fn head_type(&self) -> Option<hearth_engine::quant::GgmlType> {
+    /// The `head` option; config validation has already refused other values.
+    pub fn head_type(&self) -> Option<hearth_engine::model::HeadOption> {
         self.head
             .as_deref()
             .and_then(hearth_engine::model::parse_head)
@@ -402,7 +402,8 @@ impl Config {
             if let Some(h) = &m.head {
                 if hearth_engine::model::parse_head(h).is_none() {
                     return Err(ConfigError::Invalid(format!(
-                        "models.{name}.head: '{h}' (use i8, q8_0 or f16)"
+                        "models.{name}.head: '{h}' (use {})",
+                        hearth_engine::model::HeadOption::NAMES
                     )));
                 }
             }

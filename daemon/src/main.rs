@@ -133,6 +133,10 @@ enum ModelCommand {
         /// full model's: a layer-truncated copy (a self-speculation draft).
         #[arg(long)]
         layers: Option<usize>,
+        /// The embedding's (tied head's) type: f16 as published, or q8_0 / q4_0 — a file for llama.cpp whose
+        /// head reads as many bytes as Hearth's `--head q8_0|q4_0` (like-for-like benchmarks).
+        #[arg(long, default_value = "f16")]
+        embed: String,
     },
     /// Convert a Hugging Face BitNet b1.58 checkpoint (config.json + model.safetensors) to GGUF.
     Convert {
@@ -295,6 +299,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 seed,
                 tokenizer,
                 layers,
+                embed,
             } => cli::model_files::synth(
                 &family,
                 &preset,
@@ -303,6 +308,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 seed,
                 tokenizer.as_ref(),
                 layers,
+                &embed,
             ),
             ModelCommand::Convert {
                 dir,

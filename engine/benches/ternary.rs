@@ -158,10 +158,11 @@ fn main() {
     let f16_head = Weight::from_file(&f, "head", isa).expect("head");
     let q8_head = f16_head.converted(GgmlType::Q8_0, isa).expect("q8_0 head");
     let i8_head = f16_head.to_rows_i8(isa);
+    let q4_head = f16_head.converted(GgmlType::Q4_0, isa).expect("q4_0 head");
     for (head, t) in tokens
         .iter()
         .filter(|&&t| t <= 32)
-        .flat_map(|&t| [(&f16_head, t), (&q8_head, t), (&i8_head, t)])
+        .flat_map(|&t| [(&f16_head, t), (&q8_head, t), (&i8_head, t), (&q4_head, t)])
     {
         let x: Vec<f32> = (0..t * k)
             .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
@@ -181,6 +182,26 @@ fn main() {
             s * 1e3,
             (n * k * t) as f64 / s / 1e9,
             head.n_bytes() as f64 / s / 1e9
+        );
+    }
+    // The coarse pass of `head = "i4-rescored"` (int4, 8-bit block scales; the rescoring of ~70 rows after it
+    // reads 0.3 MB of the F16 head).
+    let coarse = hearth_engine::model::rescore::CoarseHead::new(&f16_head, isa).expect("int4 head");
+    for &t in tokens.iter().filter(|&&t| t <= 32) {
+        let x: Vec<f32> = (0..t * k)
+            .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let mut xq = QActs::default();
+        quantize_per_token(&x, k, &mut xq);
+        let mut out = vec![0f32; t * n];
+        let s = time(|| coarse.matmul(&pool, &xq, t, &mut out), 1.0);
+        println!(
+            "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
+            format!("head I4 coarse {k} -> {n}"),
+            t,
+            s * 1e3,
+            (n * k * t) as f64 / s / 1e9,
+            coarse.n_bytes() as f64 / s / 1e9
         );
     }
     let _ = std::fs::remove_file(&dir);

@@ -33,11 +33,7 @@ fn main() {
         Some("f32") => Some(GgmlType::F32),
         _ => None,
     };
-    let head = match arg("--head").as_deref() {
-        Some("i8") => Some(GgmlType::I8),
-        Some("q8_0") => Some(GgmlType::Q8_0),
-        _ => None,
-    };
+    let head = arg("--head").and_then(|s| hearth_engine::model::parse_head(&s));
     let opts = LoadOptions {
         dtype,
         head,

@@ -111,12 +111,18 @@ impl Weight {
         })
     }
 
-    /// The same matrix converted to F32, F16 or Q8_0 and owned (the `dtype = "f16"` load option; `head = "q8_0"`).
+    /// The same matrix converted to F32, F16, Q8_0 or Q4_0 and owned (the `dtype = "f16"` load option;
+    /// `head = "q8_0"` / `"q4_0"`).
     pub fn converted(&self, ty: GgmlType, isa: Isa) -> Result<Weight> {
         let row_bytes = match ty {
             GgmlType::F32 => self.cols * 4,
             GgmlType::F16 => self.cols * 2,
-            GgmlType::Q8_0 => self.cols / 32 * crate::quant::blocks::Q8_0_BYTES,
+            GgmlType::Q8_0 if self.cols.is_multiple_of(32) => {
+                self.cols / 32 * crate::quant::blocks::Q8_0_BYTES
+            }
+            GgmlType::Q4_0 if self.cols.is_multiple_of(32) => {
+                self.cols / 32 * crate::quant::blocks::Q4_0_BYTES
+            }
             other => {
                 return Err(EngineError::InvalidRequest(format!(
                     "cannot convert weights to {other}"
@@ -134,7 +140,8 @@ impl Weight {
                 GgmlType::F16 => row.iter().for_each(|v| {
                     data.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())
                 }),
-                _ => data.extend(crate::quant::quantize_q8_0(&row)),
+                GgmlType::Q8_0 => data.extend(crate::quant::quantize_q8_0(&row)),
+                _ => data.extend(crate::quant::quantize_q4_0(&row)),
             }
         }
         Ok(Weight {
@@ -218,6 +225,17 @@ impl Weight {
             Storage::Packed(p, _) => Some(&mut p.scale),
             _ => None,
         }
+    }
+
+    /// Whether `dot_row` can score single rows (weights with a one-row kernel: not repacked or int8-row ones).
+    pub fn has_row_kernel(&self) -> bool {
+        self.kernel.is_some()
+    }
+
+    /// Row r · one token with the one-row kernel: the value `matmul` gives that row and token (every kernel shape
+    /// is bit-identical to it). `xq` must be quantized as `matmul` would be fed for this weight.
+    pub fn dot_row(&self, r: usize, xq: crate::quant::QRow<'_>, xf: &[f32]) -> Option<f32> {
+        self.kernel.map(|k| k(self.row(r), xq, xf))
     }
 
     /// The repacked ternary form, when this weight has one.

@@ -34,7 +34,9 @@ fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Scalar];
     match Isa::best_supported() {
         Isa::Avx512Vnni => v.extend([Isa::Avx2, Isa::Avx512Vnni]),
+        Isa::AvxVnni => v.extend([Isa::Avx2, Isa::AvxVnni]),
         Isa::Avx2 => v.push(Isa::Avx2),
+        Isa::NeonDot => v.push(Isa::NeonDot),
         Isa::Scalar => {}
     }
     v
@@ -88,22 +90,28 @@ fn group_kernels_equal_the_reference_exactly() {
                         "scalar row {r}"
                     );
                 }
+                // Multi-token kernels get a different activation row per token (the case's row, then
+                // rotations of it), each checked against the reference on that row alone.
+                let xs: Vec<Vec<i8>> = (0..4)
+                    .map(|t| {
+                        let mut v = x.clone();
+                        v.rotate_left(t * 37 % cols);
+                        v
+                    })
+                    .collect();
+                let each: Vec<[i32; 4]> = xs
+                    .iter()
+                    .map(|v| scalar::group::<1>(grp, &[v])[0])
+                    .collect();
                 for isa in isas() {
                     let k = Kernels::for_isa(isa);
                     assert_eq!((k.t1)(grp, &[&x])[0], reference, "{isa:?} t1 {rows}x{cols}");
-                    let four = (k.t4)(grp, &[&x, &x, &x, &x]);
-                    assert!(
-                        four.iter().all(|d| *d == reference),
-                        "{isa:?} t4 {rows}x{cols}"
-                    );
-                    assert!(
-                        (k.t3)(grp, &[&x, &x, &x]).iter().all(|d| *d == reference),
-                        "{isa:?} t3 {rows}x{cols}"
-                    );
-                    assert!(
-                        (k.t2)(grp, &[&x, &x]).iter().all(|d| *d == reference),
-                        "{isa:?} t2 {rows}x{cols}"
-                    );
+                    let four = (k.t4)(grp, &[&xs[0], &xs[1], &xs[2], &xs[3]]);
+                    assert_eq!(four[..], each[..], "{isa:?} t4 {rows}x{cols}");
+                    let three = (k.t3)(grp, &[&xs[0], &xs[1], &xs[2]]);
+                    assert_eq!(three[..], each[..3], "{isa:?} t3 {rows}x{cols}");
+                    let two = (k.t2)(grp, &[&xs[0], &xs[1]]);
+                    assert_eq!(two[..], each[..2], "{isa:?} t2 {rows}x{cols}");
                 }
             }
         }
@@ -422,9 +430,10 @@ fn bad_ternary_input_is_a_clear_error() {
 }
 
 #[test]
-fn int8_head_options_stay_close_to_the_f16_head() {
-    // The tied head of the transformers fixture as stored (F16), as int8 rows and as Q8_0: the quality effect of
-    // `head = "i8" | "q8_0"`, measured on the logits of every position.
+fn head_options_stay_close_to_the_f16_head() {
+    // The tied head of the transformers fixture as stored (F16), as int8 rows, as Q8_0 and as Q4_0: the quality
+    // effect of `head = "i8" | "q8_0" | "q4_0"`, measured on the logits of every position (random weights:
+    // engine/tests/reference.rs measures it on trained embeddings).
     let dir = fixture();
     let r = reference();
     let tokens = common::ids(&r["tokens"]);
@@ -433,9 +442,16 @@ fn int8_head_options_stay_close_to_the_f16_head() {
         &Model::load(f.path(), &LoadOptions::default()).unwrap(),
         &tokens,
     );
-    for head in [GgmlType::I8, GgmlType::Q8_0] {
+    // (head, largest logit change as a fraction of the range, positions whose top-1 may change); measured:
+    // i8 1.05 %, Q8_0 1.10 %, Q4_0 10.6 % with 2 of 12 top-1 changes (hidden 256 of random weights: a 4-bit head
+    // is a real loss here; the trained-embedding figures are in reference.rs).
+    for (head, tolerance, top1_changes) in [
+        (GgmlType::I8, 0.02, 1),
+        (GgmlType::Q8_0, 0.02, 1),
+        (GgmlType::Q4_0, 0.15, 3),
+    ] {
         let opts = LoadOptions {
-            head: Some(head),
+            head: Some(hearth_engine::model::HeadOption::Convert(head)),
             ..LoadOptions::default()
         };
         let model = Model::load(f.path(), &opts).unwrap();
@@ -451,14 +467,50 @@ fn int8_head_options_stay_close_to_the_f16_head() {
         }
         eprintln!("head {head}: worst logit difference {worst} of the range, top-1 equal at {same_top}/{}", base.len());
         assert!(
-            worst < 0.02,
+            worst < tolerance,
             "head {head}: logits moved by {worst} of their range"
         );
         assert!(
-            same_top + 1 >= base.len(),
+            same_top + top1_changes >= base.len(),
             "head {head}: top-1 changed at {} positions",
             base.len() - same_top
         );
+    }
+}
+
+#[test]
+fn rescored_head_keeps_the_f16_heads_top_logits_exactly() {
+    // `head = "i4-rescored"`: an int4 copy scores every row, the file's F16 head rescores the candidates. On the
+    // transformers fixture (where even Q4_0 alone moves logits by 10 % of their range and changes 2 of 12 top-1
+    // tokens) every position's eight best tokens must carry the F16 head's logits bit for bit.
+    let dir = fixture();
+    let tokens = common::ids(&reference()["tokens"]);
+    let f = write(&hf::convert(&dir, GgmlType::I2S, None).unwrap());
+    let base = logits(
+        &Model::load(f.path(), &LoadOptions::default()).unwrap(),
+        &tokens,
+    );
+    let opts = LoadOptions {
+        head: Some(hearth_engine::model::HeadOption::Rescored),
+        ..LoadOptions::default()
+    };
+    let model = Model::load(f.path(), &opts).unwrap();
+    assert_eq!(model.output.ty, GgmlType::F16);
+    assert!(model.coarse_head.is_some());
+    let got = logits(&model, &tokens);
+    for (pos, (g, b)) in got.iter().zip(&base).enumerate() {
+        let mut order: Vec<usize> = (0..b.len()).collect();
+        order.sort_by(|&x, &y| b[y].total_cmp(&b[x]));
+        for &r in &order[..8] {
+            assert_eq!(
+                g[r].to_bits(),
+                b[r].to_bits(),
+                "position {pos}, token {r}: {} vs the F16 head's {}",
+                g[r],
+                b[r]
+            );
+        }
+        assert_eq!(argmax(g), argmax(b), "position {pos}");
     }
 }
 

@@ -1,13 +1,20 @@
 //! llama.cpp's ternary types against gguf-py (tests/golden/ternary.json, made by scripts/ternary-golden): our
 //! quantizers write the same bytes, our dequantizers read the same values, and the dot-product kernels equal
-//! dequantize-then-dot.
+//! dequantize-then-dot. The same fixture holds Q8_0 and Q4_0, the types the `head` load option converts to.
 
-use hearth_engine::quant::{dequantize_row, quantize_tq1_0, quantize_tq2_0, GgmlType};
+use hearth_engine::quant::{
+    dequantize_row, quantize_q4_0, quantize_q8_0, quantize_tq1_0, quantize_tq2_0, GgmlType,
+};
+
+type Typed = Vec<(GgmlType, Vec<u8>, Vec<f32>)>;
 
 struct Golden {
     cols: usize,
     input: Vec<f32>,
-    types: Vec<(GgmlType, Vec<u8>, Vec<f32>)>,
+    /// TQ1_0, TQ2_0.
+    types: Typed,
+    /// Q8_0, Q4_0.
+    heads: Typed,
 }
 
 fn golden() -> Golden {
@@ -28,10 +35,8 @@ fn golden() -> Golden {
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
             .collect()
     };
-    Golden {
-        cols: v["cols"].as_u64().expect("cols") as usize,
-        input: floats(&v["input"]),
-        types: [("tq1_0", GgmlType::TQ1_0), ("tq2_0", GgmlType::TQ2_0)]
+    let typed = |names: &[(&str, GgmlType)]| -> Typed {
+        names
             .iter()
             .map(|(k, t)| {
                 (
@@ -40,17 +45,25 @@ fn golden() -> Golden {
                     floats(&v[k]["values"]),
                 )
             })
-            .collect(),
+            .collect()
+    };
+    Golden {
+        cols: v["cols"].as_u64().expect("cols") as usize,
+        input: floats(&v["input"]),
+        types: typed(&[("tq1_0", GgmlType::TQ1_0), ("tq2_0", GgmlType::TQ2_0)]),
+        heads: typed(&[("q8_0", GgmlType::Q8_0), ("q4_0", GgmlType::Q4_0)]),
     }
 }
 
 #[test]
 fn quantizers_and_dequantizers_match_gguf_py() {
     let g = golden();
-    for (ty, bytes, values) in &g.types {
+    for (ty, bytes, values) in g.types.iter().chain(&g.heads) {
         let ours = match ty {
             GgmlType::TQ1_0 => quantize_tq1_0(&g.input),
-            _ => quantize_tq2_0(&g.input),
+            GgmlType::TQ2_0 => quantize_tq2_0(&g.input),
+            GgmlType::Q8_0 => quantize_q8_0(&g.input),
+            _ => quantize_q4_0(&g.input),
         };
         assert_eq!(&ours, bytes, "{ty} bytes differ from gguf-py's");
         let (elems, block) = ty.block_geometry().expect("geometry");

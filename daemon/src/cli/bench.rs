@@ -24,9 +24,10 @@ pub struct BenchArgs {
     pub repetitions: usize,
     #[arg(long, value_parser = super::parse_dtype)]
     pub dtype: Option<hearth_engine::quant::GgmlType>,
-    /// Convert the output head at load: q8_0 halves a tied F16 head's bytes per token (BitNet).
+    /// How to read the output head: i8 / q8_0 halve a tied F16 head's bytes per token (BitNet), q4_0 quarters
+    /// them, q4_0-rescored scans a Q4_0 copy and rescores the best candidates with the file's head.
     #[arg(long, value_parser = super::parse_head)]
-    pub head: Option<hearth_engine::quant::GgmlType>,
+    pub head: Option<hearth_engine::model::HeadOption>,
     #[arg(long)]
     pub json: bool,
     /// Speculative benchmark: this model drafts for MODEL; reports the speed-up over MODEL alone on an

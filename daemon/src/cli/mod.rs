@@ -16,8 +16,12 @@ pub fn parse_dtype(s: &str) -> Result<GgmlType, String> {
         .ok_or_else(|| format!("unknown dtype '{s}' (use f16 or f32)"))
 }
 
-/// `--head i8|q8_0|f16`: convert the output head at load.
-pub fn parse_head(s: &str) -> Result<GgmlType, String> {
-    hearth_engine::model::parse_head(s)
-        .ok_or_else(|| format!("unknown head type '{s}' (use i8, q8_0 or f16)"))
+/// `--head i8|q8_0|q4_0|q4_0-rescored|f16`: how to read the output head.
+pub fn parse_head(s: &str) -> Result<hearth_engine::model::HeadOption, String> {
+    hearth_engine::model::parse_head(s).ok_or_else(|| {
+        format!(
+            "unknown head type '{s}' (use {})",
+            hearth_engine::model::HeadOption::NAMES
+        )
+    })
 }

@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use hearth_engine::gguf::GgufFile;
+use hearth_engine::quant::GgmlType;
 use hearth_engine::ternary::{hf, synth};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ fn write(w: &hearth_engine::gguf::writer::GgufWriter, out: &Path) -> Result<()> 
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per flag of `hearth model synth`
 pub fn synth(
     family: &str,
     preset: &str,
@@ -36,6 +38,7 @@ pub fn synth(
     seed: u64,
     tokenizer: Option<&PathBuf>,
     layers: Option<usize>,
+    embed: &str,
 ) -> Result<()> {
     if family != "bitnet" {
         bail!("unknown model family '{family}' (available: bitnet)");
@@ -50,7 +53,14 @@ pub fn synth(
     }
     let ty = format(fmt)?;
     let tok = tokenizer_source(tokenizer.map(PathBuf::as_path))?;
-    let w = synth::bitnet(shape, ty, seed, tok.as_ref()).map_err(|e| anyhow!(e))?;
+    let embed = match embed {
+        "f16" => GgmlType::F16,
+        "q8_0" => GgmlType::Q8_0,
+        "q4_0" => GgmlType::Q4_0,
+        other => bail!("unknown embedding type '{other}' (use f16, q8_0 or q4_0)"),
+    };
+    let w = synth::bitnet_with_embedding(shape, ty, embed, seed, tok.as_ref())
+        .map_err(|e| anyhow!(e))?;
     write(&w, out)
 }
 

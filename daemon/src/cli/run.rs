@@ -45,9 +45,10 @@ pub struct RunArgs {
     /// Convert weights at load: f16 or f32.
     #[arg(long, value_parser = super::parse_dtype)]
     pub dtype: Option<hearth_engine::quant::GgmlType>,
-    /// Convert the output head at load: q8_0 halves a tied F16 head's bytes per token (BitNet).
+    /// How to read the output head: i8 / q8_0 halve a tied F16 head's bytes per token (BitNet), q4_0 quarters
+    /// them, q4_0-rescored scans a Q4_0 copy and rescores the best candidates with the file's head.
     #[arg(long, value_parser = super::parse_head)]
-    pub head: Option<hearth_engine::quant::GgmlType>,
+    pub head: Option<hearth_engine::model::HeadOption>,
     /// Keep generating through end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
@@ -178,7 +179,7 @@ pub fn speculation(
     draft: Option<&str>,
     prompt_lookup: bool,
     n_slots: usize,
-    head: Option<hearth_engine::quant::GgmlType>,
+    head: Option<hearth_engine::model::HeadOption>,
 ) -> Result<Option<Speculation>> {
     if let Some(d) = draft {
         let path = store.resolve(d)?;

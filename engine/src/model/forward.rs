@@ -40,6 +40,7 @@ pub struct Scratch {
     outs: Vec<usize>,
     /// Logits of the entries that asked for them, in entry order: [n_out × vocab].
     pub logits: Vec<f32>,
+    rescore: super::rescore::RescoreScratch,
 }
 
 fn fill_rope(rope: &Rope, entries: &[Entry], out: &mut Vec<(f32, f32)>) {
@@ -110,18 +111,47 @@ impl Model {
         }
         s.logits.resize(n_out * c.vocab_size, 0.0);
         if n_out > 0 {
-            if self.output.wants_per_token() {
+            if let Some(coarse) = &self.coarse_head {
                 quantize_per_token(&s.xo, d, &mut s.xq);
+                coarse.matmul(pool, &s.xq, n_out, &mut s.logits);
+                // The file's head rescores with the activations its own matmul would get.
+                let int8 = crate::quant::dot::uses_int8_acts(self.output.ty);
+                if int8 {
+                    quantize_acts(&s.xo, d, &mut s.xq);
+                }
+                let v = c.vocab_size;
+                for j in 0..n_out {
+                    let xr = if int8 {
+                        s.xq.row(j)
+                    } else {
+                        crate::quant::QRow {
+                            q: &[],
+                            d: &[],
+                            dsum: &[],
+                        }
+                    };
+                    super::rescore::rescore(
+                        &self.output,
+                        xr,
+                        &s.xo[j * d..(j + 1) * d],
+                        &mut s.logits[j * v..(j + 1) * v],
+                        &mut s.rescore,
+                    );
+                }
             } else {
-                quantize_acts(&s.xo, d, &mut s.xq);
+                if self.output.wants_per_token() {
+                    quantize_per_token(&s.xo, d, &mut s.xq);
+                } else {
+                    quantize_acts(&s.xo, d, &mut s.xq);
+                }
+                matmul(
+                    pool,
+                    &mut [(&self.output, &mut s.logits)],
+                    &s.xo,
+                    &s.xq,
+                    n_out,
+                );
             }
-            matmul(
-                pool,
-                &mut [(&self.output, &mut s.logits)],
-                &s.xo,
-                &s.xq,
-                n_out,
-            );
             if let Some(cap) = c.final_logit_softcap {
                 s.logits
                     .iter_mut()

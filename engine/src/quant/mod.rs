@@ -6,6 +6,7 @@ pub mod blocks;
 pub(crate) mod dequant;
 pub mod dot;
 mod quantize;
+pub mod rows_i4;
 pub mod rows_i8;
 mod types;
 
@@ -13,7 +14,7 @@ pub use acts::{
     balanced_groups, interleave_scales, quantize_acts, token_groups, QActs, QGroup, QRow, GROUP, QK,
 };
 pub use dequant::dequantize_row;
-pub use quantize::{quantize_q8_0, quantize_tq1_0, quantize_tq2_0};
+pub use quantize::{quantize_q4_0, quantize_q8_0, quantize_tq1_0, quantize_tq2_0};
 pub use types::GgmlType;
 
 #[inline]

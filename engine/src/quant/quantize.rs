@@ -1,5 +1,6 @@
-//! Quantizers for the ternary types, bit-exact with gguf-py (the llama.cpp project's GGUF library): for writing
-//! ternary model files (tests, synthetic models) in the real formats. Rows are whole 256-element blocks.
+//! Quantizers, bit-exact with gguf-py (the llama.cpp project's GGUF library): the ternary types for writing
+//! ternary model files (tests, synthetic models) in the real formats (rows are whole 256-element blocks), and
+//! Q8_0 / Q4_0 for shrinking an output head at load.
 
 use super::blocks::{QK_K, TQ1_0_BYTES, TQ2_0_BYTES};
 
@@ -74,6 +75,24 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
         out.extend_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
         out.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// Q4_0 (llama.cpp's reference quantizer): per 32 elements the value of largest magnitude m, an f16 scale
+/// d = m / −8 and codes trunc(x / d + 8.5) clamped to 0..15 (weight (q − 8)·d); byte j holds element j in its low
+/// nibble and element j + 16 in its high one. Used for the `head = "q4_0"` load option.
+pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / 32 * super::blocks::Q4_0_BYTES);
+    for block in x.chunks_exact(32) {
+        let m = block
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = m / -8.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let q = |v: f32| ((v * id + 8.5).trunc() as i32).clamp(0, 15) as u8;
+        out.extend_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+        out.extend((0..16).map(|j| q(block[j]) | q(block[j + 16]) << 4));
     }
     out
 }

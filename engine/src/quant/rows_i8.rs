@@ -89,12 +89,46 @@ unsafe fn dot4_avx2(w: [&[i8]; 4], x: &[i8]) -> [i32; 4] {
     }
 }
 
-/// Four rows · one token, on the best path (`simd`: AVX2 detected at load).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot4_neon(w: [&[i8]; 4], x: &[i8]) -> [i32; 4] {
+    use std::arch::aarch64::*;
+    unsafe {
+        let mut acc = [vdupq_n_s32(0); 4];
+        let n = x.len() / 16;
+        for b in 0..n {
+            let xv = vld1q_s8(x.as_ptr().add(16 * b));
+            for (a, wr) in acc.iter_mut().zip(&w) {
+                let wv = vld1q_s8(wr.as_ptr().add(16 * b));
+                // sdot: four signed byte products per 32-bit lane, exact (`vdotq_s32` is not stable yet).
+                std::arch::asm!(
+                    "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+                    acc = inout(vreg) *a,
+                    w = in(vreg) wv,
+                    x = in(vreg) xv,
+                    options(pure, nomem, nostack, preserves_flags)
+                );
+            }
+        }
+        let mut out = [0i32; 4];
+        for ((o, a), wr) in out.iter_mut().zip(acc).zip(&w) {
+            *o = vaddvq_s32(a) + dot_scalar(&wr[16 * n..], &x[16 * n..]);
+        }
+        out
+    }
+}
+
+/// Four rows · one token, on the best path (`simd`: AVX2, or NEON with dotprod, detected at load).
 fn dot4(w: [&[i8]; 4], x: &[i8], simd: bool) -> [i32; 4] {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is set only when AVX2 was detected at run time.
         return unsafe { dot4_avx2(w, x) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if simd {
+        // SAFETY: `simd` is set only when NEON and dotprod were detected at run time.
+        return unsafe { dot4_neon(w, x) };
     }
     let _ = simd;
     w.map(|r| dot_scalar(r, x))
@@ -146,7 +180,7 @@ mod tests {
             s ^= s << 17;
             s
         };
-        for cols in [32, 96, 2560] {
+        for cols in [32, 96, 2560, 2567] {
             let w: Vec<Vec<i8>> = (0..4)
                 .map(|_| {
                     (0..cols)
@@ -168,6 +202,10 @@ mod tests {
                 assert_eq!(dot4(rows, &x, false), want);
                 #[cfg(target_arch = "x86_64")]
                 if std::is_x86_feature_detected!("avx2") {
+                    assert_eq!(dot4(rows, &x, true), want);
+                }
+                #[cfg(target_arch = "aarch64")]
+                if std::arch::is_aarch64_feature_detected!("dotprod") {
                     assert_eq!(dot4(rows, &x, true), want);
                 }
             }

@@ -299,14 +299,32 @@ pub(crate) fn header(
     w
 }
 
-/// Builds a synthetic BitNet file. `tokenizer`: a GGUF file whose tokenizer to embed (padded to the vocabulary);
-/// None embeds the built-in byte-level one.
+/// Builds a synthetic BitNet file with an F16 embedding (tied head), as published. `tokenizer`: a GGUF file whose
+/// tokenizer to embed (padded to the vocabulary); None embeds the built-in byte-level one.
 pub fn bitnet(
     shape: Shape,
     ty: GgmlType,
     seed: u64,
     tokenizer: Option<&GgufFile>,
 ) -> Result<GgufWriter, String> {
+    bitnet_with_embedding(shape, ty, GgmlType::F16, seed, tokenizer)
+}
+
+/// As [`bitnet`], the embedding stored as `embed` (F16, Q8_0 or Q4_0: the same f16 values, quantized): a file for
+/// llama.cpp whose tied head has as many bytes as Hearth's `head` load option gives, for a like-for-like
+/// comparison.
+pub fn bitnet_with_embedding(
+    shape: Shape,
+    ty: GgmlType,
+    embed: GgmlType,
+    seed: u64,
+    tokenizer: Option<&GgufFile>,
+) -> Result<GgufWriter, String> {
+    if !matches!(embed, GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0) {
+        return Err(format!(
+            "{embed} is not an embedding type synth writes (use f16, q8_0 or q4_0)"
+        ));
+    }
     if !ty.is_ternary() {
         return Err(format!(
             "{ty} is not a ternary type (use i2_s, tq2_0 or tq1_0)"
@@ -360,15 +378,27 @@ pub fn bitnet(
         w.f32_tensor(name, &[n as u64], &v);
     };
     let mut rng = Rng::new(seed, "token_embd.weight");
-    let embd: Vec<u8> = (0..vocab * d)
-        .flat_map(|_| half::f16::from_f32(rng.unit()).to_bits().to_le_bytes())
+    let values: Vec<half::f16> = (0..vocab * d)
+        .map(|_| half::f16::from_f32(rng.unit()))
         .collect();
-    w.tensor(
-        "token_embd.weight",
-        &[d as u64, vocab as u64],
-        GgmlType::F16,
-        embd,
-    );
+    let embd: Vec<u8> = match embed {
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
+            .collect(),
+        _ => values
+            .chunks_exact(d)
+            .flat_map(|row| {
+                let row: Vec<f32> = row.iter().map(|v| v.to_f32()).collect();
+                if embed == GgmlType::Q8_0 {
+                    crate::quant::quantize_q8_0(&row)
+                } else {
+                    crate::quant::quantize_q4_0(&row)
+                }
+            })
+            .collect(),
+    };
+    w.tensor("token_embd.weight", &[d as u64, vocab as u64], embed, embd);
     norm(&mut w, "output_norm.weight", d);
     for l in 0..shape.n_layers {
         let p = |s: &str| format!("blk.{l}.{s}");

@@ -1,5 +1,7 @@
 //! Row · activation dot products. `scalar` is the reference; `x86` holds AVX2 and AVX-512 VNNI versions that are
-//! selected once at run time (`Isa::detect`). Every SIMD kernel is tested against the scalar one.
+//! selected once at run time (`Isa::detect`). Every SIMD kernel is tested against the scalar one. On AArch64 the
+//! `NeonDot` path has SIMD kernels for the ternary back end (packed ternary matrices and int8 rows); the GGUF
+//! block formats use the scalar kernels there.
 
 #[cfg(target_arch = "x86_64")]
 pub mod float_tile;
@@ -15,15 +17,20 @@ pub enum Isa {
     Scalar,
     Avx2,
     Avx512Vnni,
+    /// AVX2 with AVX-VNNI (`vpdpbusd` on 256-bit registers without AVX-512: Intel Alder Lake and later client
+    /// CPUs, AMD Zen 5). The ternary kernels use it; the GGUF block formats run their AVX2 kernels.
+    AvxVnni,
+    /// AArch64 NEON with the dot-product extension (`sdot`).
+    NeonDot,
 }
 
 impl Isa {
-    /// The best path this CPU supports; `HEARTH_ISA=scalar|avx2|avx512vnni` caps it (for tests and comparisons).
+    /// The best path this CPU supports; `HEARTH_ISA=scalar|avx2` caps it (for tests and comparisons).
     pub fn detect() -> Isa {
         let best = Self::best_supported();
         match std::env::var("HEARTH_ISA").ok().as_deref() {
             Some("scalar") => Isa::Scalar,
-            Some("avx2") if best != Isa::Scalar => Isa::Avx2,
+            Some("avx2") if matches!(best, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni) => Isa::Avx2,
             _ => best,
         }
     }
@@ -40,8 +47,17 @@ impl Isa {
                 {
                     return Isa::Avx512Vnni;
                 }
+                if std::is_x86_feature_detected!("avxvnni") {
+                    return Isa::AvxVnni;
+                }
                 return Isa::Avx2;
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon")
+            && std::arch::is_aarch64_feature_detected!("dotprod")
+        {
+            return Isa::NeonDot;
         }
         Isa::Scalar
     }
@@ -51,6 +67,8 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::AvxVnni => "avxvnni",
+            Isa::NeonDot => "neon-dotprod",
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Group kernels: for one packed group (4 rows) and T tokens of int8 activations, the integer sums Σ c·x (codes
-//! c ∈ {0, 1, 2}, not yet offset by −1). `scalar` is the reference; `x86` the AVX2 and AVX-512 VNNI versions,
-//! which must agree with it exactly (integer arithmetic, no rounding anywhere).
+//! c ∈ {0, 1, 2}, not yet offset by −1). `scalar` is the reference; `x86` the AVX2, AVX-VNNI and AVX-512 VNNI versions,
+//! `neon` the AArch64 `sdot` one, which must agree with it exactly (integer arithmetic, no rounding anywhere).
 
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -38,8 +40,13 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         match isa {
             Isa::Avx512Vnni => return x86::VNNI,
+            Isa::AvxVnni => return x86::AVX_VNNI,
             Isa::Avx2 => return x86::AVX2,
-            Isa::Scalar => {}
+            Isa::Scalar | Isa::NeonDot => {}
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa == Isa::NeonDot {
+            return neon::DOTPROD;
         }
         let _ = isa;
         scalar::KERNELS

@@ -1,13 +1,13 @@
-//! AVX2 and AVX-512 VNNI group kernels. Per 32-byte line (128 weights of one row): one 16-bit shift and four byte
+//! AVX2, AVX-VNNI and AVX-512 VNNI group kernels. Per 32-byte line (128 weights of one row): one 16-bit shift and four byte
 //! masks give the four quarters of codes (two of them times 4); each multiplies 32 int8 activations as unsigned ×
 //! signed bytes. AVX2 (`vpmaddubsw`) keeps 16-bit sums for eight chunks before widening (`vpmaddwd`); VNNI
-//! (`vpdpbusd`) accumulates in 32 bits directly. Both are exact: integer arithmetic that cannot overflow for
+//! (`vpdpbusd`, in its AVX-512VL or its VEX-encoded AVX-VNNI form) accumulates in 32 bits directly. Both are exact: integer arithmetic that cannot overflow for
 //! absmax-quantized activations (|x| ≤ 127).
 
 use super::Kernels;
 
 macro_rules! ternary_isa {
-    ($modname:ident, $features:literal, $vnni:expr) => {
+    ($modname:ident, $features:literal, $vnni:expr, $dpbusd:ident) => {
         pub mod $modname {
             use crate::quant::dot::x86::lanes::hsum_i32;
             use crate::ternary::{CHUNK, GROUP};
@@ -59,10 +59,10 @@ macro_rules! ternary_isa {
                                 let x2 = _mm256_loadu_si256(xp.add(2));
                                 let x3 = _mm256_loadu_si256(xp.add(3));
                                 if $vnni {
-                                    even[t] = _mm256_dpbusd_epi32(even[t], p0, x0);
-                                    even[t] = _mm256_dpbusd_epi32(even[t], p2, x2);
-                                    odd[t] = _mm256_dpbusd_epi32(odd[t], p1, x1);
-                                    odd[t] = _mm256_dpbusd_epi32(odd[t], p3, x3);
+                                    even[t] = $dpbusd(even[t], p0, x0);
+                                    even[t] = $dpbusd(even[t], p2, x2);
+                                    odd[t] = $dpbusd(odd[t], p1, x1);
+                                    odd[t] = $dpbusd(odd[t], p3, x3);
                                 } else {
                                     // |x| ≤ 127 (absmax quantization), so a 16-bit lane gets at most
                                     // 2·2·127 = 508 per even product pair and 2·8·127 = 2032 per odd one: eight
@@ -124,8 +124,15 @@ macro_rules! ternary_isa {
     };
 }
 
-ternary_isa!(avx2, "avx2,fma", false);
-ternary_isa!(vnni, "avx2,fma,avx512vnni,avx512vl", true);
+// The AVX2 instance never reaches the dpbusd arm; the name only satisfies the macro.
+ternary_isa!(avx2, "avx2,fma", false, _mm256_dpbusd_avx_epi32);
+ternary_isa!(avx_vnni, "avx2,fma,avxvnni", true, _mm256_dpbusd_avx_epi32);
+ternary_isa!(
+    vnni,
+    "avx2,fma,avx512vnni,avx512vl",
+    true,
+    _mm256_dpbusd_epi32
+);
 
 pub const AVX2: Kernels = Kernels {
     t1: avx2::t1,
@@ -133,6 +140,14 @@ pub const AVX2: Kernels = Kernels {
     t3: avx2::t3,
     t4: avx2::t4,
     name: "avx2 (vpmaddubsw, i2 4-row groups, per-token int8)",
+};
+
+pub const AVX_VNNI: Kernels = Kernels {
+    t1: avx_vnni::t1,
+    t2: avx_vnni::t2,
+    t3: avx_vnni::t3,
+    t4: avx_vnni::t4,
+    name: "avxvnni (vpdpbusd, i2 4-row groups, per-token int8)",
 };
 
 pub const VNNI: Kernels = Kernels {
