@@ -16,6 +16,18 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| a.get(i + 1).cloned())
 }
 
+/// One result row: label, tokens, seconds, weights multiplied (per token × tokens), bytes of weights read.
+fn report(label: &str, tokens: usize, s: f64, weights: usize, bytes: usize) {
+    println!(
+        "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
+        label,
+        tokens,
+        s * 1e3,
+        weights as f64 / s / 1e9,
+        bytes as f64 / s / 1e9
+    );
+}
+
 fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
     f();
     let mut best = f64::MAX;
@@ -77,15 +89,7 @@ fn main() {
             quantize_per_token(&x, k, &mut xq);
             let mut out = vec![0f32; t * n];
             let s = time(|| matmul(&pool, &mut [(&w, &mut out)], &x, &xq, t), 0.5);
-            let bytes = w.n_bytes() as f64;
-            println!(
-                "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
-                format!("{k} -> {n}"),
-                t,
-                s * 1e3,
-                (n * k * t) as f64 / s / 1e9,
-                bytes / s / 1e9
-            );
+            report(&format!("{k} -> {n}"), t, s, n * k * t, w.n_bytes());
         }
     }
     // All 30 layers' matrices (520 MB, far beyond the caches): one decode step's ternary work streamed from DRAM.
@@ -132,14 +136,8 @@ fn main() {
         },
         2.0,
     );
-    println!(
-        "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
-        "30 layers (DRAM)",
-        1,
-        s * 1e3,
-        layers.iter().map(|w| w.rows * w.cols).sum::<usize>() as f64 / s / 1e9,
-        total as f64 / s / 1e9
-    );
+    let weights = layers.iter().map(|w| w.rows * w.cols).sum::<usize>();
+    report("30 layers (DRAM)", 1, s, weights, total);
     drop(layers);
     // The tied head: F16 as published, at 1 token (generation) and a few.
     let (k, n) = (2560, 128_256);
@@ -175,13 +173,12 @@ fn main() {
         }
         let mut out = vec![0f32; t * n];
         let s = time(|| matmul(&pool, &mut [(head, &mut out)], &x, &xq, t), 1.0);
-        println!(
-            "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
-            format!("head {} {k} -> {n}", head.ty),
+        report(
+            &format!("head {} {k} -> {n}", head.ty),
             t,
-            s * 1e3,
-            (n * k * t) as f64 / s / 1e9,
-            head.n_bytes() as f64 / s / 1e9
+            s,
+            n * k * t,
+            head.n_bytes(),
         );
     }
     // The coarse pass of `head = "i4-rescored"` (int4, 8-bit block scales; the rescoring of ~70 rows after it
@@ -194,14 +191,14 @@ fn main() {
         let mut xq = QActs::default();
         quantize_per_token(&x, k, &mut xq);
         let mut out = vec![0f32; t * n];
-        let s = time(|| coarse.matmul(&pool, &xq, t, &mut out), 1.0);
-        println!(
-            "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
-            format!("head I4 coarse {k} -> {n}"),
+        let mut scratch = hearth_engine::model::rescore::RescoreScratch::default();
+        let s = time(|| coarse.matmul(&pool, &xq, t, &mut scratch, &mut out), 1.0);
+        report(
+            &format!("head I4 coarse {k} -> {n}"),
             t,
-            s * 1e3,
-            (n * k * t) as f64 / s / 1e9,
-            coarse.n_bytes() as f64 / s / 1e9
+            s,
+            n * k * t,
+            coarse.n_bytes(),
         );
     }
     let _ = std::fs::remove_file(&dir);

@@ -447,11 +447,7 @@ pub fn matmul(
 
 fn xq_row_or_empty(xq: &QActs, t: usize) -> crate::quant::QRow<'_> {
     if xq.cols == 0 || xq.q.len() < (t + 1) * xq.cols {
-        crate::quant::QRow {
-            q: &[],
-            d: &[],
-            dsum: &[],
-        }
+        crate::quant::QRow::EMPTY
     } else {
         xq.row(t)
     }

@@ -113,7 +113,7 @@ impl Model {
         if n_out > 0 {
             if let Some(coarse) = &self.coarse_head {
                 quantize_per_token(&s.xo, d, &mut s.xq);
-                coarse.matmul(pool, &s.xq, n_out, &mut s.logits);
+                coarse.matmul(pool, &s.xq, n_out, &mut s.rescore, &mut s.logits);
                 // The file's head rescores with the activations its own matmul would get.
                 let int8 = crate::quant::dot::uses_int8_acts(self.output.ty);
                 if int8 {
@@ -124,11 +124,7 @@ impl Model {
                     let xr = if int8 {
                         s.xq.row(j)
                     } else {
-                        crate::quant::QRow {
-                            q: &[],
-                            d: &[],
-                            dsum: &[],
-                        }
+                        crate::quant::QRow::EMPTY
                     };
                     super::rescore::rescore(
                         &self.output,

@@ -33,8 +33,15 @@ impl CoarseHead {
     }
 
     /// Coarse logits [n_tok × rows]; `xq` quantized per token.
-    pub fn matmul(&self, pool: &ThreadPool, xq: &QActs, n_tok: usize, out: &mut [f32]) {
-        rows_i4::matmul(pool, &self.rows, self.simd, xq, n_tok, out);
+    pub fn matmul(
+        &self,
+        pool: &ThreadPool,
+        xq: &QActs,
+        n_tok: usize,
+        s: &mut RescoreScratch,
+        out: &mut [f32],
+    ) {
+        rows_i4::matmul(pool, &self.rows, self.simd, xq, n_tok, &mut s.sums, out);
     }
 }
 
@@ -48,6 +55,8 @@ pub struct RescoreScratch {
     done: Vec<bool>,
     rescored: Vec<u32>,
     more: Vec<u32>,
+    /// The coarse pass's per-token block sums.
+    sums: Vec<i16>,
 }
 
 /// Rescores one token's `logits` (from the coarse head) in place with `exact`; `xq`/`xf` are the token's

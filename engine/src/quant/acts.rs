@@ -74,6 +74,15 @@ pub struct QRow<'a> {
     pub dsum: &'a [f32],
 }
 
+impl QRow<'_> {
+    /// No int8 form: for float kernels, which read only the f32 activations.
+    pub const EMPTY: QRow<'static> = QRow {
+        q: &[],
+        d: &[],
+        dsum: &[],
+    };
+}
+
 impl QActs {
     /// Rows held (tokens).
     pub fn rows(&self) -> usize {

@@ -101,15 +101,20 @@ pub fn dot_scalar((w, s): (&[u8], &[u8]), x: &[i8]) -> i32 {
     total
 }
 
-/// Each 32-column block's activation sum, the offset the AVX2 kernel removes (|Σ| ≤ 32·127 fits i16).
+/// Block sums per token, padded to a multiple of 16 blocks for the vector loop (zero sums past the end).
+fn padded_blocks(cols: usize) -> usize {
+    (cols / 32).div_ceil(16) * 16
+}
+
+/// Each 32-column block's activation sum, the offset the AVX2 kernel removes (|Σ| ≤ 32·127 fits i16), appended
+/// to `out` with the padding of `padded_blocks`.
 fn block_sums(x: &[i8], out: &mut Vec<i16>) {
-    out.clear();
+    let start = out.len();
     out.extend(
         x.chunks_exact(32)
             .map(|b| b.iter().map(|&v| v as i16).sum::<i16>()),
     );
-    // Padding to a multiple of 16 blocks for the vector loop (zero scales × zero sums).
-    out.resize(out.len().div_ceil(16) * 16, 0);
+    out.resize(start + padded_blocks(x.len()), 0);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -175,24 +180,23 @@ fn dot4(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16], simd: bool) -> [i32; 4] 
 }
 
 /// out[t * m.rows + r] = row r · x[t] for every row and token, rows split across the pool; `xq` quantized per
-/// token (|x| ≤ 127).
+/// token (|x| ≤ 127). `sums`: a buffer for the tokens' block sums, kept by the caller so a step allocates nothing.
 pub fn matmul(
     pool: &ThreadPool,
     m: &RowsI4,
     simd: bool,
     xq: &QActs,
     n_tok: usize,
+    sums: &mut Vec<i16>,
     out: &mut [f32],
 ) {
     debug_assert!(xq.per_token && xq.cols == m.cols && out.len() >= n_tok * m.rows);
     let out = SharedMut(out.as_mut_ptr());
-    let mut sums = Vec::new();
-    let xsum: Vec<Vec<i16>> = (0..n_tok)
-        .map(|t| {
-            block_sums(&xq.q[t * m.cols..(t + 1) * m.cols], &mut sums);
-            sums.clone()
-        })
-        .collect();
+    sums.clear();
+    for t in 0..n_tok {
+        block_sums(&xq.q[t * m.cols..(t + 1) * m.cols], sums);
+    }
+    let (sums, per) = (&sums[..], padded_blocks(m.cols));
     pool.run(&|ti, nt| {
         let range = split_range(m.rows, nt, ti);
         // Rows outer, tokens inner: four rows stay in L1 while every token passes.
@@ -200,7 +204,7 @@ pub fn matmul(
         while r < range.end {
             let n = (range.end - r).min(4);
             let rows = [0, 1, 2, 3].map(|i| m.row(r + i.min(n - 1)));
-            for (t, xs) in xsum.iter().enumerate() {
+            for (t, xs) in sums.chunks_exact(per).enumerate() {
                 let x = &xq.q[t * m.cols..(t + 1) * m.cols];
                 let v = dot4(rows, x, xs, simd);
                 let d = xq.row_d[t];

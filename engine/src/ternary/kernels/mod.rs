@@ -2,6 +2,29 @@
 //! c ∈ {0, 1, 2}, not yet offset by −1). `scalar` is the reference; `x86` the AVX2, AVX-VNNI and AVX-512 VNNI versions,
 //! `neon` the AArch64 `sdot` one, which must agree with it exactly (integer arithmetic, no rounding anywhere).
 
+/// `t1`..`t4` (the `Group*Fn` shapes) over a module's `group_impl::<T>`, a `#[target_feature]` function that the
+/// module's `Kernels` is selected for only after run-time detection of those features.
+macro_rules! group_entry_points {
+    () => {
+        pub fn t1(w: &[u8], x: &[&[i8]; 1]) -> [[i32; GROUP]; 1] {
+            // SAFETY: selected only after run-time detection of the features (`Isa::best_supported`).
+            unsafe { group_impl::<1>(w, x) }
+        }
+        pub fn t2(w: &[u8], x: &[&[i8]; 2]) -> [[i32; GROUP]; 2] {
+            // SAFETY: as above.
+            unsafe { group_impl::<2>(w, x) }
+        }
+        pub fn t3(w: &[u8], x: &[&[i8]; 3]) -> [[i32; GROUP]; 3] {
+            // SAFETY: as above.
+            unsafe { group_impl::<3>(w, x) }
+        }
+        pub fn t4(w: &[u8], x: &[&[i8]; 4]) -> [[i32; GROUP]; 4] {
+            // SAFETY: as above.
+            unsafe { group_impl::<4>(w, x) }
+        }
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;

@@ -78,22 +78,7 @@ unsafe fn group_impl<const T: usize>(w: &[u8], x: &[&[i8]; T]) -> [[i32; GROUP];
     }
 }
 
-pub fn t1(w: &[u8], x: &[&[i8]; 1]) -> [[i32; GROUP]; 1] {
-    // SAFETY: selected only after run-time detection of dotprod (`Isa::best_supported`).
-    unsafe { group_impl::<1>(w, x) }
-}
-pub fn t2(w: &[u8], x: &[&[i8]; 2]) -> [[i32; GROUP]; 2] {
-    // SAFETY: as above.
-    unsafe { group_impl::<2>(w, x) }
-}
-pub fn t3(w: &[u8], x: &[&[i8]; 3]) -> [[i32; GROUP]; 3] {
-    // SAFETY: as above.
-    unsafe { group_impl::<3>(w, x) }
-}
-pub fn t4(w: &[u8], x: &[&[i8]; 4]) -> [[i32; GROUP]; 4] {
-    // SAFETY: as above.
-    unsafe { group_impl::<4>(w, x) }
-}
+group_entry_points!();
 
 pub const DOTPROD: Kernels = Kernels {
     t1,
