@@ -82,6 +82,33 @@ impl ThreadPool {
         self.n_threads
     }
 
+    /// Runs `f` over `0..n` in contiguous chunks the threads claim as they go, so a thread the host slows down
+    /// takes fewer rows instead of holding up the others at the end of a static split. Chunks shrink with what is
+    /// left (guided self-scheduling: a few large claims, fine ones at the end), are at least `min` long and start
+    /// at multiples of `align` (a kernel's row group).
+    pub fn run_chunks(
+        &self,
+        n: usize,
+        align: usize,
+        min: usize,
+        f: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) {
+        if self.n_threads == 1 || n <= min {
+            f(0..n);
+            return;
+        }
+        if static_split() {
+            self.run(&|ti, nt| f(split_range(n, nt, ti)));
+            return;
+        }
+        let claims = Claims::new(n, self.n_threads, align, min);
+        self.run(&|_, _| {
+            while let Some(r) = claims.next() {
+                f(r);
+            }
+        });
+    }
+
     /// Runs `f(thread_index, n_threads)` on every thread of the pool and returns when all have finished.
     pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
         if self.n_threads == 1 {
@@ -165,6 +192,57 @@ impl Drop for ThreadPool {
     }
 }
 
+/// `HEARTH_SPLIT=static` makes `run_chunks` split statically (one range per thread), for comparisons.
+fn static_split() -> bool {
+    static STATIC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STATIC.get_or_init(|| std::env::var("HEARTH_SPLIT").is_ok_and(|v| v == "static"))
+}
+
+/// The shared cursor of `run_chunks`.
+struct Claims {
+    cursor: AtomicUsize,
+    n: usize,
+    /// Threads sharing the range: each claim takes 1 / (2·parts) of what is left.
+    parts: usize,
+    align: usize,
+    min: usize,
+}
+
+impl Claims {
+    fn new(n: usize, parts: usize, align: usize, min: usize) -> Claims {
+        let align = align.max(1);
+        Claims {
+            cursor: AtomicUsize::new(0),
+            n,
+            parts: parts.max(1),
+            align,
+            min: min.max(1).next_multiple_of(align),
+        }
+    }
+
+    fn next(&self) -> Option<std::ops::Range<usize>> {
+        let mut start = self.cursor.load(Ordering::Relaxed);
+        loop {
+            if start >= self.n {
+                return None;
+            }
+            let len = ((self.n - start) / (2 * self.parts))
+                .next_multiple_of(self.align)
+                .max(self.min);
+            let end = (start + len).min(self.n);
+            match self.cursor.compare_exchange_weak(
+                start,
+                end,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(start..end),
+                Err(now) => start = now,
+            }
+        }
+    }
+}
+
 /// Splits `0..n` into `parts` contiguous ranges and returns range `i`.
 pub fn split_range(n: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
     let per = n / parts;
@@ -205,6 +283,41 @@ mod tests {
                 "round {round}"
             );
         }
+    }
+
+    #[test]
+    fn chunks_cover_everything_once_at_aligned_starts() {
+        let pool = ThreadPool::new(3).expect("threads");
+        for (n, align, min) in [
+            (0, 4, 32),
+            (5, 4, 32),
+            (2560, 4, 32),
+            (13824, 4, 64),
+            (1001, 1, 1),
+        ] {
+            let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let starts = Mutex::new(Vec::new());
+            pool.run_chunks(n, align, min, &|r| {
+                starts.lock().expect("lock").push(r.start);
+                for i in r {
+                    seen[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1), "n {n}");
+            let starts = starts.into_inner().expect("lock");
+            assert!(starts.iter().all(|s| s % align == 0), "n {n}: {starts:?}");
+        }
+    }
+
+    #[test]
+    fn claims_shrink_towards_the_minimum() {
+        let c = Claims::new(2560, 2, 4, 32);
+        let lens: Vec<usize> = std::iter::from_fn(|| c.next()).map(|r| r.len()).collect();
+        assert_eq!(lens.iter().sum::<usize>(), 2560);
+        assert_eq!(lens[0], 640);
+        assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{lens:?}");
+        assert!(*lens.last().expect("claims") <= 32, "{lens:?}");
+        assert!(lens.len() < 24, "{} claims", lens.len());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::quant::rows_i8::{matmul_rows_i8, RowsI8};
 use crate::quant::{balanced_groups, dequantize_row, token_groups, GgmlType, QActs, QGroup, GROUP};
 use crate::ternary::kernels::Kernels;
 use crate::ternary::{formats, matmul_packed, Packed};
-use crate::threadpool::{split_range, SharedMut, ThreadPool};
+use crate::threadpool::{SharedMut, ThreadPool};
 use std::sync::Arc;
 
 enum Storage {
@@ -284,6 +284,12 @@ impl Weight {
 /// The most weights one `matmul` call multiplies with the same input (q, k and v).
 pub const MAX_JOBS: usize = 3;
 
+/// Row chunks threads claim in `matmul` start at multiples of this (the packed ternary group and the four-row
+/// kernels) and hold at least `CLAIM_MIN` rows (≥ 40 KB of 2-bit weights at 2560 columns), so a claim costs far
+/// less than the rows it hands out.
+const CLAIM_ALIGN: usize = 16;
+const CLAIM_MIN: usize = 64;
+
 /// Rows handled per inner tile: the tile's weight bytes stay in L1/L2 while every token is multiplied by them.
 const ROW_TILE: usize = 16;
 
@@ -318,8 +324,7 @@ pub fn matmul(
     let targets = &slots;
     // Multi-token integer kernels need the group scale layout `quantize_acts` builds for exactly these tokens.
     let grouped = n_tok > 1 && xq.cols == cols && xq.rows() == n_tok;
-    pool.run(&|ti, nt| {
-        let range = split_range(total_rows, nt, ti);
+    pool.run_chunks(total_rows, CLAIM_ALIGN, CLAIM_MIN, &|range| {
         let mut base = 0;
         for (w, out) in targets.iter().flatten() {
             let (lo, hi) = (range.start.max(base), range.end.min(base + w.rows));

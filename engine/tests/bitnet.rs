@@ -31,15 +31,7 @@ impl Rng {
 
 /// Every kernel path this CPU can run.
 fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Scalar];
-    match Isa::best_supported() {
-        Isa::Avx512Vnni => v.extend([Isa::Avx2, Isa::Avx512Vnni]),
-        Isa::AvxVnni => v.extend([Isa::Avx2, Isa::AvxVnni]),
-        Isa::Avx2 => v.push(Isa::Avx2),
-        Isa::NeonDot => v.push(Isa::NeonDot),
-        Isa::Scalar => {}
-    }
-    v
+    Isa::runnable()
 }
 
 /// Codes and activations: random, and the extremes (all +1 or −1 weights against ±127 activations).

@@ -8,7 +8,7 @@
 //! average (at most 901 of 49 152 / 262 144), and the top-1 and top-8 logits equal the file's head's.
 
 use crate::quant::dot::Isa;
-use crate::quant::rows_i4::{self, RowsI4};
+use crate::quant::rows_i4::{self, I4Path, RowsI4};
 use crate::quant::{QActs, QRow};
 use crate::threadpool::ThreadPool;
 use crate::weights::Weight;
@@ -16,7 +16,7 @@ use crate::weights::Weight;
 /// The coarse pass: the head as int4 rows.
 pub struct CoarseHead {
     rows: RowsI4,
-    simd: bool,
+    path: I4Path,
 }
 
 impl CoarseHead {
@@ -24,7 +24,11 @@ impl CoarseHead {
         let rows = RowsI4::quantize(head.rows, head.cols, |r, buf| head.dequantize_row(r, buf))?;
         Ok(CoarseHead {
             rows,
-            simd: matches!(isa, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni),
+            path: match isa {
+                Isa::Avx512Vnni if I4Path::runnable().contains(&I4Path::Avx512) => I4Path::Avx512,
+                Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => I4Path::Avx2,
+                Isa::Scalar | Isa::NeonDot => I4Path::Scalar,
+            },
         })
     }
 
@@ -41,7 +45,7 @@ impl CoarseHead {
         s: &mut RescoreScratch,
         out: &mut [f32],
     ) {
-        rows_i4::matmul(pool, &self.rows, self.simd, xq, n_tok, &mut s.sums, out);
+        rows_i4::matmul(pool, &self.rows, self.path, xq, n_tok, &mut s.sums, out);
     }
 }
 

@@ -8,7 +8,7 @@
 //! 64k + 32 + j in its high nibble; then the row's block scales, one byte per 32 columns.
 
 use crate::quant::QActs;
-use crate::threadpool::{split_range, SharedMut, ThreadPool};
+use crate::threadpool::{SharedMut, ThreadPool};
 
 /// Columns per 32-byte chunk (two blocks).
 const CHUNK: usize = 64;
@@ -144,38 +144,150 @@ unsafe fn dot4_avx2(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16]) -> [i32; 4] 
                 );
             }
         }
-        // Σ_b s_b·Σ c·x − 8·Σ_b s_b·Σ_b x, the offset as a dot product of the scales with the block sums.
+        let hs = crate::quant::dot::x86::lanes::hsum_i32;
         let mut out = [0i32; 4];
         for ((o, a), (_, scales)) in out.iter_mut().zip(acc).zip(&w) {
-            let mut off = _mm256_setzero_si256();
-            let nb = scales.len();
-            let mut b = 0;
-            while b + 16 <= nb {
-                let sv =
-                    _mm256_cvtepu8_epi16(_mm_loadu_si128(scales.as_ptr().add(b) as *const __m128i));
-                let xv = _mm256_loadu_si256(xsum.as_ptr().add(b) as *const __m256i);
-                off = _mm256_add_epi32(off, _mm256_madd_epi16(sv, xv));
-                b += 16;
-            }
-            let mut tail = 0i32;
-            for i in b..nb {
-                tail += scales[i] as i32 * xsum[i] as i32;
-            }
-            let hs = crate::quant::dot::x86::lanes::hsum_i32;
-            *o = hs(a) - 8 * (hs(off) + tail);
+            *o = hs(a) - 8 * scale_offset_avx2(scales, xsum);
         }
         out
     }
 }
 
-/// Four rows · one token on the best path (`simd`: AVX2 detected at load); `xsum`: `block_sums(x)`.
-fn dot4(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16], simd: bool) -> [i32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is set only when AVX2 was detected at run time.
-        return unsafe { dot4_avx2(w, x, xsum) };
+/// Σ_b s_b·Σ_b x: with codes c = q + 8 the kernels sum Σ_b s_b·Σ c·x and take 8 times this off.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scale_offset_avx2(scales: &[u8], xsum: &[i16]) -> i32 {
+    use std::arch::x86_64::*;
+    unsafe {
+        let mut off = _mm256_setzero_si256();
+        let nb = scales.len();
+        let mut b = 0;
+        while b + 16 <= nb {
+            let sv =
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(scales.as_ptr().add(b) as *const __m128i));
+            let xv = _mm256_loadu_si256(xsum.as_ptr().add(b) as *const __m256i);
+            off = _mm256_add_epi32(off, _mm256_madd_epi16(sv, xv));
+            b += 16;
+        }
+        let tail: i32 = (b..nb).map(|i| scales[i] as i32 * xsum[i] as i32).sum();
+        crate::quant::dot::x86::lanes::hsum_i32(off) + tail
     }
-    let _ = (simd, xsum);
+}
+
+/// The AVX-512 kernel: two chunks (128 columns, four blocks) a step. The four block scales of a step arrive as one
+/// 32-bit broadcast and a byte shuffle spreads each over its block's 16-bit lanes — the AVX2 kernel spends more
+/// instructions broadcasting scales than multiplying.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+unsafe fn dot4_avx512(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16]) -> [i32; 4] {
+    use std::arch::x86_64::*;
+    unsafe {
+        let m = _mm512_set1_epi8(15);
+        // pshufb controls (per 128-bit lane): 16-bit lanes take scale byte `i`, high byte zeroed by 0x80. The low
+        // nibbles of a step are blocks 0 (bytes 0-31) and 2 (bytes 32-63), the high nibbles blocks 1 and 3.
+        let ctl = |i: u8| i64::from_le_bytes([i, 0x80, i, 0x80, i, 0x80, i, 0x80]);
+        let (c0, c1, c2, c3) = (ctl(0), ctl(1), ctl(2), ctl(3));
+        let spread_lo = _mm512_set_epi64(c2, c2, c2, c2, c0, c0, c0, c0);
+        let spread_hi = _mm512_set_epi64(c3, c3, c3, c3, c1, c1, c1, c1);
+        let mut acc = [_mm512_setzero_si512(); 4];
+        let n = x.len() / CHUNK;
+        let xp = x.as_ptr();
+        let mut k = 0;
+        while k < n {
+            // A last odd chunk runs in the low halves, the high halves zero (codes, activations and scales).
+            let pair = k + 2 <= n;
+            let o = CHUNK * k;
+            let lo0 = _mm256_loadu_si256(xp.add(o) as *const __m256i);
+            let hi0 = _mm256_loadu_si256(xp.add(o + 32) as *const __m256i);
+            let (xlo, xhi) = if pair {
+                (
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(lo0),
+                        _mm256_loadu_si256(xp.add(o + 64) as *const __m256i),
+                    ),
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(hi0),
+                        _mm256_loadu_si256(xp.add(o + 96) as *const __m256i),
+                    ),
+                )
+            } else {
+                (_mm512_zextsi256_si512(lo0), _mm512_zextsi256_si512(hi0))
+            };
+            for (a, (codes, scales)) in acc.iter_mut().zip(&w) {
+                let p = codes.as_ptr().add(32 * k);
+                let (v, sb) = if pair {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(1024) as *const i8);
+                    let s = (scales.as_ptr().add(2 * k) as *const i32).read_unaligned();
+                    (
+                        _mm512_loadu_si512(p as *const __m512i),
+                        _mm512_set1_epi32(s),
+                    )
+                } else {
+                    let s = u16::from_le_bytes([scales[2 * k], scales[2 * k + 1]]) as i32;
+                    (
+                        _mm512_zextsi256_si512(_mm256_loadu_si256(p as *const __m256i)),
+                        _mm512_set1_epi32(s),
+                    )
+                };
+                let plo = _mm512_maddubs_epi16(_mm512_and_si512(v, m), xlo);
+                let phi = _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), xhi);
+                let slo = _mm512_shuffle_epi8(sb, spread_lo);
+                let shi = _mm512_shuffle_epi8(sb, spread_hi);
+                *a = _mm512_add_epi32(
+                    *a,
+                    _mm512_add_epi32(_mm512_madd_epi16(plo, slo), _mm512_madd_epi16(phi, shi)),
+                );
+            }
+            k += 2;
+        }
+        let mut out = [0i32; 4];
+        for ((o, a), (_, scales)) in out.iter_mut().zip(acc).zip(&w) {
+            *o = _mm512_reduce_add_epi32(a) - 8 * scale_offset_avx2(scales, xsum);
+        }
+        out
+    }
+}
+
+/// The kernel a coarse head runs, chosen at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum I4Path {
+    Scalar,
+    /// AVX2 detected at run time.
+    Avx2,
+    /// AVX-512 F and BW detected at run time.
+    Avx512,
+}
+
+impl I4Path {
+    /// Every path this CPU can run, the scalar reference first.
+    pub fn runnable() -> Vec<I4Path> {
+        let mut v = vec![I4Path::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                v.push(I4Path::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+            {
+                v.push(I4Path::Avx512);
+            }
+        }
+        v
+    }
+}
+
+/// Four rows · one token; `xsum`: `block_sums(x)`.
+fn dot4(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16], path: I4Path) -> [i32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    match path {
+        // SAFETY: each path is chosen only when its features were detected at run time (`I4Path::runnable`).
+        I4Path::Avx2 => return unsafe { dot4_avx2(w, x, xsum) },
+        I4Path::Avx512 => return unsafe { dot4_avx512(w, x, xsum) },
+        I4Path::Scalar => {}
+    }
+    let _ = (path, xsum);
     w.map(|r| dot_scalar(r, x))
 }
 
@@ -184,7 +296,7 @@ fn dot4(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16], simd: bool) -> [i32; 4] 
 pub fn matmul(
     pool: &ThreadPool,
     m: &RowsI4,
-    simd: bool,
+    path: I4Path,
     xq: &QActs,
     n_tok: usize,
     sums: &mut Vec<i16>,
@@ -197,8 +309,9 @@ pub fn matmul(
         block_sums(&xq.q[t * m.cols..(t + 1) * m.cols], sums);
     }
     let (sums, per) = (&sums[..], padded_blocks(m.cols));
-    pool.run(&|ti, nt| {
-        let range = split_range(m.rows, nt, ti);
+    // Claimed chunks of 256 rows (≥ 80 KB at 2560 columns): the pass is long, and a static split waits for the
+    // slower thread.
+    pool.run_chunks(m.rows, 4, 256, &|range| {
         // Rows outer, tokens inner: four rows stay in L1 while every token passes.
         let mut r = range.start;
         while r < range.end {
@@ -206,7 +319,7 @@ pub fn matmul(
             let rows = [0, 1, 2, 3].map(|i| m.row(r + i.min(n - 1)));
             for (t, xs) in sums.chunks_exact(per).enumerate() {
                 let x = &xq.q[t * m.cols..(t + 1) * m.cols];
-                let v = dot4(rows, x, xs, simd);
+                let v = dot4(rows, x, xs, path);
                 let d = xq.row_d[t];
                 for (i, &vi) in v.iter().enumerate().take(n) {
                     // SAFETY: this thread owns rows of `range`; the index is within `out`.
@@ -233,7 +346,7 @@ mod tests {
             s ^= s << 17;
             s
         };
-        for cols in [64, 192, 2560] {
+        for cols in [64, 192, 320, 2560] {
             // Rows of mixed magnitude (a block of outliers, a block of zeros), and a row of all zeros.
             let w: Vec<Vec<f32>> = (0..4)
                 .map(|i| {
@@ -277,10 +390,8 @@ mod tests {
                 let want = rows.map(|r| dot_scalar(r, &x));
                 let mut xsum = Vec::new();
                 block_sums(&x, &mut xsum);
-                assert_eq!(dot4(rows, &x, &xsum, false), want);
-                #[cfg(target_arch = "x86_64")]
-                if std::is_x86_feature_detected!("avx2") {
-                    assert_eq!(dot4(rows, &x, &xsum, true), want);
+                for path in I4Path::runnable() {
+                    assert_eq!(dot4(rows, &x, &xsum, path), want, "{path:?} cols {cols}");
                 }
             }
         }

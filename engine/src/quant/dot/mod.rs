@@ -62,6 +62,27 @@ impl Isa {
         Isa::Scalar
     }
 
+    /// Every path this CPU can run, the scalar reference first (tests compare each with it). A CPU with AVX-512
+    /// VNNI and AVX-VNNI (Sapphire Rapids and later) runs both VNNI paths.
+    pub fn runnable() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if Self::best_supported() != Isa::Scalar {
+            v.push(Isa::Avx2);
+            if std::is_x86_feature_detected!("avxvnni") {
+                v.push(Isa::AvxVnni);
+            }
+            if Self::best_supported() == Isa::Avx512Vnni {
+                v.push(Isa::Avx512Vnni);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if Self::best_supported() == Isa::NeonDot {
+            v.push(Isa::NeonDot);
+        }
+        v
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
