@@ -130,7 +130,8 @@ unsafe fn dot4_avx2(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16]) -> [i32; 4] 
             let x1 = _mm256_loadu_si256(x.as_ptr().add(CHUNK * k + 32) as *const __m256i);
             for (a, (codes, scales)) in acc.iter_mut().zip(&w) {
                 let p = codes.as_ptr().add(32 * k);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(1024) as *const i8);
+                // The same place four rows on: the next group's rows, read after these four short streams.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * codes.len()) as *const i8);
                 let v = _mm256_loadu_si256(p as *const __m256i);
                 // Unsigned codes c = q + 8 ≤ 15 × signed x: pairs ≤ 3810; times the block scale (≤ 127) four
                 // products a lane ≤ 1.94 M per chunk — i32 holds a row of up to 65 536 columns (`quantize`).
@@ -216,7 +217,7 @@ unsafe fn dot4_avx512(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16]) -> [i32; 4
             for (a, (codes, scales)) in acc.iter_mut().zip(&w) {
                 let p = codes.as_ptr().add(32 * k);
                 let (v, sb) = if pair {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(1024) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * codes.len()) as *const i8);
                     let s = (scales.as_ptr().add(2 * k) as *const i32).read_unaligned();
                     (
                         _mm512_loadu_si512(p as *const __m512i),

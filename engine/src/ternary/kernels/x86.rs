@@ -34,6 +34,10 @@ macro_rules! ternary_isa {
                         // as 4c, by mask alone. "even" sums c·x, "odd" 4c·x; odd is divided by 4 at the end (exact).
                         let mut even = [_mm256_setzero_si256(); T];
                         let mut odd = [_mm256_setzero_si256(); T];
+                        // VNNI: second accumulators for quarters 2 and 3, so one token's four `vpdpbusd` a
+                        // line form two chains each, not one (latency-bound at one token otherwise).
+                        let mut even_b = [_mm256_setzero_si256(); T];
+                        let mut odd_b = [_mm256_setzero_si256(); T];
                         let mut even16 = [_mm256_setzero_si256(); T];
                         let mut odd16 = [_mm256_setzero_si256(); T];
                         for k in 0..n_chunks {
@@ -60,9 +64,9 @@ macro_rules! ternary_isa {
                                 let x3 = _mm256_loadu_si256(xp.add(3));
                                 if $vnni {
                                     even[t] = $dpbusd(even[t], p0, x0);
-                                    even[t] = $dpbusd(even[t], p2, x2);
+                                    even_b[t] = $dpbusd(even_b[t], p2, x2);
                                     odd[t] = $dpbusd(odd[t], p1, x1);
-                                    odd[t] = $dpbusd(odd[t], p3, x3);
+                                    odd_b[t] = $dpbusd(odd_b[t], p3, x3);
                                 } else {
                                     // |x| ≤ 127 (absmax quantization), so a 16-bit lane gets at most
                                     // 2·2·127 = 508 per even product pair and 2·8·127 = 2032 per odd one: eight
@@ -97,7 +101,9 @@ macro_rules! ternary_isa {
                             }
                         }
                         for t in 0..T {
-                            out[t][i] = hsum_i32(even[t]) + (hsum_i32(odd[t]) >> 2);
+                            let e = _mm256_add_epi32(even[t], even_b[t]);
+                            let o = _mm256_add_epi32(odd[t], odd_b[t]);
+                            out[t][i] = hsum_i32(e) + (hsum_i32(o) >> 2);
                         }
                     }
                     out
