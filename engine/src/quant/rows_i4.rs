@@ -262,20 +262,23 @@ pub enum I4Path {
 impl I4Path {
     /// Every path this CPU can run, the scalar reference first.
     pub fn runnable() -> Vec<I4Path> {
-        let mut v = vec![I4Path::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") {
-                v.push(I4Path::Avx2);
-            }
-            if std::is_x86_feature_detected!("avx2")
+            let avx2 = std::is_x86_feature_detected!("avx2");
+            let avx512 = avx2
                 && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-            {
-                v.push(I4Path::Avx512);
-            }
+                && std::is_x86_feature_detected!("avx512bw");
+            [
+                (true, I4Path::Scalar),
+                (avx2, I4Path::Avx2),
+                (avx512, I4Path::Avx512),
+            ]
+            .into_iter()
+            .filter_map(|(ok, p)| ok.then_some(p))
+            .collect()
         }
-        v
+        #[cfg(not(target_arch = "x86_64"))]
+        vec![I4Path::Scalar]
     }
 }
 
