@@ -29,11 +29,6 @@ impl Rng {
     }
 }
 
-/// Every kernel path this CPU can run.
-fn isas() -> Vec<Isa> {
-    Isa::runnable()
-}
-
 /// Codes and activations: random, and the extremes (all +1 or −1 weights against ±127 activations).
 fn cases(rows: usize, cols: usize, rng: &mut Rng) -> Vec<(Vec<u8>, Vec<i8>)> {
     let rand_codes: Vec<u8> = (0..rows * cols).map(|_| (rng.next() % 3) as u8).collect();
@@ -95,7 +90,7 @@ fn group_kernels_equal_the_reference_exactly() {
                     .iter()
                     .map(|v| scalar::group::<1>(grp, &[v])[0])
                     .collect();
-                for isa in isas() {
+                for isa in Isa::runnable() {
                     let k = Kernels::for_isa(isa);
                     assert_eq!((k.t1)(grp, &[&x])[0], reference, "{isa:?} t1 {rows}x{cols}");
                     let four = (k.t4)(grp, &[&xs[0], &xs[1], &xs[2], &xs[3]]);
@@ -123,7 +118,7 @@ fn packed_matmul_is_exact_and_batching_invariant() {
         let mut xq = QActs::default();
         quantize_per_token(&x, cols, &mut xq);
         let scale = 0.75;
-        for isa in isas() {
+        for isa in Isa::runnable() {
             for threads in [1, 2, 3] {
                 let pool = ThreadPool::new(threads).unwrap();
                 let p = Packed::from_rows(rows, cols, scale, |r, out| {

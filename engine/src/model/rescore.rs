@@ -24,11 +24,7 @@ impl CoarseHead {
         let rows = RowsI4::quantize(head.rows, head.cols, |r, buf| head.dequantize_row(r, buf))?;
         Ok(CoarseHead {
             rows,
-            path: match isa {
-                Isa::Avx512Vnni if I4Path::runnable().contains(&I4Path::Avx512) => I4Path::Avx512,
-                Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => I4Path::Avx2,
-                Isa::Scalar | Isa::NeonDot => I4Path::Scalar,
-            },
+            path: I4Path::for_isa(isa),
         })
     }
 

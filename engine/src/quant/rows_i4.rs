@@ -7,6 +7,7 @@
 //! Layout per row: 32 bytes per 64 columns; q + 8 of column 64k + j in the low nibble of byte 32k + j, of column
 //! 64k + 32 + j in its high nibble; then the row's block scales, one byte per 32 columns.
 
+use crate::quant::dot::Isa;
 use crate::quant::QActs;
 use crate::threadpool::{SharedMut, ThreadPool};
 
@@ -260,6 +261,15 @@ pub enum I4Path {
 }
 
 impl I4Path {
+    /// The path for the engine's `Isa` (`HEARTH_ISA=avx2` selects the AVX2 kernel here too).
+    pub fn for_isa(isa: Isa) -> I4Path {
+        match isa {
+            Isa::Avx512Vnni if Self::runnable().contains(&I4Path::Avx512) => I4Path::Avx512,
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => I4Path::Avx2,
+            Isa::Scalar | Isa::NeonDot => I4Path::Scalar,
+        }
+    }
+
     /// Every path this CPU can run, the scalar reference first.
     pub fn runnable() -> Vec<I4Path> {
         #[cfg(target_arch = "x86_64")]
