@@ -1,6 +1,7 @@
 //! Ternary kernel micro-benchmarks at BitNet b1.58 2B4T's shapes: `cargo bench -p hearth-engine --bench ternary
 //! [-- --threads N --isa scalar|avx2|avx512vnni]`. For each matrix and token count: time per product, weights × tokens
-//! per second, and weight bytes streamed per second (the bound for one token: memory bandwidth).
+//! per second, and weight bytes streamed per second (the bound for one token: memory bandwidth). `--only
+//! matrices,long,layers,head` picks sections (default all).
 
 use hearth_engine::quant::dot::Isa;
 use hearth_engine::quant::{quantize_acts, GgmlType, QActs};
@@ -52,6 +53,11 @@ fn main() {
     let tokens: Vec<usize> = arg("--tokens")
         .map(|s| s.split(',').filter_map(|t| t.parse().ok()).collect())
         .unwrap_or(vec![1, 32, 128, 512]);
+    let only = arg("--only");
+    let section = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == name))
+    };
     let pool = ThreadPool::new(threads).expect("thread pool");
     println!("threads {threads}, isa {}", isa.name());
     println!(
@@ -73,7 +79,7 @@ fn main() {
         seed ^= seed << 17;
         seed
     };
-    for (k, n) in shapes {
+    for (k, n) in shapes.into_iter().filter(|_| section("matrices")) {
         let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 3) as u8).collect();
         let p = Packed::from_rows(n, k, 1.0, |r, out| {
             out.copy_from_slice(&codes[r * k..(r + 1) * k]);
@@ -92,53 +98,118 @@ fn main() {
             report(&format!("{k} -> {n}"), t, s, n * k * t, w.n_bytes());
         }
     }
-    // All 30 layers' matrices (520 MB, far beyond the caches): one decode step's ternary work streamed from DRAM.
-    let layer_shapes = [
-        (2560, 2560),
-        (2560, 640),
-        (2560, 640),
-        (2560, 2560),
-        (2560, 6912),
-        (2560, 6912),
-        (6912, 2560),
-    ];
-    let mut layers = Vec::new();
-    for _ in 0..30 {
-        for &(k, n) in &layer_shapes {
-            let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 3) as u8).collect();
-            let p = Packed::from_rows(n, k, 1.0, |r, out| {
-                out.copy_from_slice(&codes[r * k..(r + 1) * k]);
-                Ok(())
-            })
-            .expect("pack");
-            layers.push(Weight::from_packed("layer", GgmlType::I2S, p, isa));
-        }
+    // One matrix far beyond the caches (84 MB): the rate of one long stream, to set against the 210 short ones.
+    if section("long") {
+        let (k, n) = (2560, 131_072);
+        let p = Packed::from_rows(n, k, 1.0, |r, out| {
+            for (c, o) in out.iter_mut().enumerate() {
+                *o = ((r * 7919 + c * 104_729) % 3) as u8;
+            }
+            Ok(())
+        })
+        .expect("pack");
+        let w = Weight::from_packed("long", GgmlType::I2S, p, isa);
+        let x: Vec<f32> = (0..k)
+            .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let mut xq = QActs::default();
+        quantize_per_token(&x, k, &mut xq);
+        let mut out = vec![0f32; n];
+        let s = time(|| matmul(&pool, &mut [(&w, &mut out)], &x, &xq, 1), 1.0);
+        report(&format!("{k} -> {n} (DRAM)"), 1, s, n * k, w.n_bytes());
     }
-    let total: usize = layers.iter().map(|w| w.n_bytes()).sum();
-    let xs: Vec<(Vec<f32>, QActs)> = [2560, 6912]
-        .iter()
-        .map(|&k| {
+    // Each shape alone, copied until the copies far exceed the caches: which matrices stream slowly from DRAM.
+    if section("copies") {
+        for (k, n) in shapes {
+            let copies = (256 << 20) / (k * n / 4);
+            let ws: Vec<Weight> = (0..copies)
+                .map(|i| {
+                    let p = Packed::from_rows(n, k, 1.0, |r, out| {
+                        for (c, o) in out.iter_mut().enumerate() {
+                            *o = ((i + r * 7919 + c * 104_729) % 3) as u8;
+                        }
+                        Ok(())
+                    })
+                    .expect("pack");
+                    Weight::from_packed("copy", GgmlType::I2S, p, isa)
+                })
+                .collect();
             let x: Vec<f32> = (0..k)
                 .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
                 .collect();
             let mut xq = QActs::default();
             quantize_per_token(&x, k, &mut xq);
-            (x, xq)
-        })
-        .collect();
-    let mut out = vec![0f32; 6912];
-    let s = time(
-        || {
-            for w in &layers {
-                let (x, xq) = &xs[usize::from(w.cols != 2560)];
-                matmul(&pool, &mut [(w, &mut out[..w.rows])], x, xq, 1);
+            let mut out = vec![0f32; n];
+            let s = time(
+                || {
+                    for w in &ws {
+                        matmul(&pool, &mut [(w, &mut out)], &x, &xq, 1);
+                    }
+                },
+                1.0,
+            );
+            let bytes: usize = ws.iter().map(|w| w.n_bytes()).sum();
+            report(
+                &format!("{copies}x {k} -> {n}"),
+                1,
+                s,
+                copies * n * k,
+                bytes,
+            );
+        }
+    }
+    if section("layers") {
+        // All 30 layers' matrices (520 MB, far beyond the caches): one decode step's ternary work streamed from DRAM.
+        let layer_shapes = [
+            (2560, 2560),
+            (2560, 640),
+            (2560, 640),
+            (2560, 2560),
+            (2560, 6912),
+            (2560, 6912),
+            (6912, 2560),
+        ];
+        let mut layers = Vec::new();
+        for _ in 0..30 {
+            for &(k, n) in &layer_shapes {
+                let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 3) as u8).collect();
+                let p = Packed::from_rows(n, k, 1.0, |r, out| {
+                    out.copy_from_slice(&codes[r * k..(r + 1) * k]);
+                    Ok(())
+                })
+                .expect("pack");
+                layers.push(Weight::from_packed("layer", GgmlType::I2S, p, isa));
             }
-        },
-        2.0,
-    );
-    let weights = layers.iter().map(|w| w.rows * w.cols).sum::<usize>();
-    report("30 layers (DRAM)", 1, s, weights, total);
-    drop(layers);
+        }
+        let total: usize = layers.iter().map(|w| w.n_bytes()).sum();
+        let xs: Vec<(Vec<f32>, QActs)> = [2560, 6912]
+            .iter()
+            .map(|&k| {
+                let x: Vec<f32> = (0..k)
+                    .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
+                    .collect();
+                let mut xq = QActs::default();
+                quantize_per_token(&x, k, &mut xq);
+                (x, xq)
+            })
+            .collect();
+        let mut out = vec![0f32; 6912];
+        let s = time(
+            || {
+                for w in &layers {
+                    let (x, xq) = &xs[usize::from(w.cols != 2560)];
+                    matmul(&pool, &mut [(w, &mut out[..w.rows])], x, xq, 1);
+                }
+            },
+            2.0,
+        );
+        let weights = layers.iter().map(|w| w.rows * w.cols).sum::<usize>();
+        report("30 layers (DRAM)", 1, s, weights, total);
+        drop(layers);
+    }
+    if !section("head") {
+        return;
+    }
     // The tied head: F16 as published, at 1 token (generation) and a few.
     let (k, n) = (2560, 128_256);
     let data: Vec<u8> = (0..n * k)

@@ -10,6 +10,7 @@ pub mod chat;
 pub mod devices;
 pub mod error;
 pub mod gguf;
+pub mod hugebuf;
 pub mod json_mode;
 pub mod kv;
 pub mod loaded;

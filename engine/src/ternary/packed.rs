@@ -6,6 +6,7 @@
 //! 32-byte lines decode with one shift and one mask per quarter.
 
 use super::kernels::Kernels;
+use crate::hugebuf::HugeBuf;
 use crate::quant::QActs;
 use crate::threadpool::SharedMut;
 
@@ -19,7 +20,7 @@ pub struct Packed {
     pub rows: usize,
     pub cols: usize,
     pub scale: f32,
-    data: Vec<u8>,
+    data: HugeBuf,
 }
 
 impl std::fmt::Debug for Packed {
@@ -51,7 +52,8 @@ impl Packed {
         }
         let n_groups = rows.div_ceil(GROUP);
         let gb = cols; // 4 rows × cols/4 bytes
-        let mut data = vec![ZERO_CODES; n_groups * gb];
+                       // On huge pages: a decode step streams every matrix once (see `hugebuf`).
+        let mut data = HugeBuf::new(n_groups * gb, ZERO_CODES);
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)

@@ -2,7 +2,8 @@
 //! masks give the four quarters of codes (two of them times 4); each multiplies 32 int8 activations as unsigned ×
 //! signed bytes. AVX2 (`vpmaddubsw`) keeps 16-bit sums for eight chunks before widening (`vpmaddwd`); VNNI
 //! (`vpdpbusd`, in its AVX-512VL or its VEX-encoded AVX-VNNI form) accumulates in 32 bits directly. Both are exact: integer arithmetic that cannot overflow for
-//! absmax-quantized activations (|x| ≤ 127).
+//! absmax-quantized activations (|x| ≤ 127). With AVX-512 VNNI one token (decode) takes `vnni512`: whole
+//! 128-byte chunks in 512-bit registers, a quarter of the instructions per weight byte.
 
 use super::Kernels;
 
@@ -125,6 +126,71 @@ ternary_isa!(
     _mm256_dpbusd_epi32
 );
 
+/// One token on 512-bit registers (AVX-512 VNNI): a chunk's 128 bytes are two loads, rows 0|1 and 2|3, against
+/// each quarter of activations broadcast to both halves — a quarter of the vector instructions of the four
+/// row passes above. Quarter l is masked in place (`0b11 << 2l`, i.e. 4^l·c, at most 128: still an unsigned
+/// byte) and summed in its own accumulator, divided by 4^l at the end (exact: every lane is a multiple of it).
+/// Eight independent `vpdpbusd` chains a chunk keep the multiply pipes busy at one token.
+pub mod vnni512 {
+    use crate::quant::dot::x86::lanes::hsum_i32;
+    use crate::ternary::{CHUNK, GROUP};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512vnni,avx512vl,avx2")]
+    unsafe fn group1(w: &[u8], x: &[i8]) -> [i32; GROUP] {
+        unsafe {
+            let n_chunks = w.len() / CHUNK;
+            debug_assert!(x.len() >= n_chunks * CHUNK);
+            let masks = [
+                _mm512_set1_epi8(0b0000_0011),
+                _mm512_set1_epi8(0b0000_1100),
+                _mm512_set1_epi8(0b0011_0000),
+                _mm512_set1_epi8(0b1100_0000u8 as i8),
+            ];
+            let mut a = [_mm512_setzero_si512(); 4]; // rows 0|1, quarter l
+            let mut b = [_mm512_setzero_si512(); 4]; // rows 2|3
+                                                     // No software prefetch: the chunks are read in address order, which the hardware prefetchers
+                                                     // follow (prefetching 8 KB ahead measured 0-7 % slower over the 30 layers on Zen 4).
+            for k in 0..n_chunks {
+                let base = w.as_ptr().add(k * CHUNK);
+                let v01 = _mm512_loadu_si512(base as *const __m512i);
+                let v23 = _mm512_loadu_si512(base.add(64) as *const __m512i);
+                let xp = x.as_ptr().add(k * CHUNK) as *const __m256i;
+                for l in 0..4 {
+                    let xl = _mm512_broadcast_i64x4(_mm256_loadu_si256(xp.add(l)));
+                    a[l] = _mm512_dpbusd_epi32(a[l], _mm512_and_si512(v01, masks[l]), xl);
+                    b[l] = _mm512_dpbusd_epi32(b[l], _mm512_and_si512(v23, masks[l]), xl);
+                }
+            }
+            let (r0, r1) = fold(a);
+            let (r2, r3) = fold(b);
+            [r0, r1, r2, r3]
+        }
+    }
+
+    /// Σ_l q[l] / 4^l, summed over each 256-bit half (one row each).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn fold(q: [__m512i; 4]) -> (i32, i32) {
+        let s = _mm512_add_epi32(
+            _mm512_add_epi32(q[0], _mm512_srai_epi32::<2>(q[1])),
+            _mm512_add_epi32(_mm512_srai_epi32::<4>(q[2]), _mm512_srai_epi32::<6>(q[3])),
+        );
+        // SAFETY: AVX2 is enabled here.
+        unsafe {
+            (
+                hsum_i32(_mm512_castsi512_si256(s)),
+                hsum_i32(_mm512_extracti64x4_epi64::<1>(s)),
+            )
+        }
+    }
+
+    pub fn t1(w: &[u8], x: &[&[i8]; 1]) -> [[i32; GROUP]; 1] {
+        // SAFETY: selected only after run-time detection of AVX-512 VNNI (`Isa::best_supported`).
+        [unsafe { group1(w, x[0]) }]
+    }
+}
+
 pub const AVX2: Kernels = Kernels {
     t1: avx2::t1,
     t2: avx2::t2,
@@ -142,9 +208,9 @@ pub const AVX_VNNI: Kernels = Kernels {
 };
 
 pub const VNNI: Kernels = Kernels {
-    t1: vnni::t1,
+    t1: vnni512::t1,
     t2: vnni::t2,
     t3: vnni::t3,
     t4: vnni::t4,
-    name: "avx512vnni (vpdpbusd, i2 4-row groups, per-token int8)",
+    name: "avx512vnni (vpdpbusd zmm at one token, ymm for 2-4; i2 4-row groups, per-token int8)",
 };
