@@ -1,7 +1,7 @@
 //! Ternary kernel micro-benchmarks at BitNet b1.58 2B4T's shapes: `cargo bench -p hearth-engine --bench ternary
 //! [-- --threads N --isa scalar|avx2|avx512vnni]`. For each matrix and token count: time per product, weights × tokens
 //! per second, and weight bytes streamed per second (the bound for one token: memory bandwidth). `--only
-//! matrices,long,layers,head` picks sections (default all).
+//! matrices,long,copies,layers,head` picks sections (default all).
 
 use hearth_engine::quant::dot::Isa;
 use hearth_engine::quant::{quantize_acts, GgmlType, QActs};
@@ -27,6 +27,28 @@ fn report(label: &str, tokens: usize, s: f64, weights: usize, bytes: usize) {
         weights as f64 / s / 1e9,
         bytes as f64 / s / 1e9
     );
+}
+
+/// A packed ternary matrix [n × k] with pseudo-random codes (`salt` varies copies of one shape).
+fn ternary_weight(k: usize, n: usize, salt: usize, isa: Isa) -> Weight {
+    let p = Packed::from_rows(n, k, 1.0, |r, out| {
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = ((salt + r * 7919 + c * 104_729) % 3) as u8;
+        }
+        Ok(())
+    })
+    .expect("pack");
+    Weight::from_packed("bench", GgmlType::I2S, p, isa)
+}
+
+/// `t` tokens of `k` activations in [-1, 1] and their per-token int8 form.
+fn token_acts(k: usize, t: usize, rnd: &mut impl FnMut() -> u64) -> (Vec<f32>, QActs) {
+    let x: Vec<f32> = (0..t * k)
+        .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let mut xq = QActs::default();
+    quantize_per_token(&x, k, &mut xq);
+    (x, xq)
 }
 
 fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
@@ -80,19 +102,9 @@ fn main() {
         seed
     };
     for (k, n) in shapes.into_iter().filter(|_| section("matrices")) {
-        let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 3) as u8).collect();
-        let p = Packed::from_rows(n, k, 1.0, |r, out| {
-            out.copy_from_slice(&codes[r * k..(r + 1) * k]);
-            Ok(())
-        })
-        .expect("pack");
-        let w = Weight::from_packed("bench", GgmlType::I2S, p, isa);
+        let w = ternary_weight(k, n, 0, isa);
         for &t in &tokens {
-            let x: Vec<f32> = (0..t * k)
-                .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
-                .collect();
-            let mut xq = QActs::default();
-            quantize_per_token(&x, k, &mut xq);
+            let (x, xq) = token_acts(k, t, &mut rnd);
             let mut out = vec![0f32; t * n];
             let s = time(|| matmul(&pool, &mut [(&w, &mut out)], &x, &xq, t), 0.5);
             report(&format!("{k} -> {n}"), t, s, n * k * t, w.n_bytes());
@@ -101,19 +113,8 @@ fn main() {
     // One matrix far beyond the caches (84 MB): the rate of one long stream, to set against the 210 short ones.
     if section("long") {
         let (k, n) = (2560, 131_072);
-        let p = Packed::from_rows(n, k, 1.0, |r, out| {
-            for (c, o) in out.iter_mut().enumerate() {
-                *o = ((r * 7919 + c * 104_729) % 3) as u8;
-            }
-            Ok(())
-        })
-        .expect("pack");
-        let w = Weight::from_packed("long", GgmlType::I2S, p, isa);
-        let x: Vec<f32> = (0..k)
-            .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
-            .collect();
-        let mut xq = QActs::default();
-        quantize_per_token(&x, k, &mut xq);
+        let w = ternary_weight(k, n, 0, isa);
+        let (x, xq) = token_acts(k, 1, &mut rnd);
         let mut out = vec![0f32; n];
         let s = time(|| matmul(&pool, &mut [(&w, &mut out)], &x, &xq, 1), 1.0);
         report(&format!("{k} -> {n} (DRAM)"), 1, s, n * k, w.n_bytes());
@@ -122,23 +123,8 @@ fn main() {
     if section("copies") {
         for (k, n) in shapes {
             let copies = (256 << 20) / (k * n / 4);
-            let ws: Vec<Weight> = (0..copies)
-                .map(|i| {
-                    let p = Packed::from_rows(n, k, 1.0, |r, out| {
-                        for (c, o) in out.iter_mut().enumerate() {
-                            *o = ((i + r * 7919 + c * 104_729) % 3) as u8;
-                        }
-                        Ok(())
-                    })
-                    .expect("pack");
-                    Weight::from_packed("copy", GgmlType::I2S, p, isa)
-                })
-                .collect();
-            let x: Vec<f32> = (0..k)
-                .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
-                .collect();
-            let mut xq = QActs::default();
-            quantize_per_token(&x, k, &mut xq);
+            let ws: Vec<Weight> = (0..copies).map(|i| ternary_weight(k, n, i, isa)).collect();
+            let (x, xq) = token_acts(k, 1, &mut rnd);
             let mut out = vec![0f32; n];
             let s = time(
                 || {
@@ -169,30 +155,13 @@ fn main() {
             (2560, 6912),
             (6912, 2560),
         ];
-        let mut layers = Vec::new();
-        for _ in 0..30 {
-            for &(k, n) in &layer_shapes {
-                let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 3) as u8).collect();
-                let p = Packed::from_rows(n, k, 1.0, |r, out| {
-                    out.copy_from_slice(&codes[r * k..(r + 1) * k]);
-                    Ok(())
-                })
-                .expect("pack");
-                layers.push(Weight::from_packed("layer", GgmlType::I2S, p, isa));
-            }
-        }
-        let total: usize = layers.iter().map(|w| w.n_bytes()).sum();
-        let xs: Vec<(Vec<f32>, QActs)> = [2560, 6912]
-            .iter()
-            .map(|&k| {
-                let x: Vec<f32> = (0..k)
-                    .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
-                    .collect();
-                let mut xq = QActs::default();
-                quantize_per_token(&x, k, &mut xq);
-                (x, xq)
-            })
+        let layers: Vec<Weight> = (0..30)
+            .flat_map(|_| layer_shapes)
+            .enumerate()
+            .map(|(i, (k, n))| ternary_weight(k, n, i, isa))
             .collect();
+        let total: usize = layers.iter().map(|w| w.n_bytes()).sum();
+        let xs = [2560, 6912].map(|k| token_acts(k, 1, &mut rnd));
         let mut out = vec![0f32; 6912];
         let s = time(
             || {
@@ -256,11 +225,7 @@ fn main() {
     // reads 0.3 MB of the F16 head).
     let coarse = hearth_engine::model::rescore::CoarseHead::new(&f16_head, isa).expect("int4 head");
     for &t in tokens.iter().filter(|&&t| t <= 32) {
-        let x: Vec<f32> = (0..t * k)
-            .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
-            .collect();
-        let mut xq = QActs::default();
-        quantize_per_token(&x, k, &mut xq);
+        let (_, xq) = token_acts(k, t, &mut rnd);
         let mut out = vec![0f32; t * n];
         let mut scratch = hearth_engine::model::rescore::RescoreScratch::default();
         let s = time(|| coarse.matmul(&pool, &xq, t, &mut scratch, &mut out), 1.0);

@@ -44,7 +44,7 @@ impl HugeBuf {
         HugeBuf::Heap(vec![fill; len])
     }
 
-    /// Whether the data lies in huge-page-advised memory (for `hearth doctor` and tests).
+    /// Whether the data lies in huge-page-advised memory rather than on the heap.
     pub fn is_mapped(&self) -> bool {
         matches!(self, HugeBuf::Mapped { .. })
     }
