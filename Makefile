@@ -5,7 +5,7 @@ STATE ?= .hearth
 
 BIND ?= 127.0.0.1:8383
 
-.PHONY: run test test-aarch64 models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
+.PHONY: run test test-aarch64 check-macos models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
 
 ## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
 run: models ui build
@@ -49,6 +49,7 @@ test: models clients tools lint
 	HEARTH_REQUIRE_UI=1 scripts/build-ui
 	cargo test --workspace
 	scripts/test-aarch64
+	scripts/check-macos
 	$(MAKE) e2e
 	tests/package/run
 
@@ -63,6 +64,10 @@ package-test:
 ## make test-aarch64: the AArch64 NEON kernels cross-built and run under QEMU (part of make test).
 test-aarch64:
 	scripts/test-aarch64
+
+## make check-macos: the macOS build with `--features metal` type-checked and linted (part of make test).
+check-macos:
+	scripts/check-macos
 
 ## make bench: side by side with llama.cpp (builds it from PyPI's llama-cpp-python on first use).
 bench:

@@ -206,9 +206,21 @@ pub fn render(r: &Report) -> String {
     }
     match (&r.inventory.metal, &r.inventory.metal_note) {
         (Some(m), _) => line(format!(
-            "Metal   {} ({} working set)",
+            "Metal   {} ({}{}{}): {} free of a {} working set, largest buffer {}",
             m.name,
-            gib(m.working_set_bytes)
+            m.architecture.as_deref().unwrap_or("architecture ?"),
+            m.families
+                .iter()
+                .map(|f| format!(", {f}"))
+                .collect::<String>(),
+            if m.unified_memory {
+                ", unified memory"
+            } else {
+                ""
+            },
+            gib(m.available_bytes()),
+            gib(m.working_set_bytes),
+            gib(m.max_buffer_bytes)
         )),
         (None, Some(note)) => line(format!("Metal   none: {note}")),
         (None, None) => {}
@@ -235,4 +247,42 @@ pub fn render(r: &Report) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_engine::devices::MetalInfo;
+
+    #[test]
+    fn a_macs_gpu_is_rendered_with_its_family_and_free_working_set() {
+        let mut inventory = Inventory::detect();
+        inventory.metal = Some(MetalInfo {
+            name: "Apple M3 Pro".into(),
+            registry_id: 4294969000,
+            architecture: Some("applegpu_g15s".into()),
+            unified_memory: true,
+            working_set_bytes: 27 << 30,
+            allocated_bytes: 3 << 30,
+            max_buffer_bytes: 18 << 30,
+            low_power: false,
+            families: vec!["apple9", "metal3"],
+        });
+        inventory.metal_note = None;
+        let r = Report {
+            inventory,
+            backends_built: vec!["cpu", "ternary"],
+            models: Vec::new(),
+            power_zones: Vec::new(),
+            checks: Vec::new(),
+        };
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "Metal   Apple M3 Pro (applegpu_g15s, apple9, metal3, unified memory): \
+                 24.0 GiB free of a 27.0 GiB working set, largest buffer 18.0 GiB\n"
+            ),
+            "{text}"
+        );
+    }
 }

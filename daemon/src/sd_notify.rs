@@ -17,17 +17,30 @@ pub fn notify(state: &str) -> bool {
         return false;
     }
     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        sock.send_to(state.as_bytes(), &path)
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => send_abstract(&sock, name, state),
+        None => sock.send_to(state.as_bytes(), &path),
     };
     if let Err(e) = &sent {
         tracing::warn!(error = %e, "sd_notify failed");
     }
     sent.is_ok()
+}
+
+#[cfg(target_os = "linux")]
+fn send_abstract(sock: &UnixDatagram, name: &[u8], state: &str) -> std::io::Result<usize> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name)
+        .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+}
+
+/// Abstract socket names are Linux's; systemd runs nowhere else.
+#[cfg(not(target_os = "linux"))]
+fn send_abstract(_: &UnixDatagram, _: &[u8], _: &str) -> std::io::Result<usize> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "abstract socket names exist only on Linux",
+    ))
 }
 
 /// Half of `WatchdogSec` when systemd asked this process (by `WATCHDOG_PID`, if set) for keep-alives.

@@ -6,7 +6,15 @@ interface Report {
     cpu: { brand: string; arch: string; physical_cores: number | null; logical_cores: number; simd: string[]; kernels: string; ternary_kernels: string; memory_total_bytes: number; memory_available_bytes: number };
     gpus: Array<{ id: string; name: string; uuid: string; memory_total_bytes: number; memory_free_bytes: number; power_limit_watts: number | null; compute_capability: string | null }>;
     gpu_note: string | null;
-    metal: unknown;
+    metal: {
+      name: string;
+      architecture: string | null;
+      unified_memory: boolean;
+      working_set_bytes: number;
+      allocated_bytes: number;
+      max_buffer_bytes: number;
+      families: string[];
+    } | null;
     metal_note: string | null;
   };
   backends_built: string[];
@@ -59,6 +67,17 @@ export function DevicesPage() {
               ))
             ) : (
               <p>None. {data.inventory.gpu_note}</p>
+            )}
+            {data.inventory.metal && (
+              <dl>
+                <dt>metal</dt>
+                <dd>
+                  {data.inventory.metal.name} ({[data.inventory.metal.architecture, ...data.inventory.metal.families].filter(Boolean).join(", ")}
+                  {data.inventory.metal.unified_memory ? ", unified memory" : ""}) —{" "}
+                  {bytes(Math.max(0, data.inventory.metal.working_set_bytes - data.inventory.metal.allocated_bytes))} free of a{" "}
+                  {bytes(data.inventory.metal.working_set_bytes)} working set
+                </dd>
+              </dl>
             )}
             {data.inventory.metal_note && <p class="hint">Apple Metal: {data.inventory.metal_note}</p>}
             <p class="hint">Back ends in this build: {data.backends_built.join(", ")}</p>

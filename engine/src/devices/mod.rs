@@ -2,10 +2,12 @@
 //! time), Apple Metal (macOS builds with the `metal` feature), which back ends this build has, and where a model
 //! goes (`placement`).
 
+pub mod apple;
 pub mod cpu;
 pub mod nvidia;
 pub mod placement;
 
+pub use apple::MetalInfo;
 pub use cpu::CpuInfo;
 pub use nvidia::GpuInfo;
 pub use placement::{place, Footprint, Pin, Placement, PlacementError};
@@ -45,14 +47,6 @@ impl Backends {
     }
 }
 
-/// Apple GPU (unified memory); detected only by macOS builds with the `metal` feature.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct MetalInfo {
-    pub name: String,
-    /// The memory Metal recommends a process keep resident.
-    pub working_set_bytes: u64,
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Inventory {
     pub cpu: CpuInfo,
@@ -72,17 +66,16 @@ impl Inventory {
             Ok(g) => (g, None),
             Err(e) => (Vec::new(), Some(e)),
         };
-        let metal_note = if cfg!(target_os = "macos") {
-            "this build has no Metal back end (build with --features metal)"
-        } else {
-            "Apple Metal exists only on macOS"
+        let (metal, metal_note) = match apple::detect() {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e)),
         };
         Inventory {
             cpu: cpu::detect(),
             gpus,
             gpu_note,
-            metal: None,
-            metal_note: Some(metal_note.to_owned()),
+            metal,
+            metal_note,
             backends: Backends::BUILT,
         }
     }

@@ -181,7 +181,7 @@ pub fn place(
                     available: inv.device_ids().join(", "),
                 });
             };
-            fits("metal", m.working_set_bytes)?;
+            fits("metal", m.available_bytes())?;
             Ok(Placement {
                 device: "metal".into(),
                 backend: "metal",
@@ -219,13 +219,25 @@ pub fn place(
             } else if !inv.gpus.is_empty() {
                 skipped.push("this build has no CUDA back end".to_owned());
             }
-            if built.metal {
-                if let Some(m) = inv.metal.as_ref().filter(|m| m.working_set_bytes >= need) {
+            if let Some(m) = &inv.metal {
+                if !built.metal {
+                    skipped.push(format!(
+                        "{} found, this build has no Metal back end",
+                        m.name
+                    ));
+                } else if m.available_bytes() >= need {
                     return Ok(Placement {
                         device: "metal".into(),
                         backend: "metal",
-                        reason: format!("auto: {}", m.name),
+                        reason: format!(
+                            "auto: {} has {} of its working set free, the model needs {}",
+                            m.name,
+                            gib(m.available_bytes()),
+                            gib(need)
+                        ),
                     });
+                } else {
+                    skipped.push(format!("metal has {} free", gib(m.available_bytes())));
                 }
             }
             let why = if skipped.is_empty() {
@@ -327,15 +339,62 @@ mod tests {
         assert_eq!(p.backend, "cpu");
     }
 
+    fn m2_max(working_set_gib: u64, allocated_gib: u64) -> MetalInfo {
+        MetalInfo {
+            name: "Apple M2 Max".into(),
+            registry_id: 4294968585,
+            architecture: Some("applegpu_g14s".into()),
+            unified_memory: true,
+            working_set_bytes: working_set_gib * GIB,
+            allocated_bytes: allocated_gib * GIB,
+            max_buffer_bytes: 36 * GIB,
+            low_power: false,
+            families: vec!["apple8", "metal3"],
+        }
+    }
+
     #[test]
     fn metal_when_there_is_no_fitting_gpu() {
-        let mut inv = inventory(&[], ALL);
-        inv.metal = Some(MetalInfo {
-            name: "Apple M2 Max".into(),
-            working_set_bytes: 48 * GIB,
-        });
-        let p = place(&model(30, 4, false), &Pin::Auto, &inv).unwrap();
+        let mut inv = inventory(&[(24, 8)], ALL);
+        inv.metal = Some(m2_max(48, 0));
+        let p = place(&model(20, 4, false), &Pin::Auto, &inv).unwrap();
         assert_eq!((p.device.as_str(), p.backend), ("metal", "metal"));
+        assert!(p.reason.contains("48.00 GiB"), "{}", p.reason);
+        // What this process already holds on the GPU counts against the working set.
+        inv.metal = Some(m2_max(48, 30));
+        let p = place(&model(20, 4, false), &Pin::Auto, &inv).unwrap();
+        assert_eq!(p.device, "cpu");
+        assert!(
+            p.reason.contains("metal has 18.00 GiB free"),
+            "{}",
+            p.reason
+        );
+        let e = place(&model(20, 4, false), &Pin::Metal, &inv).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the model needs 24.00 GiB (weights 20.00 GiB + KV cache 4.00 GiB); metal has 18.00 GiB"
+        );
+    }
+
+    #[test]
+    fn a_mac_with_a_build_without_the_metal_back_end_uses_the_cpu_and_says_why() {
+        let mut inv = inventory(&[], Backends::BUILT);
+        inv.metal = Some(m2_max(48, 0));
+        let p = place(&model(1, 0, false), &Pin::Auto, &inv).unwrap();
+        assert_eq!(p.device, "cpu");
+        assert!(
+            p.reason
+                .contains("Apple M2 Max found, this build has no Metal back end"),
+            "{}",
+            p.reason
+        );
+        assert_eq!(
+            place(&model(1, 0, false), &Pin::Metal, &inv),
+            Err(PlacementError::NotBuilt {
+                device: "metal".into(),
+                backend: "metal"
+            })
+        );
     }
 
     #[test]
