@@ -1,13 +1,15 @@
 //! Ternary kernel micro-benchmarks at BitNet b1.58 2B4T's shapes: `cargo bench -p hearth-engine --bench ternary
 //! [-- --threads N --isa scalar|avx2|avx512vnni]`. For each matrix and token count: time per product, weights × tokens
 //! per second, and weight bytes streamed per second (the bound for one token: memory bandwidth). `--only
-//! matrices,long,copies,layers,head` picks sections (default all).
+//! matrices,long,copies,t1,layers,head` picks sections (default all).
 
 use hearth_engine::quant::dot::Isa;
 use hearth_engine::quant::{quantize_acts, GgmlType, QActs};
+use hearth_engine::ternary::kernels::Group1Fn;
 use hearth_engine::ternary::{quantize_per_token, Packed};
 use hearth_engine::threadpool::ThreadPool;
 use hearth_engine::weights::{matmul, Weight};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 fn arg(name: &str) -> Option<String> {
@@ -20,7 +22,7 @@ fn arg(name: &str) -> Option<String> {
 /// One result row: label, tokens, seconds, weights multiplied (per token × tokens), bytes of weights read.
 fn report(label: &str, tokens: usize, s: f64, weights: usize, bytes: usize) {
     println!(
-        "{:>16} {:>6} {:>10.3} {:>10.1} {:>8.1}",
+        "{:>32} {:>6} {:>10.3} {:>10.1} {:>8.1}",
         label,
         tokens,
         s * 1e3,
@@ -49,6 +51,50 @@ fn token_acts(k: usize, t: usize, rnd: &mut impl FnMut() -> u64) -> (Vec<f32>, Q
     let mut xq = QActs::default();
     quantize_per_token(&x, k, &mut xq);
     (x, xq)
+}
+
+fn packed_of(w: &Weight) -> &Packed {
+    w.packed().expect("a packed ternary matrix").0
+}
+
+/// One token through `t1` over every group of `p`, the groups claimed by the pool's threads as `matmul` does; the
+/// sum of all group sums, so two kernels can be checked against each other.
+fn t1_pass(pool: &ThreadPool, p: &Packed, x: &[i8], t1: Group1Fn) -> i64 {
+    let total = AtomicI64::new(0);
+    pool.run_chunks(p.n_groups(), 4, 16, &|groups| {
+        let s: i64 = groups
+            .map(|g| {
+                t1(p.group(g), &[x])[0]
+                    .iter()
+                    .map(|&v| i64::from(v))
+                    .sum::<i64>()
+            })
+            .sum();
+        total.fetch_add(s, Ordering::Relaxed);
+    });
+    total.into_inner()
+}
+
+/// The one-token kernels this CPU runs: the row passes of each ISA and the chunk-ordered ones that replace them.
+fn t1_kernels() -> Vec<(&'static str, Group1Fn)> {
+    let mut v: Vec<(&'static str, Group1Fn)> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        use hearth_engine::ternary::kernels::x86;
+        let run = Isa::runnable();
+        if run.contains(&Isa::Avx2) {
+            v.push(("avx2 rows", x86::avx2::t1));
+            v.push(("avx2 chunks", x86::avx2_chunk::t1));
+        }
+        if run.contains(&Isa::AvxVnni) {
+            v.push(("avxvnni rows", x86::avx_vnni::t1));
+        }
+        if run.contains(&Isa::Avx512Vnni) {
+            v.push(("vnni ymm rows", x86::vnni::t1));
+            v.push(("vnni zmm chunks", x86::vnni512::t1));
+        }
+    }
+    v
 }
 
 fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
@@ -83,7 +129,7 @@ fn main() {
     let pool = ThreadPool::new(threads).expect("thread pool");
     println!("threads {threads}, isa {}", isa.name());
     println!(
-        "{:>16} {:>6} {:>10} {:>10} {:>8}",
+        "{:>32} {:>6} {:>10} {:>10} {:>8}",
         "K -> N", "tokens", "ms", "Gw/s", "GB/s"
     );
     let shapes = [
@@ -142,6 +188,42 @@ fn main() {
                 copies * n * k,
                 bytes,
             );
+        }
+    }
+    // The one-token kernels side by side: one matrix in cache, then the 30 layers' matrices from DRAM.
+    if section("t1") {
+        // Each layer's seven matrices as rows over K = 2560 (down's 2560 × 6912 taken as 6912 rows: the same
+        // bytes), so one activation vector serves all.
+        let rows = [2560, 640, 640, 2560, 6912, 6912, 6912];
+        let layers: Vec<Weight> = (0..210)
+            .map(|i| ternary_weight(2560, rows[i % 7], i, isa))
+            .collect();
+        let cached = ternary_weight(2560, 2560, 0, isa);
+        let (_, xq) = token_acts(2560, 1, &mut rnd);
+        let sets: [(&str, Vec<&Packed>); 2] = [
+            ("2560 -> 2560", vec![packed_of(&cached)]),
+            ("30 layers (DRAM)", layers.iter().map(packed_of).collect()),
+        ];
+        for (label, ps) in &sets {
+            let bytes: usize = ps.iter().map(|p| p.n_bytes()).sum();
+            let weights: usize = ps.iter().map(|p| p.n_groups() * 4 * 2560).sum();
+            let mut want = None;
+            // Alternate the kernels, best of three rounds each, so drift on a shared host hits both.
+            let mut best = vec![f64::MAX; t1_kernels().len()];
+            for _ in 0..3 {
+                for (j, (name, k)) in t1_kernels().into_iter().enumerate() {
+                    let mut sum = 0;
+                    let s = time(
+                        || sum = ps.iter().map(|p| t1_pass(&pool, p, &xq.q, k)).sum(),
+                        0.5,
+                    );
+                    assert_eq!(*want.get_or_insert(sum), sum, "{name} disagrees");
+                    best[j] = best[j].min(s);
+                }
+            }
+            for ((name, _), s) in t1_kernels().iter().zip(best) {
+                report(&format!("t1 {name}: {label}"), 1, s, weights, bytes);
+            }
         }
     }
     if section("layers") {

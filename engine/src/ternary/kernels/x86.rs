@@ -3,7 +3,8 @@
 //! signed bytes. AVX2 (`vpmaddubsw`) keeps 16-bit sums for eight chunks before widening (`vpmaddwd`); VNNI
 //! (`vpdpbusd`, in its AVX-512VL or its VEX-encoded AVX-VNNI form) accumulates in 32 bits directly. Both are exact: integer arithmetic that cannot overflow for
 //! absmax-quantized activations (|x| ≤ 127). With AVX-512 VNNI one token (decode) takes `vnni512`: whole
-//! 128-byte chunks in 512-bit registers, a quarter of the instructions per weight byte.
+//! 128-byte chunks in 512-bit registers, a quarter of the instructions per weight byte; with AVX2 alone, `avx2_chunk`:
+//! the same address order in 256-bit registers.
 
 use super::Kernels;
 
@@ -147,10 +148,11 @@ pub mod vnni512 {
                 _mm512_set1_epi8(0b0011_0000),
                 _mm512_set1_epi8(0b1100_0000u8 as i8),
             ];
-            let mut a = [_mm512_setzero_si512(); 4]; // rows 0|1, quarter l
-            let mut b = [_mm512_setzero_si512(); 4]; // rows 2|3
-                                                     // No software prefetch: the chunks are read in address order, which the hardware prefetchers
-                                                     // follow (prefetching 8 KB ahead measured 0-7 % slower over the 30 layers on Zen 4).
+            // a[l]: rows 0|1, quarter l; b[l]: rows 2|3.
+            let mut a = [_mm512_setzero_si512(); 4];
+            let mut b = [_mm512_setzero_si512(); 4];
+            // No software prefetch: the chunks are read in address order, which the hardware prefetchers follow
+            // (prefetching 8 KB ahead measured 0-7 % slower over the 30 layers on Zen 4).
             for k in 0..n_chunks {
                 let base = w.as_ptr().add(k * CHUNK);
                 let v01 = _mm512_loadu_si512(base as *const __m512i);
@@ -191,12 +193,81 @@ pub mod vnni512 {
     }
 }
 
+/// One token on AVX2, in address order: each 128-byte chunk (the four rows' 32-byte lines) is read once, against
+/// the chunk's four quarters of activations loaded once for all four rows — `avx2::t1` sweeps the matrix four
+/// times (a row a pass) and loads the activations four times. The quarters come out as in `avx2` (c for 0 and 2
+/// after one 16-bit shift, 4c for 1 and 3 by mask); the 4c·x pair sums are multiples of 4, so they are divided
+/// in 16 bits (exact) and one 16-bit accumulator a row takes all four quarters.
+pub mod avx2_chunk {
+    use crate::quant::dot::x86::lanes::hsum_i32;
+    use crate::ternary::{CHUNK, GROUP};
+    use std::arch::x86_64::*;
+
+    /// Chunks summed in 16 bits before widening: a chunk adds at most 2·(2·3·127) + 2·(2·12·127)/4 = 3048 to a
+    /// lane (even for the unused code 3), so eight stay below 2^15.
+    const WIDEN: usize = 8;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn group1(w: &[u8], x: &[i8]) -> [i32; GROUP] {
+        unsafe {
+            let n_chunks = w.len() / CHUNK;
+            debug_assert!(x.len() >= n_chunks * CHUNK);
+            let m_lo = _mm256_set1_epi8(0b0011);
+            let m_hi = _mm256_set1_epi8(0b1100);
+            let ones = _mm256_set1_epi16(1);
+            let mut acc16 = [_mm256_setzero_si256(); GROUP];
+            let mut acc = [_mm256_setzero_si256(); GROUP];
+            for k in 0..n_chunks {
+                let base = w.as_ptr().add(k * CHUNK);
+                let xp = x.as_ptr().add(k * CHUNK) as *const __m256i;
+                let xs = [
+                    _mm256_loadu_si256(xp),
+                    _mm256_loadu_si256(xp.add(1)),
+                    _mm256_loadu_si256(xp.add(2)),
+                    _mm256_loadu_si256(xp.add(3)),
+                ];
+                for (r, acc16) in acc16.iter_mut().enumerate() {
+                    let v = _mm256_loadu_si256(base.add(r * 32) as *const __m256i);
+                    let v4 = _mm256_srli_epi16(v, 4);
+                    let even = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(_mm256_and_si256(v, m_lo), xs[0]),
+                        _mm256_maddubs_epi16(_mm256_and_si256(v4, m_lo), xs[2]),
+                    );
+                    let odd = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(_mm256_and_si256(v, m_hi), xs[1]),
+                        _mm256_maddubs_epi16(_mm256_and_si256(v4, m_hi), xs[3]),
+                    );
+                    *acc16 =
+                        _mm256_add_epi16(*acc16, _mm256_add_epi16(even, _mm256_srai_epi16(odd, 2)));
+                }
+                if k % WIDEN == WIDEN - 1 || k + 1 == n_chunks {
+                    for (a, a16) in acc.iter_mut().zip(acc16.iter_mut()) {
+                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*a16, ones));
+                        *a16 = _mm256_setzero_si256();
+                    }
+                }
+            }
+            [
+                hsum_i32(acc[0]),
+                hsum_i32(acc[1]),
+                hsum_i32(acc[2]),
+                hsum_i32(acc[3]),
+            ]
+        }
+    }
+
+    pub fn t1(w: &[u8], x: &[&[i8]; 1]) -> [[i32; GROUP]; 1] {
+        // SAFETY: selected only after run-time detection of AVX2 (`Isa::best_supported`).
+        [unsafe { group1(w, x[0]) }]
+    }
+}
+
 pub const AVX2: Kernels = Kernels {
-    t1: avx2::t1,
+    t1: avx2_chunk::t1,
     t2: avx2::t2,
     t3: avx2::t3,
     t4: avx2::t4,
-    name: "avx2 (vpmaddubsw, i2 4-row groups, per-token int8)",
+    name: "avx2 (vpmaddubsw, whole chunks at one token; i2 4-row groups, per-token int8)",
 };
 
 pub const AVX_VNNI: Kernels = Kernels {
