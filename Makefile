@@ -42,6 +42,7 @@ lint:
 	@scripts/build-ui
 	cd admin-ui && npm run --silent check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p hearth-engine --features candle-peer --bench candle -- -D warnings
 
 ## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it), and root
 ## for the package tests (debootstrap, chroot).
