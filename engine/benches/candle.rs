@@ -12,7 +12,8 @@ use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use hearth_engine::gguf::GgufFile;
 use hearth_engine::quant::dot::Isa;
-use hearth_engine::quant::{quantize_acts, QActs};
+use hearth_engine::quant::{quantize_acts, GgmlType, QActs};
+use hearth_engine::sampling::Rng;
 use hearth_engine::threadpool::ThreadPool;
 use hearth_engine::weights::{matmul, Weight};
 use std::sync::Arc;
@@ -38,15 +39,8 @@ const LAYER_MATRICES: [&str; 7] = [
 
 /// Deterministic activations in [-1, 1).
 fn acts(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| 2.0 * rng.next_f32() - 1.0).collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -97,13 +91,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, candle_core::Error>>()?;
     let weights: usize = ours.iter().map(|w| w.rows * w.cols).sum();
     let bytes: usize = ours.iter().map(Weight::n_bytes).sum();
-    let mut types: Vec<String> = ours.iter().map(|w| w.ty.to_string()).collect();
+    let mut types: Vec<GgmlType> = ours.iter().map(|w| w.ty).collect();
     types.sort();
     types.dedup();
+    let type_names: Vec<String> = types.iter().map(GgmlType::to_string).collect();
     println!(
         "{model}\n{} matrices ({}; {:.1} M weights, {:.1} MB), {threads} threads, our kernels {isa:?}, medians of {reps}",
         names.len(),
-        types.join(", "),
+        type_names.join(", "),
         weights as f64 / 1e6,
         bytes as f64 / 1e6
     );
@@ -124,16 +119,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if types.len() > 1 {
         println!(" by type, {} token(s):", tokens[0]);
-        for ty in &types {
-            let some: Vec<usize> = all
-                .iter()
-                .copied()
-                .filter(|&i| ours[i].ty.to_string() == *ty)
-                .collect();
+        for &ty in &types {
+            let some: Vec<usize> = all.iter().copied().filter(|&i| ours[i].ty == ty).collect();
             let r = compare(&pool, &ours, &theirs, &some, tokens[0], reps)?;
             println!(
                 "{:>7} {:>11.2} {:>11.2} {:>22.2}x {:>12.1e} {:>12.1e}   ({} matrices)",
-                ty,
+                ty.to_string(),
                 r.ours_ms,
                 r.theirs_ms,
                 r.theirs_ms / r.ours_ms,

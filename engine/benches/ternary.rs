@@ -200,6 +200,7 @@ fn main() {
             .collect();
         let cached = ternary_weight(2560, 2560, 0, isa);
         let (_, xq) = token_acts(2560, 1, &mut rnd);
+        let kernels = t1_kernels();
         let sets: [(&str, Vec<&Packed>); 2] = [
             ("2560 -> 2560", vec![packed_of(&cached)]),
             ("30 layers (DRAM)", layers.iter().map(packed_of).collect()),
@@ -209,9 +210,9 @@ fn main() {
             let weights: usize = ps.iter().map(|p| p.n_groups() * 4 * 2560).sum();
             let mut want = None;
             // Alternate the kernels, best of three rounds each, so drift on a shared host hits both.
-            let mut best = vec![f64::MAX; t1_kernels().len()];
+            let mut best = vec![f64::MAX; kernels.len()];
             for _ in 0..3 {
-                for (j, (name, k)) in t1_kernels().into_iter().enumerate() {
+                for (j, &(name, k)) in kernels.iter().enumerate() {
                     let mut sum = 0;
                     let s = time(
                         || sum = ps.iter().map(|p| t1_pass(&pool, p, &xq.q, k)).sum(),
@@ -221,7 +222,7 @@ fn main() {
                     best[j] = best[j].min(s);
                 }
             }
-            for ((name, _), s) in t1_kernels().iter().zip(best) {
+            for ((name, _), s) in kernels.iter().zip(best) {
                 report(&format!("t1 {name}: {label}"), 1, s, weights, bytes);
             }
         }
