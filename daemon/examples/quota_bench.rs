@@ -4,7 +4,8 @@
 
 use hearth::auth::{accounts, Principal, Role};
 use hearth::config::QuotaDefaults;
-use hearth::quota::{Limits, Quota};
+use hearth::limits::Limits;
+use hearth::quota::Quota;
 use hearth::store::{Completion, Store};
 use sqlx::Connection;
 use std::time::Instant;

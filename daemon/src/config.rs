@@ -152,8 +152,8 @@ impl Default for UsageConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaDefaults {
-    pub member: crate::quota::Limits,
-    pub admin: crate::quota::Limits,
+    pub member: crate::limits::Limits,
+    pub admin: crate::limits::Limits,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -403,7 +403,7 @@ impl Config {
                 if hearth_engine::model::parse_head(h).is_none() {
                     return Err(ConfigError::Invalid(format!(
                         "models.{name}.head: '{h}' (use {})",
-                        hearth_engine::model::HeadOption::NAMES
+                        hearth_engine::model::HeadOption::NAMES.join(", ")
                     )));
                 }
             }

@@ -3,10 +3,13 @@
 
 pub mod api;
 pub mod auth;
-pub mod batches;
+pub mod batch_api;
 pub mod config;
 pub mod doctor;
+pub mod housekeeping;
+pub mod inference;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod paths;

@@ -244,6 +244,9 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
         Command::Run(args) => cli::run::run(&store, args),
+        Command::Bench(args) if args.draft.is_some() || args.prompt_lookup => {
+            cli::spec_bench::bench(&store, &args)
+        }
         Command::Bench(args) => cli::bench::bench(&store, args),
         Command::Model { command } => match command {
             ModelCommand::Pull { url, name } => {

@@ -3,14 +3,16 @@
 
 use crate::api::{self, AppState};
 use crate::auth::{accounts, Authenticator};
+use crate::batch_api::{self, runner::Runner, Batches};
 use crate::config::Config;
+use crate::housekeeping::Housekeeping;
+use crate::inference::Inference;
 use crate::ledger::Ledger;
 use crate::metrics::energy::EnergyMeter;
 use crate::metrics::sampler::Sampler;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
 use crate::quota::Quota;
-use crate::sched::housekeeping::Housekeeping;
 use crate::sched::{SchedConfig, Scheduler};
 use crate::sd_notify;
 use crate::store::{self, Store};
@@ -150,22 +152,34 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     let addr = bind.unwrap_or(cfg.bind);
     let shutdown_timeout = cfg.shutdown_timeout;
     let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
+    let auth = Authenticator::new(store.clone());
+    let inference = Inference::new(sched.clone(), quota.clone(), ledger);
+    let batches = Batches {
+        store: store.clone(),
+        quota: quota.clone(),
+        auth: auth.clone(),
+        signals: Arc::default(),
+    };
+    batch_api::runner::start(Runner {
+        batches: batches.clone(),
+        slots: cfg.engine.max_sequences,
+        run_line: api::openai::batch_lines(auth.clone(), inference.clone()),
+    });
+    batch_api::cron::start(batches.clone());
     let state = web::Data::new(AppState {
         config: cfg,
         state_dir,
         store: store.clone(),
-        auth: Authenticator::new(store.clone()),
+        auth,
         sched: sched.clone(),
-        ledger,
+        inference,
         quota,
         housekeeping: housekeeping.clone(),
         history: crate::metrics::history::History::start(metrics.clone()),
         pulls: Arc::default(),
         metrics,
-        batch: Arc::default(),
+        batches,
     });
-    crate::batches::runner::start(state.clone());
-    crate::batches::schedules::start(state.clone());
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -206,7 +220,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     }
     let signals = {
         let sched = sched.clone();
-        let batch = state.batch.clone();
+        let batch = state.batches.signals.clone();
         actix_web::rt::spawn(async move {
             let which = wait_for_signal().await;
             tracing::info!(
@@ -231,11 +245,11 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     };
     server.await.context("HTTP server")?;
     signals.abort();
-    state.batch.stop();
+    state.batches.signals.stop();
     sched.shutdown();
     // Batch lines that finished (or were just cancelled) store their outcome before the runtime goes: a finished
     // line must not run again after the restart.
-    if tokio::time::timeout(Duration::from_secs(10), state.batch.drained())
+    if tokio::time::timeout(Duration::from_secs(10), state.batches.signals.drained())
         .await
         .is_err()
     {

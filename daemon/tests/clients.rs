@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
-mod common;
+mod harness;
 
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ fn official_python_clients_work_unchanged() {
         "{} is missing: run scripts/client-env (make test does)",
         python.display()
     );
-    let d = common::Daemon::start();
+    let d = harness::Daemon::start();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/clients.py");
     let o = std::process::Command::new(python)
         .arg(script)

@@ -3,9 +3,9 @@
 //! refusal of admin pages, sign-out, and usage reports carrying joules.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use serde_json::json;
 
 /// A browser-like client: one session cookie and its CSRF token.

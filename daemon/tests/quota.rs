@@ -4,12 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use hearth::auth::{accounts, Principal, Role};
 use hearth::config::QuotaDefaults;
-use hearth::quota::{Limits, Quota, QuotaError};
+use hearth::limits::Limits;
+use hearth::quota::{Quota, QuotaError};
 use hearth::store::{Completion, LimitsOf, Store};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -758,7 +759,7 @@ async fn rollup_keeps_totals(store: Store) {
     assert_eq!(before[0].cancelled, 1);
     let today: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
     let retain = std::time::Duration::from_secs(30 * 86_400);
-    let outcome = hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
+    let outcome = hearth::housekeeping::rollup_and_prune(&store, &tz, retain, today)
         .await
         .unwrap();
     assert_eq!(
@@ -772,7 +773,7 @@ async fn rollup_keeps_totals(store: Store) {
     );
     let after = store.usage_report(&f, GroupBy::Day).await.unwrap();
     assert_eq!(after, before, "totals survive pruning");
-    let again = hearth::sched::housekeeping::rollup_and_prune(&store, &tz, retain, today)
+    let again = hearth::housekeeping::rollup_and_prune(&store, &tz, retain, today)
         .await
         .unwrap();
     assert_eq!((again.raw_rows_pruned, again.minute_buckets_pruned), (0, 0));

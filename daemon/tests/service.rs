@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 

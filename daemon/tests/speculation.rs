@@ -3,9 +3,9 @@
 //! draft that is not imported, a model drafting for itself).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use serde_json::json;
 
 /// A prompt whose answer copies from it: prompt lookup has something to propose.

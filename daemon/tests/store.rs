@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
-mod common;
+mod harness;
 
 use hearth::auth::accounts::{self, AccountError, KeySpec};
 use hearth::auth::{AuthError, Authenticator, Role};
@@ -464,7 +464,7 @@ async fn sqlite_store() {
 
 #[tokio::test]
 async fn postgres_store() {
-    let pg = common::PgDatabase::create();
+    let pg = harness::PgDatabase::create();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&pg.url).await.unwrap();
     assert_eq!(store.backend(), hearth::store::Backend::Postgres);

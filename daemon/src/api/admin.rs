@@ -35,7 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/keys/{id}", web::delete().to(revoke_key))
             .route("/keys/{id}/quota", web::get().to(get_key_quota))
             .route("/keys/{id}/quota", web::put().to(put_key_quota))
-            .configure(super::schedules::routes),
+            .configure(super::cron::routes),
     );
 }
 
@@ -43,8 +43,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[utoipa::path(get, path = "/admin/users", tag = "admin", security(("api_key" = [])),
     responses((status = 200, body = Vec<UserRecord>), (status = 401, body = OpenAiErrorBody),
         (status = 403, body = OpenAiErrorBody)))]
-pub async fn list_users(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(st.store.list_users().await?))
+pub async fn list_users(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(state.store.list_users().await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -61,13 +61,13 @@ pub struct NewUser {
     responses((status = 201, body = UserRecord), (status = 400, body = OpenAiErrorBody),
         (status = 409, body = OpenAiErrorBody)))]
 pub async fn create_user(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     body: ApiJson<NewUser, OpenAi>,
 ) -> Result<HttpResponse> {
     let u = body.0;
     let user = accounts::add_user(
-        &st.store,
+        &state.store,
         &u.name,
         u.role.as_deref().unwrap_or("member"),
         u.password.as_deref(),
@@ -88,7 +88,7 @@ pub struct UserUpdate {
     params(("name" = String, Path)), request_body = UserUpdate,
     responses((status = 200, body = UserRecord), (status = 404, body = OpenAiErrorBody)))]
 pub async fn update_user(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     a: Admin<OpenAi>,
     path: web::Path<String>,
     body: ApiJson<UserUpdate, OpenAi>,
@@ -98,11 +98,12 @@ pub async fn update_user(
         return Err(ApiError::invalid("an admin cannot disable or demote themselves", None).into());
     }
     if let Some(p) = &u.password {
-        let user = accounts::set_password(&st.store, &name, p).await?;
+        let user = accounts::set_password(&state.store, &name, p).await?;
         // A password set by an admin signs the user out of every browser.
-        st.store.delete_user_sessions(&user.id, None).await?;
+        state.store.delete_user_sessions(&user.id, None).await?;
     }
-    let user = accounts::update_user(&st.store, &name, u.disabled, u.role.as_deref(), None).await?;
+    let user =
+        accounts::update_user(&state.store, &name, u.disabled, u.role.as_deref(), None).await?;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -116,11 +117,11 @@ pub struct KeyFilter {
 #[utoipa::path(get, path = "/admin/keys", tag = "admin", security(("api_key" = [])), params(KeyFilter),
     responses((status = 200, body = Vec<KeyRecord>)))]
 pub async fn list_keys(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     q: web::Query<KeyFilter>,
 ) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(st.store.list_keys(q.user.as_deref()).await?))
+    Ok(HttpResponse::Ok().json(state.store.list_keys(q.user.as_deref()).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -147,17 +148,17 @@ pub struct CreatedKey {
     responses((status = 201, body = CreatedKey), (status = 400, body = OpenAiErrorBody),
         (status = 404, body = OpenAiErrorBody)))]
 pub async fn create_key(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     body: ApiJson<NewKeyRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let k = body.0;
-    issue_key(&st, &k.user, &k.name, k.models, k.expires.as_deref()).await
+    issue_key(&state, &k.user, &k.name, k.models, k.expires.as_deref()).await
 }
 
 /// Creates a key (`expires` as `"30d"`) and answers 201 with its only copy: `/admin/keys` and `/v1/me/keys`.
 pub async fn issue_key(
-    st: &AppState,
+    state: &AppState,
     user: &str,
     name: &str,
     models: Option<Vec<String>>,
@@ -168,7 +169,7 @@ pub async fn issue_key(
         .transpose()
         .map_err(|e| ApiError::invalid(e, Some("expires")))?;
     let (record, key) = accounts::create_key(
-        &st.store,
+        &state.store,
         KeySpec {
             user,
             name,
@@ -183,9 +184,9 @@ pub async fn issue_key(
 }
 
 /// Revokes a key and forgets its verified secret.
-pub async fn withdraw_key(st: &AppState, id: &str) -> std::result::Result<(), ApiError> {
-    accounts::revoke_key(&st.store, id).await?;
-    st.auth.forget(id);
+pub async fn withdraw_key(state: &AppState, id: &str) -> std::result::Result<(), ApiError> {
+    accounts::revoke_key(&state.store, id).await?;
+    state.auth.forget(id);
     Ok(())
 }
 
@@ -194,11 +195,11 @@ pub async fn withdraw_key(st: &AppState, id: &str) -> std::result::Result<(), Ap
     params(("id" = String, Path)),
     responses((status = 204, description = "revoked"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn revoke_key(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    withdraw_key(&st, &path).await?;
+    withdraw_key(&state, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -207,10 +208,11 @@ impl Body for UserUpdate {}
 impl Body for NewKeyRequest {}
 
 async fn user_id(
-    st: &AppState,
+    state: &AppState,
     name: &str,
 ) -> std::result::Result<crate::store::UserRecord, ApiError> {
-    st.store
+    state
+        .store
         .user_by_name(name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("user '{name}' not found")))
@@ -221,14 +223,14 @@ async fn user_id(
     params(("name" = String, Path)),
     responses((status = 200, description = "`{own, effective}`"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn get_quota(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let u = user_id(&st, &path).await?;
-    let own = st.store.limits_of(LimitsOf::User(&u.id)).await?;
+    let u = user_id(&state, &path).await?;
+    let own = state.store.limits_of(LimitsOf::User(&u.id)).await?;
     let role = crate::auth::Role::parse(&u.role).unwrap_or(crate::auth::Role::Member);
-    let effective = st.quota.limits(&u.id, role, None).await?;
+    let effective = state.quota.limits(&u.id, role, None).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"own": own, "effective": effective})))
 }
 
@@ -237,11 +239,11 @@ pub async fn get_quota(
     params(("name" = String, Path)),
     responses((status = 200, description = "as `GET /v1/me/usage`"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn user_usage(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let u = user_id(&st, &path).await?;
+    let u = user_id(&state, &path).await?;
     let p = crate::auth::Principal {
         role: crate::auth::Role::parse(&u.role).unwrap_or(crate::auth::Role::Member),
         user_id: u.id,
@@ -249,23 +251,26 @@ pub async fn user_usage(
         key_id: None,
         models: None,
     };
-    Ok(HttpResponse::Ok().json(super::openai::usage_of(&st, &p, None).await?))
+    Ok(HttpResponse::Ok().json(state.quota.report(&p, None).await?))
 }
 
 /// Replaces a user's own limits (fields left out fall back to the role's defaults).
 #[utoipa::path(put, path = "/admin/users/{name}/quota", tag = "admin", security(("api_key" = [])),
-    params(("name" = String, Path)), request_body = crate::quota::Limits,
-    responses((status = 200, body = crate::quota::Limits), (status = 400, body = OpenAiErrorBody),
+    params(("name" = String, Path)), request_body = crate::limits::Limits,
+    responses((status = 200, body = crate::limits::Limits), (status = 400, body = OpenAiErrorBody),
         (status = 404, body = OpenAiErrorBody)))]
 pub async fn put_quota(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
-    body: ApiJson<crate::quota::Limits, OpenAi>,
+    body: ApiJson<crate::limits::Limits, OpenAi>,
 ) -> Result<HttpResponse> {
-    let u = user_id(&st, &path).await?;
+    let u = user_id(&state, &path).await?;
     body.0.validate().map_err(|e| ApiError::invalid(e, None))?;
-    st.store.set_limits(LimitsOf::User(&u.id), &body.0).await?;
+    state
+        .store
+        .set_limits(LimitsOf::User(&u.id), &body.0)
+        .await?;
     Ok(HttpResponse::Ok().json(&body.0))
 }
 
@@ -276,14 +281,14 @@ pub async fn put_quota(
     responses((status = 200, description = "`{key, user, own, effective}`"),
         (status = 404, body = OpenAiErrorBody)))]
 pub async fn get_key_quota(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let (key, user) = key_and_user(&st, &path).await?;
-    let own = st.store.limits_of(LimitsOf::Key(&key.id)).await?;
+    let (key, user) = key_and_user(&state, &path).await?;
+    let own = state.store.limits_of(LimitsOf::Key(&key.id)).await?;
     let role = crate::auth::Role::parse(&user.role).unwrap_or(crate::auth::Role::Member);
-    let effective = st.quota.limits(&user.id, role, Some(&key.id)).await?;
+    let effective = state.quota.limits(&user.id, role, Some(&key.id)).await?;
     Ok(HttpResponse::Ok().json(
         serde_json::json!({"key": key.id, "user": user.name, "own": own, "effective": effective}),
     ))
@@ -291,18 +296,21 @@ pub async fn get_key_quota(
 
 /// Replaces a key's overrides (fields left out fall back to the user's limits).
 #[utoipa::path(put, path = "/admin/keys/{id}/quota", tag = "admin", security(("api_key" = [])),
-    params(("id" = String, Path)), request_body = crate::quota::Limits,
-    responses((status = 200, body = crate::quota::Limits), (status = 400, body = OpenAiErrorBody),
+    params(("id" = String, Path)), request_body = crate::limits::Limits,
+    responses((status = 200, body = crate::limits::Limits), (status = 400, body = OpenAiErrorBody),
         (status = 404, body = OpenAiErrorBody)))]
 pub async fn put_key_quota(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
-    body: ApiJson<crate::quota::Limits, OpenAi>,
+    body: ApiJson<crate::limits::Limits, OpenAi>,
 ) -> Result<HttpResponse> {
-    let (key, _) = key_and_user(&st, &path).await?;
+    let (key, _) = key_and_user(&state, &path).await?;
     body.0.validate().map_err(|e| ApiError::invalid(e, None))?;
-    st.store.set_limits(LimitsOf::Key(&key.id), &body.0).await?;
+    state
+        .store
+        .set_limits(LimitsOf::Key(&key.id), &body.0)
+        .await?;
     Ok(HttpResponse::Ok().json(&body.0))
 }
 
@@ -310,11 +318,11 @@ pub async fn put_key_quota(
 #[utoipa::path(get, path = "/admin/devices", tag = "admin", security(("api_key" = [])),
     responses((status = 200, description = "`{inventory, backends_built, models, power_zones, checks}`"),
         (status = 403, body = OpenAiErrorBody)))]
-pub async fn devices(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+pub async fn devices(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
     let (cfg, state_dir, models) = (
-        st.config.clone(),
-        st.state_dir.clone(),
-        st.sched.models().clone(),
+        state.config.clone(),
+        state.state_dir.clone(),
+        state.sched.models().clone(),
     );
     // NVML and /proc reads block: off the actix thread.
     let report = web::block(move || crate::doctor::run(&cfg, &state_dir, &models))
@@ -327,13 +335,13 @@ pub async fn devices(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpR
 /// (planned for unloaded ones, or why it cannot be placed), idle expiry, preload.
 #[utoipa::path(get, path = "/admin/models", tag = "admin", security(("api_key" = [])),
     responses((status = 200, body = Vec<crate::sched::ModelStatus>), (status = 403, body = OpenAiErrorBody)))]
-pub async fn models(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
-    let sched = st.sched.clone();
+pub async fn models(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    let sched = state.sched.clone();
     // Placement reads each unloaded model's GGUF header: off the actix thread.
     let mut list = web::block(move || sched.status())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    for (model, figure) in st.store.energy_by_model().await? {
+    for (model, figure) in state.store.energy_by_model().await? {
         if let Some(m) = list.iter_mut().find(|m| m.name == model) {
             m.energy.push(figure);
         }
@@ -359,12 +367,12 @@ impl Body for ImportRequest {}
     responses((status = 201, description = "the manifest"), (status = 400, body = OpenAiErrorBody),
         (status = 409, body = OpenAiErrorBody)))]
 pub async fn import_model(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     a: Admin<OpenAi>,
     body: ApiJson<ImportRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let ImportRequest { path, name } = body.0;
-    let models = st.sched.models().clone();
+    let models = state.sched.models().clone();
     let manifest = web::block(move || models.import(std::path::Path::new(&path), name.as_deref()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -388,13 +396,14 @@ impl Body for PullRequest {}
     responses((status = 202, description = "started"), (status = 400, body = OpenAiErrorBody),
         (status = 409, body = OpenAiErrorBody)))]
 pub async fn pull_model(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     a: Admin<OpenAi>,
     body: ApiJson<PullRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let PullRequest { url, name } = body.0;
-    st.pulls
-        .start(st.sched.models().clone(), url.clone(), name.clone())
+    state
+        .pulls
+        .start(state.sched.models().clone(), url.clone(), name.clone())
         .map_err(|e| match e {
             crate::pull::PullError::Store(s) => ApiError::from(s),
             crate::pull::PullError::Busy(_) => ApiError::Conflict(e.to_string()),
@@ -409,8 +418,8 @@ pub async fn pull_model(
 /// `done`, `failed`) and the error.
 #[utoipa::path(get, path = "/admin/models/pulls", tag = "admin", security(("api_key" = [])),
     responses((status = 200, description = "`[{name, url, state, bytes, total, error, started_at}]`")))]
-pub async fn pulls(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(st.pulls.list()))
+pub async fn pulls(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(state.pulls.list()))
 }
 
 /// Loads a model now (one load however many callers); answers when it is ready.
@@ -419,12 +428,12 @@ pub async fn pulls(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpRes
     responses((status = 200, description = "`{model, state: \"loaded\"}`"), (status = 404, body = OpenAiErrorBody),
         (status = 503, body = OpenAiErrorBody)))]
 pub async fn load_model(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let model = st.sched.resolve(&path)?;
-    st.sched.load(&model).await?;
+    let model = state.sched.resolve(&path)?;
+    state.sched.load(&model).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"model": model, "state": "loaded"})))
 }
 
@@ -434,26 +443,27 @@ pub async fn load_model(
     responses((status = 200, description = "`{model, unloaded}`: false when it was not loaded"),
         (status = 404, body = OpenAiErrorBody)))]
 pub async fn unload_model(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let model = st.sched.resolve(&path)?;
-    let unloaded = st.sched.unload(&model);
+    let model = state.sched.resolve(&path)?;
+    let unloaded = state.sched.unload(&model);
     Ok(HttpResponse::Ok().json(serde_json::json!({"model": model, "unloaded": unloaded})))
 }
 
 async fn key_and_user(
-    st: &AppState,
+    state: &AppState,
     id: &str,
 ) -> std::result::Result<(KeyRecord, UserRecord), ApiError> {
-    st.store
+    state
+        .store
         .key_with_user(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("API key '{id}' not found")))
 }
 
-impl Body for crate::quota::Limits {}
+impl Body for crate::limits::Limits {}
 
 #[derive(Deserialize, IntoParams)]
 pub struct UsageQuery {
@@ -468,12 +478,12 @@ pub struct UsageQuery {
 }
 
 fn usage_filter(
-    st: &AppState,
+    state: &AppState,
     q: &UsageQuery,
 ) -> std::result::Result<crate::store::UsageFilter<'static>, ApiError> {
     let r = crate::report::range(
-        st.quota.time_zone(),
-        st.quota.now(),
+        state.quota.time_zone(),
+        state.quota.now(),
         q.from.as_deref(),
         q.to.as_deref(),
     )
@@ -493,7 +503,7 @@ fn usage_filter(
     responses((status = 200, description = "`{from, to, group_by, groups: [UsageGroup]}`"),
         (status = 400, body = OpenAiErrorBody)))]
 pub async fn usage(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse> {
@@ -501,10 +511,10 @@ pub async fn usage(
     let by = crate::store::GroupBy::parse(by_name).ok_or_else(|| {
         ApiError::invalid("group_by must be day, model or user", Some("group_by"))
     })?;
-    let mut f = usage_filter(&st, &q)?;
+    let mut f = usage_filter(&state, &q)?;
     f.user = q.user.as_deref();
     f.model = q.model.as_deref();
-    let groups = st.store.usage_report(&f, by).await?;
+    let groups = state.store.usage_report(&f, by).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "from": f.from_day, "to": f.to_day, "group_by": by_name, "groups": groups,
     })))
@@ -514,14 +524,14 @@ pub async fn usage(
 #[utoipa::path(get, path = "/admin/usage/export", tag = "admin", security(("api_key" = [])), params(UsageQuery),
     responses((status = 200, description = "text/csv"), (status = 400, body = OpenAiErrorBody)))]
 pub async fn usage_export(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse> {
-    let mut f = usage_filter(&st, &q)?;
+    let mut f = usage_filter(&state, &q)?;
     f.user = q.user.as_deref();
     f.model = q.model.as_deref();
-    let rows = st.store.usage_rows(&f).await?;
+    let rows = state.store.usage_rows(&f).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((
@@ -533,7 +543,7 @@ pub async fn usage_export(
 
 /// Scheduled jobs: schedule, last run and result, next run.
 #[utoipa::path(get, path = "/admin/jobs", tag = "admin", security(("api_key" = [])),
-    responses((status = 200, body = Vec<crate::sched::housekeeping::JobInfo>)))]
-pub async fn jobs(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(st.housekeeping.jobs().await))
+    responses((status = 200, body = Vec<crate::housekeeping::JobInfo>)))]
+pub async fn jobs(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(state.housekeeping.jobs().await))
 }

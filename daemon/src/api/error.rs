@@ -5,6 +5,8 @@
 use crate::auth::accounts::AccountError;
 use crate::auth::sessions::LoginError;
 use crate::auth::AuthError;
+use crate::batch_api::BatchError;
+use crate::inference::InferenceError;
 use crate::models::ModelStoreError;
 use crate::quota::QuotaError;
 use crate::sched::SchedError;
@@ -251,7 +253,9 @@ into_rendered!(
     EngineError,
     QuotaError,
     LoginError,
-    ModelStoreError
+    ModelStoreError,
+    InferenceError,
+    BatchError
 );
 
 impl<F> From<ApiError> for Rendered<F> {
@@ -378,6 +382,29 @@ impl From<QuotaError> for ApiError {
                 headers: headers.clone(),
             },
             QuotaError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> ApiError {
+        match e {
+            InferenceError::KeyScope(_) => ApiError::Forbidden(e.to_string()),
+            InferenceError::Sched(s) => s.into(),
+            InferenceError::Quota(q) => q.into(),
+            InferenceError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> ApiError {
+        match e {
+            BatchError::Invalid { message, param } => ApiError::invalid(message, param),
+            BatchError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            BatchError::Store(s) => s.into(),
+            BatchError::Quota(q) => q.into(),
+            BatchError::Auth(a) => a.into(),
         }
     }
 }

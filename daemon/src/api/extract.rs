@@ -156,7 +156,7 @@ impl<F: Flavor> FromRequest for Caller<F> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let st = state(req);
+        let state = state(req);
         let header = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
@@ -164,14 +164,14 @@ impl<F: Flavor> FromRequest for Caller<F> {
         let cookie = session_cookie(req);
         let req = req.clone();
         Box::pin(async move {
-            let st = st?;
+            let state = state?;
             let p = match (header, cookie) {
-                (Some(Ok(h)), _) => st.auth.authenticate(Some(&h)).await?,
+                (Some(Ok(h)), _) => state.auth.authenticate(Some(&h)).await?,
                 (Some(Err(_)), _) => {
                     return Err(ApiError::Unauthorized("invalid API key".into()).into())
                 }
                 (None, Some(c)) => {
-                    let s = st.auth.verify_session(&c).await?;
+                    let s = state.auth.verify_session(&c).await?;
                     check_csrf(&req, &s)?;
                     if s.must_change_password {
                         return Err(ApiError::Forbidden(
@@ -181,7 +181,7 @@ impl<F: Flavor> FromRequest for Caller<F> {
                     }
                     s.principal
                 }
-                (None, None) => st.auth.authenticate(None).await?,
+                (None, None) => state.auth.authenticate(None).await?,
             };
             // For the response middleware (`rate_headers`): whose limits to report.
             req.extensions_mut().insert(p.clone());
@@ -198,13 +198,13 @@ impl FromRequest for Session {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let st = state(req);
+        let state = state(req);
         let cookie = session_cookie(req);
         let req = req.clone();
         Box::pin(async move {
-            let st = st?;
+            let state = state?;
             let cookie = cookie.ok_or_else(|| ApiError::Unauthorized("not signed in".into()))?;
-            let s = st.auth.verify_session(&cookie).await?;
+            let s = state.auth.verify_session(&cookie).await?;
             check_csrf(&req, &s)?;
             Ok(Session(s))
         })

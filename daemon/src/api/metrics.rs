@@ -8,7 +8,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
-use std::cell::RefCell;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics));
@@ -20,10 +19,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
               (status = 401, description = "no or unknown credentials"), (status = 403, description = "not an admin")),
     security(("api_key" = [])))]
 pub async fn metrics(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Rendered<OpenAi>> {
-    let m = &st.config.metrics;
+    let m = &state.config.metrics;
     if !m.public {
         let header = req
             .headers()
@@ -37,7 +36,7 @@ pub async fn metrics(
             _ => false,
         };
         if !by_token {
-            let who = st.auth.authenticate(header).await?;
+            let who = state.auth.authenticate(header).await?;
             if !who.is_admin() {
                 return Err(ApiError::Forbidden(
                     "/metrics requires an admin key or the metrics token".into(),
@@ -48,17 +47,7 @@ pub async fn metrics(
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(st.metrics.render()))
-}
-
-tokio::task_local! {
-    /// The model a request resolved to, set by `start_job` (unknown names never become labels).
-    static MODEL: RefCell<Option<String>>;
-}
-
-/// Records the model of the request being handled, for its `hearth_requests_total` line.
-pub fn note_model(model: &str) {
-    let _ = MODEL.try_with(|m| *m.borrow_mut() = Some(model.to_owned()));
+        .body(state.metrics.render()))
 }
 
 /// Counts every request of an API (`openai` or `ollama`) in `hearth_requests_total{api,model,status}`.
@@ -67,16 +56,12 @@ pub async fn count_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let st = req.app_data::<web::Data<AppState>>().cloned();
-    let (res, model) = MODEL
-        .scope(RefCell::new(None), async {
-            let res = next.call(req).await;
-            (res, MODEL.with(|m| m.borrow_mut().take()))
-        })
-        .await;
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let (res, model) = crate::inference::label::scoped(next.call(req)).await;
     let res = res?;
-    if let Some(st) = st {
-        st.metrics
+    if let Some(state) = state {
+        state
+            .metrics
             .serving
             .requests
             .with_label_values(&[api, model.as_deref().unwrap_or(""), res.status().as_str()])

@@ -3,9 +3,10 @@
 
 use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
 use super::extract::{ApiJson, Body, Caller};
-use super::{collect, event_stream, start_job, AppState, Piece, Started};
+use super::{rendered_body, started_response, AppState};
 use crate::config::parse_duration;
-use crate::sched::{JobSpec, Prompt};
+use crate::inference::{Piece, Request, Started};
+use crate::sched::{Priority, Prompt};
 use actix_web::{web, HttpResponse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
@@ -80,8 +81,8 @@ fn imported(m: &crate::models::Manifest) -> SystemTime {
 /// Models the caller's key may use.
 #[utoipa::path(get, path = "/api/tags", tag = "ollama", security(("api_key" = [])),
     responses((status = 200, description = "`{\"models\": [...]}`"), (status = 401, body = OllamaErrorBody)))]
-pub async fn tags(st: web::Data<AppState>, who: Caller<Ollama>) -> Result<HttpResponse> {
-    let list = st
+pub async fn tags(state: web::Data<AppState>, who: Caller<Ollama>) -> Result<HttpResponse> {
+    let list = state
         .sched
         .models()
         .list()
@@ -117,7 +118,7 @@ pub struct ShowRequest {
 #[utoipa::path(post, path = "/api/show", tag = "ollama", security(("api_key" = [])), request_body = ShowRequest,
     responses((status = 200, description = "model details"), (status = 404, body = OllamaErrorBody)))]
 pub async fn show(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<Ollama>,
     body: ApiJson<ShowRequest, Ollama>,
 ) -> Result<HttpResponse> {
@@ -126,11 +127,11 @@ pub async fn show(
         .model
         .or(body.0.name)
         .ok_or_else(|| ApiError::invalid("missing field 'model'", Some("model")))?;
-    let name = st.sched.resolve(&asked)?;
+    let name = state.sched.resolve(&asked)?;
     if !who.0.may_use(&name) {
         return Err(ApiError::ModelNotFound(asked).into());
     }
-    let models = st.sched.models();
+    let models = state.sched.models();
     let m = models
         .get(&name)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -158,10 +159,10 @@ pub async fn show(
 /// Loaded models.
 #[utoipa::path(get, path = "/api/ps", tag = "ollama", security(("api_key" = [])),
     responses((status = 200, description = "`{\"models\": [...]}`")))]
-pub async fn ps(st: web::Data<AppState>, _who: Caller<Ollama>) -> Result<HttpResponse> {
+pub async fn ps(state: web::Data<AppState>, _who: Caller<Ollama>) -> Result<HttpResponse> {
     let mut out = Vec::new();
-    for l in st.sched.loaded() {
-        let m = st.sched.models().get(&l.name).ok();
+    for l in state.sched.loaded() {
+        let m = state.sched.models().get(&l.name).ok();
         out.push(json!({
             "name": l.name, "model": l.name, "size": l.size_bytes,
             "digest": m.as_ref().map(|m| m.sha256.clone()).unwrap_or_default(),
@@ -224,14 +225,18 @@ impl Options {
         })
     }
 
-    /// The job these options describe (start_job adds the ledger callback and the quota gate).
-    fn job(
+    /// The request these options describe.
+    fn request(
         &self,
+        model: &str,
+        endpoint: &'static str,
         prompt: Prompt,
         json: bool,
         keep_alive: Option<Duration>,
-    ) -> std::result::Result<JobSpec, ApiError> {
-        Ok(JobSpec {
+    ) -> std::result::Result<Request, ApiError> {
+        Ok(Request {
+            model: model.to_owned(),
+            endpoint,
             prompt,
             max_tokens: self.max_tokens(),
             sampling: self.sampling()?,
@@ -239,10 +244,7 @@ impl Options {
             json,
             speculative: self.speculative.unwrap_or(true),
             keep_alive,
-            on_finish: None,
-            gate: None,
-            owner: None,
-            priority: crate::sched::Priority::Interactive,
+            priority: Priority::Interactive,
         })
     }
 
@@ -365,21 +367,21 @@ fn ndjson(v: &Value) -> web::Bytes {
 
 /// An empty request only loads (or, with keep_alive 0, unloads) the model, as in Ollama.
 async fn load_or_unload(
-    st: &AppState,
+    state: &AppState,
     who: &crate::auth::Principal,
     model: &str,
     keep: Option<Duration>,
     chat: bool,
 ) -> Result<HttpResponse> {
-    let name = st.sched.resolve(model)?;
+    let name = state.sched.resolve(model)?;
     if !who.may_use(&name) {
         return Err(ApiError::Forbidden(format!("this API key may not use model '{name}'")).into());
     }
     let reason = if keep == Some(Duration::ZERO) {
-        st.sched.unload(&name);
+        state.sched.unload(&name);
         "unload"
     } else {
-        st.sched.load(&name).await?;
+        state.sched.load(&name).await?;
         "load"
     };
     let now = rfc3339(SystemTime::now());
@@ -392,12 +394,9 @@ async fn load_or_unload(
     Ok(HttpResponse::Ok().json(v))
 }
 
-fn respond(job: Started, chat: bool, stream: bool, started: Instant) -> HttpResponse {
-    let mut ok = job.response();
-    let Started {
-        model, admitted, ..
-    } = job;
-    let load = admitted.load_duration;
+fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> HttpResponse {
+    let mut ok = started_response(&job);
+    let (model, load) = (job.model.clone(), job.load_duration);
     let text_field = move |t: &str| {
         if chat {
             ("message", json!({"role": "assistant", "content": t}))
@@ -407,20 +406,19 @@ fn respond(job: Started, chat: bool, stream: bool, started: Instant) -> HttpResp
     };
     if !stream {
         let fut = async move {
-            let mut admitted = admitted;
-            let (text, reason, usage) = collect(&mut admitted).await;
-            let (k, v) = text_field(&text);
+            let c = job.collect().await;
+            let (k, v) = text_field(&c.text);
             let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
-                "done_reason": done_reason(reason)});
+                "done_reason": done_reason(c.reason)});
             out[k] = v;
-            merge(&mut out, &timings(started, load, &usage));
+            merge(&mut out, &timings(started, load, &c.usage));
             out
         };
         return ok.streaming(futures_util::stream::once(async move {
             Ok::<_, actix_web::Error>(web::Bytes::from(fut.await.to_string()))
         }));
     }
-    let body = event_stream(admitted, move |piece| match piece {
+    let body = rendered_body(job, move |piece| match piece {
         Piece::Start => web::Bytes::new(),
         Piece::Text(t) => {
             let (k, v) = text_field(&t);
@@ -453,7 +451,7 @@ fn merge(out: &mut Value, t: &Timings) {
         (status = 400, body = OllamaErrorBody), (status = 401, body = OllamaErrorBody),
         (status = 404, body = OllamaErrorBody)))]
 pub async fn chat(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<Ollama>,
     body: ApiJson<ChatRequest, Ollama>,
 ) -> Result<HttpResponse> {
@@ -462,15 +460,21 @@ pub async fn chat(
     let json = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.messages.is_empty() {
-        return load_or_unload(&st, &who.0, &req.model, keep, true).await;
+        return load_or_unload(&state, &who.0, &req.model, keep, true).await;
     }
     let messages = req
         .messages
         .iter()
         .map(|m| ChatMessage::new(&m.role, &m.content))
         .collect();
-    let spec = req.options.job(Prompt::Chat(messages), json, keep)?;
-    let job = start_job(&st, &who.0, &req.model, "ollama_chat", spec).await?;
+    let request = req.options.request(
+        &req.model,
+        "ollama_chat",
+        Prompt::Chat(messages),
+        json,
+        keep,
+    )?;
+    let job = state.inference.start(&who.0, request).await?;
     Ok(respond(job, true, req.stream.unwrap_or(true), started))
 }
 
@@ -480,7 +484,7 @@ pub async fn chat(
         (status = 400, body = OllamaErrorBody), (status = 401, body = OllamaErrorBody),
         (status = 404, body = OllamaErrorBody)))]
 pub async fn generate(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<Ollama>,
     body: ApiJson<GenerateRequest, Ollama>,
 ) -> Result<HttpResponse> {
@@ -489,7 +493,7 @@ pub async fn generate(
     let json = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.prompt.is_empty() {
-        return load_or_unload(&st, &who.0, &req.model, keep, false).await;
+        return load_or_unload(&state, &who.0, &req.model, keep, false).await;
     }
     let prompt = if req.raw {
         Prompt::Text(req.prompt.clone())
@@ -501,8 +505,10 @@ pub async fn generate(
         m.push(ChatMessage::new("user", &req.prompt));
         Prompt::Chat(m)
     };
-    let spec = req.options.job(prompt, json, keep)?;
-    let job = start_job(&st, &who.0, &req.model, "ollama_generate", spec).await?;
+    let request = req
+        .options
+        .request(&req.model, "ollama_generate", prompt, json, keep)?;
+    let job = state.inference.start(&who.0, request).await?;
     Ok(respond(job, false, req.stream.unwrap_or(true), started))
 }
 

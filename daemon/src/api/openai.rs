@@ -1,15 +1,21 @@
-//! OpenAI-compatible API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, JSON or SSE.
+//! OpenAI-compatible API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, JSON or SSE — and the same
+//! translation for the lines of a batch file (`batch_lines`). Each endpoint only translates: its body into an
+//! `inference::Request`, the job's `Completion` or `Piece`s back into OpenAI's objects.
 
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{field_error, ApiJson, Body, Caller};
-use super::{collect, event_stream, start_job, AppState, Piece, Started};
-use crate::sched::{JobSpec, Prompt};
+use super::{rendered_body, started_response, AppState};
+use crate::auth::Authenticator;
+use crate::batch_api::runner::{Answer, Line, RunLine};
+use crate::inference::{Completion, Inference, Piece, Request};
+use crate::sched::{Priority, Prompt};
 use crate::store::now as unix_now;
 use actix_web::{web, HttpResponse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
@@ -28,7 +34,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/chat/completions", web::post().to(chat_completions))
             .route("/completions", web::post().to(completions))
             .route("/me/usage", web::get().to(me_usage))
-            .configure(super::batches::routes),
+            .configure(super::batch_api::routes),
     );
 }
 
@@ -60,8 +66,8 @@ fn model_object(m: &crate::models::Manifest) -> ModelObject {
 /// Models the caller's key may use.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])),
     responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorBody)))]
-pub async fn list_models(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
-    let list = st
+pub async fn list_models(state: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
+    let list = state
         .sched
         .models()
         .list()
@@ -82,15 +88,15 @@ pub async fn list_models(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result
     params(("model" = String, Path, description = "model name")),
     responses((status = 200, body = ModelObject), (status = 404, body = OpenAiErrorBody)))]
 pub async fn get_model(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let name = st.sched.resolve(&path)?;
+    let name = state.sched.resolve(&path)?;
     if !who.0.may_use(&name) {
         return Err(ApiError::ModelNotFound(name).into());
     }
-    let m = st
+    let m = state
         .sched
         .models()
         .get(&name)
@@ -213,14 +219,18 @@ impl SamplingFields {
         })
     }
 
-    /// The job these fields describe (start_job adds the ledger callback and the quota gate).
-    fn job(
+    /// The request these fields describe.
+    fn request(
         &self,
+        model: &str,
+        endpoint: &'static str,
         prompt: Prompt,
         max_tokens: Option<u32>,
         json: bool,
-    ) -> std::result::Result<JobSpec, ApiError> {
-        Ok(JobSpec {
+    ) -> std::result::Result<Request, ApiError> {
+        Ok(Request {
+            model: model.to_owned(),
+            endpoint,
             prompt,
             max_tokens: max_tokens.map(|n| n as usize),
             sampling: self.sampling()?,
@@ -228,10 +238,7 @@ impl SamplingFields {
             json,
             speculative: self.speculative.unwrap_or(true),
             keep_alive: None,
-            on_finish: None,
-            gate: None,
-            owner: None,
-            priority: crate::sched::Priority::Interactive,
+            priority: Priority::Interactive,
         })
     }
 
@@ -410,44 +417,53 @@ fn sse_response(
 const FINGERPRINT: &str = concat!("hearth-", env!("CARGO_PKG_VERSION"));
 
 /// A whole `chat.completion` object.
-fn chat_completion(
-    id: &str,
-    created: i64,
-    model: &str,
-    text: &str,
-    reason: FinishReason,
-    usage: &Usage,
-) -> serde_json::Value {
+fn chat_completion(id: &str, created: i64, model: &str, c: &Completion) -> serde_json::Value {
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": null, "finish_reason": finish_reason(reason)}],
-        "usage": UsageOut::from(usage),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                     "logprobs": null, "finish_reason": finish_reason(c.reason)}],
+        "usage": UsageOut::from(&c.usage),
     })
 }
 
 /// A whole `text_completion` object.
-fn text_completion(
-    id: &str,
-    created: i64,
-    model: &str,
-    text: &str,
-    reason: FinishReason,
-    usage: &Usage,
-) -> serde_json::Value {
+fn text_completion(id: &str, created: i64, model: &str, c: &Completion) -> serde_json::Value {
     json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)}],
-        "usage": UsageOut::from(usage),
+        "choices": [{"index": 0, "text": c.text, "logprobs": null, "finish_reason": finish_reason(c.reason)}],
+        "usage": UsageOut::from(&c.usage),
     })
 }
 
+/// The request of a chat completion body.
+fn chat_request(
+    req: &ChatCompletionRequest,
+    endpoint: &'static str,
+) -> std::result::Result<Request, ApiError> {
+    let json = check_format(&req.response_format)?;
+    let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
+    let prompt = Prompt::Chat(messages_in(&req.messages)?);
+    req.sampling
+        .request(&req.model, endpoint, prompt, max_tokens, json)
+}
+
+/// The request of a (legacy) completion body; 16 tokens unless it says otherwise, as OpenAI's default.
+fn completion_request(
+    req: &CompletionRequest,
+    endpoint: &'static str,
+) -> std::result::Result<Request, ApiError> {
+    let prompt = Prompt::Text(single_prompt(&req.prompt)?);
+    let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
+    req.sampling
+        .request(&req.model, endpoint, prompt, max_tokens, false)
+}
+
 /// The prompt of a legacy completion request (one string).
-fn single_prompt(p: PromptIn) -> std::result::Result<String, ApiError> {
+fn single_prompt(p: &PromptIn) -> std::result::Result<String, ApiError> {
     match p {
-        PromptIn::One(s) => Ok(s),
-        PromptIn::Many(mut v) if v.len() == 1 => Ok(v.remove(0)),
+        PromptIn::One(s) => Ok(s.clone()),
+        PromptIn::Many(v) if v.len() == 1 => Ok(v[0].clone()),
         PromptIn::Many(_) => Err(ApiError::invalid(
             "only one prompt per request is supported",
             Some("prompt"),
@@ -455,61 +471,54 @@ fn single_prompt(p: PromptIn) -> std::result::Result<String, ApiError> {
     }
 }
 
-/// One batch-file line through exactly the path of an HTTP request (parse → start_job → collect), at batch
-/// priority and never streamed: the status code and body the HTTP API would have answered.
-pub async fn run_batch_line(
-    st: &AppState,
-    who: &crate::auth::Principal,
-    endpoint: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    match batch_line(st, who, endpoint, body).await {
-        Ok(v) => (200, v),
-        Err(e) => (
-            e.status().as_u16(),
-            serde_json::to_value(e.openai_body()).unwrap_or_default(),
-        ),
-    }
+/// Batch-file lines through exactly the translation of `POST /v1/chat/completions` and `/v1/completions`, at
+/// batch priority and never streamed: each answer is the status code and body the HTTP API would have sent.
+pub fn batch_lines(auth: Arc<Authenticator>, inference: Inference) -> RunLine {
+    Arc::new(move |line: Line| {
+        let (auth, inference) = (auth.clone(), inference.clone());
+        Box::pin(async move {
+            match batch_line(&auth, &inference, &line).await {
+                Ok(body) => Answer { status: 200, body },
+                Err(e) => Answer {
+                    status: e.status().as_u16(),
+                    body: serde_json::to_value(e.openai_body()).unwrap_or_default(),
+                },
+            }
+        })
+    })
 }
 
 async fn batch_line(
-    st: &AppState,
-    who: &crate::auth::Principal,
-    endpoint: &str,
-    body: &str,
+    auth: &Authenticator,
+    inference: &Inference,
+    line: &Line,
 ) -> std::result::Result<serde_json::Value, ApiError> {
+    let who = auth
+        .principal_of(&line.owner_id, line.key_id.as_deref())
+        .await?;
     let created = unix_now();
-    match endpoint {
-        "/v1/chat/completions" => {
-            let req: ChatCompletionRequest = super::extract::parse_json(body.as_bytes())?;
-            let json = check_format(&req.response_format)?;
-            let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
-            let mut spec =
-                req.sampling
-                    .job(Prompt::Chat(messages_in(&req.messages)?), max_tokens, json)?;
-            spec.priority = crate::sched::Priority::Batch;
-            let mut started = start_job(st, who, &req.model, "batch", spec).await?;
-            let (text, reason, usage) = collect(&mut started.admitted).await;
-            let id = completion_id("chatcmpl");
-            Ok(chat_completion(&id, created, &started.model, &text, reason, &usage))
+    let body = line.body.as_bytes();
+    let (request, chat) = match line.endpoint.as_str() {
+        "/v1/chat/completions" => (chat_request(&super::extract::parse_json(body)?, "batch")?, true),
+        "/v1/completions" => (completion_request(&super::extract::parse_json(body)?, "batch")?, false),
+        other => {
+            return Err(ApiError::invalid(
+                format!("batch endpoint '{other}' is not supported (use /v1/chat/completions or /v1/completions)"),
+                Some("url"),
+            ))
         }
-        "/v1/completions" => {
-            let req: CompletionRequest = super::extract::parse_json(body.as_bytes())?;
-            let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
-            let mut spec =
-                req.sampling
-                    .job(Prompt::Text(single_prompt(req.prompt)?), max_tokens, false)?;
-            spec.priority = crate::sched::Priority::Batch;
-            let mut started = start_job(st, who, &req.model, "batch", spec).await?;
-            let (text, reason, usage) = collect(&mut started.admitted).await;
-            let id = completion_id("cmpl");
-            Ok(text_completion(&id, created, &started.model, &text, reason, &usage))
-        }
-        other => Err(ApiError::invalid(
-            format!("batch endpoint '{other}' is not supported (use /v1/chat/completions or /v1/completions)"),
-            Some("url"),
-        )),
-    }
+    };
+    let request = Request {
+        priority: Priority::Batch,
+        ..request
+    };
+    let mut job = inference.start(&who, request).await?;
+    let c = job.collect().await;
+    Ok(if chat {
+        chat_completion(&completion_id("chatcmpl"), created, &job.model, &c)
+    } else {
+        text_completion(&completion_id("cmpl"), created, &job.model, &c)
+    })
 }
 
 /// Chat completion (OpenAI's shape; `stream: true` gives `chat.completion.chunk` events then `[DONE]`).
@@ -522,29 +531,20 @@ async fn batch_line(
         (status = 404, body = OpenAiErrorBody, description = "model_not_found"),
         (status = 413, body = OpenAiErrorBody), (status = 503, body = OpenAiErrorBody, description = "queue full")))]
 pub async fn chat_completions(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     body: ApiJson<ChatCompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let req = body.0;
-    let json = check_format(&req.response_format)?;
-    let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
-    let spec = req
-        .sampling
-        .job(Prompt::Chat(messages_in(&req.messages)?), max_tokens, json)?;
-    let started = start_job(&st, &who.0, &req.model, "chat", spec).await?;
-    let ok = started.response();
-    let Started {
-        model,
-        mut admitted,
-        ..
-    } = started;
-    let id = completion_id("chatcmpl");
-    let created = unix_now();
+    let mut job = state
+        .inference
+        .start(&who.0, chat_request(&req, "chat")?)
+        .await?;
+    let mut ok = started_response(&job);
+    let (id, created, model) = (completion_id("chatcmpl"), unix_now(), job.model.clone());
     if !req.sampling.stream {
-        let (text, reason, usage) = collect(&mut admitted).await;
-        let mut ok = ok;
-        return Ok(ok.json(chat_completion(&id, created, &model, &text, reason, &usage)));
+        let c = job.collect().await;
+        return Ok(ok.json(chat_completion(&id, created, &model, &c)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
     let chunk = move |delta: serde_json::Value, reason: Option<&str>| {
@@ -558,7 +558,7 @@ pub async fn chat_completions(
         }
         v
     };
-    let body = event_stream(admitted, move |piece| match piece {
+    let body = rendered_body(job, move |piece| match piece {
         Piece::Start => sse(&chunk(json!({"role": "assistant", "content": ""}), None)),
         Piece::Text(t) => sse(&chunk(json!({"content": t}), None)),
         Piece::End(reason, usage) => {
@@ -588,28 +588,20 @@ pub async fn chat_completions(
         (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
         (status = 404, body = OpenAiErrorBody), (status = 503, body = OpenAiErrorBody)))]
 pub async fn completions(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     body: ApiJson<CompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let req = body.0;
-    let prompt = single_prompt(req.prompt)?;
-    // 16: OpenAI's default for this endpoint.
-    let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
-    let spec = req.sampling.job(Prompt::Text(prompt), max_tokens, false)?;
-    let started = start_job(&st, &who.0, &req.model, "completions", spec).await?;
-    let ok = started.response();
-    let Started {
-        model,
-        mut admitted,
-        ..
-    } = started;
-    let id = completion_id("cmpl");
-    let created = unix_now();
+    let mut job = state
+        .inference
+        .start(&who.0, completion_request(&req, "completions")?)
+        .await?;
+    let mut ok = started_response(&job);
+    let (id, created, model) = (completion_id("cmpl"), unix_now(), job.model.clone());
     if !req.sampling.stream {
-        let (text, reason, usage) = collect(&mut admitted).await;
-        let mut ok = ok;
-        return Ok(ok.json(text_completion(&id, created, &model, &text, reason, &usage)));
+        let c = job.collect().await;
+        return Ok(ok.json(text_completion(&id, created, &model, &c)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
     let chunk = move |text: &str, reason: Option<&str>| {
@@ -618,7 +610,7 @@ pub async fn completions(
             "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": reason}],
         })
     };
-    let body = event_stream(admitted, move |piece| match piece {
+    let body = rendered_body(job, move |piece| match piece {
         Piece::Start => web::Bytes::new(),
         Piece::Text(t) => sse(&chunk(&t, None)),
         Piece::End(reason, usage) => {
@@ -652,32 +644,7 @@ impl Body for CompletionRequest {
 #[utoipa::path(get, path = "/v1/me/usage", tag = "openai", security(("api_key" = [])),
     responses((status = 200, description = "`{user, today, month, limits, remaining, resets, energy: {today, month}}` (energy: `[{source, joules, tokens, joules_per_token}]`)"),
         (status = 401, body = OpenAiErrorBody)))]
-pub async fn me_usage(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
+pub async fn me_usage(state: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
     let p = &who.0;
-    Ok(HttpResponse::Ok().json(usage_of(&st, p, p.key_id.as_deref()).await?))
-}
-
-/// A user's usage against the limits in effect (with `key`: those of requests made with that key).
-pub async fn usage_of(
-    st: &AppState,
-    p: &crate::auth::Principal,
-    key: Option<&str>,
-) -> std::result::Result<serde_json::Value, ApiError> {
-    let limits = st.quota.limits(&p.user_id, p.role, key).await?;
-    let (today, month, w) = st.quota.usage(&p.user_id).await?;
-    let energy_today = st.store.energy_of_user(&p.user_id, &w.day_key).await?;
-    let energy_month = st.store.energy_of_user(&p.user_id, &w.month_key).await?;
-    let left = |limit: Option<u64>, used: i64| limit.map(|l| (l as i64 - used).max(0));
-    Ok(json!({
-        "user": p.user_name,
-        "today": today,
-        "month": month,
-        "limits": limits,
-        "remaining": {
-            "tokens_today": left(limits.tokens_per_day, today.total_tokens),
-            "tokens_this_month": left(limits.tokens_per_month, month.total_tokens),
-        },
-        "resets": {"day": w.day_reset, "month": w.month_reset},
-        "energy": {"today": energy_today, "month": energy_month},
-    }))
+    Ok(HttpResponse::Ok().json(state.quota.report(p, p.key_id.as_deref()).await?))
 }

@@ -1,7 +1,7 @@
 //! The OpenAPI document (utoipa) at `/openapi.json`, and `/docs`: a self-contained page that renders it
 //! (no CDN — the appliance may have no Internet).
 
-use super::{admin, batches, error, metrics, ollama, openai, overview, schedules, session};
+use super::{admin, batch_api, cron, error, metrics, ollama, openai, overview, session};
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -22,9 +22,9 @@ use utoipa::{Modify, OpenApi};
         admin::list_users, admin::create_user, admin::update_user, admin::get_quota, admin::put_quota, admin::user_usage,
         admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::load_model, admin::unload_model, admin::import_model, admin::pull_model, admin::pulls,
         metrics::metrics,
-        batches::upload_file, batches::list_files, batches::get_file, batches::file_content, batches::delete_file,
-        batches::create_batch, batches::list_batches, batches::get_batch, batches::cancel_batch,
-        schedules::list, schedules::set_window, schedules::create, schedules::update, schedules::remove, schedules::run,
+        batch_api::upload_file, batch_api::list_files, batch_api::get_file, batch_api::file_content, batch_api::delete_file,
+        batch_api::create_batch, batch_api::list_batches, batch_api::get_batch, batch_api::cancel_batch,
+        cron::list, cron::set_window, cron::create, cron::update, cron::remove, cron::run,
     ),
     components(schemas(error::OpenAiErrorBody, error::OllamaErrorBody)),
     modifiers(&BearerKey),

@@ -16,16 +16,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Live figures and the last hour (sampled every 2 s), plus today's joules and J/token per model.
 #[utoipa::path(get, path = "/admin/overview", tag = "admin", security(("api_key" = [])),
     responses((status = 200, description = "`{now, history, today: {tokens, joules, models: [...]}}`")))]
-pub async fn overview(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
-    let w = st.quota.windows();
-    let energy = st.store.energy_by_model_on(&w.day_key).await?;
+pub async fn overview(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    let w = state.quota.windows();
+    let energy = state.store.energy_by_model_on(&w.day_key).await?;
     let day = w.day_key.trim_start_matches("d:").to_owned();
     let f = crate::store::UsageFilter {
         from_day: day.clone(),
         to_day: day.clone(),
         ..Default::default()
     };
-    let usage = st
+    let usage = state
         .store
         .usage_report(&f, crate::store::GroupBy::Model)
         .await?;
@@ -49,8 +49,8 @@ pub async fn overview(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<Http
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
         .json(json!({
-            "now": st.history.latest(),
-            "history": st.history.columns(),
+            "now": state.history.latest(),
+            "history": state.history.columns(),
             "today": {
                 "day": day,
                 "tokens": usage.iter().map(|g| g.total_tokens).sum::<i64>(),

@@ -19,7 +19,7 @@ pub async fn rate_headers(
     if has("x-ratelimit-limit-requests") || has("x-ratelimit-limit-tokens") {
         return Ok(res);
     }
-    let Some(st) = res.request().app_data::<web::Data<AppState>>().cloned() else {
+    let Some(state) = res.request().app_data::<web::Data<AppState>>().cloned() else {
         return Ok(res);
     };
     let known = res.request().extensions().get::<Principal>().cloned();
@@ -34,7 +34,7 @@ pub async fn rate_headers(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             match header {
-                Some(h) => match st.auth.authenticate(Some(&h)).await {
+                Some(h) => match state.auth.authenticate(Some(&h)).await {
                     Ok(p) => p,
                     Err(_) => return Ok(res),
                 },
@@ -42,7 +42,7 @@ pub async fn rate_headers(
             }
         }
     };
-    match st.quota.current_headers(&who).await {
+    match state.quota.current_headers(&who).await {
         Ok(headers) => {
             for (name, value) in headers {
                 if let Ok(v) = HeaderValue::from_str(&value) {

@@ -68,8 +68,8 @@ fn info(s: &SessionCaller) -> SessionInfo {
 }
 
 /// Secure whenever the browser reached us over TLS: our own, or a proxy's that says so.
-fn cookie<'a>(st: &AppState, req: &HttpRequest, value: &'a str, max_age: i64) -> Cookie<'a> {
-    let tls = st.config.tls.is_some() || req.connection_info().scheme() == "https";
+fn cookie<'a>(state: &AppState, req: &HttpRequest, value: &'a str, max_age: i64) -> Cookie<'a> {
+    let tls = state.config.tls.is_some() || req.connection_info().scheme() == "https";
     Cookie::build(COOKIE, value)
         .path("/")
         .http_only(true)
@@ -84,12 +84,12 @@ fn cookie<'a>(st: &AppState, req: &HttpRequest, value: &'a str, max_age: i64) ->
     responses((status = 200, body = SessionInfo), (status = 401, body = OpenAiErrorBody),
         (status = 429, description = "too many failed attempts for this user or address", body = OpenAiErrorBody)))]
 pub async fn login(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     req: HttpRequest,
     body: ApiJson<Login, OpenAi>,
 ) -> Result<HttpResponse> {
     let ip = req.peer_addr().map(|a| a.ip());
-    let new = st
+    let new = state
         .auth
         .login(body.0.user.trim(), &body.0.password, ip)
         .await?;
@@ -98,7 +98,7 @@ pub async fn login(
         .ok_or_else(|| ApiError::Internal("bad role".into()))?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .cookie(cookie(&st, &req, &new.cookie, ABSOLUTE))
+        .cookie(cookie(&state, &req, &new.cookie, ABSOLUTE))
         .json(SessionInfo {
             user: new.user.name,
             role: role.as_str(),
@@ -111,10 +111,14 @@ pub async fn login(
 #[utoipa::path(post, path = "/auth/logout", tag = "dashboard",
     responses((status = 204, description = "signed out"), (status = 401, body = OpenAiErrorBody),
         (status = 403, description = "no CSRF token", body = OpenAiErrorBody)))]
-pub async fn logout(st: web::Data<AppState>, req: HttpRequest, s: Session) -> Result<HttpResponse> {
-    st.auth.logout(&s.0.id_hash).await?;
+pub async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    s: Session,
+) -> Result<HttpResponse> {
+    state.auth.logout(&s.0.id_hash).await?;
     Ok(HttpResponse::NoContent()
-        .cookie(cookie(&st, &req, "", 0))
+        .cookie(cookie(&state, &req, "", 0))
         .finish())
 }
 
@@ -133,7 +137,7 @@ pub async fn session(s: Session) -> Result<HttpResponse> {
     responses((status = 200, body = SessionInfo), (status = 400, body = OpenAiErrorBody),
         (status = 401, body = OpenAiErrorBody), (status = 429, body = OpenAiErrorBody)))]
 pub async fn change_password(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     req: HttpRequest,
     s: Session,
     body: ApiJson<PasswordChange, OpenAi>,
@@ -142,7 +146,8 @@ pub async fn change_password(
     let b = body.0;
     let name = s.principal.user_name.clone();
     let ip = req.peer_addr().map(|a| a.ip());
-    st.auth
+    state
+        .auth
         .check_password(&name, &b.current_password, ip)
         .await
         .map_err(|e| match e {
@@ -158,15 +163,17 @@ pub async fn change_password(
         )
         .into());
     }
-    accounts::set_password(&st.store, &name, &b.new_password).await?;
-    st.store
+    accounts::set_password(&state.store, &name, &b.new_password).await?;
+    state
+        .store
         .delete_user_sessions(&s.principal.user_id, Some(&s.id_hash))
         .await?;
     if s.must_change_password {
-        st.store
+        state
+            .store
             .set_must_change_password(&s.principal.user_id, false)
             .await?;
-        let file = st.state_dir.join(INITIAL_PASSWORD_FILE);
+        let file = state.state_dir.join(INITIAL_PASSWORD_FILE);
         if let Err(e) = std::fs::remove_file(&file) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(file = %file.display(), error = %e, "could not delete the initial password file");
@@ -193,15 +200,15 @@ impl Body for MyNewKey {}
 /// The caller's own API keys (never their secrets).
 #[utoipa::path(get, path = "/v1/me/keys", tag = "openai", security(("api_key" = [])),
     responses((status = 200, body = Vec<KeyRecord>), (status = 401, body = OpenAiErrorBody)))]
-pub async fn my_keys(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(st.store.list_keys(Some(&who.0.user_name)).await?))
+pub async fn my_keys(state: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(state.store.list_keys(Some(&who.0.user_name)).await?))
 }
 
 /// Creates an API key for the caller; the response holds the only copy of it.
 #[utoipa::path(post, path = "/v1/me/keys", tag = "openai", security(("api_key" = [])), request_body = MyNewKey,
     responses((status = 201, body = super::admin::CreatedKey), (status = 400, body = OpenAiErrorBody)))]
 pub async fn create_my_key(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     body: ApiJson<MyNewKey, OpenAi>,
 ) -> Result<HttpResponse> {
@@ -216,7 +223,14 @@ pub async fn create_my_key(
         }
     }
     let models = k.models.or_else(|| who.0.models.clone());
-    super::admin::issue_key(&st, &who.0.user_name, &k.name, models, k.expires.as_deref()).await
+    super::admin::issue_key(
+        &state,
+        &who.0.user_name,
+        &k.name,
+        models,
+        k.expires.as_deref(),
+    )
+    .await
 }
 
 /// Revokes one of the caller's own keys.
@@ -224,13 +238,13 @@ pub async fn create_my_key(
     params(("id" = String, Path)),
     responses((status = 204, description = "revoked"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn revoke_my_key(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let id = path.into_inner();
     // Someone else's key is "not found", so ids cannot be probed.
-    let mine = st
+    let mine = state
         .store
         .key(&id)
         .await?
@@ -238,7 +252,7 @@ pub async fn revoke_my_key(
     if !mine {
         return Err(ApiError::NotFound(format!("key '{id}' not found or already revoked")).into());
     }
-    super::admin::withdraw_key(&st, &id).await?;
+    super::admin::withdraw_key(&state, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -248,12 +262,12 @@ pub async fn revoke_my_key(
     params(("id" = String, Path)),
     responses((status = 200, body = crate::store::UsageRow), (status = 404, body = OpenAiErrorBody)))]
 pub async fn my_request(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let id = path.into_inner();
-    match st.store.request_of(&who.0.user_id, &id).await? {
+    match state.store.request_of(&who.0.user_id, &id).await? {
         Some(row) => Ok(HttpResponse::Ok().json(row)),
         None => Err(ApiError::NotFound(format!("request '{id}' not found")).into()),
     }

@@ -233,9 +233,9 @@ pub struct LimitFlags {
     weight: Option<u64>,
 }
 
-impl From<LimitFlags> for hearth::quota::Limits {
+impl From<LimitFlags> for hearth::limits::Limits {
     fn from(f: LimitFlags) -> Self {
-        hearth::quota::Limits {
+        hearth::limits::Limits {
             tokens_per_day: f.tokens_per_day,
             tokens_per_month: f.tokens_per_month,
             requests_per_minute: f.requests_per_minute,

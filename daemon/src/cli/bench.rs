@@ -25,8 +25,8 @@ pub struct BenchArgs {
     #[arg(long, value_parser = super::parse_dtype)]
     pub dtype: Option<hearth_engine::quant::GgmlType>,
     /// How to read the output head: i8 / q8_0 halve a tied F16 head's bytes per token (BitNet), q4_0 quarters
-    /// them, q4_0-rescored scans a Q4_0 copy and rescores the best candidates with the file's head.
-    #[arg(long, value_parser = super::parse_head)]
+    /// them, i4-rescored scores every row with an int4 copy and rescores the best candidates with the file's head.
+    #[arg(long, value_parser = super::head_parser())]
     pub head: Option<hearth_engine::model::HeadOption>,
     #[arg(long)]
     pub json: bool,
@@ -96,12 +96,13 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
     }
 }
 
-pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
+/// Checks the flags and loads the model under test as they say (shared with the speculative benchmark).
+pub fn load(store: &ModelStore, a: &BenchArgs) -> Result<LoadedModel> {
     if a.prompt_tokens == 0 || a.gen_tokens < 2 || a.repetitions == 0 {
         bail!("--prompt-tokens must be >= 1, --gen-tokens >= 2, --repetitions >= 1");
     }
     let path = store.resolve(&a.model)?;
-    let lm = LoadedModel::load(
+    LoadedModel::load(
         &path,
         &LoadOptions {
             dtype: a.dtype,
@@ -110,10 +111,12 @@ pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         },
         a.threads,
     )
-    .with_context(|| format!("loading {}", path.display()))?;
-    if a.draft.is_some() || a.prompt_lookup {
-        return super::spec_bench::bench(store, &a, &lm);
-    }
+    .with_context(|| format!("loading {}", path.display()))
+}
+
+/// Plain throughput (`hearth bench MODEL`; with `--draft`/`--prompt-lookup` main runs `spec_bench` instead).
+pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
+    let lm = load(store, &a)?;
     let vocab = lm.model.config.vocab_size;
     let ctx = (a.prompt_tokens + a.gen_tokens + 8).min(lm.model.config.context_length);
     let max_batch = a.batch.iter().copied().max().unwrap_or(1).max(1);

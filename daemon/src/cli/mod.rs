@@ -17,11 +17,16 @@ pub fn parse_dtype(s: &str) -> Result<GgmlType, String> {
 }
 
 /// `--head i8|q8_0|q4_0|q4_0-rescored|f16`: how to read the output head.
-pub fn parse_head(s: &str) -> Result<hearth_engine::model::HeadOption, String> {
-    hearth_engine::model::parse_head(s).ok_or_else(|| {
-        format!(
-            "unknown head type '{s}' (use {})",
-            hearth_engine::model::HeadOption::NAMES
-        )
+/// `--head`: clap lists `HeadOption::NAMES` as the possible values, so help and parser cannot disagree.
+pub fn head_parser(
+) -> impl clap::builder::TypedValueParser<Value = hearth_engine::model::HeadOption> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(hearth_engine::model::HeadOption::NAMES).try_map(|s| {
+        hearth_engine::model::parse_head(&s).ok_or_else(|| {
+            format!(
+                "unknown head type '{s}' (use {})",
+                hearth_engine::model::HeadOption::NAMES.join(", ")
+            )
+        })
     })
 }

@@ -46,8 +46,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = super::parse_dtype)]
     pub dtype: Option<hearth_engine::quant::GgmlType>,
     /// How to read the output head: i8 / q8_0 halve a tied F16 head's bytes per token (BitNet), q4_0 quarters
-    /// them, q4_0-rescored scans a Q4_0 copy and rescores the best candidates with the file's head.
-    #[arg(long, value_parser = super::parse_head)]
+    /// them, i4-rescored scores every row with an int4 copy and rescores the best candidates with the file's head.
+    #[arg(long, value_parser = super::head_parser())]
     pub head: Option<hearth_engine::model::HeadOption>,
     /// Keep generating through end-of-generation tokens.
     #[arg(long)]

@@ -4,7 +4,7 @@
 use super::accounts::runtime;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use hearth::batches::{self, schedules, window::Window};
+use hearth::batch_api::{self, cron, window::Window};
 use hearth::store::{FileRecord, Store};
 use std::path::PathBuf;
 
@@ -60,7 +60,7 @@ pub fn schedule(db_url: &str, cmd: ScheduleCommand) -> Result<()> {
             .context("opening the database")?;
         match cmd {
             ScheduleCommand::List { json } => {
-                let w = store.setting(batches::window::SETTING).await?;
+                let w = store.setting(batch_api::window::SETTING).await?;
                 let list = store.schedules().await?;
                 if json {
                     println!(
@@ -89,14 +89,14 @@ pub fn schedule(db_url: &str, cmd: ScheduleCommand) -> Result<()> {
             }
             ScheduleCommand::Window { spec, clear } => {
                 if clear {
-                    store.set_setting(batches::window::SETTING, None).await?;
+                    store.set_setting(batch_api::window::SETTING, None).await?;
                 } else if let Some(spec) = spec {
                     let w: Window = spec.parse().map_err(anyhow::Error::msg)?;
                     store
-                        .set_setting(batches::window::SETTING, Some(&w.to_string()))
+                        .set_setting(batch_api::window::SETTING, Some(&w.to_string()))
                         .await?;
                 }
-                let w = store.setting(batches::window::SETTING).await?;
+                let w = store.setting(batch_api::window::SETTING).await?;
                 println!(
                     "batch window: {}",
                     w.as_deref().unwrap_or("none (any time)")
@@ -121,7 +121,7 @@ pub fn schedule(db_url: &str, cmd: ScheduleCommand) -> Result<()> {
                             format!("reading {} (a UTF-8 JSONL file)", path.display())
                         })?;
                         let f = FileRecord {
-                            id: batches::file_id(),
+                            id: batch_api::file_id(),
                             owner_id: owner.id,
                             purpose: "batch".into(),
                             filename: path
@@ -136,10 +136,9 @@ pub fn schedule(db_url: &str, cmd: ScheduleCommand) -> Result<()> {
                     }
                     (None, None) => bail!("give --input FILE or --file-id ID"),
                 };
-                let rec =
-                    schedules::checked(&store, &name, &cron, &file_id, &user, endpoint.as_deref())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let rec = cron::checked(&store, &name, &cron, &file_id, &user, endpoint.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 store.insert_schedule(&rec).await?;
                 println!("schedule '{name}' added (input file {file_id})");
             }
@@ -150,7 +149,7 @@ pub fn schedule(db_url: &str, cmd: ScheduleCommand) -> Result<()> {
                 disable,
             } => {
                 if let Some(c) = &cron {
-                    schedules::normalize(c).map_err(anyhow::Error::msg)?;
+                    cron::normalize(c).map_err(anyhow::Error::msg)?;
                 }
                 let enabled = (enable || disable).then_some(enable);
                 if !store

@@ -7,7 +7,7 @@
 use super::bench::BenchArgs;
 use anyhow::{bail, Result};
 use hearth::models::ModelStore;
-use hearth_engine::{Batch, ChatMessage, Event, GenerateRequest, LoadedModel, SamplingParams};
+use hearth_engine::{Batch, ChatMessage, Event, GenerateRequest, SamplingParams};
 use serde::Serialize;
 
 /// Tasks whose answer copies from the input (repeat, quote, extract, correct, rename, edit code) — prompt
@@ -76,7 +76,8 @@ fn generate(batch: &mut Batch, prompt: Vec<u32>, max_tokens: usize) -> Result<(V
     Ok((tokens, secs))
 }
 
-pub fn bench(store: &ModelStore, a: &BenchArgs, lm: &LoadedModel) -> Result<()> {
+pub fn bench(store: &ModelStore, a: &BenchArgs) -> Result<()> {
+    let lm = &super::bench::load(store, a)?;
     let spec = super::run::speculation(store, lm, a.draft.as_deref(), a.prompt_lookup, 1, a.head)?;
     let Some(spec) = spec else {
         bail!("--draft or --prompt-lookup is needed for a speculative benchmark");

@@ -47,7 +47,7 @@ pub fn usage(db_url: &str, cfg: &hearth::config::Config, cmd: UsageCommand) -> R
                 let store = Store::connect(db_url)
                     .await
                     .context("opening the database")?;
-                let outcome = hearth::sched::housekeeping::rollup_and_prune(
+                let outcome = hearth::housekeeping::rollup_and_prune(
                     &store,
                     &tz,
                     cfg.usage.retain_raw,

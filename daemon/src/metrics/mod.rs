@@ -1,7 +1,8 @@
 //! The Prometheus registry (`GET /metrics`) and the power readers. Serving series are observed where things
 //! happen (`api` counts requests, `sched` times tokens and finishes, `quota` counts refusals); power, energy and
-//! utilisation are read by the `sampler` thread; `energy` attributes device energy to requests. Names follow
-//! DESIGN.md: prefix `hearth_`, vLLM's stems, base units. Labels are bounded (model, user name, device, zone).
+//! utilisation are read by the `sampler` thread; `energy` attributes device energy to requests. Names take the
+//! prefix `hearth_`, vLLM's stems and base units (docs/metrics.md lists them). Labels are bounded (model, user
+//! name, device, zone).
 
 pub mod energy;
 pub mod history;

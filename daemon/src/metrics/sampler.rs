@@ -47,13 +47,13 @@ impl Sampler {
         interval: Duration,
     ) -> std::io::Result<Sampler> {
         let (stop, rx) = channel::<()>();
-        let mut st = State::new(metrics, meter, nvml, sysfs);
-        st.sample();
+        let mut state = State::new(metrics, meter, nvml, sysfs);
+        state.sample();
         std::thread::Builder::new()
             .name("power-sampler".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
-                    st.sample();
+                    state.sample();
                 }
             })?;
         Ok(Sampler { _stop: stop })
@@ -65,11 +65,11 @@ impl Sampler {
 pub fn tick_cost(sysfs: &Path, cpu_watts_estimate: Option<f64>, n: u32) -> Duration {
     let meter = Arc::new(EnergyMeter::new(sysfs, cpu_watts_estimate, None));
     let nvml = nvml_wrapper::Nvml::init().ok().map(Arc::new);
-    let mut st = State::new(Metrics::new(Some(meter.clone())), meter, nvml, sysfs);
-    st.sample();
+    let mut state = State::new(Metrics::new(Some(meter.clone())), meter, nvml, sysfs);
+    state.sample();
     let t = Instant::now();
     for _ in 0..n {
-        st.sample();
+        state.sample();
     }
     t.elapsed() / n.max(1)
 }

@@ -3,10 +3,9 @@
 //! limits, completion reconciles to the real count (`store::quota`). Day and month windows follow the configured
 //! time zone; minute windows roll.
 
-mod limits;
 mod windows;
 
-pub use limits::Limits;
+use crate::limits::Limits;
 pub use windows::{windows_at, Windows};
 
 use crate::auth::{Principal, Role};
@@ -309,6 +308,35 @@ impl Quota {
         let month = out.pop().unwrap_or_default();
         let today = out.pop().unwrap_or_default();
         Ok((today, month, w))
+    }
+
+    /// A user's usage against the limits in effect (with `key`: those of requests made with that key), what
+    /// remains, when the windows reset, and the energy used (`/v1/me/usage`, `/admin/users/{name}/usage`).
+    pub async fn report(
+        &self,
+        who: &Principal,
+        key: Option<&str>,
+    ) -> Result<serde_json::Value, QuotaError> {
+        let limits = self.limits(&who.user_id, who.role, key).await?;
+        let (today, month, w) = self.usage(&who.user_id).await?;
+        let energy_today = self.store.energy_of_user(&who.user_id, &w.day_key).await?;
+        let energy_month = self
+            .store
+            .energy_of_user(&who.user_id, &w.month_key)
+            .await?;
+        let left = |limit: Option<u64>, used: i64| limit.map(|l| (l as i64 - used).max(0));
+        Ok(serde_json::json!({
+            "user": who.user_name,
+            "today": today,
+            "month": month,
+            "limits": limits,
+            "remaining": {
+                "tokens_today": left(limits.tokens_per_day, today.total_tokens),
+                "tokens_this_month": left(limits.tokens_per_month, month.total_tokens),
+            },
+            "resets": {"day": w.day_reset, "month": w.month_reset},
+            "energy": {"today": energy_today, "month": energy_month},
+        }))
     }
 }
 

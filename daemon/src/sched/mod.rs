@@ -1,11 +1,11 @@
 //! When and where a request runs. Today: one worker thread per loaded model, each owning the engine's `Batch`
 //! (continuous batching, so one model serves concurrent requests), loaded on first use and unloaded after
-//! `keep_alive` idle. Inference never runs on an actix thread (DESIGN invariant 2): the HTTP side submits a
-//! `Job`, gets an admission answer (errors come before any token), then receives `JobEvent`s over a channel.
+//! `keep_alive` idle. Inference never runs on an HTTP worker thread (a long step would stall every connection
+//! on it): `inference` submits a `JobSpec`, gets an admission answer (errors come before any token), then
+//! receives `JobEvent`s over a channel.
 //! Dropping that receiver — a client that went away — cancels the sequence at the next step.
 
 mod fair;
-pub mod housekeeping;
 mod worker;
 
 pub use fair::Owner;

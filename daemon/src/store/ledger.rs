@@ -1,5 +1,5 @@
-//! The request ledger: one row per request that reached quota admission (DESIGN invariant 3: rejected before
-//! any token, or recorded). Rows are written by `quota` admission and completed by `reconcile`.
+//! The request ledger: one row per request that reached quota admission (every request is either rejected
+//! before any token or recorded, so usage is never lost). Rows are written by `quota` admission and completed by `reconcile`.
 
 use super::{Result, Store};
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! Limit rows: a user's own values (`quota_limits`) and a key's overrides (`key_limits`), both NULL where unset.
 
 use super::{Result, Store};
-use crate::quota::Limits;
+use crate::limits::Limits;
 use sqlx::Row;
 
 macro_rules! limit_cols {

@@ -15,7 +15,7 @@ use super::quota::{
     CORRECT_SQL, LEDGER_SQL, LOCK_SQL, SNAPSHOT_SQL,
 };
 use super::Result;
-use crate::quota::Limits;
+use crate::limits::Limits;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, Statement, TransactionBehavior};
 use sqlx::AnyPool;

@@ -41,8 +41,8 @@ pub enum HeadOption {
 }
 
 impl HeadOption {
-    /// Every accepted name, for error messages.
-    pub const NAMES: &'static str = "i8, q8_0, q4_0, i4-rescored or f16";
+    /// Every accepted name: the one list the parser, the CLI's help and error messages use.
+    pub const NAMES: [&'static str; 5] = ["i8", "q8_0", "q4_0", "i4-rescored", "f16"];
 }
 
 impl std::fmt::Display for HeadOption {
@@ -55,7 +55,7 @@ impl std::fmt::Display for HeadOption {
     }
 }
 
-/// The `head` load option by name: `i8` (int8 rows), `q8_0`, `q4_0`, `i4-rescored`, `f16`.
+/// The `head` load option by name (one of `HeadOption::NAMES`).
 pub fn parse_head(s: &str) -> Option<HeadOption> {
     match s {
         "i8" => Some(HeadOption::Convert(GgmlType::I8)),

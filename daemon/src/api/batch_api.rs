@@ -1,11 +1,11 @@
 //! OpenAI's Files and Batch API (`/v1/files`, `/v1/batches`). Members see their own files and batches, admins
-//! everyone's. The work itself is `crate::batches`.
+//! everyone's. The work itself is `crate::batch_api`.
 
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{ApiJson, Body, Caller};
 use super::AppState;
 use crate::auth::Principal;
-use crate::batches;
+use crate::batch_api;
 use crate::store::{BatchRecord, FileRecord};
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
@@ -36,11 +36,12 @@ fn visible(who: &Principal, owner_id: &str) -> bool {
 }
 
 async fn own_file(
-    st: &AppState,
+    state: &AppState,
     who: &Principal,
     id: &str,
 ) -> std::result::Result<FileRecord, ApiError> {
-    st.store
+    state
+        .store
         .file(id)
         .await?
         .filter(|f| visible(who, &f.owner_id))
@@ -48,11 +49,12 @@ async fn own_file(
 }
 
 async fn own_batch(
-    st: &AppState,
+    state: &AppState,
     who: &Principal,
     id: &str,
 ) -> std::result::Result<BatchRecord, ApiError> {
-    st.store
+    state
+        .store
         .batch(id)
         .await?
         .filter(|b| visible(who, &b.owner_id))
@@ -65,7 +67,7 @@ async fn own_batch(
     responses((status = 200, description = "the file object"), (status = 400, body = OpenAiErrorBody),
         (status = 413, body = OpenAiErrorBody)))]
 pub async fn upload_file(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     mut form: actix_multipart::Multipart,
 ) -> Result<HttpResponse> {
@@ -115,36 +117,36 @@ pub async fn upload_file(
         )
     })?;
     let f = FileRecord {
-        id: batches::file_id(),
+        id: batch_api::file_id(),
         owner_id: who.0.user_id.clone(),
         purpose,
         filename,
         bytes: content.len() as i64,
         created_at: crate::store::now(),
     };
-    st.store.insert_file(&f, &content).await?;
-    Ok(HttpResponse::Ok().json(batches::file_object(&f)))
+    state.store.insert_file(&f, &content).await?;
+    Ok(HttpResponse::Ok().json(batch_api::file_object(&f)))
 }
 
 /// The caller's files (admins: everyone's), newest first.
 #[utoipa::path(get, path = "/v1/files", tag = "openai", security(("api_key" = [])),
     responses((status = 200, description = "`{object: \"list\", data: [file]}`")))]
-pub async fn list_files(st: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
+pub async fn list_files(state: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
     let owner = (!who.0.is_admin()).then_some(who.0.user_id.as_str());
-    let files = st.store.list_files(owner).await?;
-    let data: Vec<_> = files.iter().map(batches::file_object).collect();
+    let files = state.store.list_files(owner).await?;
+    let data: Vec<_> = files.iter().map(batch_api::file_object).collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data, "has_more": false})))
 }
 
 #[utoipa::path(get, path = "/v1/files/{id}", tag = "openai", security(("api_key" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "the file object"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn get_file(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let f = own_file(&st, &who.0, &id).await?;
-    Ok(HttpResponse::Ok().json(batches::file_object(&f)))
+    let f = own_file(&state, &who.0, &id).await?;
+    Ok(HttpResponse::Ok().json(batch_api::file_object(&f)))
 }
 
 /// The file's bytes (batch inputs, and output and error files).
@@ -152,12 +154,12 @@ pub async fn get_file(
     params(("id" = String, Path)),
     responses((status = 200, description = "JSONL", content_type = "application/jsonl"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn file_content(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    own_file(&st, &who.0, &id).await?;
-    let content = st.store.file_content(&id).await?.unwrap_or_default();
+    own_file(&state, &who.0, &id).await?;
+    let content = state.store.file_content(&id).await?.unwrap_or_default();
     Ok(HttpResponse::Ok()
         .content_type("application/jsonl")
         .body(content))
@@ -166,12 +168,12 @@ pub async fn file_content(
 #[utoipa::path(delete, path = "/v1/files/{id}", tag = "openai", security(("api_key" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "`{id, object: \"file\", deleted: true}`"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn delete_file(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    own_file(&st, &who.0, &id).await?;
-    let deleted = st.store.delete_file(&id).await?;
+    own_file(&state, &who.0, &id).await?;
+    let deleted = state.store.delete_file(&id).await?;
     Ok(HttpResponse::Ok().json(json!({"id": *id, "object": "file", "deleted": deleted})))
 }
 
@@ -193,14 +195,17 @@ impl Body for CreateBatch {}
         (status = 400, body = OpenAiErrorBody, description = "bad endpoint or window, empty file, or more tokens than the owner's allowance left"),
         (status = 404, body = OpenAiErrorBody)))]
 pub async fn create_batch(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     body: ApiJson<CreateBatch, OpenAi>,
 ) -> Result<HttpResponse> {
     let req = body.0;
-    if req.completion_window != batches::COMPLETION_WINDOW {
+    if req.completion_window != batch_api::COMPLETION_WINDOW {
         return Err(ApiError::invalid(
-            format!("completion_window must be '{}'", batches::COMPLETION_WINDOW),
+            format!(
+                "completion_window must be '{}'",
+                batch_api::COMPLETION_WINDOW
+            ),
             Some("completion_window"),
         )
         .into());
@@ -208,17 +213,18 @@ pub async fn create_batch(
     if req.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(ApiError::invalid("metadata must be an object", Some("metadata")).into());
     }
-    let b = batches::create(
-        &st,
-        &who.0,
-        &req.input_file_id,
-        &req.endpoint,
-        req.metadata.as_ref(),
-        None,
-    )
-    .await?;
-    st.batch.wake();
-    Ok(HttpResponse::Ok().json(batches::object(&b)))
+    let b = state
+        .batches
+        .create(
+            &who.0,
+            &req.input_file_id,
+            &req.endpoint,
+            req.metadata.as_ref(),
+            None,
+        )
+        .await?;
+    state.batches.signals.wake();
+    Ok(HttpResponse::Ok().json(batch_api::object(&b)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -233,7 +239,7 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/v1/batches", tag = "openai", security(("api_key" = [])), params(ListQuery),
     responses((status = 200, description = "`{object: \"list\", data, first_id, last_id, has_more}`")))]
 pub async fn list_batches(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse> {
@@ -242,13 +248,13 @@ pub async fn list_batches(
         return Err(ApiError::invalid("limit must be between 1 and 100", Some("limit")).into());
     }
     let owner = (!who.0.is_admin()).then_some(who.0.user_id.as_str());
-    let mut list = st
+    let mut list = state
         .store
         .list_batches(owner, limit + 1, q.after.as_deref())
         .await?;
     let has_more = list.len() as i64 > limit;
     list.truncate(limit as usize);
-    let data: Vec<_> = list.iter().map(batches::object).collect();
+    let data: Vec<_> = list.iter().map(batch_api::object).collect();
     Ok(HttpResponse::Ok().json(json!({
         "object": "list", "data": data, "has_more": has_more,
         "first_id": list.first().map(|b| &b.id), "last_id": list.last().map(|b| &b.id),
@@ -258,12 +264,12 @@ pub async fn list_batches(
 #[utoipa::path(get, path = "/v1/batches/{id}", tag = "openai", security(("api_key" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "the batch object"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn get_batch(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let b = own_batch(&st, &who.0, &id).await?;
-    Ok(HttpResponse::Ok().json(batches::object(&b)))
+    let b = own_batch(&state, &who.0, &id).await?;
+    Ok(HttpResponse::Ok().json(batch_api::object(&b)))
 }
 
 /// Stops starting lines; the batch becomes `cancelled` once its running lines end, with their results.
@@ -272,17 +278,18 @@ pub async fn get_batch(
     responses((status = 200, description = "the batch object (`cancelling`)"), (status = 404, body = OpenAiErrorBody),
         (status = 409, body = OpenAiErrorBody, description = "already ended")))]
 pub async fn cancel_batch(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     who: Caller<OpenAi>,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let b = own_batch(&st, &who.0, &id).await?;
+    let b = own_batch(&state, &who.0, &id).await?;
     match b.status.as_str() {
         "validating" | "in_progress" => {
-            st.store
+            state
+                .store
                 .set_batch_status(&b.id, "cancelling", crate::store::now())
                 .await?;
-            st.batch.wake();
+            state.batches.signals.wake();
         }
         "cancelling" | "cancelled" => {}
         other => {
@@ -293,6 +300,6 @@ pub async fn cancel_batch(
             .into());
         }
     }
-    let b = own_batch(&st, &who.0, &id).await?;
-    Ok(HttpResponse::Ok().json(batches::object(&b)))
+    let b = own_batch(&state, &who.0, &id).await?;
+    Ok(HttpResponse::Ok().json(batch_api::object(&b)))
 }

@@ -1,19 +1,57 @@
 //! OpenAI's Batch API: a JSONL file of requests runs in the background at batch priority, charged to its owner,
-//! inside the admin's batch window, and survives restarts (each line's outcome is stored as it finishes). A batch
-//! line takes exactly the path of an HTTP request (`api::openai::run_batch_line`), so batches sit beside `api`
-//! rather than inside `sched`. `runner` moves batches along; `window` is the batch window; `schedules` creates
-//! batches from cron expressions.
+//! inside the admin's batch window, and survives restarts (each line's outcome is stored as it finishes). A line
+//! is an OpenAI request body, so the runner hands it to the OpenAI front end through `runner::RunLine` (set up
+//! by the server), which takes it through the same `inference` path as an HTTP request; nothing here knows HTTP.
+//! `runner` moves batches along; `window` is the batch window; `cron` creates batches from cron expressions
+//! (the API's and CLI's "schedules").
 
+pub mod cron;
 pub mod runner;
-pub mod schedules;
 pub mod window;
 
-use crate::api::error::ApiError;
-use crate::api::AppState;
-use crate::auth::Principal;
-use crate::store::{BatchRecord, FileRecord, NewLine};
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::quota::{Quota, QuotaError};
+use crate::store::{BatchRecord, FileRecord, NewLine, Store, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Why a batch or a schedule could not be created, in the domain's words (`api::error` maps each to a status).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The caller's input to fix; `param` names the field.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl BatchError {
+    fn invalid(message: impl Into<String>, param: &'static str) -> BatchError {
+        BatchError::Invalid {
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+}
+
+/// What the batch wing works with: the store, the owner's quota, who owns a batch, and the signals to its tasks.
+#[derive(Clone)]
+pub struct Batches {
+    pub store: Store,
+    pub quota: Arc<Quota>,
+    pub auth: Arc<Authenticator>,
+    pub signals: Arc<Signals>,
+}
 
 /// Wake-ups between the API and the background batch tasks (`runner`, `schedules`).
 #[derive(Default)]
@@ -119,7 +157,7 @@ pub fn response_line(custom_id: &str, status: u16, body: &Value) -> String {
 
 /// Splits an uploaded file into batch lines. A line that is not a valid request for `endpoint` becomes a failed
 /// line with its error (the rest still runs); an empty file or one over `MAX_LINES` is refused as a whole.
-pub fn parse_lines(content: &str, endpoint: &str) -> Result<Vec<NewLine>, ApiError> {
+pub fn parse_lines(content: &str, endpoint: &str) -> Result<Vec<NewLine>, BatchError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (i, text) in content.lines().enumerate() {
@@ -182,16 +220,16 @@ pub fn parse_lines(content: &str, endpoint: &str) -> Result<Vec<NewLine>, ApiErr
             body,
         });
         if out.len() > MAX_LINES {
-            return Err(ApiError::invalid(
+            return Err(BatchError::invalid(
                 format!("the input file has more than {MAX_LINES} requests"),
-                Some("input_file_id"),
+                "input_file_id",
             ));
         }
     }
     if out.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(BatchError::invalid(
             "the input file has no requests",
-            Some("input_file_id"),
+            "input_file_id",
         ));
     }
     Ok(out)
@@ -212,89 +250,102 @@ fn line_need(body: &str, endpoint: &str, cap: Option<u64>) -> u64 {
     }
 }
 
-/// Creates a batch from an uploaded file: the file must be the caller's (or any, for admins) with purpose `batch`;
-/// the sum of its lines' max_tokens must fit what is left of the owner's day and month allowances.
-pub async fn create(
-    st: &AppState,
-    who: &Principal,
-    input_file_id: &str,
-    endpoint: &str,
-    metadata: Option<&Value>,
-    schedule: Option<&str>,
-) -> Result<BatchRecord, ApiError> {
-    if !ENDPOINTS.contains(&endpoint) {
-        return Err(ApiError::invalid(
-            format!("endpoint '{endpoint}' is not supported (use /v1/chat/completions or /v1/completions)"),
-            Some("endpoint"),
-        ));
+impl Batches {
+    /// Creates a batch from an uploaded file: the file must be the caller's (or any, for admins) with purpose
+    /// `batch`; the sum of its lines' max_tokens must fit what is left of the owner's day and month allowances.
+    pub async fn create(
+        &self,
+        who: &Principal,
+        input_file_id: &str,
+        endpoint: &str,
+        metadata: Option<&Value>,
+        schedule: Option<&str>,
+    ) -> Result<BatchRecord, BatchError> {
+        if !ENDPOINTS.contains(&endpoint) {
+            return Err(BatchError::invalid(
+                format!("endpoint '{endpoint}' is not supported (use /v1/chat/completions or /v1/completions)"),
+                "endpoint",
+            ));
+        }
+        let file = self
+            .store
+            .file(input_file_id)
+            .await?
+            .filter(|f| f.owner_id == who.user_id || who.is_admin())
+            .ok_or_else(|| BatchError::NotFound(format!("file '{input_file_id}'")))?;
+        if file.purpose != "batch" {
+            return Err(BatchError::invalid(
+                format!(
+                    "file '{input_file_id}' has purpose '{}', not 'batch'",
+                    file.purpose
+                ),
+                "input_file_id",
+            ));
+        }
+        let content = self
+            .store
+            .file_content(input_file_id)
+            .await?
+            .unwrap_or_default();
+        let lines = parse_lines(&content, endpoint)?;
+        self.check_allowance(who, &lines, endpoint).await?;
+        let now = crate::store::now();
+        let b = BatchRecord {
+            id: random_id("batch_"),
+            owner_id: who.user_id.clone(),
+            key_id: who.key_id.clone(),
+            endpoint: endpoint.to_owned(),
+            input_file_id: input_file_id.to_owned(),
+            completion_window: COMPLETION_WINDOW.to_owned(),
+            status: "validating".into(),
+            metadata: metadata.map(|m| m.to_string()),
+            schedule: schedule.map(str::to_owned),
+            total: lines.len() as i64,
+            failed: lines.iter().filter(|l| l.failed.is_some()).count() as i64,
+            created_at: now,
+            expires_at: now + 86_400,
+            ..Default::default()
+        };
+        self.store.create_batch(&b, &lines).await?;
+        Ok(b)
     }
-    let file = st
-        .store
-        .file(input_file_id)
-        .await?
-        .filter(|f| f.owner_id == who.user_id || who.is_admin())
-        .ok_or_else(|| ApiError::NotFound(format!("file '{input_file_id}' not found")))?;
-    if file.purpose != "batch" {
-        return Err(ApiError::invalid(
-            format!(
-                "file '{input_file_id}' has purpose '{}', not 'batch'",
-                file.purpose
-            ),
-            Some("input_file_id"),
-        ));
-    }
-    let content = st
-        .store
-        .file_content(input_file_id)
-        .await?
-        .unwrap_or_default();
-    let lines = parse_lines(&content, endpoint)?;
-    let limits = st
-        .quota
-        .limits(&who.user_id, who.role, who.key_id.as_deref())
-        .await?;
-    let need: u64 = lines
-        .iter()
-        .filter(|l| l.failed.is_none())
-        .map(|l| line_need(&l.body, endpoint, limits.max_tokens_per_request))
-        .sum();
-    let (today, month, _) = st.quota.usage(&who.user_id).await?;
-    for (limit, used, what) in [
-        (limits.tokens_per_day, today.total_tokens, "per day"),
-        (limits.tokens_per_month, month.total_tokens, "per month"),
-    ] {
-        if let Some(limit) = limit {
-            let left = (limit as i64 - used).max(0) as u64;
-            if need > left {
-                return Err(ApiError::invalid(
-                    format!(
-                        "this batch needs at least {need} tokens (the sum of its lines' max_tokens) but only {left} of \
-                         the owner's {limit} tokens {what} are left"
-                    ),
-                    Some("input_file_id"),
-                ));
+
+    /// The sum of the good lines' max_tokens must fit what is left of the owner's day and month allowances.
+    async fn check_allowance(
+        &self,
+        who: &Principal,
+        lines: &[NewLine],
+        endpoint: &str,
+    ) -> Result<(), BatchError> {
+        let limits = self
+            .quota
+            .limits(&who.user_id, who.role, who.key_id.as_deref())
+            .await?;
+        let need: u64 = lines
+            .iter()
+            .filter(|l| l.failed.is_none())
+            .map(|l| line_need(&l.body, endpoint, limits.max_tokens_per_request))
+            .sum();
+        let (today, month, _) = self.quota.usage(&who.user_id).await?;
+        for (limit, used, what) in [
+            (limits.tokens_per_day, today.total_tokens, "per day"),
+            (limits.tokens_per_month, month.total_tokens, "per month"),
+        ] {
+            if let Some(limit) = limit {
+                let left = (limit as i64 - used).max(0) as u64;
+                if need > left {
+                    return Err(BatchError::invalid(
+                        format!(
+                            "this batch needs at least {need} tokens (the sum of its lines' max_tokens) but only \
+                             {left} of the owner's {limit} tokens {what} are left"
+                        ),
+                        "input_file_id",
+                    ));
+                }
             }
         }
+        Ok(())
     }
-    let now = crate::store::now();
-    let b = BatchRecord {
-        id: random_id("batch_"),
-        owner_id: who.user_id.clone(),
-        key_id: who.key_id.clone(),
-        endpoint: endpoint.to_owned(),
-        input_file_id: input_file_id.to_owned(),
-        completion_window: COMPLETION_WINDOW.to_owned(),
-        status: "validating".into(),
-        metadata: metadata.map(|m| m.to_string()),
-        schedule: schedule.map(str::to_owned),
-        total: lines.len() as i64,
-        failed: lines.iter().filter(|l| l.failed.is_some()).count() as i64,
-        created_at: now,
-        expires_at: now + 86_400,
-        ..Default::default()
-    };
-    st.store.create_batch(&b, &lines).await?;
-    Ok(b)
 }
 
 /// A batch as OpenAI shows it.

@@ -4,7 +4,7 @@
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{Admin, ApiJson, Body};
 use super::AppState;
-use crate::batches::{self, schedules, window};
+use crate::batch_api::{self, cron, window};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -24,9 +24,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The batch window and every schedule.
 #[utoipa::path(get, path = "/admin/schedules", tag = "admin", security(("api_key" = [])),
     responses((status = 200, description = "`{window, schedules: [{name, cron, input_file_id, owner, endpoint, enabled, created_at, last_run_at, last_batch_id}]}`")))]
-pub async fn list(st: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
-    let window = st.store.setting(window::SETTING).await?;
-    let list = st.store.schedules().await?;
+pub async fn list(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    let window = state.store.setting(window::SETTING).await?;
+    let list = state.store.schedules().await?;
     Ok(HttpResponse::Ok().json(json!({"window": window, "schedules": list})))
 }
 
@@ -42,7 +42,7 @@ impl Body for WindowBody {}
 #[utoipa::path(put, path = "/admin/schedules/window", tag = "admin", security(("api_key" = [])), request_body = WindowBody,
     responses((status = 200, description = "`{window}`"), (status = 400, body = OpenAiErrorBody)))]
 pub async fn set_window(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     body: ApiJson<WindowBody, OpenAi>,
 ) -> Result<HttpResponse> {
@@ -53,10 +53,11 @@ pub async fn set_window(
         .transpose()
         .map_err(|e| ApiError::invalid(e, Some("window")))?;
     let text = w.map(|w| w.to_string());
-    st.store
+    state
+        .store
         .set_setting(window::SETTING, text.as_deref())
         .await?;
-    st.batch.wake();
+    state.batches.signals.wake();
     Ok(HttpResponse::Ok().json(json!({"window": text})))
 }
 
@@ -80,13 +81,13 @@ impl Body for NewSchedule {}
     responses((status = 201, description = "the schedule"), (status = 400, body = OpenAiErrorBody, description = "invalid cron expression, endpoint or file"),
         (status = 404, body = OpenAiErrorBody), (status = 409, body = OpenAiErrorBody)))]
 pub async fn create(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     body: ApiJson<NewSchedule, OpenAi>,
 ) -> Result<HttpResponse> {
     let s = body.0;
-    let rec = schedules::checked(
-        &st.store,
+    let rec = cron::checked(
+        &state.store,
         &s.name,
         &s.cron,
         &s.input_file_id,
@@ -94,8 +95,8 @@ pub async fn create(
         s.endpoint.as_deref(),
     )
     .await?;
-    st.store.insert_schedule(&rec).await?;
-    st.batch.reload_schedules();
+    state.store.insert_schedule(&rec).await?;
+    state.batches.signals.reload_schedules();
     Ok(HttpResponse::Created().json(rec))
 }
 
@@ -111,38 +112,38 @@ impl Body for ScheduleUpdate {}
     params(("name" = String, Path)), request_body = ScheduleUpdate,
     responses((status = 200, description = "the schedule"), (status = 400, body = OpenAiErrorBody), (status = 404, body = OpenAiErrorBody)))]
 pub async fn update(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     name: web::Path<String>,
     body: ApiJson<ScheduleUpdate, OpenAi>,
 ) -> Result<HttpResponse> {
     if let Some(c) = &body.0.cron {
-        schedules::normalize(c).map_err(|e| ApiError::invalid(e, Some("cron")))?;
+        cron::normalize(c).map_err(|e| ApiError::invalid(e, Some("cron")))?;
     }
     let cron = body.0.cron.as_deref().map(str::trim);
-    if !st
+    if !state
         .store
         .update_schedule(&name, cron, body.0.enabled)
         .await?
     {
         return Err(ApiError::NotFound(format!("schedule '{name}' not found")).into());
     }
-    st.batch.reload_schedules();
-    let s = st.store.schedule(&name).await?;
+    state.batches.signals.reload_schedules();
+    let s = state.store.schedule(&name).await?;
     Ok(HttpResponse::Ok().json(s))
 }
 
 #[utoipa::path(delete, path = "/admin/schedules/{name}", tag = "admin", security(("api_key" = [])),
     params(("name" = String, Path)), responses((status = 204, description = "removed"), (status = 404, body = OpenAiErrorBody)))]
 pub async fn remove(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     name: web::Path<String>,
 ) -> Result<HttpResponse> {
-    if !st.store.delete_schedule(&name).await? {
+    if !state.store.delete_schedule(&name).await? {
         return Err(ApiError::NotFound(format!("schedule '{name}' not found")).into());
     }
-    st.batch.reload_schedules();
+    state.batches.signals.reload_schedules();
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -151,10 +152,10 @@ pub async fn remove(
     params(("name" = String, Path)),
     responses((status = 200, description = "the batch object"), (status = 400, body = OpenAiErrorBody), (status = 404, body = OpenAiErrorBody)))]
 pub async fn run(
-    st: web::Data<AppState>,
+    state: web::Data<AppState>,
     _a: Admin<OpenAi>,
     name: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let b = schedules::run_now(&st, &name).await?;
-    Ok(HttpResponse::Ok().json(batches::object(&b)))
+    let b = cron::run_now(&state.batches, &name).await?;
+    Ok(HttpResponse::Ok().json(batch_api::object(&b)))
 }

@@ -5,13 +5,38 @@
 //! pending and is tried again.
 
 use super::window::{Window, SETTING};
-use crate::api::openai::run_batch_line;
-use crate::api::AppState;
+use super::Batches;
 use crate::store::{BatchRecord, FileRecord, PendingLine};
-use actix_web::web;
+use futures_util::future::LocalBoxFuture;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// One line to run, as its owner (and the key the batch was created with).
+pub struct Line {
+    pub owner_id: String,
+    pub key_id: Option<String>,
+    pub endpoint: String,
+    pub body: String,
+}
+
+/// What the API would have answered the line: its status code and JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// Runs a line through the front end whose request shape it has (the OpenAI one; wired by the server, so that
+/// this wing never reaches up into `api`).
+pub type RunLine = Arc<dyn Fn(Line) -> LocalBoxFuture<'static, Answer>>;
+
+/// The runner's loop state: the wing's services, the model slots a batch may fill, and how to run a line.
+#[derive(Clone)]
+pub struct Runner {
+    pub batches: Batches,
+    pub slots: usize,
+    pub run_line: RunLine,
+}
 
 /// Per batch: the lines running now, and the lines this process has stored. A pass reads the pending lines from
 /// the store, then claims them; a line that finishes while that read is under way would still be in the list, so
@@ -31,16 +56,17 @@ enum Outcome {
     Retry(Duration),
 }
 
-/// Starts the loop on the current (actix) runtime; `st.batch` wakes and stops it.
-pub fn start(st: web::Data<AppState>) {
+/// Starts the loop as a local task of the server's runtime; the wing's `Signals` wake and stop it.
+pub fn start(runner: Runner) {
     let inflight: Inflight = Arc::default();
-    actix_web::rt::spawn(async move {
-        while !st.batch.is_stopped() {
-            if let Err(e) = pass(&st, &inflight).await {
+    tokio::task::spawn_local(async move {
+        let signals = runner.batches.signals.clone();
+        while !signals.is_stopped() {
+            if let Err(e) = pass(&runner, &inflight).await {
                 tracing::warn!(error = %e, "batch runner pass failed; retrying");
             }
             tokio::select! {
-                _ = st.batch.woken() => {}
+                _ = signals.woken() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
@@ -54,23 +80,21 @@ fn running(inflight: &Inflight, batch: &str) -> usize {
         .unwrap_or(0)
 }
 
-async fn window_open(st: &AppState) -> bool {
-    match st.store.setting(SETTING).await {
+async fn window_open(batches: &Batches) -> bool {
+    match batches.store.setting(SETTING).await {
         Ok(Some(spec)) => spec
             .parse::<Window>()
-            .map(|w| w.is_open(st.quota.time_zone(), st.quota.now()))
+            .map(|w| w.is_open(batches.quota.time_zone(), batches.quota.now()))
             .unwrap_or(true),
         _ => true,
     }
 }
 
-async fn pass(
-    st: &web::Data<AppState>,
-    inflight: &Inflight,
-) -> Result<(), crate::store::StoreError> {
+async fn pass(runner: &Runner, inflight: &Inflight) -> Result<(), crate::store::StoreError> {
+    let wing = &runner.batches;
     let now = crate::store::now();
-    let open = window_open(st).await;
-    let batches = st.store.unfinished_batches().await?;
+    let open = window_open(wing).await;
+    let batches = wing.store.unfinished_batches().await?;
     // Forget ended batches (their claims are only there to stop a line running twice).
     if let Ok(mut m) = inflight.lock() {
         m.retain(|id, c| !c.running.is_empty() || batches.iter().any(|b| &b.id == id));
@@ -79,15 +103,17 @@ async fn pass(
         let busy = running(inflight, &b.id);
         match b.status.as_str() {
             "validating" => {
-                st.store.set_batch_status(&b.id, "in_progress", now).await?;
+                wing.store
+                    .set_batch_status(&b.id, "in_progress", now)
+                    .await?;
                 b.status = "in_progress".into();
             }
             "cancelling" if busy == 0 => {
-                finalize(st, &b, "cancelled").await?;
+                finalize(wing, &b, "cancelled").await?;
                 continue;
             }
             "finalizing" => {
-                finalize(st, &b, "completed").await?;
+                finalize(wing, &b, "completed").await?;
                 continue;
             }
             _ => {}
@@ -95,23 +121,25 @@ async fn pass(
         if b.status != "in_progress" {
             continue;
         }
-        let pending = st.store.count_pending_lines(&b.id).await?;
+        let pending = wing.store.count_pending_lines(&b.id).await?;
         if pending == 0 && busy == 0 {
-            st.store.set_batch_status(&b.id, "finalizing", now).await?;
-            finalize(st, &b, "completed").await?;
+            wing.store
+                .set_batch_status(&b.id, "finalizing", now)
+                .await?;
+            finalize(wing, &b, "completed").await?;
             continue;
         }
         if now >= b.expires_at {
             if busy == 0 {
-                finalize(st, &b, "expired").await?;
+                finalize(wing, &b, "expired").await?;
             }
             continue;
         }
-        let slots = st.config.engine.max_sequences;
-        if !open || busy >= slots || st.batch.is_stopped() {
+        let slots = runner.slots;
+        if !open || busy >= slots || wing.signals.is_stopped() {
             continue;
         }
-        let lines = st
+        let lines = wing
             .store
             .pending_lines(&b.id, (slots + busy) as i64, 0)
             .await?;
@@ -131,12 +159,12 @@ async fn pass(
                 continue;
             }
             started += 1;
-            st.batch.line_started();
-            let (st, inflight, b) = (st.clone(), inflight.clone(), b.clone());
-            actix_web::rt::spawn(async move {
+            wing.signals.line_started();
+            let (runner, inflight, b) = (runner.clone(), inflight.clone(), b.clone());
+            tokio::task::spawn_local(async move {
                 let line_no = line.line_no;
-                let outcome = run_line(&st, &b, line).await;
-                st.batch.line_ended();
+                let outcome = run_line(&runner, &b, line).await;
+                runner.batches.signals.line_ended();
                 let stored = match outcome {
                     Outcome::Stored => true,
                     Outcome::Retry(after) => {
@@ -154,24 +182,21 @@ async fn pass(
                         }
                     }
                 }
-                st.batch.wake();
+                runner.batches.signals.wake();
             });
         }
     }
     Ok(())
 }
 
-async fn run_line(st: &AppState, b: &BatchRecord, line: PendingLine) -> Outcome {
-    let (status, body) = match st.auth.principal_of(&b.owner_id, b.key_id.as_deref()).await {
-        Ok(who) => run_batch_line(st, &who, &b.endpoint, &line.body).await,
-        Err(e) => {
-            let e = crate::api::error::ApiError::from(e);
-            (
-                e.status().as_u16(),
-                serde_json::to_value(e.openai_body()).unwrap_or_default(),
-            )
-        }
-    };
+async fn run_line(runner: &Runner, b: &BatchRecord, line: PendingLine) -> Outcome {
+    let Answer { status, body } = (runner.run_line)(Line {
+        owner_id: b.owner_id.clone(),
+        key_id: b.key_id.clone(),
+        endpoint: b.endpoint.clone(),
+        body: line.body.clone(),
+    })
+    .await;
     let code = body["error"]["code"].as_str().unwrap_or("");
     let aborted = body["choices"][0]["finish_reason"].as_str() == Some("abort");
     if status == 429 && code == "rate_limit_exceeded" {
@@ -181,7 +206,8 @@ async fn run_line(st: &AppState, b: &BatchRecord, line: PendingLine) -> Outcome 
         return Outcome::Retry(Duration::from_secs(1));
     }
     let result = super::response_line(&line.custom_id, status, &body);
-    match st
+    match runner
+        .batches
         .store
         .finish_line(&b.id, line.line_no, status == 200, &result)
         .await
@@ -196,11 +222,11 @@ async fn run_line(st: &AppState, b: &BatchRecord, line: PendingLine) -> Outcome 
 
 /// Writes the output and error files from the stored line results and sets the final status.
 async fn finalize(
-    st: &AppState,
+    wing: &Batches,
     b: &BatchRecord,
     status: &str,
 ) -> Result<(), crate::store::StoreError> {
-    let results = st.store.line_results(&b.id).await?;
+    let results = wing.store.line_results(&b.id).await?;
     let now = crate::store::now();
     let file = |suffix: &str, lines: Vec<&String>| {
         (!lines.is_empty()).then(|| {
@@ -230,7 +256,7 @@ async fn finalize(
         "error",
         results.iter().filter(|r| !r.0).map(|r| &r.1).collect(),
     );
-    st.store
+    wing.store
         .finalize_batch(
             &b.id,
             status,

@@ -3,10 +3,8 @@
 //! schedules were last loaded). Schedules live in the store; the daemon reloads them when the admin API changes
 //! them and every 30 s (so `hearth schedule …` from the CLI takes effect too).
 
-use crate::api::error::ApiError;
-use crate::api::AppState;
+use super::{BatchError, Batches};
 use crate::store::{BatchRecord, ScheduleRecord, Store};
-use actix_web::web;
 use std::time::Duration;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -38,38 +36,34 @@ pub async fn checked(
     input_file_id: &str,
     owner: &str,
     endpoint: Option<&str>,
-) -> Result<ScheduleRecord, ApiError> {
+) -> Result<ScheduleRecord, BatchError> {
     if !crate::auth::accounts::valid_user_name(name) {
-        return Err(ApiError::invalid(
+        return Err(BatchError::invalid(
             "schedule names are 1–64 letters, digits, '.', '_' or '-'",
-            Some("name"),
+            "name",
         ));
     }
-    normalize(cron).map_err(|e| ApiError::invalid(e, Some("cron")))?;
+    normalize(cron).map_err(|e| BatchError::invalid(e, "cron"))?;
     let endpoint = endpoint.unwrap_or(super::ENDPOINTS[0]);
     if !super::ENDPOINTS.contains(&endpoint) {
-        return Err(ApiError::invalid(
+        return Err(BatchError::invalid(
             format!("endpoint '{endpoint}' is not supported (use /v1/chat/completions or /v1/completions)"),
-            Some("endpoint"),
+            "endpoint",
         ));
     }
     let owner = store
         .user_by_name(owner)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("user '{owner}' not found")))?;
+        .ok_or_else(|| BatchError::NotFound(format!("user '{owner}'")))?;
     match store.file(input_file_id).await? {
         Some(f) if f.purpose == "batch" => {}
         Some(f) => {
-            return Err(ApiError::invalid(
+            return Err(BatchError::invalid(
                 format!("file '{}' has purpose '{}', not 'batch'", f.id, f.purpose),
-                Some("input_file_id"),
+                "input_file_id",
             ))
         }
-        None => {
-            return Err(ApiError::NotFound(format!(
-                "file '{input_file_id}' not found"
-            )))
-        }
+        None => return Err(BatchError::NotFound(format!("file '{input_file_id}'"))),
     }
     Ok(ScheduleRecord {
         name: name.to_owned(),
@@ -86,31 +80,32 @@ pub async fn checked(
 }
 
 /// Creates the schedule's batch now (the cron job's action; also `POST /admin/schedules/{name}/run`).
-pub async fn run_now(st: &AppState, name: &str) -> Result<BatchRecord, ApiError> {
-    let s = st
+pub async fn run_now(batches: &Batches, name: &str) -> Result<BatchRecord, BatchError> {
+    let s = batches
         .store
         .schedule(name)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("schedule '{name}' not found")))?;
+        .ok_or_else(|| BatchError::NotFound(format!("schedule '{name}'")))?;
     let result = async {
-        let who = st.auth.principal_of(&s.owner_id, None).await?;
-        super::create(
-            st,
-            &who,
-            &s.input_file_id,
-            &s.endpoint,
-            Some(&serde_json::json!({"schedule": name})),
-            Some(name),
-        )
-        .await
+        let who = batches.auth.principal_of(&s.owner_id, None).await?;
+        batches
+            .create(
+                &who,
+                &s.input_file_id,
+                &s.endpoint,
+                Some(&serde_json::json!({"schedule": name})),
+                Some(name),
+            )
+            .await
     }
     .await;
     let now = crate::store::now();
-    st.store
+    batches
+        .store
         .schedule_ran(name, now, result.as_ref().ok().map(|b| b.id.as_str()))
         .await?;
     if result.is_ok() {
-        st.batch.wake();
+        batches.signals.wake();
     }
     result
 }
@@ -146,12 +141,12 @@ async fn load(
 }
 
 /// Keeps the cron jobs in step with the store and runs what fires.
-pub fn start(st: web::Data<AppState>) {
+pub fn start(batches: Batches) {
     let (fire, mut fired) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let runner_st = st.clone();
-    actix_web::rt::spawn(async move {
+    let firing = batches.clone();
+    tokio::task::spawn_local(async move {
         while let Some(name) = fired.recv().await {
-            match run_now(&runner_st, &name).await {
+            match run_now(&firing, &name).await {
                 Ok(b) => tracing::info!(schedule = %name, batch = %b.id, "scheduled batch created"),
                 Err(e) => {
                     tracing::error!(schedule = %name, error = %e, "scheduled batch not created")
@@ -159,10 +154,10 @@ pub fn start(st: web::Data<AppState>) {
             }
         }
     });
-    actix_web::rt::spawn(async move {
+    tokio::task::spawn_local(async move {
         let mut loaded: Option<(Vec<ScheduleRecord>, JobScheduler)> = None;
-        while !st.batch.is_stopped() {
-            match st.store.schedules().await {
+        while !batches.signals.is_stopped() {
+            match batches.store.schedules().await {
                 Ok(list) => {
                     // Compare what matters to the jobs, not the run bookkeeping.
                     let key = |l: &[ScheduleRecord]| -> Vec<(String, String, bool)> {
@@ -177,7 +172,7 @@ pub fn start(st: web::Data<AppState>) {
                         if let Some((_, mut old)) = loaded.take() {
                             let _ = old.shutdown().await;
                         }
-                        match load(&list, st.quota.time_zone(), &fire).await {
+                        match load(&list, batches.quota.time_zone(), &fire).await {
                             Ok(s) => loaded = Some((list, s)),
                             Err(e) => tracing::error!(error = %e, "schedules not loaded"),
                         }
@@ -186,7 +181,7 @@ pub fn start(st: web::Data<AppState>) {
                 Err(e) => tracing::warn!(error = %e, "reading schedules failed"),
             }
             tokio::select! {
-                _ = st.batch.schedules_changed() => {}
+                _ = batches.signals.schedules_changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             }
         }

@@ -1,0 +1,207 @@
+//! The one path of an inference request, whatever front end it came through — OpenAI's `/v1`, Ollama's `/api`
+//! or a line of a batch file. The front ends translate their shapes into a `Request` and the `Piece`s back out;
+//! everything between happens once, here: resolve the model (not found) → the key's model scope (forbidden) →
+//! the user's limits (model not allowed, over the per-request cap; the cap becomes the default max_tokens) → the
+//! model's worker tokenizes and validates (bad request, context overflow, full queue) → quota admission reserves
+//! prompt + max_tokens in one store transaction (rate limited, exhausted) → only then does the job run. Nothing is
+//! computed for a request refused on the way, and every admitted request gets its ledger row. Nothing here knows
+//! HTTP: errors are `InferenceError`s, rendered by `api::error`.
+
+mod error;
+pub mod label;
+
+pub use error::InferenceError;
+
+use crate::auth::Principal;
+use crate::ledger::Ledger;
+use crate::quota::{Quota, RateHeaders};
+use crate::sched::{Admitted, Gate, JobEvent, JobSpec, Owner, Priority, Prompt, Scheduler};
+use futures_util::Stream;
+use hearth_engine::{FinishReason, SamplingParams, Usage};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a front end asks for, in no API's shape.
+#[derive(Clone)]
+pub struct Request {
+    /// As the caller named it (`name:latest` is accepted).
+    pub model: String,
+    /// The ledger's name for the entry point (`chat`, `completions`, `ollama_chat`, `ollama_generate`, `batch`).
+    pub endpoint: &'static str,
+    pub prompt: Prompt,
+    /// None: the user's per-request cap, else until the context is full.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// Constrain the output to one JSON object.
+    pub json: bool,
+    /// Speculative decoding where the model has it configured.
+    pub speculative: bool,
+    /// How long the model stays loaded afterwards (None: the configured default).
+    pub keep_alive: Option<Duration>,
+    pub priority: Priority,
+}
+
+/// The services a request passes through.
+#[derive(Clone)]
+pub struct Inference {
+    sched: Arc<Scheduler>,
+    quota: Arc<Quota>,
+    ledger: Ledger,
+}
+
+/// A request that passed every check and holds its quota reservation; its output follows.
+pub struct Started {
+    /// The imported model's name.
+    pub model: String,
+    /// The x-ratelimit-* figures of its admission.
+    pub rate: RateHeaders,
+    /// The ledger row's id (`GET /v1/me/requests/{id}` reads its energy).
+    pub request_id: String,
+    pub prompt_tokens: usize,
+    /// Time spent loading the model for this request (zero when it was loaded).
+    pub load_duration: Duration,
+    admitted: Admitted,
+}
+
+/// A whole completion (non-streaming answers).
+pub struct Completion {
+    pub text: String,
+    pub reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// What a streaming front end renders, in order: `Start`, any number of `Text`, one `End`.
+pub enum Piece {
+    Start,
+    Text(String),
+    End(FinishReason, Usage),
+}
+
+impl Inference {
+    pub fn new(sched: Arc<Scheduler>, quota: Arc<Quota>, ledger: Ledger) -> Inference {
+        Inference {
+            sched,
+            quota,
+            ledger,
+        }
+    }
+
+    /// Runs every check in order and starts the job; on any refusal nothing was computed.
+    pub async fn start(&self, who: &Principal, req: Request) -> Result<Started, InferenceError> {
+        let model = self.sched.resolve(&req.model)?;
+        label::note(&model);
+        if !who.may_use(&model) {
+            return Err(InferenceError::KeyScope(model));
+        }
+        let limits = self
+            .quota
+            .limits(&who.user_id, who.role, who.key_id.as_deref())
+            .await?;
+        let max_tokens = self.quota.plan(&limits, &model, req.max_tokens)?;
+        let request_id = crate::auth::secrets::random_token(20)
+            .map_err(|e| InferenceError::Internal(e.to_string()))?;
+        let gate = Gate::default();
+        let spec = JobSpec {
+            prompt: req.prompt,
+            max_tokens,
+            sampling: req.sampling,
+            stop: req.stop,
+            json: req.json,
+            speculative: req.speculative,
+            keep_alive: req.keep_alive,
+            on_finish: Some(self.ledger.on_finish(request_id.clone())),
+            gate: Some(gate.clone()),
+            owner: Some(Owner {
+                user: who.user_id.clone(),
+                name: who.user_name.clone(),
+                weight: limits.weight.unwrap_or(1),
+            }),
+            priority: req.priority,
+        };
+        let admitted = self.sched.submit(&model, spec).await?;
+        let admission = self
+            .quota
+            .admit(
+                who,
+                &limits,
+                &request_id,
+                &model,
+                req.endpoint,
+                admitted.prompt_tokens,
+                admitted.max_tokens,
+            )
+            .await;
+        match admission {
+            Ok(rate) => {
+                gate.open();
+                Ok(Started {
+                    model,
+                    rate,
+                    request_id,
+                    prompt_tokens: admitted.prompt_tokens,
+                    load_duration: admitted.load_duration,
+                    admitted,
+                })
+            }
+            Err(e) => {
+                gate.refuse();
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Started {
+    /// The usage of a job the worker ended without a final event (it only does so when shutting down).
+    fn cut_short(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            ..Default::default()
+        }
+    }
+
+    /// Waits for the whole completion.
+    pub async fn collect(&mut self) -> Completion {
+        let mut text = String::new();
+        while let Some(ev) = self.admitted.events.recv().await {
+            match ev {
+                JobEvent::Text(t) => text.push_str(&t),
+                JobEvent::Done { reason, usage } => {
+                    return Completion {
+                        text,
+                        reason,
+                        usage,
+                    }
+                }
+            }
+        }
+        Completion {
+            text,
+            reason: FinishReason::Cancelled,
+            usage: self.cut_short(),
+        }
+    }
+
+    /// The job's output as it comes. Dropping the stream (a client that went away) cancels the job at the
+    /// worker's next step.
+    pub fn pieces(self) -> impl Stream<Item = Piece> {
+        futures_util::stream::unfold((self, 0u8), |(mut job, phase)| async move {
+            let piece = match phase {
+                0 => Piece::Start,
+                1 => match job.admitted.events.recv().await {
+                    Some(JobEvent::Text(t)) => Piece::Text(t),
+                    Some(JobEvent::Done { reason, usage }) => Piece::End(reason, usage),
+                    None => Piece::End(FinishReason::Cancelled, job.cut_short()),
+                },
+                _ => return None,
+            };
+            let next = if matches!(piece, Piece::End(..)) {
+                2
+            } else {
+                1
+            };
+            Some((piece, (job, next)))
+        })
+    }
+}
