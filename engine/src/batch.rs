@@ -185,6 +185,172 @@ fn mask_json(tok: &Tokenizer, js: &JsonState, logits: &mut [f32]) {
     }
 }
 
+/// How many tokens each speculating, decoding sequence proposes this step, as `(slot, k)` in slot order:
+/// proposals share what the step's budget leaves after one token per decoding sequence, and every proposal must
+/// be able to become output (room after this step's first token). Prompt lookup's proposals are already in
+/// `drafts`; the draft model's are drawn afterwards.
+fn proposal_counts(
+    sp: &mut Speculation,
+    slots: &mut [Option<Seq>],
+    budget: usize,
+) -> Vec<(usize, usize)> {
+    let decoding = slots
+        .iter()
+        .flatten()
+        .filter(|s| s.n_past >= s.prompt_len)
+        .count();
+    let mut spare = budget.saturating_sub(decoding);
+    let mut wants = Vec::new();
+    for (slot, s) in slots.iter_mut().enumerate() {
+        let Some(s) = s else { continue };
+        let generated = s.generated();
+        let left = s.max_tokens.saturating_sub(generated);
+        let room = left.saturating_sub(1).min(spare);
+        let prompting = s.n_past < s.prompt_len;
+        let Some(ss) = s.spec.as_mut() else { continue };
+        ss.drafts.clear();
+        ss.q.clear();
+        ss.matched = None;
+        if prompting || room == 0 {
+            continue;
+        }
+        let k = match sp.mode {
+            SpecMode::PromptLookup => lookup_count(sp, &s.tokens, ss, room),
+            SpecMode::Draft => draft_count(sp, slot, &s.tokens, ss, room, left, generated),
+        };
+        if let Some(k) = k.filter(|&k| k > 0) {
+            spare -= k;
+            wants.push((slot, k));
+        }
+    }
+    wants
+}
+
+/// Prompt lookup: proposals are free to look up; how many to verify depends on how reliable matches of this
+/// length have been (a long match usually means the output is copying).
+fn lookup_count(
+    sp: &mut Speculation,
+    tokens: &[u32],
+    ss: &mut SeqSpec,
+    room: usize,
+) -> Option<usize> {
+    let len = lookup::propose(tokens, room.min(MAX_DRAFT), &mut ss.drafts)?;
+    let len = len.min(lookup::LONGEST_MATCH);
+    let (acceptance, prober) = &mut sp.lookup[len];
+    let k = prober.adjust(choose_k(
+        acceptance.rate(),
+        ss.drafts.len(),
+        &sp.target_cost,
+        None,
+    ));
+    ss.drafts.truncate(k);
+    ss.q.extend(ss.drafts.iter().map(|&d| vec![(d, 1.0)]));
+    ss.matched = Some(len);
+    Some(k)
+}
+
+/// Draft model: as many as the policy expects to pay. Drafting first makes the draft model process what it has
+/// not seen (the prompt, the first time): only when the tokens to come pay for that; no probing across such a
+/// gap either, and none with a draft nearly as slow as the target, whatever it would guess. None: not this step.
+fn draft_count(
+    sp: &Speculation,
+    slot: usize,
+    tokens: &[u32],
+    ss: &mut SeqSpec,
+    room: usize,
+    left: usize,
+    generated: usize,
+) -> Option<usize> {
+    let draft_cost = sp.drafter.as_ref().map(|d| &d.cost);
+    let alpha = ss.acceptance.rate();
+    let mut k = choose_k(alpha, room, &sp.target_cost, draft_cost);
+    let lag = sp.drafter.as_ref().map_or(0, |d| d.lag(slot, tokens));
+    if k > 0 && lag > ROUTINE_LAG {
+        let cost = sp.drafter.as_ref().and_then(|d| d.catch_up_cost(lag));
+        let save = saving_per_token(alpha, k, &sp.target_cost, draft_cost);
+        // Tokens still to come: at most what max_tokens allows, and about what sequences here have been
+        // producing.
+        let expected = sp.typical_length.map_or(left, |n| {
+            (n as usize).saturating_sub(generated).clamp(8, left.max(8))
+        });
+        if let (Some(cost), Some(save)) = (cost, save) {
+            if !worth_catching_up(save, expected.min(left), cost) {
+                k = 0;
+            }
+        }
+    }
+    if k == 0 && (lag > ROUTINE_LAG || !could_pay(room, &sp.target_cost, draft_cost)) {
+        return None;
+    }
+    Some(ss.prober.adjust(k))
+}
+
+/// Verifies a proposal `(d, qi)` against the target's logits: greedy keeps it when it is the argmax; sampled
+/// keeps it with probability min(1, p(d)/q(d)), else draws from the residual (so the output distribution is the
+/// target's). Returns the token and whether it is the proposal.
+fn verify_proposal(
+    seq: &mut Seq,
+    logits: &mut [f32],
+    (d, qi): (u32, usize),
+    dist: &mut Vec<(u32, f32)>,
+    resid: &mut Vec<(u32, f32)>,
+) -> (u32, bool) {
+    if seq.sampler.params.temperature == 0.0 {
+        let t = seq.sampler.sample(logits);
+        return (t, t == d);
+    }
+    dist.clear();
+    dist.extend_from_slice(seq.sampler.distribution(logits));
+    let q = seq
+        .spec
+        .as_ref()
+        .and_then(|ss| ss.q.get(qi))
+        .map_or(&[][..], |q| &q[..]);
+    let q_d = rejection::prob(q, d);
+    if rejection::keep(dist, d, q_d, seq.sampler.uniform()) {
+        (d, true)
+    } else {
+        rejection::residual(dist, q, resid);
+        (draw(resid, seq.sampler.uniform()), false)
+    }
+}
+
+/// The next token without a proposal. In JSON mode: sample freely first (cheap, usually acceptable) and mask
+/// the vocabulary only when the choice would break the JSON — as llama.cpp does with grammars.
+fn sample(seq: &mut Seq, logits: &mut [f32], tok: &Tokenizer, spare: &mut Vec<f32>) -> u32 {
+    let Some(js) = &seq.json else {
+        return seq.sampler.sample(logits);
+    };
+    spare.clear();
+    spare.extend_from_slice(logits);
+    let t = seq.sampler.sample(spare);
+    if json_allows(tok, js, t) {
+        t
+    } else {
+        mask_json(tok, js, logits);
+        seq.sampler.sample(logits)
+    }
+}
+
+/// Appends a chosen token to the sequence; returns the text it releases and whether it ends generation.
+fn append(seq: &mut Seq, token: u32, tok: &Tokenizer) -> (crate::stream::Delta, bool) {
+    if let Some(js) = &mut seq.json {
+        js.feed(tok.token_bytes(token));
+    }
+    seq.sampler.accept(token);
+    seq.tokens.push(token);
+    if seq.first_token_at.is_none() {
+        seq.first_token_at = Some(Instant::now());
+    }
+    let eog = !seq.ignore_eos && tok.is_eog(token);
+    let delta = if eog {
+        Default::default()
+    } else {
+        seq.stream.push(tok.token_bytes(token))
+    };
+    (delta, eog)
+}
+
 /// A sequence left `slot`: what of its keys and values stays there for the next one (`cached`, that slot's list).
 fn retire(kv: &mut KvCache, cached: &mut Vec<u32>, slot: usize, seq: &Seq) {
     let kept = kv.release(slot);
@@ -197,6 +363,20 @@ fn retire(kv: &mut KvCache, cached: &mut Vec<u32>, slot: usize, seq: &Seq) {
 /// How many leading tokens `a` and `b` share.
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl crate::loaded::LoadedModel {
+    /// A batch of `n_slots` sequences over this model (defined here, beside `Batch`, so that `loaded` does not
+    /// depend on `batch`, which depends on `speculative`, which depends on `loaded`).
+    pub fn new_batch(&self, n_slots: usize, context: usize) -> Batch {
+        Batch::new(
+            self.model.clone(),
+            self.tokenizer.clone(),
+            self.pool.clone(),
+            n_slots,
+            context,
+        )
+    }
 }
 
 impl Batch {
@@ -399,118 +579,37 @@ impl Batch {
         let Some(sp) = self.spec.as_mut() else {
             return;
         };
-        let decoding = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| s.n_past >= s.prompt_len)
-            .count();
-        // Proposals share what the step's budget leaves after one token per decoding sequence.
-        let mut spare = budget.saturating_sub(decoding);
-        let draft_cost = sp.drafter.as_ref().map(|d| &d.cost);
-        let mut wants = Vec::new();
-        for (slot, s) in self.slots.iter_mut().enumerate() {
-            let Some(s) = s else { continue };
-            // Every proposal must be able to become output: room after this step's first token.
-            let generated = s.generated();
-            let left = s.max_tokens.saturating_sub(generated);
-            let room = left.saturating_sub(1).min(spare);
-            let prompting = s.n_past < s.prompt_len;
-            let Some(ss) = s.spec.as_mut() else { continue };
-            ss.drafts.clear();
-            ss.q.clear();
-            ss.matched = None;
-            if prompting || room == 0 {
-                continue;
-            }
-            let k = match sp.mode {
-                // Proposals are free to look up; how many to verify depends on how reliable matches of this
-                // length have been (a long match usually means the output is copying).
-                SpecMode::PromptLookup => {
-                    let Some(len) = lookup::propose(&s.tokens, room.min(MAX_DRAFT), &mut ss.drafts)
-                    else {
-                        continue;
-                    };
-                    let len = len.min(lookup::LONGEST_MATCH);
-                    let (acceptance, prober) = &mut sp.lookup[len];
-                    let k = prober.adjust(choose_k(
-                        acceptance.rate(),
-                        ss.drafts.len(),
-                        &sp.target_cost,
-                        None,
-                    ));
-                    ss.drafts.truncate(k);
-                    ss.q.extend(ss.drafts.iter().map(|&d| vec![(d, 1.0)]));
-                    ss.matched = Some(len);
-                    k
-                }
-                SpecMode::Draft => {
-                    let alpha = ss.acceptance.rate();
-                    let mut k = choose_k(alpha, room, &sp.target_cost, draft_cost);
-                    // Drafting first makes the draft model process what it has not seen (the prompt, the first
-                    // time): only when the tokens to come pay for that. No probing across such a gap either.
-                    let lag = sp.drafter.as_ref().map_or(0, |d| d.lag(slot, &s.tokens));
-                    if k > 0 && lag > ROUTINE_LAG {
-                        let cost = sp.drafter.as_ref().and_then(|d| d.catch_up_cost(lag));
-                        let save = saving_per_token(alpha, k, &sp.target_cost, draft_cost);
-                        // Tokens still to come: at most what max_tokens allows, and about what sequences here
-                        // have been producing.
-                        let expected = sp.typical_length.map_or(left, |n| {
-                            (n as usize).saturating_sub(generated).clamp(8, left.max(8))
-                        });
-                        if let (Some(cost), Some(save)) = (cost, save) {
-                            if !worth_catching_up(save, expected.min(left), cost) {
-                                k = 0;
-                            }
-                        }
-                    }
-                    // A draft nearly as slow as the target never pays, whatever it would guess: no probes.
-                    if k == 0
-                        && (lag > ROUTINE_LAG || !could_pay(room, &sp.target_cost, draft_cost))
-                    {
-                        continue;
-                    }
-                    ss.prober.adjust(k)
-                }
-            };
-            if k == 0 {
-                continue;
-            }
-            spare -= k;
-            wants.push((slot, k));
+        let wants = proposal_counts(sp, &mut self.slots, budget);
+        if sp.mode != SpecMode::Draft {
+            return;
         }
-        match sp.mode {
-            SpecMode::PromptLookup => {}
-            SpecMode::Draft => {
-                let Some(drafter) = sp.drafter.as_mut() else {
-                    return;
-                };
-                let mut jobs: Vec<DraftJob<'_>> = Vec::with_capacity(wants.len());
-                let mut wants = wants.into_iter().peekable();
-                for (slot, s) in self.slots.iter_mut().enumerate() {
-                    let Some((_, k)) = wants.next_if(|w| w.0 == slot) else {
-                        continue;
-                    };
-                    let Some(s) = s.as_mut() else { continue };
-                    let Some(ss) = s.spec.as_mut() else { continue };
-                    jobs.push(DraftJob {
-                        slot,
-                        tokens: &s.tokens,
-                        k,
-                        sampler: ss.draft_sampler.as_mut(),
-                        drafts: &mut ss.drafts,
-                        q: &mut ss.q,
-                    });
-                }
-                if !jobs.is_empty() {
-                    drafter.propose(
-                        &self.pool,
-                        &mut jobs,
-                        self.model.config.vocab_size,
-                        self.max_step_tokens,
-                    );
-                }
-            }
+        let Some(drafter) = sp.drafter.as_mut() else {
+            return;
+        };
+        let mut jobs: Vec<DraftJob<'_>> = Vec::with_capacity(wants.len());
+        let mut wants = wants.into_iter().peekable();
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            let Some((_, k)) = wants.next_if(|w| w.0 == slot) else {
+                continue;
+            };
+            let Some(s) = s.as_mut() else { continue };
+            let Some(ss) = s.spec.as_mut() else { continue };
+            jobs.push(DraftJob {
+                slot,
+                tokens: &s.tokens,
+                k,
+                sampler: ss.draft_sampler.as_mut(),
+                drafts: &mut ss.drafts,
+                q: &mut ss.q,
+            });
+        }
+        if !jobs.is_empty() {
+            drafter.propose(
+                &self.pool,
+                &mut jobs,
+                self.model.config.vocab_size,
+                self.max_step_tokens,
+            );
         }
     }
 
@@ -519,63 +618,93 @@ impl Batch {
         self.entries.clear();
         let mut budget = self.max_step_tokens.max(1);
         self.propose(budget);
-        // Decoding sequences first (one token each, plus their proposals): they are latency-sensitive.
         let mut groups: Vec<Group> = Vec::new();
-        for (slot, s) in self.slots.iter().enumerate() {
-            if let Some(s) = s {
-                if s.n_past >= s.prompt_len && budget > 0 {
-                    let drafts = s.spec.as_ref().map_or(&[][..], |ss| &ss.drafts[..]);
-                    self.entries.push(Entry {
-                        slot,
-                        pos: s.n_past,
-                        token: s.tokens[s.n_past],
-                        want_logits: true,
-                    });
-                    for (i, &d) in drafts.iter().enumerate() {
-                        self.entries.push(Entry {
-                            slot,
-                            pos: s.n_past + 1 + i,
-                            token: d,
-                            want_logits: true,
-                        });
-                    }
-                    budget = budget.saturating_sub(1 + drafts.len());
-                    groups.push(Group {
-                        slot,
-                        rows: 1 + drafts.len(),
-                        decode: true,
-                    });
-                }
-            }
-        }
-        let mut prompt_work = false;
-        for (slot, s) in self.slots.iter().enumerate() {
-            if let Some(s) = s {
-                if s.n_past < s.prompt_len && budget > 0 {
-                    let take = (s.prompt_len - s.n_past).min(budget);
-                    for i in 0..take {
-                        let pos = s.n_past + i;
-                        self.entries.push(Entry {
-                            slot,
-                            pos,
-                            token: s.tokens[pos],
-                            want_logits: pos + 1 == s.prompt_len,
-                        });
-                    }
-                    budget -= take;
-                    prompt_work = true;
-                    groups.push(Group {
-                        slot,
-                        rows: take,
-                        decode: false,
-                    });
-                }
-            }
-        }
+        self.plan_decoding(&mut budget, &mut groups);
+        let prompt_work = self.plan_prompts(&mut budget, &mut groups);
         self.work.clear();
         if self.entries.is_empty() {
             return Vec::new();
         }
+        self.reserve_and_count_work();
+        self.forward(prompt_work);
+        let mut events = Vec::new();
+        let mut out_row = 0;
+        let mut first = 0;
+        for g in groups {
+            let entries = first..first + g.rows;
+            first += g.rows;
+            if g.decode {
+                self.verify(g, entries, out_row, &mut events);
+                out_row += g.rows;
+            } else if self.finish_prompt_chunk(g, entries, out_row, &mut events) {
+                out_row += 1;
+            }
+        }
+        events
+    }
+
+    /// Decoding sequences come first (one token each, plus their proposals): they are latency-sensitive.
+    fn plan_decoding(&mut self, budget: &mut usize, groups: &mut Vec<Group>) {
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if s.n_past < s.prompt_len || *budget == 0 {
+                continue;
+            }
+            let drafts = s.spec.as_ref().map_or(&[][..], |ss| &ss.drafts[..]);
+            self.entries.push(Entry {
+                slot,
+                pos: s.n_past,
+                token: s.tokens[s.n_past],
+                want_logits: true,
+            });
+            for (i, &d) in drafts.iter().enumerate() {
+                self.entries.push(Entry {
+                    slot,
+                    pos: s.n_past + 1 + i,
+                    token: d,
+                    want_logits: true,
+                });
+            }
+            *budget = budget.saturating_sub(1 + drafts.len());
+            groups.push(Group {
+                slot,
+                rows: 1 + drafts.len(),
+                decode: true,
+            });
+        }
+    }
+
+    /// Prompt chunks fill what decoding left of the budget; true when there are any.
+    fn plan_prompts(&mut self, budget: &mut usize, groups: &mut Vec<Group>) -> bool {
+        let mut prompt_work = false;
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if s.n_past >= s.prompt_len || *budget == 0 {
+                continue;
+            }
+            let take = (s.prompt_len - s.n_past).min(*budget);
+            for i in 0..take {
+                let pos = s.n_past + i;
+                self.entries.push(Entry {
+                    slot,
+                    pos,
+                    token: s.tokens[pos],
+                    want_logits: pos + 1 == s.prompt_len,
+                });
+            }
+            *budget -= take;
+            prompt_work = true;
+            groups.push(Group {
+                slot,
+                rows: take,
+                decode: false,
+            });
+        }
+        prompt_work
+    }
+
+    /// KV room for every entry, and how many tokens each sequence has in this pass (energy is shared by it).
+    fn reserve_and_count_work(&mut self) {
         for e in &self.entries {
             self.kv.reserve(e.slot, e.pos + 1);
             if let Some(s) = &self.slots[e.slot] {
@@ -585,88 +714,101 @@ impl Batch {
                 }
             }
         }
+    }
+
+    /// The model over this step's entries; decode-only passes also measure what a verification costs (prompt
+    /// chunks would skew the fit).
+    fn forward(&mut self, prompt_work: bool) {
         let t0 = Instant::now();
         self.model
             .forward(&self.pool, &mut self.kv, &self.entries, &mut self.scratch);
         if let Some(sp) = self.spec.as_mut() {
-            // Decode-only passes measure what a verification costs (prompt chunks would skew the fit).
             if !prompt_work {
                 sp.target_cost.observe(self.entries.len(), t0.elapsed());
             }
         }
+    }
 
-        let mut events = Vec::new();
-        let mut out_row = 0;
-        let mut first = 0;
-        for g in groups {
-            let group = first..first + g.rows;
-            first += g.rows;
-            if !g.decode {
-                let last = self.entries[group.end - 1];
-                if let Some(seq) = self.slots[g.slot].as_mut() {
-                    seq.n_past = seq.n_past.max(last.pos + 1);
+    /// A prompt chunk is in the cache; the prompt's last one samples the first token from logits row `row`.
+    /// Returns whether it used that row.
+    fn finish_prompt_chunk(
+        &mut self,
+        g: Group,
+        entries: std::ops::Range<usize>,
+        row: usize,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let last = self.entries[entries.end - 1];
+        if let Some(seq) = self.slots[g.slot].as_mut() {
+            seq.n_past = seq.n_past.max(last.pos + 1);
+        }
+        if last.want_logits && self.slots[g.slot].is_some() {
+            self.emit(g.slot, row, None, events);
+        }
+        last.want_logits
+    }
+
+    /// A decoding sequence's rows: row r verifies proposal r (the entry after it); the last row has none and
+    /// gives a bonus token. Stops at the first rejected proposal or when the sequence ends.
+    fn verify(
+        &mut self,
+        g: Group,
+        entries: std::ops::Range<usize>,
+        first_row: usize,
+        events: &mut Vec<Event>,
+    ) {
+        let drafted = g.rows - 1;
+        let mut kept = 0;
+        let mut finished = false;
+        for r in 0..g.rows {
+            let Some(seq) = self.slots[g.slot].as_mut() else {
+                finished = true;
+                break;
+            };
+            // The token fed at row r has its keys and values in the cache now.
+            seq.n_past = self.entries[entries.start + r].pos + 1;
+            let proposal = (r < drafted).then(|| (self.entries[entries.start + r + 1].token, r));
+            let accepted = self.emit(g.slot, first_row + r, proposal, events);
+            if self.slots[g.slot].is_none() {
+                finished = true;
+                if accepted {
+                    kept += 1;
                 }
-                if last.want_logits {
-                    let row = out_row;
-                    out_row += 1;
-                    if self.slots[g.slot].is_some() {
-                        self.emit(g.slot, row, None, &mut events);
-                    }
-                }
-                continue;
+                break;
             }
-            // Decoding: row r verifies proposal r (the entry after it); the last row has none and gives a bonus.
-            let rows = out_row..out_row + g.rows;
-            out_row += g.rows;
-            let drafted = g.rows - 1;
-            let mut kept = 0;
-            let mut finished = false;
-            for (r, row) in rows.enumerate() {
-                let Some(seq) = self.slots[g.slot].as_mut() else {
-                    finished = true;
-                    break;
-                };
-                // The token fed at row r has its keys and values in the cache now.
-                seq.n_past = self.entries[group.start + r].pos + 1;
-                let proposal = (r < drafted).then(|| (self.entries[group.start + r + 1].token, r));
-                let accepted = self.emit(g.slot, row, proposal, &mut events);
-                if self.slots[g.slot].is_none() {
-                    finished = true;
-                    if accepted {
-                        kept += 1;
-                    }
-                    break;
-                }
-                if !accepted {
-                    break;
-                }
-                kept += 1;
+            if !accepted {
+                break;
             }
-            if drafted > 0 {
-                let matched = self.slots[g.slot]
-                    .as_ref()
-                    .and_then(|s| s.spec.as_ref())
-                    .and_then(|ss| ss.matched);
-                if let Some(sp) = self.spec.as_mut() {
-                    sp.stats.drafted += drafted as u64;
-                    sp.stats.accepted += kept as u64;
-                    sp.stats.verifications += 1;
-                    // A sequence that ended inside its proposals says nothing about the rest of them.
-                    if !finished {
-                        sp.acceptance.observe(drafted, kept);
-                        if let Some(len) = matched {
-                            sp.lookup[len].0.observe(drafted, kept);
-                        }
-                    }
-                }
-                if let Some(ss) = self.slots[g.slot].as_mut().and_then(|s| s.spec.as_mut()) {
-                    if !finished {
-                        ss.acceptance.observe(drafted, kept);
-                    }
+            kept += 1;
+        }
+        if drafted > 0 {
+            self.record_acceptance(g.slot, drafted, kept, finished);
+        }
+    }
+
+    /// Counts a verification; its acceptance informs the policy unless the sequence ended inside its proposals
+    /// (that says nothing about the rest of them).
+    fn record_acceptance(&mut self, slot: usize, drafted: usize, kept: usize, finished: bool) {
+        let matched = self.slots[slot]
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|ss| ss.matched);
+        if let Some(sp) = self.spec.as_mut() {
+            sp.stats.drafted += drafted as u64;
+            sp.stats.accepted += kept as u64;
+            sp.stats.verifications += 1;
+            if !finished {
+                sp.acceptance.observe(drafted, kept);
+                if let Some(len) = matched {
+                    sp.lookup[len].0.observe(drafted, kept);
                 }
             }
         }
-        events
+        if let Some(ss) = self.slots[slot].as_mut().and_then(|s| s.spec.as_mut()) {
+            if !finished {
+                ss.acceptance.observe(drafted, kept);
+            }
+        }
     }
 
     /// Picks the token from logits row `row` for the sequence in `slot` — verifying `proposal` when there is one
@@ -684,61 +826,13 @@ impl Batch {
             return false;
         };
         let logits = &mut self.scratch.logits[row * vocab..(row + 1) * vocab];
-        let mut accepted = false;
-        let token = match (proposal, &seq.json) {
-            (Some((d, _)), _) if seq.sampler.params.temperature == 0.0 => {
-                let t = seq.sampler.sample(logits);
-                accepted = t == d;
-                t
+        let (token, accepted) = match proposal {
+            Some(proposal) => {
+                verify_proposal(seq, logits, proposal, &mut self.dist, &mut self.resid)
             }
-            (Some((d, qi)), _) => {
-                // Speculative sampling: keep d with probability min(1, p(d)/q(d)), else draw from the residual.
-                self.dist.clear();
-                self.dist
-                    .extend_from_slice(seq.sampler.distribution(logits));
-                let q = seq
-                    .spec
-                    .as_ref()
-                    .and_then(|ss| ss.q.get(qi))
-                    .map_or(&[][..], |q| &q[..]);
-                let q_d = rejection::prob(q, d);
-                if rejection::keep(&self.dist, d, q_d, seq.sampler.uniform()) {
-                    accepted = true;
-                    d
-                } else {
-                    rejection::residual(&self.dist, q, &mut self.resid);
-                    draw(&self.resid, seq.sampler.uniform())
-                }
-            }
-            (None, None) => seq.sampler.sample(logits),
-            // Sample freely first (cheap, usually acceptable); mask the vocabulary only when the choice
-            // would break the JSON — as llama.cpp does with grammars.
-            (None, Some(js)) => {
-                self.spare.clear();
-                self.spare.extend_from_slice(logits);
-                let t = seq.sampler.sample(&mut self.spare);
-                if json_allows(&self.tokenizer, js, t) {
-                    t
-                } else {
-                    mask_json(&self.tokenizer, js, logits);
-                    seq.sampler.sample(logits)
-                }
-            }
+            None => (sample(seq, logits, &self.tokenizer, &mut self.spare), false),
         };
-        if let Some(js) = &mut seq.json {
-            js.feed(self.tokenizer.token_bytes(token));
-        }
-        seq.sampler.accept(token);
-        seq.tokens.push(token);
-        if seq.first_token_at.is_none() {
-            seq.first_token_at = Some(Instant::now());
-        }
-        let eog = !seq.ignore_eos && self.tokenizer.is_eog(token);
-        let delta = if eog {
-            Default::default()
-        } else {
-            seq.stream.push(self.tokenizer.token_bytes(token))
-        };
+        let (delta, eog) = append(seq, token, &self.tokenizer);
         let reason = if eog || delta.stopped {
             Some(FinishReason::Stop)
         } else if seq.generated() >= seq.max_tokens {
@@ -746,47 +840,52 @@ impl Batch {
         } else {
             None
         };
-        match reason {
-            None => events.push(Event::Token {
+        let Some(reason) = reason else {
+            events.push(Event::Token {
                 id: seq.id,
                 token,
                 text: delta.text,
-            }),
-            Some(reason) => {
-                let mut text = delta.text;
-                if !delta.stopped {
-                    text.push_str(&seq.stream.finish());
-                }
-                let mut usage = seq.usage();
-                // An end-of-generation token ends the text but is not part of it.
-                if eog {
-                    usage.completion_tokens -= 1;
-                }
-                if !eog {
-                    events.push(Event::Token {
-                        id: seq.id,
-                        token,
-                        text: String::new(),
-                    });
-                }
-                events.push(Event::Finished {
-                    id: seq.id,
-                    reason,
-                    text,
-                    usage,
-                });
-                if let Some(sp) = self.spec.as_mut() {
-                    sp.note_finished(seq.generated());
-                }
-                if let Some(done) = self.slots[slot].take() {
-                    retire(&mut self.kv, &mut self.cached[slot], slot, &done);
-                    if let Some(d) = self.spec.as_mut().and_then(|s| s.drafter.as_mut()) {
-                        d.release(slot);
-                    }
-                }
+            });
+            return accepted;
+        };
+        let mut text = delta.text;
+        if !delta.stopped {
+            text.push_str(&seq.stream.finish());
+        }
+        let mut usage = seq.usage();
+        // An end-of-generation token ends the text but is not part of it.
+        if eog {
+            usage.completion_tokens -= 1;
+        } else {
+            events.push(Event::Token {
+                id: seq.id,
+                token,
+                text: String::new(),
+            });
+        }
+        events.push(Event::Finished {
+            id: seq.id,
+            reason,
+            text,
+            usage,
+        });
+        let generated = seq.generated();
+        self.leave(slot, generated);
+        accepted
+    }
+
+    /// A finished sequence leaves its slot: its keys and values may stay for the next one, the draft model
+    /// forgets it, and the policy learns its length.
+    fn leave(&mut self, slot: usize, generated: usize) {
+        if let Some(sp) = self.spec.as_mut() {
+            sp.note_finished(generated);
+        }
+        if let Some(done) = self.slots[slot].take() {
+            retire(&mut self.kv, &mut self.cached[slot], slot, &done);
+            if let Some(d) = self.spec.as_mut().and_then(|s| s.drafter.as_mut()) {
+                d.release(slot);
             }
         }
-        accepted
     }
 
     /// Runs until every sequence has finished, collecting the events (for CLI and tests).

@@ -1,6 +1,5 @@
 //! A model ready to serve: weights, tokenizer, chat template and its compute threads.
 
-use crate::batch::Batch;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
@@ -84,16 +83,6 @@ impl LoadedModel {
     /// Prompt tokens for plain completion text.
     pub fn raw_prompt(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode(text, true)
-    }
-
-    pub fn new_batch(&self, n_slots: usize, context: usize) -> Batch {
-        Batch::new(
-            self.model.clone(),
-            self.tokenizer.clone(),
-            self.pool.clone(),
-            n_slots,
-            context,
-        )
     }
 }
 

@@ -148,43 +148,62 @@ struct Running<'a> {
 }
 
 impl Worker {
+    /// Loads the model, serves jobs until idle past keep_alive, an unload or shutdown, then unloads.
     pub fn run(self) {
         let started = Instant::now();
+        let (lm, spec) = match self.load() {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(model = %self.model, error = %e, "model failed to load");
+                self.refuse_pending(&e);
+                return;
+            }
+        };
+        let mut r = self.start_running(lm, spec, started);
+        self.serve(&mut r);
+        self.stop_running(r);
+    }
+
+    /// The model with its `[models.NAME]` load options and speculation.
+    fn load(&self) -> Result<(LoadedModel, Option<Speculation>), String> {
         let mcfg = self.cfg.models.get(&self.model);
         let opts = LoadOptions {
             head: mcfg.and_then(|m| m.head_type()),
             dtype: mcfg.and_then(|m| m.dtype_type()),
             ..LoadOptions::default()
         };
-        let loaded = LoadedModel::load(&self.path, &opts, self.cfg.threads)
-            .map_err(|e| e.to_string())
-            .and_then(|lm| {
-                let spec = self.speculation(&lm)?;
-                Ok((lm, spec))
-            });
-        let (lm, spec) = match loaded {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(model = %self.model, error = %e, "model failed to load");
-                // Answer everything already sent; later senders find the channel closed and retry.
-                let err = || SchedError::Load {
-                    model: self.model.clone(),
-                    message: e.clone(),
-                };
-                while let Ok(msg) = self.rx.try_recv() {
-                    match msg {
-                        Msg::Job { reply, .. } => {
-                            let _ = reply.send(Err(err()));
-                        }
-                        Msg::Loaded(reply) => {
-                            let _ = reply.send(Err(err()));
-                        }
-                        Msg::KeepAlive(_) | Msg::Shutdown => {}
-                    }
-                }
-                return;
-            }
+        let lm =
+            LoadedModel::load(&self.path, &opts, self.cfg.threads).map_err(|e| e.to_string())?;
+        let spec = self.speculation(&lm)?;
+        Ok((lm, spec))
+    }
+
+    /// Answers everything already sent with the load error; later senders find the channel closed and retry.
+    fn refuse_pending(&self, e: &str) {
+        let err = || SchedError::Load {
+            model: self.model.clone(),
+            message: e.to_owned(),
         };
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Job { reply, .. } => {
+                    let _ = reply.send(Err(err()));
+                }
+                Msg::Loaded(reply) => {
+                    let _ = reply.send(Err(err()));
+                }
+                Msg::KeepAlive(_) | Msg::Shutdown => {}
+            }
+        }
+    }
+
+    /// The loaded model's batch and serving state, with its load published (metrics, status, log).
+    fn start_running(
+        &self,
+        lm: LoadedModel,
+        spec: Option<Speculation>,
+        started: Instant,
+    ) -> Running<'_> {
         let mut batch = lm.new_batch(self.cfg.max_sequences, self.cfg.context);
         batch.set_speculation(spec);
         let obs = Observers::new(&self.cfg.metrics, &self.model, &self.device);
@@ -204,7 +223,7 @@ impl Worker {
                 .speculation()
                 .map(|mode| (mode, hearth_engine::SpecStats::default()));
         }
-        let mut r = Running {
+        Running {
             lm,
             batch,
             waiting: VecDeque::new(),
@@ -219,45 +238,27 @@ impl Worker {
             obs,
             spec_seen: Default::default(),
             status: self.status.clone(),
-        };
+        }
+    }
+
+    /// The serving loop: wait for work, take every message, admit what may start, cancel what was abandoned,
+    /// step the batch and forward its events.
+    fn serve(&self, r: &mut Running<'_>) {
         let mut idle_since = Instant::now();
-        'outer: loop {
-            if r.active.is_empty() && !r.waiting.is_empty() {
-                // Only jobs awaiting their gate: poll briefly rather than sleep for keep_alive.
-                if let Ok(msg) = self.rx.recv_timeout(Duration::from_millis(1)) {
-                    if !r.handle(msg) {
-                        break 'outer;
-                    }
-                }
-            } else if r.active.is_empty() && r.waiting.is_empty() {
-                let wait = r.keep_alive.saturating_sub(idle_since.elapsed());
-                self.set_idle(
-                    Instant::now()
-                        .checked_add(wait)
-                        .filter(|_| r.keep_alive != Duration::MAX),
-                );
-                match self.rx.recv_timeout(wait) {
-                    Ok(msg) => {
-                        if !r.handle(msg) {
-                            break 'outer;
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                        break 'outer
-                    }
-                }
-                self.set_idle(None);
+        loop {
+            if !self.wait_for_work(r, idle_since) {
+                return;
             }
             while let Ok(msg) = self.rx.try_recv() {
                 if !r.handle(msg) {
-                    break 'outer;
+                    return;
                 }
             }
             r.admit_waiting();
             r.cancel_abandoned();
             // Before the step (a step can be long: prompts) and after it (a worker about to wait idle must not
             // show the sequences it just finished).
-            self.publish_load(&r);
+            self.publish_load(r);
             if !r.batch.is_empty() {
                 let events = r.batch.step();
                 r.account_step();
@@ -266,8 +267,38 @@ impl Worker {
                 }
                 idle_since = Instant::now();
             }
-            self.publish_load(&r);
+            self.publish_load(r);
         }
+    }
+
+    /// With nothing running: poll briefly while jobs only await their gate, else wait for a message until
+    /// keep_alive runs out. False = stop the worker.
+    fn wait_for_work(&self, r: &mut Running<'_>, idle_since: Instant) -> bool {
+        if !r.active.is_empty() {
+            return true;
+        }
+        if !r.waiting.is_empty() {
+            return match self.rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(msg) => r.handle(msg),
+                Err(_) => true,
+            };
+        }
+        let wait = r.keep_alive.saturating_sub(idle_since.elapsed());
+        self.set_idle(
+            Instant::now()
+                .checked_add(wait)
+                .filter(|_| r.keep_alive != Duration::MAX),
+        );
+        let go_on = match self.rx.recv_timeout(wait) {
+            Ok(msg) => r.handle(msg),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return false,
+        };
+        self.set_idle(None);
+        go_on
+    }
+
+    /// Ends what still runs and publishes the unload.
+    fn stop_running(&self, mut r: Running<'_>) {
         r.cancel_all();
         if let Ok(mut s) = self.status.lock() {
             s.loaded = false;
