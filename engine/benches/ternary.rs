@@ -75,26 +75,13 @@ fn t1_pass(pool: &ThreadPool, p: &Packed, x: &[i8], t1: Group1Fn) -> i64 {
     total.into_inner()
 }
 
-/// The one-token kernels this CPU runs: the row passes of each ISA and the chunk-ordered ones that replace them.
+/// The one-token kernels this CPU runs: the row passes of each ISA and the chunk-ordered ones that replace them
+/// (the scalar reference left out: it is far slower and not what any CPU here runs).
 fn t1_kernels() -> Vec<(&'static str, Group1Fn)> {
-    let mut v: Vec<(&'static str, Group1Fn)> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        use hearth_engine::ternary::kernels::x86;
-        let run = Isa::runnable();
-        if run.contains(&Isa::Avx2) {
-            v.push(("avx2 rows", x86::avx2::t1));
-            v.push(("avx2 chunks", x86::avx2_chunk::t1));
-        }
-        if run.contains(&Isa::AvxVnni) {
-            v.push(("avxvnni rows", x86::avx_vnni::t1));
-        }
-        if run.contains(&Isa::Avx512Vnni) {
-            v.push(("vnni ymm rows", x86::vnni::t1));
-            v.push(("vnni zmm chunks", x86::vnni512::t1));
-        }
-    }
-    v
+    hearth_engine::ternary::kernels::one_token_variants()
+        .into_iter()
+        .filter(|(name, _)| *name != "scalar")
+        .collect()
 }
 
 fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {

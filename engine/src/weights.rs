@@ -9,6 +9,7 @@ use crate::quant::{balanced_groups, dequantize_row, token_groups, GgmlType, QAct
 use crate::ternary::kernels::Kernels;
 use crate::ternary::{formats, matmul_packed, Packed};
 use crate::threadpool::{SharedMut, ThreadPool};
+use hearth_kernels::rows_i8::I8Path;
 use std::sync::Arc;
 
 enum Storage {
@@ -20,7 +21,7 @@ enum Storage {
     /// Ternary weights repacked for the ternary back end (`ternary::Packed`), with its kernels.
     Packed(Packed, Kernels),
     /// Int8 rows with per-row scales (`head = "i8"`); the flag: AVX2 kernels.
-    RowsI8(RowsI8, bool),
+    RowsI8(RowsI8, I8Path),
 }
 
 /// A [rows × cols] matrix; row r is `cols` elements of `ty`, contiguous.
@@ -205,7 +206,7 @@ impl Weight {
             rows: self.rows,
             cols: self.cols,
             row_bytes: self.cols,
-            storage: Storage::RowsI8(m, isa != Isa::Scalar),
+            storage: Storage::RowsI8(m, I8Path::for_isa(isa)),
             kernel: None,
             kernel_many: None,
             kernel_nf: None,
@@ -336,9 +337,9 @@ pub fn matmul(
                     base += w.rows;
                     continue;
                 }
-                if let Storage::RowsI8(m, simd) = &w.storage {
+                if let Storage::RowsI8(m, path) = &w.storage {
                     // SAFETY: as above.
-                    unsafe { matmul_rows_i8(m, *simd, (lo, hi), xq, n_tok, *out) };
+                    unsafe { matmul_rows_i8(m, *path, (lo, hi), xq, n_tok, *out) };
                     base += w.rows;
                     continue;
                 }

@@ -4,8 +4,8 @@
 //! filled consistently (every block of a row has the row's scale), so int8 kernels of other types read the same
 //! numbers.
 
-use crate::quant::acts::{build_group_scales, round_half_even};
 use crate::quant::{QActs, QK};
+use hearth_kernels::acts::{build_group_scales, round_half_even};
 
 fn quantize_row(x: &[f32], amax: f32, q: &mut [i8]) -> (f32, i32) {
     let scale = 127.0 / amax.max(1e-5);

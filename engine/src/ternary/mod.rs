@@ -8,10 +8,12 @@
 pub mod acts;
 pub mod formats;
 pub mod hf;
-pub mod kernels;
 mod packed;
 pub mod synth;
 
 pub use acts::{quantize_per_token, rms_norm_quantize};
+/// The group kernels over the packed layout (scalar reference and SIMD), from `hearth-kernels`.
+pub use hearth_kernels::ternary as kernels;
+pub use kernels::{CHUNK, GROUP};
 pub(crate) use packed::matmul_packed;
-pub use packed::{Packed, CHUNK, GROUP};
+pub use packed::Packed;

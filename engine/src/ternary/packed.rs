@@ -5,15 +5,10 @@
 //! (l = 0..4); code c means weight c − 1. One contiguous stream per group feeds four rows at once, and the
 //! 32-byte lines decode with one shift and one mask per quarter.
 
-use super::kernels::Kernels;
+use super::kernels::{Kernels, CHUNK, GROUP};
 use crate::hugebuf::HugeBuf;
 use crate::quant::QActs;
 use crate::threadpool::SharedMut;
-
-/// Columns per chunk (one 32-byte line per row).
-pub const CHUNK: usize = 128;
-/// Rows per interleaved group.
-pub const GROUP: usize = 4;
 
 /// A ternary matrix [rows × cols]: codes in the layout above and one scale for the whole matrix.
 pub struct Packed {

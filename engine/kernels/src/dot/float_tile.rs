@@ -16,12 +16,12 @@ use super::{FloatTileFn, TILE_ROWS};
 use std::arch::x86_64::*;
 
 /// The tile kernel for F16 weights where the CPU has AVX-512F (checked at run time), else None.
-pub fn kernel(ty: crate::quant::GgmlType) -> Option<FloatTileFn> {
+pub fn kernel(ty: crate::GgmlType) -> Option<FloatTileFn> {
     let cpu = std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && std::is_x86_feature_detected!("f16c");
-    (ty == crate::quant::GgmlType::F16 && cpu).then_some(tile_f16 as FloatTileFn)
+    (ty == crate::GgmlType::F16 && cpu).then_some(tile_f16 as FloatTileFn)
 }
 
 fn tile_f16(w: &[&[u8]; TILE_ROWS], xf: &[&[f32]], out: &mut [[f32; 4]; TILE_ROWS]) {
@@ -139,8 +139,8 @@ unsafe fn tile<const N: usize>(w: &[&[u8]; TILE_ROWS], xs: &[&[f32]; N]) -> [[f3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::dot::{kernel as one_token, Isa};
-    use crate::quant::{GgmlType, QRow};
+    use crate::dot::{kernel as one_token, Isa};
+    use crate::{GgmlType, QRow};
 
     #[test]
     fn tiles_equal_the_one_token_kernel_bit_for_bit() {

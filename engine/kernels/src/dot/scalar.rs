@@ -2,8 +2,8 @@
 //! versions do, so they agree to float rounding.
 
 use super::DotFn;
-use crate::quant::blocks::*;
-use crate::quant::{dequantize_row, read_f16, GgmlType, QRow, QK};
+use crate::blocks::*;
+use crate::{dequantize_row, read_f16, GgmlType, QRow, QK};
 
 pub fn kernel(ty: GgmlType) -> Option<DotFn> {
     Some(match ty {

@@ -4,10 +4,10 @@
 //! block formats use the scalar kernels there.
 
 #[cfg(target_arch = "x86_64")]
-pub mod float_tile;
+mod float_tile;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
-pub mod x86;
+pub(crate) mod x86;
 
 use super::{GgmlType, QGroup, QRow};
 
@@ -83,6 +83,34 @@ impl Isa {
         v
     }
 
+    /// Whether this CPU can run the path (a value made by hand may name one it lacks).
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => Self::best_supported() != Isa::Scalar && cfg!(target_arch = "x86_64"),
+            Isa::Avx512Vnni => Self::best_supported() == Isa::Avx512Vnni,
+            Isa::AvxVnni => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    Self::best_supported() != Isa::Scalar
+                        && std::is_x86_feature_detected!("avxvnni")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                false
+            }
+            Isa::NeonDot => Self::best_supported() == Isa::NeonDot,
+        }
+    }
+
+    /// This path if the CPU has it, else the scalar reference: every kernel handed out is safe to call.
+    pub fn or_scalar(self) -> Isa {
+        if self.supported() {
+            self
+        } else {
+            Isa::Scalar
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
@@ -119,6 +147,7 @@ pub type DotR4Fn = fn(w_rows: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4];
 
 /// The four-row kernel for a weight type, where one exists (generation: one token, many rows).
 pub fn kernel_r4(ty: GgmlType, isa: Isa) -> Option<DotR4Fn> {
+    let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::kernel_r4(ty, isa == Isa::Avx512Vnni);
@@ -129,6 +158,7 @@ pub fn kernel_r4(ty: GgmlType, isa: Isa) -> Option<DotR4Fn> {
 
 /// The two-to-eight-token kernel for a weight type (int8 formats on x86), where one exists.
 pub fn kernel_many(ty: GgmlType, isa: Isa) -> Option<DotManyFn> {
+    let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::kernel_many(ty, isa == Isa::Avx512Vnni);
@@ -139,6 +169,7 @@ pub fn kernel_many(ty: GgmlType, isa: Isa) -> Option<DotManyFn> {
 
 /// The one-to-four-token kernel for a float weight type (F16 on x86), where one exists.
 pub fn kernel_float_n(ty: GgmlType, isa: Isa) -> Option<DotNFFn> {
+    let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::kernel_float_n(ty, isa == Isa::Avx512Vnni);
@@ -149,6 +180,7 @@ pub fn kernel_float_n(ty: GgmlType, isa: Isa) -> Option<DotNFFn> {
 
 /// The row-tiled F16 kernel (AVX-512F), where one exists; capped like the rest by `HEARTH_ISA`.
 pub fn kernel_float_tile(ty: GgmlType, isa: Isa) -> Option<FloatTileFn> {
+    let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {
         return float_tile::kernel(ty);
@@ -159,6 +191,7 @@ pub fn kernel_float_tile(ty: GgmlType, isa: Isa) -> Option<FloatTileFn> {
 
 /// The kernel for a weight type on a given ISA.
 pub fn kernel(ty: GgmlType, isa: Isa) -> Option<DotFn> {
+    let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         if let Some(k) = x86::kernel(ty, isa == Isa::Avx512Vnni) {

@@ -2,7 +2,7 @@
 //! and once with AVX-512 VNNI's `vpdpbusd` (256-bit form, AVX512VL). The instantiation is chosen at run time.
 
 use super::{DotFn, DotManyFn, DotNFFn, DotR4Fn};
-use crate::quant::GgmlType;
+use crate::GgmlType;
 
 /// The AVX2 or the VNNI instantiation of a kernel, as the function-pointer type `$t` names.
 macro_rules! pick {
@@ -183,8 +183,8 @@ macro_rules! isa_kernels {
     ($modname:ident, $features:literal, $vnni:expr) => {
         pub mod $modname {
             use super::lanes::{f16_at, hsum, hsum_i32, load1, load8};
-            use crate::quant::blocks::*;
-            use crate::quant::{QGroup, QRow, GROUP, QK};
+            use crate::blocks::*;
+            use crate::{QGroup, QRow, GROUP, QK};
             use std::arch::x86_64::*;
 
             /// acc + Σ over groups of 4 of (u8 a) × (i8 b), as 8 × i32.
@@ -745,13 +745,11 @@ isa_kernels!(vnni_k, "avx2,fma,f16c,avx512vnni,avx512vl", true);
 #[cfg(test)]
 mod tests {
     use super::super::{kernel, scalar, Isa};
-    use crate::quant::{
-        dequantize_row, interleave_scales, quantize_acts, GgmlType, QActs, QGroup, QRow,
-    };
+    use crate::{dequantize_row, interleave_scales, quantize_acts, GgmlType, QActs, QGroup, QRow};
 
     /// `many(w, rows)` with the rows' scales interleaved as `quantize_acts` lays them out.
     fn run_many(many: super::super::DotManyFn, w: &[u8], rows: &[QRow<'_>], out: &mut [f32]) {
-        let n = rows[0].d.len() * crate::quant::GROUP;
+        let n = rows[0].d.len() * crate::GROUP;
         let (mut d, mut dsum) = (vec![0f32; n], vec![0f32; n]);
         interleave_scales(rows, &mut d, &mut dsum);
         many(
@@ -911,7 +909,7 @@ mod tests {
                 }
                 let one = kernel(ty, isa).expect("kernel");
                 let many = super::super::kernel_float_n(ty, isa).expect("xn");
-                let empty = crate::quant::QRow {
+                let empty = crate::QRow {
                     q: &[],
                     d: &[],
                     dsum: &[],

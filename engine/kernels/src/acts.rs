@@ -111,7 +111,7 @@ impl QActs {
 /// Round half to even (as `torch.round` and `nearbyint`) by the 1.5·2^23 trick: plain arithmetic the compiler
 /// vectorises, no libm call. Exact for |v| < 2^22.
 #[inline]
-pub(crate) fn round_half_even(v: f32) -> f32 {
+pub fn round_half_even(v: f32) -> f32 {
     (v + 12_582_912.0) - 12_582_912.0
 }
 
@@ -146,7 +146,7 @@ pub fn quantize_acts(x: &[f32], cols: usize, out: &mut QActs) {
 
 /// Lays out the block scales of every token group (`token_groups(rows)`) block-major for the multi-token kernels;
 /// called by every quantizer once the rows are in.
-pub(crate) fn build_group_scales(out: &mut QActs) {
+pub fn build_group_scales(out: &mut QActs) {
     let (rows, cols) = (out.rows(), out.cols);
     let per_group = cols / QK * GROUP;
     let groups = if rows > 1 { rows.div_ceil(GROUP) } else { 0 };
