@@ -459,6 +459,15 @@ fn energy_follows_a_wrapping_rapl_counter_and_counters_match_the_ledger() {
     )
     .unwrap();
     assert!(left > 0.0 && left < 100_000.0, "{left}");
+    // A name that resolves to no imported model never becomes a label (labels stay bounded).
+    let unknown = d.post(
+        "/v1/chat/completions",
+        Some(&cid),
+        &json!({"model": "no-such-model-7f3a", "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    let text = d.get("/metrics", Some(token)).text();
+    assert!(!text.contains("no-such-model-7f3a"), "{text}");
 }
 
 /// Without credentials `/metrics` is 401, with a member key 403, with a wrong token 401; admins and the token read
