@@ -5,7 +5,7 @@ STATE ?= .hearth
 
 BIND ?= 127.0.0.1:8383
 
-.PHONY: run test test-aarch64 check-macos models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
+.PHONY: run check test test-aarch64 check-macos models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
 
 ## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
 run: models ui build
@@ -43,6 +43,13 @@ lint:
 	cd admin-ui && npm run --silent check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p hearth-engine --features candle-peer --bench candle -- -D warnings
+
+## make check: the fast inner loop — fmt, clippy, and the unit tests of every crate (kernels, engine, daemon).
+## Needs no PostgreSQL, root, browser, Node.js or network; a few minutes with a warm build.
+check:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --workspace --lib
 
 ## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it), and root
 ## for the package tests (debootstrap, chroot).
