@@ -117,6 +117,7 @@ mod tests {
             let id = format!("r{i}");
             let a = Admission {
                 request_id: &id,
+                node: None,
                 user_id: &user.id,
                 key_id: None,
                 model: "m",

@@ -144,6 +144,18 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     let tz = cfg.time_zone();
     let quota = Quota::new(store.clone(), tz.clone(), cfg.quota.clone(), None);
     quota.export_to(metrics.clone());
+    let node = node_name(&state_dir);
+    match quota.serve_as(&node).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(requests = n, node = %node, "settled requests a previous process left running")
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "settling requests a previous process left running: {e}"
+            ))
+        }
+    }
     let housekeeping = Arc::new(
         Housekeeping::start(store.clone(), tz, cfg.usage.retain_raw)
             .await
@@ -267,6 +279,22 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This serving process's node: host name and state directory (two daemons on one host keep two state
+/// directories), recorded with every request it admits so that a restart settles only its own dead requests.
+fn node_name(state_dir: &Path) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_owned()
+    };
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    format!("{host}:{}", dir.display())
 }
 
 async fn wait_for_signal() -> &'static str {

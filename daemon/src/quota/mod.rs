@@ -50,6 +50,8 @@ pub struct Quota {
     clock: Clock,
     /// Where refusals and remaining allowances are exported (set once by the server).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The serving process whose admissions these are (set once by the server; None in the CLI and tests).
+    node: std::sync::OnceLock<String>,
 }
 
 /// The x-ratelimit-* headers (OpenAI's names) for a response.
@@ -85,7 +87,26 @@ impl Quota {
             defaults,
             clock: clock.unwrap_or_else(|| Arc::new(Timestamp::now)),
             metrics: Default::default(),
+            node: Default::default(),
         })
+    }
+
+    /// Admits as `node` from now on, after settling what a dead process of that node left `running`
+    /// (`Store::settle_interrupted`): such rows no longer count against the user's allowance or concurrency.
+    /// Returns how many were settled (also counted in `hearth_interrupted_requests_total`).
+    pub async fn serve_as(&self, node: &str) -> Result<u64, QuotaError> {
+        let settled = self
+            .store
+            .settle_interrupted(node, crate::store::now())
+            .await?;
+        let _ = self.node.set(node.to_owned());
+        if let Some(m) = self.metrics.get() {
+            m.serving
+                .interrupted
+                .with_label_values::<&str>(&[])
+                .inc_by(settled);
+        }
+        Ok(settled)
     }
 
     /// Exports refusals (`hearth_rate_limited_requests_total`) and allowances left (`hearth_quota_remaining_tokens`).
@@ -245,6 +266,7 @@ impl Quota {
             .admit(
                 &Admission {
                     request_id,
+                    node: self.node.get().map(String::as_str),
                     user_id: &who.user_id,
                     key_id: who.key_id.as_deref(),
                     model,

@@ -391,7 +391,11 @@ impl Running<'_> {
             no_speculation: !spec.speculative,
         };
         self.batch.validate(&req)?;
-        if self.waiting.len() >= self.cfg.queue_depth && !self.batch.has_free_slot() {
+        // Every accepted job not yet in the batch waits, whether for a slot or for its quota gate: at most the
+        // free slots plus `queue_depth` of them, whatever the arrival pattern (a burst arrives while every slot
+        // is still free, its jobs all waiting for their gates).
+        let free = self.batch.n_slots() - self.batch.active();
+        if self.waiting.len() >= free + self.cfg.queue_depth {
             return Err(SchedError::QueueFull {
                 model: self.model.to_owned(),
                 depth: self.waiting.len(),

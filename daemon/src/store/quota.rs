@@ -27,6 +27,8 @@ pub struct UsageSnapshot {
 
 pub struct Admission<'a> {
     pub request_id: &'a str,
+    /// The serving process that admits it (`Store::settle_interrupted` finds its rows after a crash).
+    pub node: Option<&'a str>,
     pub user_id: &'a str,
     pub key_id: Option<&'a str>,
     pub model: &'a str,
@@ -99,8 +101,8 @@ pub(super) const SNAPSHOT_SQL: &str = "SELECT \
 
 pub(super) const LEDGER_SQL: &str =
     "INSERT INTO requests (id, user_id, key_id, model, endpoint, prompt_tokens, completion_tokens, \
-     finish_reason, started_at, duration_ms, status, reserved_tokens, charged_tokens, day_key, month_key) \
-     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0, $9, $10, $10, $11, $12)";
+     finish_reason, started_at, duration_ms, status, reserved_tokens, charged_tokens, day_key, month_key, node) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0, $9, $10, $10, $11, $12, $13)";
 
 pub(super) const CHARGE_SQL: &str =
     "INSERT INTO usage_windows (user_id, window_key, tokens, requests) VALUES ($1, $2, $4, 1), \
@@ -157,6 +159,7 @@ impl Admission<'_> {
             Arg::Int(reserve),
             Arg::Text(self.day_key),
             Arg::Text(self.month_key),
+            Arg::OptText(self.node),
         ]
     }
 
@@ -303,6 +306,42 @@ impl Store {
 }
 
 impl Store {
+    /// Settles what a dead process of `node` left `running` (a crash or kill -9 ends no request): each row
+    /// becomes `interrupted`, charged nothing (what it generated was never recorded), and its reservation is
+    /// released from the day, month and minute counters — so it no longer counts against the user's allowance or
+    /// concurrency. Rows without a node (admitted before nodes were recorded) are settled too. Run at start-up,
+    /// before this node admits anything. Returns how many rows were settled.
+    pub async fn settle_interrupted(&self, node: &str, now: i64) -> Result<u64> {
+        let rows = sqlx::query(
+            "SELECT id, started_at FROM requests WHERE status = 'running' AND (node = $1 OR node IS NULL)",
+        )
+        .bind(node)
+        .fetch_all(self.pool())
+        .await?;
+        let mut settled = 0;
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            let started_at: i64 = r.try_get("started_at")?;
+            let done = self
+                .reconcile(&Completion {
+                    request_id: &id,
+                    status: "interrupted",
+                    finish_reason: "interrupted",
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    now,
+                    duration_ms: (now - started_at).max(0) * 1000,
+                    device: None,
+                    queue_ms: None,
+                    energy_joules: None,
+                    energy_source: None,
+                })
+                .await?;
+            settled += u64::from(done);
+        }
+        Ok(settled)
+    }
+
     /// A user's usage as admission would see it now, read without reserving anything (for the rate-limit
     /// headers of responses that admit nothing).
     pub async fn usage_snapshot(

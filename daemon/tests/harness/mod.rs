@@ -182,6 +182,23 @@ impl Daemon {
         self.addr = addr;
     }
 
+    /// Kills the daemon (SIGKILL: no drain, no last writes, as a crash or power loss) and starts it again on the
+    /// same state and config.
+    pub fn kill_and_restart(&mut self) {
+        self.signal("KILL");
+        assert!(
+            self.wait_exit(Duration::from_secs(10)).is_some(),
+            "not killed"
+        );
+        let (child, addr) = spawn_serve(
+            self.state.path(),
+            &self.state.path().join("hearth.toml"),
+            &self.env,
+        );
+        self.child = child;
+        self.addr = addr;
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("daemon.log")).unwrap_or_default()
     }
