@@ -418,6 +418,39 @@ fn full_queue_is_503_with_retry_after() {
     drop((a, b));
 }
 
+/// Authorisation comes before the body: a member's POST to an admin route is 403 whatever it sends. `/api/chat`
+/// refuses a role `/v1` refuses, and a file that is not GGUF is named as such with none of its bytes echoed.
+#[test]
+fn authorisation_comes_first_and_refusals_echo_nothing() {
+    let d = Daemon::start();
+    let member = d.member_key("mia", None);
+    for path in ["/admin/keys", "/admin/schedules"] {
+        for body in [&b"not json"[..], b"{}", b"{\"user\": 1}"] {
+            let r = request(&d.addr, "POST", path, Some(&member), body);
+            assert_eq!(r.status, 403, "{path}: {}", r.text());
+        }
+    }
+    let r = d.post(
+        "/api/chat",
+        Some(&member),
+        &json!({"model": "smollm2", "stream": false,
+                "messages": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("messages[1].role"), "{}", r.text());
+    let not_a_model = d.state.path().join("shadow-like.txt");
+    std::fs::write(&not_a_model, "root:$y$j9T$hash:19000:0:99999:7:::\n").unwrap();
+    let r = d.post(
+        "/admin/models/import",
+        Some(&d.admin_key),
+        &json!({"path": not_a_model.to_str().unwrap()}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("not a GGUF file"), "{text}");
+    assert!(!text.contains("$y$") && !text.contains("72, 6f"), "{text}");
+}
+
 /// Reads the ledger rows of a daemon's SQLite database.
 fn ledger(d: &Daemon) -> Vec<hearth::store::RequestRecord> {
     let rt = tokio::runtime::Builder::new_current_thread()

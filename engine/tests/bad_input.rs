@@ -228,3 +228,60 @@ fn a_template_that_raises_is_a_template_error() {
         "{e}"
     );
 }
+
+/// A file that is not GGUF is named as such, without any of its bytes (an admin may point at any file).
+#[test]
+fn a_file_that_is_not_gguf_is_not_echoed() {
+    let f = write(b"root:$y$j9T$secret:19000:0:99999:7:::\n");
+    let msg = GgufFile::open(f.path()).expect_err("not gguf").to_string();
+    assert!(msg.contains("not a GGUF file"), "{msg}");
+    assert!(
+        !msg.contains("$y$") && !msg.contains("72, 6f") && !msg.contains("114, 111"),
+        "{msg}"
+    );
+}
+
+/// A norm epsilon or rope base that is NaN, infinite, zero or negative loads fine and generates nothing: the
+/// model is refused with the key named.
+#[test]
+fn non_finite_or_non_positive_hyper_parameters_are_refused_by_name() {
+    for (key, v) in [
+        ("llama.attention.layer_norm_rms_epsilon", f32::NAN),
+        ("llama.attention.layer_norm_rms_epsilon", -1e-5),
+        ("llama.rope.freq_base", f32::INFINITY),
+        ("llama.rope.freq_base", 0.0),
+    ] {
+        let mut w = small_file();
+        w.meta("llama.block_count", MetaValue::U32(1))
+            .meta("llama.embedding_length", MetaValue::U32(32))
+            .meta("llama.feed_forward_length", MetaValue::U32(64))
+            .meta("llama.attention.head_count", MetaValue::U32(2))
+            .meta("llama.vocab_size", MetaValue::U32(4))
+            .meta(key, MetaValue::F32(v));
+        let e = Model::load(write(&w.to_bytes()).path(), &LoadOptions::default()).expect_err(key);
+        assert!(e.to_string().contains(key), "{key} = {v}: {e}");
+    }
+}
+
+/// Tensor infos whose data ranges overlap (one tensor's bytes read as another's) are refused, naming both.
+#[test]
+fn overlapping_tensor_data_is_refused_naming_both() {
+    let mut bytes = small_file().to_bytes();
+    // b.weight's info: name, then n_dims (u32) = 1, its dimension (u64), type (u32), then the offset (u64).
+    let name = b"b.weight";
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("tensor info")
+        + name.len()
+        + 4
+        + 8
+        + 4;
+    bytes[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    let e = GgufFile::open(write(&bytes).path()).expect_err("overlap");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("b.weight") && msg.contains("a.weight") && msg.contains("overlaps"),
+        "{msg}"
+    );
+}

@@ -14,6 +14,7 @@ type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
+            .wrap(actix_web::middleware::from_fn(super::extract::admin_first))
             .route("/users", web::get().to(list_users))
             .route("/users", web::post().to(create_user))
             .route("/users/{name}", web::patch().to(update_user))

@@ -156,6 +156,10 @@ impl<F: Flavor> FromRequest for Caller<F> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Already resolved for this request (by `admin_first`): the same principal, no second look-up.
+        if let Some(p) = req.extensions().get::<Principal>().cloned() {
+            return Box::pin(async move { Ok(Caller(p, PhantomData)) });
+        }
         let state = state(req);
         let header = req
             .headers()
@@ -187,6 +191,22 @@ impl<F: Flavor> FromRequest for Caller<F> {
             req.extensions_mut().insert(p.clone());
             Ok(Caller(p, PhantomData))
         })
+    }
+}
+
+/// Middleware on `/admin`: the caller must be an admin before anything else happens, so a member or a stranger
+/// gets 403 / 401 whatever the body (a handler's extractors run side by side, and a bad body could answer 400
+/// first). The principal is kept in the request's extensions, where the handler's own `Admin` finds it.
+pub async fn admin_first(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    match Admin::<OpenAi>::from_request(req.request(), &mut Payload::None).await {
+        Ok(_) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(e) => Ok(req.error_response(e).map_into_right_body()),
     }
 }
 

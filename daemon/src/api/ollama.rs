@@ -303,6 +303,20 @@ pub struct OllamaMessage {
     pub content: String,
 }
 
+/// Ollama's roles (`system`, `user`, `assistant`, `tool`); any other is refused, naming the message.
+fn messages_in(msgs: &[OllamaMessage]) -> std::result::Result<Vec<ChatMessage>, ApiError> {
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| match m.role.as_str() {
+            "system" | "user" | "assistant" | "tool" => Ok(ChatMessage::new(&m.role, &m.content)),
+            other => Err(ApiError::invalid(
+                format!("messages[{i}].role: unknown role '{other}' (use system, user, assistant or tool)"),
+                Some(&format!("messages[{i}].role")),
+            )),
+        })
+        .collect()
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct ChatRequest {
     pub model: String,
@@ -462,11 +476,7 @@ pub async fn chat(
     if req.messages.is_empty() {
         return load_or_unload(&state, &who.0, &req.model, keep, true).await;
     }
-    let messages = req
-        .messages
-        .iter()
-        .map(|m| ChatMessage::new(&m.role, &m.content))
-        .collect();
+    let messages = messages_in(&req.messages)?;
     let request = req.options.request(
         &req.model,
         "ollama_chat",

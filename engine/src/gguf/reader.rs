@@ -211,7 +211,10 @@ impl GgufFile {
             .array::<4>()
             .map_err(|_| bad("file is shorter than the GGUF header".into()))?;
         if &magic != GGUF_MAGIC {
-            return Err(bad(format!("bad magic {magic:02x?} (expected \"GGUF\")")));
+            // The bytes are not echoed: the file may be anything (an admin pointing at /etc/shadow, say).
+            return Err(bad(
+                "bad magic: not a GGUF file (it does not start with \"GGUF\")".into(),
+            ));
         }
         let version = c.u32().map_err(&bad)?;
         if !(2..=3).contains(&version) {
@@ -320,6 +323,27 @@ impl GgufFile {
                 offset,
                 n_bytes,
             });
+        }
+        // Types that make two tensors' data overlap describe no model (one of them is wrong), and loading would
+        // read one tensor's bytes as another's: refuse, naming both.
+        let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+        by_offset.sort_by_key(|t| t.offset);
+        for pair in by_offset.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if a.offset + a.n_bytes > b.offset {
+                return Err(EngineError::BadTensor {
+                    path: path.clone(),
+                    tensor: b.name.clone(),
+                    reason: format!(
+                        "data [{}, {}) overlaps tensor '{}' [{}, {})",
+                        b.offset,
+                        b.offset + b.n_bytes,
+                        a.name,
+                        a.offset,
+                        a.offset + a.n_bytes
+                    ),
+                });
+            }
         }
 
         Ok(GgufFile {

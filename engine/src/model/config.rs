@@ -112,6 +112,20 @@ impl Hparams<'_> {
             .map(|v| v as f32)
             .unwrap_or(default)
     }
+    /// A value the arithmetic divides by or raises to a power (norm epsilon, rope base, scaling factor): NaN,
+    /// infinite, zero or negative would load fine and generate nothing, so the key is refused by name.
+    pub fn positive_f32_or(&self, k: &str, default: f32) -> Result<f32> {
+        let v = self.f32_or(k, default);
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(EngineError::Metadata(format!(
+                "{}: {} must be a finite positive number, not {v}",
+                self.file.path().display(),
+                self.key(k)
+            )))
+        }
+    }
     pub fn str(&self, k: &str) -> Option<&str> {
         self.file.get_str(&self.key(k))
     }
@@ -132,8 +146,7 @@ impl Hparams<'_> {
         match self.str("rope.scaling.type") {
             None | Some("none") => Ok(1.0),
             Some("linear") => {
-                let f = self.f32_or("rope.scaling.factor", 1.0);
-                Ok(if f > 0.0 { 1.0 / f } else { 1.0 })
+                Ok(1.0 / self.positive_f32_or("rope.scaling.factor", 1.0)?)
             }
             Some(other) => Err(EngineError::Metadata(format!(
                 "{}: rope scaling type '{other}' is not supported (supported: linear, llama3 frequency factors)",

@@ -18,7 +18,7 @@ pub fn config(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
     let factors = super::rope_freq_factors(file)?;
     let rope = Rope::new(
         rope_dims,
-        hp.f32_or("rope.freq_base", 10000.0),
+        hp.positive_f32_or("rope.freq_base", 10000.0)?,
         hp.rope_freq_scale()?,
         factors.as_deref(),
         neox,
@@ -34,7 +34,7 @@ pub fn config(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         ffn_dim: hp.usize("feed_forward_length")?,
         vocab_size: hp.vocab_size()?,
         context_length: hp.usize_or("context_length", 4096)?,
-        rms_eps: hp.f32_or("attention.layer_norm_rms_epsilon", 1e-5),
+        rms_eps: hp.positive_f32_or("attention.layer_norm_rms_epsilon", 1e-5)?,
         activation: Activation::Silu,
         embed_scale: None,
         attn_scale: 1.0 / (head_dim as f32).sqrt(),
