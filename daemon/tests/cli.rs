@@ -1,32 +1,9 @@
 //! The `hearth` binary end to end: `run`, `bench` and `model import|list|rm` on the demo model, in a temp state
 //! directory, with their output contract (stdout holds only the generated text / the requested data).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod harness;
 
-fn model() -> PathBuf {
-    let dir = std::env::var_os("HEARTH_MODELS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth/models")
-        });
-    let p = dir.join("SmolLM2-135M-Instruct-Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-models (make test does)",
-        p.display()
-    );
-    p
-}
-
-fn hearth(state: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("run hearth")
-}
+use harness::{demo_model as model, hearth};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8(b.to_vec()).expect("UTF-8 output")
