@@ -467,3 +467,93 @@ fn bad_input_quota_window_and_schedules() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid cron expression"));
     ok_stdout(&d.cli(&["schedule", "window", "--clear"]));
 }
+
+/// kill -9 three times while streams and a batch run. Every request that completed has its `ok` ledger row,
+/// nothing stays `running` (the cut ones are `interrupted`), the user's counters equal the ledger again, and the
+/// batch ends with each custom_id exactly once.
+#[test]
+fn three_kill_9s_during_streams_and_a_batch_lose_nothing() {
+    let mut d = Daemon::start();
+    let key = d.member_key("cy", None);
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            line(
+                &format!("req-{i}"),
+                "/v1/chat/completions",
+                &format!("Write two sentences about the number {i}."),
+                48,
+            )
+        })
+        .collect();
+    let f = upload(&d, &key, "batch", lines.join("\n").as_bytes());
+    assert_eq!(f.status, 200, "{}", f.text());
+    let r = create(&d, &key, f.json()["id"].as_str().unwrap());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let stream = chat(
+        "Write a long story about a lighthouse.",
+        json!({"max_tokens": 500, "stream": true}),
+    )
+    .to_string();
+    for round in 0..3 {
+        // One request that completes, then two streams that the kill cuts.
+        let done = d.post(
+            "/v1/chat/completions",
+            Some(&key),
+            &chat("Hi", json!({"max_tokens": 4})),
+        );
+        assert_eq!(done.status, 200, "round {round}: {}", done.text());
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            stream.len()
+        );
+        let mut cut: Vec<_> = (0..2)
+            .map(|_| send_raw(&d.addr, &head, stream.as_bytes()))
+            .collect();
+        for c in &mut cut {
+            // The first chunk: the stream is generating.
+            let mut first = [0u8; 64];
+            assert!(c.read(&mut first).unwrap() > 0, "round {round}: no stream");
+        }
+        d.kill_and_restart();
+        drop(cut);
+    }
+    let b = wait_batch(&d, &key, &id, ended);
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 12, "completed": 12, "failed": 0})
+    );
+    let mut ids: Vec<String> = jsonl(&d, &key, &b["output_file_id"])
+        .iter()
+        .map(|o| o["custom_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..12).map(|i| format!("req-{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    let rows = d.ledger();
+    assert!(!rows.iter().any(|r| r["status"] == "running"), "{rows:?}");
+    let ok = |endpoint: &str| {
+        rows.iter()
+            .filter(|r| r["endpoint"] == endpoint && r["status"] == "ok")
+            .count()
+    };
+    assert_eq!(ok("chat"), 3, "{rows:?}");
+    assert_eq!(ok("batch"), 12, "{rows:?}");
+    let interrupted = rows.iter().filter(|r| r["status"] == "interrupted").count();
+    assert!(interrupted >= 6, "the six cut streams at least: {rows:?}");
+    let usage = d.get("/v1/me/usage", Some(&key)).json();
+    let today = &usage["today"];
+    assert_eq!(
+        today["total_tokens"].as_i64().unwrap(),
+        today["prompt_tokens"].as_i64().unwrap() + today["completion_tokens"].as_i64().unwrap(),
+        "the counters equal the ledger: {usage}"
+    );
+    eprintln!(
+        "three kill -9s: {} ledger rows ({} interrupted), batch completed 12/12",
+        rows.len(),
+        interrupted
+    );
+}
