@@ -449,6 +449,26 @@ fn authorisation_comes_first_and_refusals_echo_nothing() {
     let text = r.text();
     assert!(text.contains("not a GGUF file"), "{text}");
     assert!(!text.contains("$y$") && !text.contains("72, 6f"), "{text}");
+    // HEAD answers wherever GET does; a method a path lacks is 405 in the API's error shape, not 404.
+    for path in ["/health", "/openapi.json", "/v1/models", "/api/tags"] {
+        let r = request(&d.addr, "HEAD", path, Some(&member), b"");
+        assert_eq!(r.status, 200, "HEAD {path}");
+        assert!(r.body.is_empty(), "HEAD {path} sent a body");
+    }
+    let r = request(&d.addr, "DELETE", "/v1/models", Some(&member), b"");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    let r = request(&d.addr, "GET", "/api/chat", Some(&member), b"");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("not allowed"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        request(&d.addr, "GET", "/v1/no-such-route", Some(&member), b"").status,
+        404
+    );
 }
 
 /// Reads the ledger rows of a daemon's SQLite database.

@@ -15,27 +15,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(actix_web::middleware::from_fn(super::extract::admin_first))
-            .route("/users", web::get().to(list_users))
-            .route("/users", web::post().to(create_user))
-            .route("/users/{name}", web::patch().to(update_user))
-            .route("/users/{name}/quota", web::get().to(get_quota))
-            .route("/users/{name}/usage", web::get().to(user_usage))
-            .route("/users/{name}/quota", web::put().to(put_quota))
-            .route("/jobs", web::get().to(jobs))
-            .route("/devices", web::get().to(devices))
-            .route("/models", web::get().to(models))
-            .route("/models/import", web::post().to(import_model))
-            .route("/models/pull", web::post().to(pull_model))
-            .route("/models/pulls", web::get().to(pulls))
-            .route("/models/{name}/load", web::post().to(load_model))
-            .route("/models/{name}/unload", web::post().to(unload_model))
-            .route("/usage", web::get().to(usage))
-            .route("/usage/export", web::get().to(usage_export))
-            .route("/keys", web::get().to(list_keys))
-            .route("/keys", web::post().to(create_key))
-            .route("/keys/{id}", web::delete().to(revoke_key))
-            .route("/keys/{id}/quota", web::get().to(get_key_quota))
-            .route("/keys/{id}/quota", web::put().to(put_key_quota))
+            .service(
+                super::resource("/users")
+                    .route(super::get_or_head().to(list_users))
+                    .route(web::post().to(create_user)),
+            )
+            .service(super::resource("/users/{name}").route(web::patch().to(update_user)))
+            .service(
+                super::resource("/users/{name}/quota")
+                    .route(super::get_or_head().to(get_quota))
+                    .route(web::put().to(put_quota)),
+            )
+            .service(
+                super::resource("/users/{name}/usage").route(super::get_or_head().to(user_usage)),
+            )
+            .service(super::resource("/jobs").route(super::get_or_head().to(jobs)))
+            .service(super::resource("/devices").route(super::get_or_head().to(devices)))
+            .service(super::resource("/models").route(super::get_or_head().to(models)))
+            .service(super::resource("/models/import").route(web::post().to(import_model)))
+            .service(super::resource("/models/pull").route(web::post().to(pull_model)))
+            .service(super::resource("/models/pulls").route(super::get_or_head().to(pulls)))
+            .service(super::resource("/models/{name}/load").route(web::post().to(load_model)))
+            .service(super::resource("/models/{name}/unload").route(web::post().to(unload_model)))
+            .service(super::resource("/usage").route(super::get_or_head().to(usage)))
+            .service(super::resource("/usage/export").route(super::get_or_head().to(usage_export)))
+            .service(
+                super::resource("/keys")
+                    .route(super::get_or_head().to(list_keys))
+                    .route(web::post().to(create_key)),
+            )
+            .service(super::resource("/keys/{id}").route(web::delete().to(revoke_key)))
+            .service(
+                super::resource("/keys/{id}/quota")
+                    .route(super::get_or_head().to(get_key_quota))
+                    .route(web::put().to(put_key_quota)),
+            )
             .configure(super::cron::routes),
     );
 }

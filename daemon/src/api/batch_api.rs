@@ -19,15 +19,24 @@ type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
 pub const MAX_FILE_BYTES: usize = 64 << 20;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/files", web::post().to(upload_file))
-        .route("/files", web::get().to(list_files))
-        .route("/files/{id}", web::get().to(get_file))
-        .route("/files/{id}", web::delete().to(delete_file))
-        .route("/files/{id}/content", web::get().to(file_content))
-        .route("/batches", web::post().to(create_batch))
-        .route("/batches", web::get().to(list_batches))
-        .route("/batches/{id}", web::get().to(get_batch))
-        .route("/batches/{id}/cancel", web::post().to(cancel_batch));
+    cfg.service(
+        super::resource("/files")
+            .route(web::post().to(upload_file))
+            .route(super::get_or_head().to(list_files)),
+    )
+    .service(
+        super::resource("/files/{id}")
+            .route(super::get_or_head().to(get_file))
+            .route(web::delete().to(delete_file)),
+    )
+    .service(super::resource("/files/{id}/content").route(super::get_or_head().to(file_content)))
+    .service(
+        super::resource("/batches")
+            .route(web::post().to(create_batch))
+            .route(super::get_or_head().to(list_batches)),
+    )
+    .service(super::resource("/batches/{id}").route(super::get_or_head().to(get_batch)))
+    .service(super::resource("/batches/{id}/cancel").route(web::post().to(cancel_batch)));
 }
 
 /// Members may only see what they own; admins see everything. Not theirs = not found (no probing of ids).

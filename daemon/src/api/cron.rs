@@ -13,12 +13,18 @@ use utoipa::ToSchema;
 type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/schedules", web::get().to(list))
-        .route("/schedules", web::post().to(create))
-        .route("/schedules/window", web::put().to(set_window))
-        .route("/schedules/{name}", web::patch().to(update))
-        .route("/schedules/{name}", web::delete().to(remove))
-        .route("/schedules/{name}/run", web::post().to(run));
+    cfg.service(
+        super::resource("/schedules")
+            .route(super::get_or_head().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(super::resource("/schedules/window").route(web::put().to(set_window)))
+    .service(
+        super::resource("/schedules/{name}")
+            .route(web::patch().to(update))
+            .route(web::delete().to(remove)),
+    )
+    .service(super::resource("/schedules/{name}/run").route(web::post().to(run)));
 }
 
 /// The batch window and every schedule.

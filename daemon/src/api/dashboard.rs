@@ -20,12 +20,10 @@ pub const CSP: &str =
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     for (path, page) in [("/", index as fn() -> _), ("/index.html", index)] {
-        cfg.route(path, web::get().to(page))
-            .route(path, web::head().to(page));
+        cfg.service(super::resource(path).route(super::get_or_head().to(page)));
     }
-    cfg.route("/assets/{file:.*}", web::get().to(asset))
-        .route("/assets/{file:.*}", web::head().to(asset))
-        .route("/favicon.svg", web::get().to(asset_root));
+    cfg.service(super::resource("/assets/{file:.*}").route(super::get_or_head().to(asset)))
+        .service(super::resource("/favicon.svg").route(super::get_or_head().to(asset_root)));
 }
 
 const NOT_BUILT: &str = r#"<!doctype html>

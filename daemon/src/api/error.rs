@@ -38,6 +38,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// 405: the path exists, the method does not.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -88,6 +92,7 @@ impl ApiError {
             | ApiError::ModelNotFound(_)
             | ApiError::NotFound(_)
             | ApiError::Conflict(_)
+            | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge(_) => "invalid_request_error",
             ApiError::Unauthorized(_) | ApiError::BadCredentials(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
@@ -111,6 +116,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => Some("invalid_api_key"),
             ApiError::BadCredentials(_) => Some("invalid_credentials"),
             ApiError::PayloadTooLarge(_) => Some("payload_too_large"),
+            ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
             ApiError::Forbidden(_) => Some("forbidden"),
             ApiError::Overloaded(_) => Some("queue_full"),
             ApiError::TooManyRequests { code, .. } => Some(code),

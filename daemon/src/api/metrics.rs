@@ -10,7 +10,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.service(super::resource("/metrics").route(super::get_or_head().to(metrics)));
 }
 
 /// The exposition, for admins, the metrics token, or anyone when `metrics.public`.

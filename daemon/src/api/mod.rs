@@ -47,9 +47,34 @@ pub struct AppState {
     pub batches: Batches,
 }
 
+/// A route for GET that answers HEAD too (actix sends a HEAD response's headers without its body).
+pub fn get_or_head() -> actix_web::Route {
+    use actix_web::guard;
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// A path and its routes: a method the path lacks is 405 (in the caller's API's error shape), not 404.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    use error::Flavor;
+    let e = error::ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.path()
+    ));
+    if req.path().starts_with("/api/") {
+        error::Ollama::render(&e)
+    } else {
+        error::OpenAi::render(&e)
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready))
+    cfg.service(resource("/health").route(get_or_head().to(health)))
+        .service(resource("/ready").route(get_or_head().to(ready)))
         .configure(dashboard::routes)
         .configure(session::routes)
         .configure(openai::routes)

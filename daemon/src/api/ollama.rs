@@ -22,12 +22,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .wrap(actix_web::middleware::from_fn(|req, next| {
                 super::metrics::count_requests("ollama", req, next)
             }))
-            .route("/tags", web::get().to(tags))
-            .route("/version", web::get().to(version))
-            .route("/show", web::post().to(show))
-            .route("/ps", web::get().to(ps))
-            .route("/chat", web::post().to(chat))
-            .route("/generate", web::post().to(generate)),
+            .service(super::resource("/tags").route(super::get_or_head().to(tags)))
+            .service(super::resource("/version").route(super::get_or_head().to(version)))
+            .service(super::resource("/show").route(web::post().to(show)))
+            .service(super::resource("/ps").route(super::get_or_head().to(ps)))
+            .service(super::resource("/chat").route(web::post().to(chat)))
+            .service(super::resource("/generate").route(web::post().to(generate))),
     );
 }
 

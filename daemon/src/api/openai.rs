@@ -29,11 +29,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .wrap(actix_web::middleware::from_fn(|req, next| {
                 super::metrics::count_requests("openai", req, next)
             }))
-            .route("/models", web::get().to(list_models))
-            .route("/models/{model}", web::get().to(get_model))
-            .route("/chat/completions", web::post().to(chat_completions))
-            .route("/completions", web::post().to(completions))
-            .route("/me/usage", web::get().to(me_usage))
+            .service(super::resource("/models").route(super::get_or_head().to(list_models)))
+            .service(super::resource("/models/{model}").route(super::get_or_head().to(get_model)))
+            .service(super::resource("/chat/completions").route(web::post().to(chat_completions)))
+            .service(super::resource("/completions").route(web::post().to(completions)))
+            .service(super::resource("/me/usage").route(super::get_or_head().to(me_usage)))
             .configure(super::batch_api::routes),
     );
 }

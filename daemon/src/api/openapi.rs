@@ -57,8 +57,8 @@ impl Modify for BearerKey {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(spec))
-        .route("/docs", web::get().to(docs));
+    cfg.service(super::resource("/openapi.json").route(super::get_or_head().to(spec)))
+        .service(super::resource("/docs").route(super::get_or_head().to(docs)));
 }
 
 async fn spec() -> HttpResponse {

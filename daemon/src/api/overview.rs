@@ -10,7 +10,7 @@ use serde_json::json;
 type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/overview", web::get().to(overview));
+    cfg.service(super::resource("/admin/overview").route(super::get_or_head().to(overview)));
 }
 
 /// Live figures and the last hour (sampled every 2 s), plus today's joules and J/token per model.

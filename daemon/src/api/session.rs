@@ -17,17 +17,20 @@ type Result<T> = std::result::Result<T, Rendered<OpenAi>>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/auth")
-            .route("/login", web::post().to(login))
-            .route("/logout", web::post().to(logout))
-            .route("/session", web::get().to(session))
-            .route("/password", web::post().to(change_password)),
+            .service(super::resource("/login").route(web::post().to(login)))
+            .service(super::resource("/logout").route(web::post().to(logout)))
+            .service(super::resource("/session").route(super::get_or_head().to(session)))
+            .service(super::resource("/password").route(web::post().to(change_password))),
     )
-    .route("/v1/me/requests/{id}", web::get().to(my_request))
+    .service(super::resource("/v1/me/requests/{id}").route(super::get_or_head().to(my_request)))
     .service(
         web::scope("/v1/me/keys")
-            .route("", web::get().to(my_keys))
-            .route("", web::post().to(create_my_key))
-            .route("/{id}", web::delete().to(revoke_my_key)),
+            .service(
+                super::resource("")
+                    .route(super::get_or_head().to(my_keys))
+                    .route(web::post().to(create_my_key)),
+            )
+            .service(super::resource("/{id}").route(web::delete().to(revoke_my_key))),
     );
 }
 
