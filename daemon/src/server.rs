@@ -16,7 +16,7 @@ use crate::quota::Quota;
 use crate::sched::{SchedConfig, Scheduler};
 use crate::sd_notify;
 use crate::store::{self, Store};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,17 +58,6 @@ fn tls_config(tls: &crate::config::TlsConfig) -> Result<rustls::ServerConfig> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("TLS: certificate and key do not match")
-}
-
-async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
-    let message = format!("no route for {} {}", req.method(), req.path());
-    if req.path().starts_with("/api/") {
-        HttpResponse::NotFound().json(serde_json::json!({ "error": message }))
-    } else {
-        HttpResponse::NotFound().json(serde_json::json!({
-            "error": {"message": message, "type": "invalid_request_error", "param": null, "code": "not_found"}
-        }))
-    }
 }
 
 /// The registry, and — when `power.sampling` is on — the energy meter and its sampling thread (NVML is loaded
@@ -199,7 +188,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
             .wrap(actix_web::middleware::from_fn(log_request))
             .wrap(security_headers())
             .configure(api::configure)
-            .default_service(web::to(not_found))
+            .default_service(web::to(api::not_found))
     })
     .disable_signals()
     // Actix's own deadline sits past ours, so streams still get their final event after we cancel them.
@@ -284,15 +273,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
 /// This serving process's node: host name and state directory (two daemons on one host keep two state
 /// directories), recorded with every request it admits so that a restart settles only its own dead requests.
 fn node_name(state_dir: &Path) -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let host = if ok {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".to_owned()
-    };
+    let host = sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_owned());
     let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
     format!("{host}:{}", dir.display())
 }

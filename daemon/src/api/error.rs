@@ -38,6 +38,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// 404: no route has this path.
+    #[error("{0}")]
+    NoRoute(String),
     /// 405: the path exists, the method does not.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -74,7 +77,9 @@ impl ApiError {
             }
             ApiError::Unauthorized(_) | ApiError::BadCredentials(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_) | ApiError::NotFound(_) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,6 +98,7 @@ impl ApiError {
             | ApiError::NotFound(_)
             | ApiError::Conflict(_)
             | ApiError::MethodNotAllowed(_)
+            | ApiError::NoRoute(_)
             | ApiError::PayloadTooLarge(_) => "invalid_request_error",
             ApiError::Unauthorized(_) | ApiError::BadCredentials(_) => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
@@ -117,6 +123,7 @@ impl ApiError {
             ApiError::BadCredentials(_) => Some("invalid_credentials"),
             ApiError::PayloadTooLarge(_) => Some("payload_too_large"),
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
+            ApiError::NoRoute(_) => Some("not_found"),
             ApiError::Forbidden(_) => Some("forbidden"),
             ApiError::Overloaded(_) => Some("queue_full"),
             ApiError::TooManyRequests { code, .. } => Some(code),

@@ -59,16 +59,27 @@ pub fn resource(path: &str) -> actix_web::Resource {
 }
 
 async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
-    use error::Flavor;
     let e = error::ApiError::MethodNotAllowed(format!(
         "{} is not allowed on {}",
         req.method(),
         req.path()
     ));
+    render_for_path(&req, &e)
+}
+
+/// The app's default service: no route has this path.
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    let e = error::ApiError::NoRoute(format!("no route for {} {}", req.method(), req.path()));
+    render_for_path(&req, &e)
+}
+
+/// An error outside any handler, in the shape of the API family the path belongs to.
+fn render_for_path(req: &actix_web::HttpRequest, e: &error::ApiError) -> HttpResponse {
+    use error::Flavor;
     if req.path().starts_with("/api/") {
-        error::Ollama::render(&e)
+        error::Ollama::render(e)
     } else {
-        error::OpenAi::render(&e)
+        error::OpenAi::render(e)
     }
 }
 
