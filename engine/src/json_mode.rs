@@ -44,12 +44,29 @@ enum Mode {
     Str {
         key: bool,
     },
+    /// Inside a string, within a multi-byte UTF-8 character: `need` more continuation bytes, the next in
+    /// `lo..=hi` (which rules out overlong forms, surrogates and code points past U+10FFFF).
+    Utf8 {
+        key: bool,
+        need: u8,
+        lo: u8,
+        hi: u8,
+    },
     Escape {
         key: bool,
     },
+    /// `\u` escape: `n` hex digits read so far, their `value`; `low`: it must be a low surrogate (the second
+    /// half of a pair).
     Hex {
         key: bool,
         n: u8,
+        value: u16,
+        low: bool,
+    },
+    /// After a high-surrogate escape: `\` (`u: false`), then `u`, must follow.
+    LowEscape {
+        key: bool,
+        u: bool,
     },
     Number(Num),
     Literal {
@@ -193,23 +210,108 @@ impl JsonState {
                 b'"' => self.set(if key { Mode::Colon } else { Mode::AfterValue }),
                 b'\\' => self.set(Mode::Escape { key }),
                 0..=0x1f => false,
-                _ => true,
+                0x20..=0x7f => true,
+                // The lead byte of a multi-byte character (RFC 3629's table).
+                0xc2..=0xdf => self.set(Mode::Utf8 {
+                    key,
+                    need: 1,
+                    lo: 0x80,
+                    hi: 0xbf,
+                }),
+                0xe0 => self.set(Mode::Utf8 {
+                    key,
+                    need: 2,
+                    lo: 0xa0,
+                    hi: 0xbf,
+                }),
+                0xed => self.set(Mode::Utf8 {
+                    key,
+                    need: 2,
+                    lo: 0x80,
+                    hi: 0x9f,
+                }),
+                0xe1..=0xef => self.set(Mode::Utf8 {
+                    key,
+                    need: 2,
+                    lo: 0x80,
+                    hi: 0xbf,
+                }),
+                0xf0 => self.set(Mode::Utf8 {
+                    key,
+                    need: 3,
+                    lo: 0x90,
+                    hi: 0xbf,
+                }),
+                0xf4 => self.set(Mode::Utf8 {
+                    key,
+                    need: 3,
+                    lo: 0x80,
+                    hi: 0x8f,
+                }),
+                0xf1..=0xf3 => self.set(Mode::Utf8 {
+                    key,
+                    need: 3,
+                    lo: 0x80,
+                    hi: 0xbf,
+                }),
+                _ => false,
             },
+            Mode::Utf8 { key, need, lo, hi } => {
+                (lo..=hi).contains(&b)
+                    && self.set(if need == 1 {
+                        Mode::Str { key }
+                    } else {
+                        Mode::Utf8 {
+                            key,
+                            need: need - 1,
+                            lo: 0x80,
+                            hi: 0xbf,
+                        }
+                    })
+            }
             Mode::Escape { key } => match b {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
                     self.set(Mode::Str { key })
                 }
-                b'u' => self.set(Mode::Hex { key, n: 0 }),
+                b'u' => self.set(Mode::Hex {
+                    key,
+                    n: 0,
+                    value: 0,
+                    low: false,
+                }),
                 _ => false,
             },
-            Mode::Hex { key, n } => {
-                b.is_ascii_hexdigit()
-                    && self.set(if n == 3 {
-                        Mode::Str { key }
-                    } else {
-                        Mode::Hex { key, n: n + 1 }
-                    })
+            Mode::Hex { key, n, value, low } => {
+                let Some(d) = (b as char).to_digit(16) else {
+                    return false;
+                };
+                let value = value << 4 | d as u16;
+                if n < 3 {
+                    return self.set(Mode::Hex {
+                        key,
+                        n: n + 1,
+                        value,
+                        low,
+                    });
+                }
+                // A UTF-16 surrogate must come as a high-low pair; JSON parsers refuse a lone half.
+                match (low, value) {
+                    (false, 0xd800..=0xdbff) => self.set(Mode::LowEscape { key, u: false }),
+                    (false, 0xdc00..=0xdfff) => false,
+                    (true, 0xdc00..=0xdfff) | (false, _) => self.set(Mode::Str { key }),
+                    (true, _) => false,
+                }
             }
+            Mode::LowEscape { key, u } => match (u, b) {
+                (false, b'\\') => self.set(Mode::LowEscape { key, u: true }),
+                (true, b'u') => self.set(Mode::Hex {
+                    key,
+                    n: 0,
+                    value: 0,
+                    low: true,
+                }),
+                _ => false,
+            },
             Mode::Number(n) => {
                 let d = b.is_ascii_digit();
                 let next = match (n, b) {
@@ -256,6 +358,47 @@ mod tests {
     fn complete(s: &str) -> bool {
         let mut st = JsonState::default();
         st.feed(s.as_bytes()) && st.is_complete()
+    }
+
+    fn complete_bytes(b: &[u8]) -> bool {
+        let mut st = JsonState::default();
+        st.feed(b) && st.is_complete()
+    }
+
+    /// Found by the json_mode fuzz target (tests/fuzz): raw bytes in a string were accepted whatever they were,
+    /// so the output could be invalid UTF-8 that no JSON parser reads.
+    #[test]
+    fn strings_hold_only_valid_utf8() {
+        assert!(complete("{\"x\": \"é 東京 🌙\"}"));
+        for bad in [
+            &b"{\"x\": \"\xdcu\"}"[..],       // a lead byte without its continuation
+            b"{\"x\": \"\x80\"}",             // a lone continuation byte
+            b"{\"x\": \"\xc0\xaf\"}",         // overlong '/'
+            b"{\"x\": \"\xed\xa0\x80\"}",     // an encoded surrogate
+            b"{\"x\": \"\xf4\x90\x80\x80\"}", // past U+10FFFF
+            b"{\"x\": \"\xff\"}",
+        ] {
+            assert!(!complete_bytes(bad), "{}", String::from_utf8_lossy(bad));
+            assert!(serde_json::from_slice::<serde_json::Value>(bad).is_err());
+        }
+    }
+
+    /// A `\u` escape of a UTF-16 surrogate must be one half of a pair (serde_json refuses a lone half).
+    #[test]
+    fn surrogate_escapes_come_in_pairs() {
+        assert!(complete(r#"{"x": "\ud83c\udf19"}"#));
+        for bad in [
+            r#"{"x": "\ud83c"}"#,
+            r#"{"x": "\udf19"}"#,
+            r#"{"x": "\ud83c\u0041"}"#,
+            r#"{"x": "\ud83cA"}"#,
+        ] {
+            assert!(!complete(bad), "{bad}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     fn prefix_ok(s: &str) -> bool {
