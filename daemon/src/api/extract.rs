@@ -61,6 +61,13 @@ pub fn parse_json<T: Body>(body: &[u8]) -> Result<T, ApiError> {
             None,
         ));
     }
+    // Every body is an object: serde would otherwise read a struct from an array by position.
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::invalid(
+            "the request body must be a JSON object",
+            None,
+        ));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod batch_api;
+pub mod bodies;
 pub mod cron;
 pub mod dashboard;
 pub mod error;
@@ -64,7 +65,19 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
         req.method(),
         req.path()
     ));
-    render_for_path(&req, &e)
+    let mut response = render_for_path(&req, &e);
+    // RFC 9110: a 405 lists what the path does allow. The OpenAPI document knows; paths it does not list
+    // (the dashboard's files) are GET and HEAD.
+    let allow = req
+        .match_pattern()
+        .and_then(|p| openapi::allowed_methods(&p))
+        .unwrap_or("GET, HEAD");
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, v);
+    }
+    response
 }
 
 /// The app's default service: no route has this path.
@@ -83,17 +96,31 @@ fn render_for_path(req: &actix_web::HttpRequest, e: &error::ApiError) -> HttpRes
     }
 }
 
+/// A query string or path segment the handler's types refuse: 400 in the API's own shape, not actix's text.
+fn bad_part(
+    part: &str,
+    e: impl std::fmt::Display,
+    req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let e = error::ApiError::invalid(format!("invalid {part}: {e}"), None);
+    actix_web::error::InternalError::from_response(e.to_string(), render_for_path(req, &e)).into()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health").route(get_or_head().to(health)))
-        .service(resource("/ready").route(get_or_head().to(ready)))
-        .configure(dashboard::routes)
-        .configure(session::routes)
-        .configure(openai::routes)
-        .configure(ollama::routes)
-        .configure(overview::routes)
-        .configure(admin::routes)
-        .configure(metrics::routes)
-        .configure(openapi::routes);
+    cfg.app_data(
+        web::QueryConfig::default().error_handler(|e, req| bad_part("query string", e, req)),
+    )
+    .app_data(web::PathConfig::default().error_handler(|e, req| bad_part("path", e, req)))
+    .service(resource("/health").route(get_or_head().to(health)))
+    .service(resource("/ready").route(get_or_head().to(ready)))
+    .configure(dashboard::routes)
+    .configure(session::routes)
+    .configure(openai::routes)
+    .configure(ollama::routes)
+    .configure(overview::routes)
+    .configure(admin::routes)
+    .configure(metrics::routes)
+    .configure(openapi::routes);
 }
 
 /// Liveness: the process answers.

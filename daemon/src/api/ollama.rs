@@ -177,8 +177,11 @@ pub async fn ps(state: web::Data<AppState>, _who: Caller<Ollama>) -> Result<Http
 /// Ollama's `options` (unknown ones are ignored, as Ollama does).
 #[derive(Deserialize, ToSchema, Default, Clone)]
 pub struct Options {
+    #[schema(minimum = 0.0, maximum = 10.0)]
     pub temperature: Option<f32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f32>,
+    #[schema(minimum = 0)]
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub seed: Option<i64>,
@@ -268,10 +271,11 @@ fn keep_alive(v: &Option<Value>) -> std::result::Result<Option<Duration>, ApiErr
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => {
             let s = n.as_f64().ok_or_else(bad)?;
+            // Negative, or more seconds than a Duration holds (`1e300`): forever.
             Some(if s < 0.0 {
                 Duration::MAX
             } else {
-                Duration::from_secs_f64(s)
+                Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
             })
         }
         Some(Value::String(s)) if s.starts_with('-') => Some(Duration::MAX),
@@ -298,6 +302,7 @@ fn check_format(f: &Option<Value>) -> std::result::Result<bool, ApiError> {
 
 #[derive(Deserialize, ToSchema, Clone)]
 pub struct OllamaMessage {
+    #[schema(pattern = "^(system|user|assistant|tool)$")]
     pub role: String,
     #[serde(default)]
     pub content: String,
@@ -324,7 +329,8 @@ pub struct ChatRequest {
     pub messages: Vec<OllamaMessage>,
     /// Default true: NDJSON.
     pub stream: Option<bool>,
-    #[schema(value_type = Option<Object>)]
+    /// `"json"`: JSON mode.
+    #[schema(value_type = Option<String>, pattern = "^(json)?$")]
     pub format: Option<Value>,
     #[serde(default)]
     pub options: Options,
@@ -342,7 +348,8 @@ pub struct GenerateRequest {
     #[serde(default)]
     pub raw: bool,
     pub stream: Option<bool>,
-    #[schema(value_type = Option<Object>)]
+    /// `"json"`: JSON mode.
+    #[schema(value_type = Option<String>, pattern = "^(json)?$")]
     pub format: Option<Value>,
     #[serde(default)]
     pub options: Options,
@@ -470,22 +477,13 @@ pub async fn chat(
     body: ApiJson<ChatRequest, Ollama>,
 ) -> Result<HttpResponse> {
     let started = Instant::now();
-    let req = body.0;
-    let json = check_format(&req.format)?;
-    let keep = keep_alive(&req.keep_alive)?;
-    if req.messages.is_empty() {
-        return load_or_unload(&state, &who.0, &req.model, keep, true).await;
+    match chat_call(&body.0)? {
+        Call::Load(keep) => load_or_unload(&state, &who.0, &body.0.model, keep, true).await,
+        Call::Generate(request) => {
+            let job = state.inference.start(&who.0, request).await?;
+            Ok(respond(job, true, body.0.stream.unwrap_or(true), started))
+        }
     }
-    let messages = messages_in(&req.messages)?;
-    let request = req.options.request(
-        &req.model,
-        "ollama_chat",
-        Prompt::Chat(messages),
-        json,
-        keep,
-    )?;
-    let job = state.inference.start(&who.0, request).await?;
-    Ok(respond(job, true, req.stream.unwrap_or(true), started))
 }
 
 /// Generate a completion (chat template applied unless `raw`).
@@ -499,11 +497,46 @@ pub async fn generate(
     body: ApiJson<GenerateRequest, Ollama>,
 ) -> Result<HttpResponse> {
     let started = Instant::now();
-    let req = body.0;
+    match generate_call(&body.0)? {
+        Call::Load(keep) => load_or_unload(&state, &who.0, &body.0.model, keep, false).await,
+        Call::Generate(request) => {
+            let job = state.inference.start(&who.0, request).await?;
+            Ok(respond(job, false, body.0.stream.unwrap_or(true), started))
+        }
+    }
+}
+
+/// What an `/api/chat` or `/api/generate` body asks for: generation, or (empty messages or prompt, as Ollama's
+/// clients send) loading the model — or unloading it with `keep_alive: 0`.
+pub enum Call {
+    Generate(Request),
+    Load(Option<Duration>),
+}
+
+/// The translation of an `/api/chat` body.
+pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
+    let json = check_format(&req.format)?;
+    let keep = keep_alive(&req.keep_alive)?;
+    if req.messages.is_empty() {
+        return Ok(Call::Load(keep));
+    }
+    let messages = messages_in(&req.messages)?;
+    let request = req.options.request(
+        &req.model,
+        "ollama_chat",
+        Prompt::Chat(messages),
+        json,
+        keep,
+    )?;
+    Ok(Call::Generate(request))
+}
+
+/// The translation of an `/api/generate` body (chat template applied unless `raw`).
+pub fn generate_call(req: &GenerateRequest) -> std::result::Result<Call, ApiError> {
     let json = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.prompt.is_empty() {
-        return load_or_unload(&state, &who.0, &req.model, keep, false).await;
+        return Ok(Call::Load(keep));
     }
     let prompt = if req.raw {
         Prompt::Text(req.prompt.clone())
@@ -518,8 +551,7 @@ pub async fn generate(
     let request = req
         .options
         .request(&req.model, "ollama_generate", prompt, json, keep)?;
-    let job = state.inference.start(&who.0, request).await?;
-    Ok(respond(job, false, req.stream.unwrap_or(true), started))
+    Ok(Call::Generate(request))
 }
 
 impl Body for ShowRequest {}

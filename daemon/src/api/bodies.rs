@@ -1,0 +1,102 @@
+//! The inference request bodies of both front ends, decoded from bytes exactly as their handlers decode them
+//! (`extract::parse_json`, then the front end's translation). One entry point for the request-body fuzz target
+//! (tests/fuzz) and for tests that need no server.
+
+use super::error::ApiError;
+use super::extract::parse_json;
+use super::{ollama, openai};
+use crate::inference::Request;
+
+/// Which body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `POST /v1/chat/completions`
+    OpenAiChat,
+    /// `POST /v1/completions`
+    OpenAiCompletion,
+    /// `POST /api/chat`
+    OllamaChat,
+    /// `POST /api/generate`
+    OllamaGenerate,
+}
+
+impl BodyKind {
+    pub const ALL: [BodyKind; 4] = [
+        BodyKind::OpenAiChat,
+        BodyKind::OpenAiCompletion,
+        BodyKind::OllamaChat,
+        BodyKind::OllamaGenerate,
+    ];
+}
+
+/// The inference request a body asks for; `None` for Ollama's load/unload call (no prompt). Every failure is
+/// the client's (a 400 naming the field).
+pub fn decode(kind: BodyKind, body: &[u8]) -> Result<Option<Request>, ApiError> {
+    let ollama = |call| match call {
+        ollama::Call::Generate(r) => Some(r),
+        ollama::Call::Load(_) => None,
+    };
+    Ok(match kind {
+        BodyKind::OpenAiChat => Some(openai::chat_request(&parse_json(body)?, "chat")?),
+        BodyKind::OpenAiCompletion => Some(openai::completion_request(
+            &parse_json(body)?,
+            "completions",
+        )?),
+        BodyKind::OllamaChat => ollama(ollama::chat_call(&parse_json(body)?)?),
+        BodyKind::OllamaGenerate => ollama(ollama::generate_call(&parse_json(body)?)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(kind: BodyKind, body: &str) -> (u16, String) {
+        match decode(kind, body.as_bytes()) {
+            Ok(r) => panic!("accepted {body}: {:?}", r.map(|r| r.model)),
+            Err(e) => (e.status().as_u16(), e.to_string()),
+        }
+    }
+
+    #[test]
+    fn each_front_end_decodes_its_body() {
+        let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
+        let r = decode(BodyKind::OpenAiChat, chat.as_bytes()).expect("chat");
+        assert_eq!(
+            r.map(|r| (r.model, r.max_tokens)),
+            Some(("m".into(), Some(4)))
+        );
+        let gen = r#"{"model":"m","prompt":"hi","options":{"num_predict":3}}"#;
+        let r = decode(BodyKind::OllamaGenerate, gen.as_bytes()).expect("generate");
+        assert_eq!(r.and_then(|r| r.max_tokens), Some(3));
+        // Ollama's load call: no prompt, no generation.
+        let load = decode(BodyKind::OllamaChat, br#"{"model":"m"}"#).expect("load");
+        assert!(load.is_none());
+    }
+
+    /// `Duration::from_secs_f64` panics past its range: a member's `"keep_alive": 1e300` took down an HTTP worker.
+    #[test]
+    fn a_keep_alive_past_any_duration_is_forever() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"keep_alive":1e300}"#;
+        let r = decode(BodyKind::OllamaChat, body.as_bytes()).expect("decoded");
+        assert_eq!(
+            r.and_then(|r| r.keep_alive),
+            Some(std::time::Duration::MAX)
+        );
+    }
+
+    #[test]
+    fn bad_bodies_are_400s_that_name_the_problem() {
+        let (status, m) = refusal(BodyKind::OpenAiCompletion, "[null, null]");
+        assert_eq!(
+            (status, m.as_str()),
+            (400, "the request body must be a JSON object")
+        );
+        let (status, m) = refusal(
+            BodyKind::OllamaChat,
+            r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+        );
+        assert_eq!(status, 400);
+        assert!(m.contains("messages[0].role"), "{m}");
+    }
+}
