@@ -11,19 +11,26 @@ const MAX_CONCURRENT: u64 = 10_000;
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Prompt + completion tokens per local calendar day.
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub tokens_per_day: Option<u64>,
     /// Prompt + completion tokens per local calendar month.
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub tokens_per_month: Option<u64>,
     /// Requests in any rolling 60 s.
+    #[schema(maximum = 1_000_000)]
     pub requests_per_minute: Option<u64>,
     /// Tokens (reserved, then charged) in any rolling 60 s.
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub tokens_per_minute: Option<u64>,
+    #[schema(maximum = 10_000)]
     pub max_concurrent_requests: Option<u64>,
     /// Cap on a request's completion tokens (and the default when a request sets none).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
     pub max_tokens_per_request: Option<u64>,
     /// Models this user may use (None = all).
     pub allowed_models: Option<Vec<String>>,
     /// Share of the scheduler under contention (used by the scheduling issue).
+    #[schema(minimum = 1, maximum = 1000)]
     pub weight: Option<u64>,
 }
 

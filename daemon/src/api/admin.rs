@@ -64,10 +64,13 @@ pub async fn list_users(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewUser {
+    #[schema(pattern = "^[a-z0-9._@-]{1,64}$")]
     pub name: String,
     /// `admin` or `member` (default).
+    #[schema(pattern = "^(admin|member)$")]
     pub role: Option<String>,
     /// Dashboard password (at least 8 characters); optional for API-only users.
+    #[schema(min_length = 8)]
     pub password: Option<String>,
 }
 
@@ -94,7 +97,9 @@ pub async fn create_user(
 #[derive(Deserialize, ToSchema)]
 pub struct UserUpdate {
     pub disabled: Option<bool>,
+    #[schema(pattern = "^(admin|member)$")]
     pub role: Option<String>,
+    #[schema(min_length = 8)]
     pub password: Option<String>,
 }
 
@@ -123,6 +128,7 @@ pub async fn update_user(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct KeyFilter {
     /// Only this user's keys.
     pub user: Option<String>,
@@ -141,12 +147,14 @@ pub async fn list_keys(
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewKeyRequest {
+    #[schema(pattern = "^[a-z0-9._@-]{1,64}$")]
     pub user: String,
     #[serde(default)]
     pub name: String,
     /// Restrict the key to these models.
     pub models: Option<Vec<String>>,
     /// Lifetime, e.g. `"30d"`.
+    #[schema(pattern = "^(0|([0-9]+(ms|s|m|h|d|w))+)$")]
     pub expires: Option<String>,
 }
 
@@ -398,6 +406,7 @@ pub async fn import_model(
 #[derive(Deserialize, ToSchema)]
 pub struct PullRequest {
     /// An http:// or https:// URL of a GGUF file.
+    #[schema(pattern = "^https?://[^/?#\\s]+")]
     pub url: String,
     pub name: String,
 }
@@ -481,28 +490,42 @@ async fn key_and_user(
 impl Body for crate::limits::Limits {}
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     pub user: Option<String>,
     pub model: Option<String>,
     /// First local date, inclusive (default: the first of this month).
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
     pub from: Option<String>,
     /// Last local date, inclusive (default: today).
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
     pub to: Option<String>,
     /// `day` (default), `model` or `user`.
+    #[param(pattern = "^(day|model|user)$")]
     pub group_by: Option<String>,
+}
+
+/// The ledger export's range (no grouping: one row per request).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    pub user: Option<String>,
+    pub model: Option<String>,
+    /// First local date, inclusive (default: the first of this month).
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
+    pub from: Option<String>,
+    /// Last local date, inclusive (default: today).
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
+    pub to: Option<String>,
 }
 
 fn usage_filter(
     state: &AppState,
-    q: &UsageQuery,
+    from: Option<&str>,
+    to: Option<&str>,
 ) -> std::result::Result<crate::store::UsageFilter<'static>, ApiError> {
-    let r = crate::report::range(
-        state.quota.time_zone(),
-        state.quota.now(),
-        q.from.as_deref(),
-        q.to.as_deref(),
-    )
-    .map_err(|e| ApiError::invalid(e, Some("from")))?;
+    let r = crate::report::range(state.quota.time_zone(), state.quota.now(), from, to)
+        .map_err(|e| ApiError::invalid(e, Some("from")))?;
     Ok(crate::store::UsageFilter {
         user: None,
         model: None,
@@ -526,7 +549,7 @@ pub async fn usage(
     let by = crate::store::GroupBy::parse(by_name).ok_or_else(|| {
         ApiError::invalid("group_by must be day, model or user", Some("group_by"))
     })?;
-    let mut f = usage_filter(&state, &q)?;
+    let mut f = usage_filter(&state, q.from.as_deref(), q.to.as_deref())?;
     f.user = q.user.as_deref();
     f.model = q.model.as_deref();
     let groups = state.store.usage_report(&f, by).await?;
@@ -536,14 +559,14 @@ pub async fn usage(
 }
 
 /// The ledger rows of the range as CSV (one line per request).
-#[utoipa::path(get, path = "/admin/usage/export", tag = "admin", security(("api_key" = [])), params(UsageQuery),
+#[utoipa::path(get, path = "/admin/usage/export", tag = "admin", security(("api_key" = [])), params(ExportQuery),
     responses((status = 200, description = "text/csv"), (status = 400, body = OpenAiErrorBody)))]
 pub async fn usage_export(
     state: web::Data<AppState>,
     _a: Admin<OpenAi>,
-    q: web::Query<UsageQuery>,
+    q: web::Query<ExportQuery>,
 ) -> Result<HttpResponse> {
-    let mut f = usage_filter(&state, &q)?;
+    let mut f = usage_filter(&state, q.from.as_deref(), q.to.as_deref())?;
     f.user = q.user.as_deref();
     f.model = q.model.as_deref();
     let rows = state.store.usage_rows(&f).await?;

@@ -190,9 +190,12 @@ pub async fn delete_file(
 pub struct CreateBatch {
     pub input_file_id: String,
     /// `/v1/chat/completions` or `/v1/completions`.
+    #[schema(pattern = "^/v1/(chat/)?completions$")]
     pub endpoint: String,
     /// Only `24h`.
+    #[schema(pattern = "^24h$")]
     pub completion_window: String,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -237,8 +240,10 @@ pub async fn create_batch(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// A batch id: list the ones created before it.
     pub after: Option<String>,

@@ -39,6 +39,7 @@ pub async fn list(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpR
 #[derive(Deserialize, ToSchema)]
 pub struct WindowBody {
     /// `HH:MM-HH:MM` local time, or null: batches run at any time.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub window: Option<String>,
 }
 
@@ -69,14 +70,17 @@ pub async fn set_window(
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewSchedule {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// 5 fields (minute hour day month weekday) or 6 (seconds first), in the configured time zone.
     pub cron: String,
     /// A `batch` file; each run creates a batch from it.
     pub input_file_id: String,
     /// The user the batches belong to (and are charged to).
+    #[schema(pattern = "^[a-z0-9._@-]{1,64}$")]
     pub owner: String,
     /// `/v1/chat/completions` (default) or `/v1/completions`.
+    #[schema(pattern = "^/v1/(chat/)?completions$")]
     pub endpoint: Option<String>,
 }
 

@@ -132,29 +132,38 @@ pub struct StreamOptions {
 pub struct ResponseFormat {
     /// `text` (or `json_object`, see the notes in docs/api.md).
     #[serde(rename = "type")]
+    #[schema(pattern = "^(text|json_object)$")]
     pub kind: String,
 }
 
 /// Sampling fields shared by both completion endpoints (extensions as in llama.cpp's and vLLM's servers).
 #[derive(Deserialize, ToSchema, Clone, Default)]
 pub struct SamplingFields {
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     /// 0 = greedy. Default 1.
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f32>,
     /// Extension: 0 = off.
     pub top_k: Option<u32>,
     /// Extension.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub min_p: Option<f32>,
     /// Extension: 1 = off.
+    #[schema(minimum = 0.0, maximum = 10.0)]
     pub repetition_penalty: Option<f32>,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub presence_penalty: Option<f32>,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub frequency_penalty: Option<f32>,
     /// Token id (as a string) → bias in [-100, 100].
     pub logit_bias: Option<HashMap<String, f32>>,
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
     /// Only 1 is supported.
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<u32>,
     #[serde(default)]
     pub stream: bool,
@@ -261,7 +270,9 @@ pub enum Content {
 
 #[derive(Deserialize, ToSchema, Clone)]
 pub struct ContentPart {
+    /// `text` (the only kind supported).
     #[serde(rename = "type")]
+    #[schema(pattern = "^text$")]
     pub kind: String,
     pub text: Option<String>,
 }
@@ -269,6 +280,7 @@ pub struct ContentPart {
 #[derive(Deserialize, ToSchema, Clone)]
 pub struct ChatMessageIn {
     /// system, developer, user, assistant or tool.
+    #[schema(pattern = "^(system|developer|user|assistant|tool)$")]
     pub role: String,
     pub content: Option<Content>,
     pub name: Option<String>,
@@ -277,8 +289,10 @@ pub struct ChatMessageIn {
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     pub model: String,
+    #[schema(min_items = 1)]
     pub messages: Vec<ChatMessageIn>,
     /// Newer name of `max_tokens`; wins when both are given.
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     pub response_format: Option<ResponseFormat>,
     #[serde(flatten)]
@@ -437,7 +451,7 @@ fn text_completion(id: &str, created: i64, model: &str, c: &Completion) -> serde
 }
 
 /// The request of a chat completion body.
-fn chat_request(
+pub fn chat_request(
     req: &ChatCompletionRequest,
     endpoint: &'static str,
 ) -> std::result::Result<Request, ApiError> {
@@ -449,7 +463,7 @@ fn chat_request(
 }
 
 /// The request of a (legacy) completion body; 16 tokens unless it says otherwise, as OpenAI's default.
-fn completion_request(
+pub fn completion_request(
     req: &CompletionRequest,
     endpoint: &'static str,
 ) -> std::result::Result<Request, ApiError> {

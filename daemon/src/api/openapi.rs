@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi};
         cron::list, cron::set_window, cron::create, cron::update, cron::remove, cron::run,
     ),
     components(schemas(error::OpenAiErrorBody, error::OllamaErrorBody)),
-    modifiers(&BearerKey),
+    modifiers(&BearerKey, &Refusals),
     tags(
         (name = "openai", description = "OpenAI-compatible"),
         (name = "ollama", description = "Ollama-compatible"),
@@ -54,6 +54,120 @@ impl Modify for BearerKey {
             ),
         );
     }
+}
+
+/// The refusals an operation can meet, declared wherever they happen rather than by hand on each path (the
+/// handlers share the extractors that produce them): 401 where a key or session is needed, 403 on admin routes
+/// and where a key's model scope applies, 400 wherever a body or query is read, 413 wherever a body is read, 404
+/// where the path names something, and 429 (quota, Retry-After) and 503 (queue full, Retry-After) where inference
+/// is admitted. Each in the path's error shape: Ollama's under /api, OpenAI's elsewhere.
+struct Refusals;
+
+/// Operations that admit inference (quota, queue).
+const ADMITS: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/api/chat",
+    "/api/generate",
+];
+
+impl Modify for Refusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let body = if path.starts_with("/api/") {
+                "OllamaErrorBody"
+            } else {
+                "OpenAiErrorBody"
+            };
+            let admits = ADMITS.contains(&path.as_str());
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let params = op.parameters.iter().flatten();
+                let in_path = params.clone().any(|p| p.parameter_in == ParameterIn::Path);
+                let in_query = params.clone().any(|p| p.parameter_in == ParameterIn::Query);
+                let reads_body = op.request_body.is_some();
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let statuses = [
+                    (
+                        "400",
+                        reads_body || in_query,
+                        "invalid request: the message names the field",
+                    ),
+                    ("401", secured, "no valid API key or session"),
+                    (
+                        "403",
+                        secured && (path.starts_with("/admin") || admits),
+                        "the key or user may not do this",
+                    ),
+                    ("404", in_path || admits, "not found"),
+                    ("413", reads_body, "request body too large"),
+                    (
+                        "429",
+                        admits,
+                        "a quota or rate limit: see Retry-After and the x-ratelimit-* headers",
+                    ),
+                    (
+                        "503",
+                        admits,
+                        "the model's queue is full, or the daemon is draining: see Retry-After",
+                    ),
+                ];
+                for (code, applies, description) in statuses {
+                    if applies && !op.responses.responses.contains_key(code) {
+                        let response = ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name(body)))
+                                    .build(),
+                            )
+                            .build();
+                        op.responses
+                            .responses
+                            .insert(code.to_owned(), response.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The methods a documented path allows (`Allow` of a 405), HEAD wherever GET is.
+pub fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    static ALLOWED: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    ALLOWED
+        .get_or_init(|| {
+            ApiDoc::openapi()
+                .paths
+                .paths
+                .iter()
+                .map(|(path, item)| {
+                    let methods: Vec<&str> = [
+                        ("GET, HEAD", item.get.is_some()),
+                        ("POST", item.post.is_some()),
+                        ("PUT", item.put.is_some()),
+                        ("PATCH", item.patch.is_some()),
+                        ("DELETE", item.delete.is_some()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(m, on)| on.then_some(m))
+                    .collect();
+                    (path.clone(), methods.join(", "))
+                })
+                .collect()
+        })
+        .get(pattern)
+        .map(String::as_str)
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -43,6 +43,7 @@ pub struct Login {
 #[derive(Deserialize, ToSchema)]
 pub struct PasswordChange {
     pub current_password: String,
+    #[schema(min_length = 8)]
     pub new_password: String,
 }
 
@@ -195,6 +196,7 @@ pub struct MyNewKey {
     /// Restrict the key to these models.
     pub models: Option<Vec<String>>,
     /// Lifetime, e.g. `"30d"`.
+    #[schema(pattern = "^(0|([0-9]+(ms|s|m|h|d|w))+)$")]
     pub expires: Option<String>,
 }
 
