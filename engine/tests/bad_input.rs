@@ -285,3 +285,26 @@ fn overlapping_tensor_data_is_refused_naming_both() {
         "{msg}"
     );
 }
+
+/// Found by the tokenizer fuzz target (tests/fuzz): SmolLM2's byte-level vocabulary has no token for six
+/// control characters (0x04, 0x06, 0x13, 0x14, 0x16, 0x1d). Like the model's own tokenizer.json and llama.cpp,
+/// encoding drops exactly those characters; every other byte of the text comes back.
+#[test]
+fn byte_level_bpe_round_trips_all_but_the_bytes_the_vocabulary_lacks() {
+    let gguf = GgufFile::open(common::model(common::SMOLLM2)).expect("open");
+    let tok = hearth_engine::Tokenizer::from_gguf(&gguf).expect("tokenizer");
+    for c in ['\u{4}', '\u{6}', '\u{13}', '\u{14}', '\u{16}', '\u{1d}'] {
+        assert_eq!(
+            tok.encode(&c.to_string(), false).expect("encode"),
+            Vec::<u32>::new()
+        );
+    }
+    for (text, back) in [
+        ("a\u{13}b", "ab"),
+        ("\u{fffd}\u{13}\u{fffd}", "\u{fffd}\u{fffd}"),
+        ("\0\u{1}\u{7f}\u{1b}[0m", "\0\u{1}\u{7f}\u{1b}[0m"),
+    ] {
+        let ids = tok.encode(text, false).expect("encode");
+        assert_eq!(tok.decode(&ids), back);
+    }
+}
