@@ -5,7 +5,7 @@ STATE ?= .hearth
 
 BIND ?= 127.0.0.1:8383
 
-.PHONY: run check test test-aarch64 check-macos models clients tools ui e2e screenshots build lint package package-test bench bench-gateway golden clean
+.PHONY: run check test test-aarch64 check-macos models clients tools ui e2e conformance fuzz soak screenshots build lint package package-test bench bench-gateway golden clean
 
 ## make run: fetch the demo model, build, and serve it (embedded SQLite in $(STATE)); prints URL, login and a key.
 run: models ui build
@@ -28,6 +28,19 @@ ui:
 e2e:
 	HEARTH_BIN=$(CARGO_TARGET_DIR)/debug/hearth HEARTH_MODEL=$$(scripts/fetch-models)/SmolLM2-135M-Instruct-Q4_1.gguf \
 		node admin-ui/tests/e2e.mjs
+
+## make conformance: schemathesis against the served /openapi.json (bounded; part of make test).
+conformance:
+	cargo build -p hearth
+	scripts/api-conformance
+
+## make fuzz: every cargo-fuzz target for HEARTH_FUZZ_SECS seconds each (20 in make test; set more to hunt).
+fuzz: models
+	scripts/fuzz
+
+## make soak: the overload/soak test for 10 minutes (make test runs it for 40 s); prints its figures.
+soak: models
+	HEARTH_SOAK_SECS=$${HEARTH_SOAK_SECS:-600} cargo test -p hearth --test soak -- --nocapture
 
 ## make screenshots: e2e, then copy its screenshots to docs/screenshots/.
 screenshots:
@@ -56,6 +69,8 @@ check:
 test: models clients tools lint
 	HEARTH_REQUIRE_UI=1 scripts/build-ui
 	cargo test --workspace
+	scripts/api-conformance
+	scripts/fuzz
 	scripts/test-aarch64
 	scripts/check-macos
 	$(MAKE) e2e
