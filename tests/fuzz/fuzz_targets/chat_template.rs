@@ -11,8 +11,13 @@ fuzz_target!(|data: &[u8]| {
     let mut parts = text.split('\0');
     let source = parts.next().unwrap_or_default();
     let rest: Vec<&str> = parts.collect();
-    let messages: Vec<ChatMessage> = rest.chunks(2).map(|c| ChatMessage::new(c[0], c.get(1).copied().unwrap_or(""))).collect();
-    let Ok(template) = ChatTemplate::new(source, "<s>", "</s>") else { return };
+    let messages: Vec<ChatMessage> = rest
+        .chunks(2)
+        .map(|c| ChatMessage::new(c[0], c.get(1).copied().unwrap_or("")))
+        .collect();
+    let Ok(template) = ChatTemplate::new(source, "<s>", "</s>") else {
+        return;
+    };
     let _ = template.render(&messages, true);
     let _ = template.render(&messages, false);
 });

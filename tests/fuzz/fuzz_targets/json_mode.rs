@@ -30,14 +30,21 @@ fuzz_target!(|data: &[u8]| {
         match serde_json::from_slice::<serde_json::Value>(&data[..accepted]) {
             Ok(v) => assert!(v.is_object(), "accepted a non-object"),
             Err(e) if e.to_string().starts_with("number out of range") => {}
-            Err(e) => panic!("accepted invalid JSON {:?}: {e}", String::from_utf8_lossy(&data[..accepted])),
+            Err(e) => panic!(
+                "accepted invalid JSON {:?}: {e}",
+                String::from_utf8_lossy(&data[..accepted])
+            ),
         }
     }
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
         if v.is_object() && depth(&v) <= MAX_DEPTH {
             let compact = serde_json::to_vec(&v).expect("serialise");
             let mut s = JsonState::default();
-            assert!(s.feed(&compact) && s.is_complete(), "refused valid JSON {}", String::from_utf8_lossy(&compact));
+            assert!(
+                s.feed(&compact) && s.is_complete(),
+                "refused valid JSON {}",
+                String::from_utf8_lossy(&compact)
+            );
         }
     }
 });

@@ -7,7 +7,9 @@ use hearth::api::bodies::{decode, BodyKind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, body)) = data.split_first() else { return };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
     let kind = BodyKind::ALL[usize::from(pick) % BodyKind::ALL.len()];
     if let Err(e) = decode(kind, body) {
         assert_eq!(e.status().as_u16(), 400, "{kind:?}: {e}");
