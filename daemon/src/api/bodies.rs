@@ -77,12 +77,10 @@ mod tests {
     /// `Duration::from_secs_f64` panics past its range: a member's `"keep_alive": 1e300` took down an HTTP worker.
     #[test]
     fn a_keep_alive_past_any_duration_is_forever() {
-        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"keep_alive":1e300}"#;
+        let body =
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"keep_alive":1e300}"#;
         let r = decode(BodyKind::OllamaChat, body.as_bytes()).expect("decoded");
-        assert_eq!(
-            r.and_then(|r| r.keep_alive),
-            Some(std::time::Duration::MAX)
-        );
+        assert_eq!(r.and_then(|r| r.keep_alive), Some(std::time::Duration::MAX));
     }
 
     #[test]
