@@ -1,12 +1,18 @@
 //! JSON mode's recogniser against serde_json. Sound: bytes it accepts as a complete object parse as a JSON
 //! object (a number past f64's range is valid JSON that serde_json declines; such inputs are skipped). Complete: any JSON object serde_json parses, written compactly, is accepted (within the
-//! recogniser's nesting limit). Prefix-closed: every prefix of accepted bytes is accepted.
+//! recogniser's nesting limit). Prefix-closed: every prefix of accepted bytes is accepted. (An object with
+//! serde_json's reserved RawValue key is valid JSON serde_json refuses: skipped too.)
 #![no_main]
 
 use hearth_engine::json_mode::JsonState;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_DEPTH: usize = 32;
+const RAW_VALUE_KEY: &[u8] = b"$serde_json::private::RawValue";
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
 
 fn depth(v: &serde_json::Value) -> usize {
     match v {
@@ -30,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
         match serde_json::from_slice::<serde_json::Value>(&data[..accepted]) {
             Ok(v) => assert!(v.is_object(), "accepted a non-object"),
             Err(e) if e.to_string().starts_with("number out of range") => {}
+            // serde_json (its `raw_value` feature, enabled by a dependency) reserves this key for its own
+            // RawValue type and refuses valid JSON that uses it: an oracle limit, not a recogniser bug.
+            Err(_) if contains(&data[..accepted], RAW_VALUE_KEY) => {}
             Err(e) => panic!(
                 "accepted invalid JSON {:?}: {e}",
                 String::from_utf8_lossy(&data[..accepted])
