@@ -122,6 +122,7 @@ mod tests {
                 key_id: None,
                 model: "m",
                 endpoint: "chat",
+                client_user: None,
                 prompt_tokens: 5,
                 reserve: 50,
                 now: crate::store::now(),

@@ -62,7 +62,7 @@ fn field(s: &str) -> String {
 /// One line per request; times in RFC 3339 UTC.
 pub fn csv(rows: &[UsageRow]) -> String {
     let mut out = String::from(
-        "id,user,key_id,model,endpoint,status,finish_reason,prompt_tokens,completion_tokens,charged_tokens,started_at,duration_ms,device,queue_ms,energy_joules,energy_source\n",
+        "id,user,key_id,model,endpoint,status,finish_reason,prompt_tokens,completion_tokens,charged_tokens,started_at,duration_ms,device,queue_ms,energy_joules,energy_source,client_user\n",
     );
     for r in rows {
         let started = Timestamp::from_second(r.started_at)
@@ -85,6 +85,7 @@ pub fn csv(rows: &[UsageRow]) -> String {
             r.queue_ms.map(|q| q.to_string()).unwrap_or_default(),
             r.energy_joules.map(|j| j.to_string()).unwrap_or_default(),
             field(r.energy_source.as_deref().unwrap_or("")),
+            field(r.client_user.as_deref().unwrap_or("")),
         ];
         out.push_str(&cols.join(","));
         out.push('\n');
@@ -161,11 +162,12 @@ mod tests {
             queue_ms: Some(7),
             energy_joules: Some(0.5),
             energy_source: Some("rapl".into()),
+            client_user: Some("u-17".into()),
         };
         let c = csv(&[row]);
         assert_eq!(
             c.lines().nth(1).unwrap(),
-            "r1,\"a,b\",,\"m\"\"x\",chat,ok,stop,1,2,3,1970-01-01T00:00:00Z,4,cpu,7,0.5,rapl"
+            "r1,\"a,b\",,\"m\"\"x\",chat,ok,stop,1,2,3,1970-01-01T00:00:00Z,4,cpu,7,0.5,rapl,u-17"
         );
     }
 }

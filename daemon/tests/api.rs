@@ -98,6 +98,28 @@ fn openai_chat_completion_json_and_stream_agree() {
         "{usage}"
     );
 
+    // The client's `user` lands on the ledger row; a field not acted on is a 400 naming it.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("Hi", json!({"max_tokens": 2, "user": "household-tablet"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(d
+        .ledger()
+        .iter()
+        .any(|row| row["client_user"] == "household-tablet"));
+    let e = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat(
+            "Hi",
+            json!({"max_tokens": 2, "prediction": {"type": "content", "content": "x"}}),
+        ),
+    );
+    assert_eq!(e.status, 400);
+    assert_eq!(e.json()["error"]["param"], "prediction");
+
     // max_completion_tokens wins over max_tokens; a stop string ends it early and is not included.
     let r = d.post(
         "/v1/chat/completions",
@@ -281,6 +303,41 @@ fn ollama_api() {
         "smollm2"
     );
 
+    // num_ctx is the request's window: the output ends at it, and a prompt that does not fit is refused.
+    let w = d
+        .post(
+            "/api/generate",
+            Some(&k),
+            &json!({"model": "smollm2", "prompt": "1, 2, 3, 4,", "raw": true, "stream": false,
+                "options": {"temperature": 0, "num_predict": 100, "num_ctx": 12}}),
+        )
+        .json();
+    let used = w["prompt_eval_count"].as_u64().unwrap() + w["eval_count"].as_u64().unwrap();
+    assert_eq!(
+        (used, w["done_reason"].as_str()),
+        (12, Some("length")),
+        "{w}"
+    );
+    let e = d.post(
+        "/api/generate",
+        Some(&k),
+        &json!({"model": "smollm2", "prompt": "1, 2, 3, 4,", "raw": true, "stream": false,
+            "options": {"num_ctx": 4}}),
+    );
+    assert_eq!(e.status, 400, "{}", e.text());
+    // An option not acted on is refused by name, never ignored (Ollama ignores it).
+    let e = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}],
+            "options": {"typical_p": 0.5}}),
+    );
+    assert_eq!(e.status, 400);
+    assert!(e.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("'options.typical_p'"));
+
     // Errors in Ollama's shape.
     let e = d.post(
         "/api/chat",
@@ -363,14 +420,97 @@ fn json_mode_returns_a_json_object() {
     assert_eq!(v["done_reason"], "stop", "{v}");
     let parsed: Value = serde_json::from_str(v["message"]["content"].as_str().unwrap()).unwrap();
     assert!(parsed.is_object());
-    // Schemas are refused clearly, not ignored.
+}
+
+/// Structured outputs: whatever the 135M model would say, the text validates against the schema (checked by the
+/// independent `jsonschema` crate), in both APIs; a keyword Hearth would not enforce is a 400 naming it.
+#[test]
+fn structured_outputs_validate_against_their_schema() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 20},
+            "age": {"type": "integer"},
+            "indoor": {"type": "boolean"},
+            "colour": {"enum": ["black", "white", "ginger", "tabby"]},
+            "toys": {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 1, "maxItems": 3},
+            "vet": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/vet"}]}
+        },
+        "required": ["name", "age", "indoor", "colour", "toys", "vet"],
+        "additionalProperties": false,
+        "$defs": {"vet": {"type": "object", "properties": {"town": {"type": "string", "maxLength": 16}},
+            "required": ["town"]}}
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for temperature in [0.0, 1.0] {
+        let r = d.post(
+            "/v1/chat/completions",
+            Some(&k),
+            &chat(
+                "Describe a cat.",
+                json!({"max_tokens": 300, "temperature": temperature, "seed": 7,
+                    "response_format": {"type": "json_schema",
+                        "json_schema": {"name": "cat", "schema": schema, "strict": true}}}),
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+        let parsed: Value =
+            serde_json::from_str(content).unwrap_or_else(|e| panic!("not JSON ({e}): {content}"));
+        assert!(validator.is_valid(&parsed), "{content}");
+    }
+    // Ollama's format: {schema}, streamed.
+    let r = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": "Describe a cat."}],
+            "format": schema, "options": {"temperature": 0, "num_predict": 300}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines = r.ndjson();
+    let text: String = lines
+        .iter()
+        .map(|l| l["message"]["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(lines.last().unwrap()["done_reason"], "stop");
+    assert!(
+        validator.is_valid(&serde_json::from_str(&text).unwrap()),
+        "{text}"
+    );
+    // What Hearth would not enforce is refused by name and place, never ignored.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat("hi", json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x",
+            "schema": {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}}}}}})),
+    );
+    assert_eq!(r.status, 400);
+    let e = r.json();
+    assert_eq!(e["error"]["param"], "response_format.json_schema.schema");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("#/properties/when/format"),
+        "{e}"
+    );
+    let r = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}],
+        "format": {"type": "string", "pattern": "^a"}}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("pattern"));
     let r = d.post(
         "/v1/chat/completions",
         Some(&k),
         &chat("hi", json!({"response_format": {"type": "json_schema"}})),
     );
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"]["param"], "response_format");
-    let r = d.post("/api/chat", Some(&k), &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "format": {"type": "object"}}));
-    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "response_format.json_schema");
 }

@@ -2,8 +2,8 @@
 //! forward pass per `step`. Sequences join (`add`) and leave (finish, `cancel`) between steps; prompts are
 //! processed in chunks that share the step with decoding sequences.
 
+use crate::constraint::Constraint;
 use crate::error::{EngineError, Result};
-use crate::json_mode::JsonState;
 use crate::kv::KvCache;
 use crate::model::{Entry, Model, Scratch};
 use crate::sampling::{draw, Sampler, SamplingParams};
@@ -28,6 +28,8 @@ pub struct GenerateRequest {
     pub ignore_eos: bool,
     /// Constrain the output to one JSON object (`json_mode`).
     pub json_object: bool,
+    /// Constrain the output to a value of this JSON Schema (wins over `json_object`).
+    pub schema: Option<Arc<crate::schema::Grammar>>,
     /// Opt out of speculative decoding for this request (it is on wherever the batch has it).
     pub no_speculation: bool,
 }
@@ -92,7 +94,7 @@ struct Seq {
     sampler: Sampler,
     stream: TextStream,
     ignore_eos: bool,
-    json: Option<JsonState>,
+    constraint: Option<Constraint>,
     added: Instant,
     first_token_at: Option<Instant>,
     /// Speculation state; None when this sequence decodes plainly.
@@ -164,25 +166,6 @@ struct Group {
     slot: usize,
     rows: usize,
     decode: bool,
-}
-
-/// JSON mode: a token may follow if it keeps the output a valid JSON-object prefix; end-of-generation only once
-/// the object is complete (and then nothing else).
-fn json_allows(tok: &Tokenizer, js: &JsonState, id: u32) -> bool {
-    if tok.is_eog(id) {
-        js.is_complete()
-    } else {
-        let bytes = tok.token_bytes(id);
-        !js.is_complete() && !bytes.is_empty() && js.accepts(bytes)
-    }
-}
-
-fn mask_json(tok: &Tokenizer, js: &JsonState, logits: &mut [f32]) {
-    for (id, l) in logits.iter_mut().enumerate() {
-        if !json_allows(tok, js, id as u32) {
-            *l = f32::NEG_INFINITY;
-        }
-    }
 }
 
 /// How many tokens each speculating, decoding sequence proposes this step, as `(slot, k)` in slot order:
@@ -318,24 +301,24 @@ fn verify_proposal(
 /// The next token without a proposal. In JSON mode: sample freely first (cheap, usually acceptable) and mask
 /// the vocabulary only when the choice would break the JSON — as llama.cpp does with grammars.
 fn sample(seq: &mut Seq, logits: &mut [f32], tok: &Tokenizer, spare: &mut Vec<f32>) -> u32 {
-    let Some(js) = &seq.json else {
+    let Some(c) = &seq.constraint else {
         return seq.sampler.sample(logits);
     };
     spare.clear();
     spare.extend_from_slice(logits);
     let t = seq.sampler.sample(spare);
-    if json_allows(tok, js, t) {
+    if c.allows(tok, t) {
         t
     } else {
-        mask_json(tok, js, logits);
+        c.mask(tok, logits);
         seq.sampler.sample(logits)
     }
 }
 
 /// Appends a chosen token to the sequence; returns the text it releases and whether it ends generation.
 fn append(seq: &mut Seq, token: u32, tok: &Tokenizer) -> (crate::stream::Delta, bool) {
-    if let Some(js) = &mut seq.json {
-        js.feed(tok.token_bytes(token));
+    if let Some(c) = &mut seq.constraint {
+        c.feed(tok.token_bytes(token));
     }
     seq.sampler.accept(token);
     seq.tokens.push(token);
@@ -508,7 +491,12 @@ impl Batch {
         // every time (speculation changes which random draws go where): both decode plainly.
         let seeded_sampling = req.sampling.temperature > 0.0 && req.sampling.seed.is_some();
         let spec = match &self.spec {
-            Some(sp) if !req.no_speculation && !req.json_object && !seeded_sampling => {
+            Some(sp)
+                if !req.no_speculation
+                    && !req.json_object
+                    && req.schema.is_none()
+                    && !seeded_sampling =>
+            {
                 let draft_sampler = (sp.mode == SpecMode::Draft && req.sampling.temperature > 0.0)
                     .then(|| {
                         // q may be any distribution: the draft's own, tempered and truncated as the request
@@ -545,7 +533,7 @@ impl Batch {
             max_tokens: req.max_tokens,
             stream: TextStream::new(req.stop),
             ignore_eos: req.ignore_eos,
-            json: req.json_object.then(JsonState::default),
+            constraint: Constraint::of(req.schema.as_ref(), req.json_object),
             added: Instant::now(),
             first_token_at: None,
             spec,

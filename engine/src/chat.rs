@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// The participant's name (OpenAI's `name`), for templates that render it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -17,6 +20,7 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            name: None,
         }
     }
 }
@@ -29,6 +33,9 @@ pub const GEMMA: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -
 pub struct ChatTemplate {
     env: Environment<'static>,
     pub source: String,
+    /// Whether the template renders a message's `name`; where it does not, the name is written before the
+    /// content so that it still reaches the model.
+    renders_name: bool,
     bos: String,
     eos: String,
 }
@@ -59,8 +66,12 @@ impl ChatTemplate {
         });
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| EngineError::Template(describe(&e)))?;
+        let renders_name = ["message.name", "message['name']", "message[\"name\"]"]
+            .iter()
+            .any(|p| source.contains(p));
         Ok(ChatTemplate {
             env,
+            renders_name,
             source: source.to_owned(),
             bos: bos.to_owned(),
             eos: eos.to_owned(),
@@ -91,6 +102,19 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| EngineError::Template(describe(&e)))?;
+        let named;
+        let messages = if self.renders_name || messages.iter().all(|m| m.name.is_none()) {
+            messages
+        } else {
+            named = messages
+                .iter()
+                .map(|m| match &m.name {
+                    Some(n) => ChatMessage::new(&m.role, &format!("{n}: {}", m.content)),
+                    None => m.clone(),
+                })
+                .collect::<Vec<_>>();
+            &named[..]
+        };
         tmpl.render(minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -184,6 +208,27 @@ mod tests {
             .render(&[ChatMessage::new("user", "Hi")], true)
             .expect("renders");
         assert_eq!(s, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn names_reach_the_template_or_the_content() {
+        let mut alice = ChatMessage::new("user", "Hi");
+        alice.name = Some("alice".into());
+        let plain = ChatTemplate::for_model(None, "llama", "", "").expect("compiles");
+        assert_eq!(
+            plain.render(&[alice.clone()], false).expect("renders"),
+            "<|im_start|>user\nalice: Hi<|im_end|>\n"
+        );
+        let named = ChatTemplate::new(
+            "{% for message in messages %}[{{ message.name }}] {{ message.content }}{% endfor %}",
+            "",
+            "",
+        )
+        .expect("compiles");
+        assert_eq!(
+            named.render(&[alice], false).expect("renders"),
+            "[alice] Hi"
+        );
     }
 
     #[test]

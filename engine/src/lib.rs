@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod batch;
 pub mod chat;
+pub mod constraint;
 pub mod devices;
 pub mod error;
 pub mod gguf;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod sampling;
+pub mod schema;
 pub mod speculative;
 pub mod stream;
 pub mod ternary;

@@ -17,6 +17,7 @@ fn greedy(prompt: Vec<u32>, n: usize) -> GenerateRequest {
         stop: vec![],
         ignore_eos: true,
         json_object: false,
+        schema: None,
         no_speculation: false,
     }
 }
@@ -185,6 +186,7 @@ fn same_seed_same_text_different_seed_different_text() {
             stop: vec![],
             ignore_eos: true,
             json_object: false,
+            schema: None,
             no_speculation: false,
         })
         .expect("add");

@@ -233,6 +233,7 @@ fn check_greedy(key: &str, file: &str) -> (usize, usize) {
                 stop: vec![],
                 ignore_eos: true,
                 json_object: false,
+                schema: None,
                 no_speculation: false,
             })
             .expect("add");

@@ -81,6 +81,20 @@ except openai.BadRequestError as e:
     check(e.code == "context_length_exceeded", f"overflow code: {e.code}")
 
 
+# Structured outputs the way the SDKs do them: a pydantic model turned into a strict JSON Schema.
+from pydantic import BaseModel
+
+
+class Cat(BaseModel):
+    name: str
+    age: int
+    indoor: bool
+
+
+done = oa.chat.completions.parse(model=model, messages=[{"role": "user", "content": "Describe a cat."}],
+                                 response_format=Cat, max_tokens=200, temperature=0)
+check(isinstance(done.choices[0].message.parsed, Cat), f"parse: {done.choices[0].message}")
+
 # Files + Batch API: upload a JSONL file, run it as a batch, read the output file.
 import io
 import json
@@ -127,6 +141,10 @@ g = ol.generate(model=model, prompt="1, 2, 3,", raw=True, options={"temperature"
 check(g.response.startswith(" 4"), f"ollama generate: {g.response!r}")
 check(any(m.model == model for m in ol.ps().models), "ollama ps")
 
+cat = ol.chat(model=model, messages=[{"role": "user", "content": "Describe a cat."}], format=Cat.model_json_schema(),
+              options={"temperature": 0, "num_predict": 200})
+check(isinstance(Cat.model_validate_json(cat.message.content), Cat), f"ollama format schema: {cat.message.content}")
+
 try:
     ollama.Client(host=base, headers={"Authorization": "Bearer hth_wrong"}).list()
     check(False, "ollama bad key accepted")
@@ -137,5 +155,160 @@ try:
     check(False, "ollama unknown model accepted")
 except ollama.ResponseError as e:
     check(e.status_code == 404, f"ollama unknown model status {e.status_code}")
+
+
+# --- no silent drops: every field of the clients' own request types is acted on or refused by name ---
+# The field lists come from the installed clients (their TypedDicts and pydantic models), not from Hearth; each
+# field is sent alone with a well-typed value. Accepted fields must be exactly the ones docs/api.md says Hearth
+# acts on; every other one must be a 400 whose error names it.
+import typing
+
+from openai.types import completion_create_params as text_params
+from openai.types.chat import completion_create_params as chat_params
+import openai.types.chat as chat_types
+import ollama._types as ol_types
+
+SAMPLE = {
+    "audio": {"voice": "alloy", "format": "wav"}, "frequency_penalty": 0.1, "function_call": "auto",
+    "functions": [{"name": "f", "parameters": {"type": "object"}}], "logit_bias": {"1": 0.5}, "logprobs": True,
+    "max_completion_tokens": 1, "max_tokens": 1, "metadata": {"a": "b"}, "modalities": ["text"], "n": 1,
+    "parallel_tool_calls": True, "prediction": {"type": "content", "content": "x"}, "presence_penalty": 0.1,
+    "prompt_cache_key": "k", "prompt_cache_retention": "24h", "reasoning_effort": "low",
+    "response_format": {"type": "json_object"}, "safety_identifier": "s", "seed": 1, "service_tier": "auto",
+    "stop": ["\n\n"], "store": True, "stream_options": {"include_usage": True}, "temperature": 0.5,
+    "tool_choice": "auto", "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "top_logprobs": 2, "top_p": 0.5, "user": "u", "verbosity": "low", "web_search_options": {},
+    "best_of": 1, "echo": True, "suffix": "x",
+    # message members
+    "name": "alice", "refusal": "no", "tool_calls": [{"id": "c1", "type": "function",
+                                                      "function": {"name": "f", "arguments": "{}"}}],
+    "tool_call_id": "c1",
+}
+ACTED_CHAT = {"frequency_penalty", "logit_bias", "max_completion_tokens", "max_tokens", "messages", "model", "n",
+              "presence_penalty", "response_format", "seed", "stop", "stream_options", "temperature", "top_p", "user"}
+ACTED_TEXT = {"frequency_penalty", "logit_bias", "max_tokens", "model", "n", "presence_penalty", "prompt", "seed",
+              "stop", "stream_options", "temperature", "top_p", "user"}
+ACTED_MESSAGE = {"content", "role", "name"}
+
+
+def outcome(call, field):
+    """'acted' for a 200, 'refused' for a 400 naming the field; anything else fails the walk."""
+    try:
+        call()
+        return "acted"
+    except (openai.BadRequestError, ollama.ResponseError) as e:
+        status = getattr(e, "status_code", None)
+        body = getattr(e, "body", None) or {}
+        text = str(e)
+        named = (isinstance(body, dict) and body.get("param") == field) or f"'{field}'" in text
+        check(status == 400 and named, f"{field}: a 400 naming it, got {status} {text}")
+        return "refused"
+
+
+def hello_messages():
+    return [{"role": "user", "content": "Hi"}]
+
+
+def chat_field(f):
+    if f in ("model", "messages"):
+        return lambda: oa.chat.completions.create(model=model, messages=hello_messages(), max_tokens=1)
+    extra = {f: SAMPLE[f]}
+    if f == "stream_options":
+        return lambda: list(oa.chat.completions.create(model=model, messages=hello_messages(), max_tokens=1,
+                                                       stream=True, **extra))
+    if f not in ("max_tokens", "max_completion_tokens"):
+        extra["max_tokens"] = 1
+    if f == "response_format":
+        return lambda: oa.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Reply in JSON."}], **extra)
+    return lambda: oa.chat.completions.create(model=model, messages=hello_messages(), **extra)
+
+
+fields = sorted(typing.get_type_hints(chat_params.CompletionCreateParamsBase))
+acted = {f for f in fields if outcome(chat_field(f), f) == "acted"}
+check(acted == ACTED_CHAT, f"chat fields acted on: {sorted(acted)}, documented: {sorted(ACTED_CHAT)}")
+
+
+def text_field(f):
+    extra = {} if f in ("model", "prompt") else {f: SAMPLE[f]}
+    if f != "max_tokens":
+        extra["max_tokens"] = 1
+    if f == "stream_options":
+        return lambda: list(oa.completions.create(model=model, prompt="1,", stream=True, **extra))
+    return lambda: oa.completions.create(model=model, prompt="1,", **extra)
+
+
+fields = sorted(typing.get_type_hints(text_params.CompletionCreateParamsBase))
+acted = {f for f in fields if outcome(text_field(f), f) == "acted"}
+check(acted == ACTED_TEXT, f"completion fields acted on: {sorted(acted)}, documented: {sorted(ACTED_TEXT)}")
+
+# The deprecated `function` role is refused as a whole (by its role).
+check(outcome(lambda: oa.chat.completions.create(model=model, max_tokens=1, messages=[
+    {"role": "function", "name": "f", "content": "1"}, {"role": "user", "content": "Hi"}]),
+    "messages[0].role") == "refused", "function role")
+for kind in ("System", "Developer", "User", "Assistant", "Tool"):
+    members = typing.get_type_hints(getattr(chat_types, f"ChatCompletion{kind}MessageParam"))
+    role = kind.lower()
+    for f in sorted(members):
+        if f in ("role", "content"):
+            continue
+        msg = {"role": role, "content": "Hi", f: SAMPLE[f]}
+        msgs = [msg, {"role": "user", "content": "Hi"}]
+        r = outcome(lambda: oa.chat.completions.create(model=model, messages=msgs, max_tokens=1),
+                    f"messages[0].{f}")
+        check((r == "acted") == (f in ACTED_MESSAGE),
+              f"{role} message member {f}: {r}")
+
+OL_SAMPLE = {
+    "format": "json", "keep_alive": "1m", "logprobs": True, "top_logprobs": 2, "stream": False, "think": True,
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "context": [1, 2, 3], "images": ["iVBORw0KGgo="], "raw": True, "suffix": "x", "system": "Be brief.",
+    "template": "{{ .Prompt }}",
+}
+OL_OPTION = {"embedding_only": False, "f16_kv": True, "frequency_penalty": 0.1, "logits_all": False,
+             "low_vram": False, "main_gpu": 0, "mirostat": 1, "mirostat_eta": 0.1, "mirostat_tau": 5.0,
+             "num_batch": 8, "num_ctx": 256, "num_gpu": 0, "num_keep": 4, "num_predict": 1, "num_thread": 2,
+             "numa": False, "penalize_newline": True, "presence_penalty": 0.1, "repeat_last_n": 8,
+             "repeat_penalty": 1.1, "seed": 1, "stop": ["\n\n"], "temperature": 0.5, "tfs_z": 1.0, "top_k": 5,
+             "top_p": 0.5, "typical_p": 0.5, "use_mlock": False, "use_mmap": True, "vocab_only": False}
+ACTED_OL_CHAT = {"format", "keep_alive", "messages", "model", "options", "stream"}
+ACTED_OL_GENERATE = {"format", "keep_alive", "model", "options", "prompt", "raw", "stream", "system"}
+ACTED_OL_OPTION = {"frequency_penalty", "num_ctx", "num_predict", "presence_penalty", "repeat_last_n",
+                   "repeat_penalty", "seed", "stop", "temperature", "top_k", "top_p"}
+quick = {"num_predict": 1}
+
+
+def ol_call(endpoint, f):
+    if endpoint == "chat":
+        base_args = {"model": model, "messages": hello_messages(), "options": quick, "stream": False}
+    else:
+        base_args = {"model": model, "prompt": "1,", "options": quick, "stream": False}
+    if f not in base_args:
+        base_args[f] = OL_SAMPLE[f]
+    fn = ol.chat if endpoint == "chat" else ol.generate
+    return lambda: fn(**base_args)
+
+
+for endpoint, request_type, documented in (("chat", ol_types.ChatRequest, ACTED_OL_CHAT),
+                                           ("generate", ol_types.GenerateRequest, ACTED_OL_GENERATE)):
+    fields = sorted(request_type.model_fields)
+    acted = {f for f in fields if outcome(ol_call(endpoint, f), f) == "acted"}
+    check(acted == documented, f"ollama {endpoint} fields acted on: {sorted(acted)}, documented: {sorted(documented)}")
+
+acted = set()
+for f in sorted(ol_types.Options.model_fields):
+    opts = {"num_predict": 1, f: OL_OPTION[f]}
+    if outcome(lambda: ol.generate(model=model, prompt="1,", options=opts, stream=False), f"options.{f}") == "acted":
+        acted.add(f)
+check(acted == ACTED_OL_OPTION, f"ollama options acted on: {sorted(acted)}, documented: {sorted(ACTED_OL_OPTION)}")
+
+OL_MESSAGE = {"images": ["iVBORw0KGgo="], "thinking": "hmm", "tool_name": "f",
+              "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+for f in sorted(ol_types.Message.model_fields):
+    if f in ("role", "content"):
+        continue
+    msgs = [{"role": "user", "content": "Hi", f: OL_MESSAGE[f]}]
+    r = outcome(lambda: ol.chat(model=model, messages=msgs, options=quick, stream=False), f"messages[0].{f}")
+    check(r == "refused", f"ollama message member {f}: {r}")
 
 print(f"clients.py: {checks} checks passed (openai {openai.__version__}, ollama)")

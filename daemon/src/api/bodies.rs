@@ -33,7 +33,7 @@ impl BodyKind {
 /// the client's (a 400 naming the field).
 pub fn decode(kind: BodyKind, body: &[u8]) -> Result<Option<Request>, ApiError> {
     let ollama = |call| match call {
-        ollama::Call::Generate(r) => Some(r),
+        ollama::Call::Generate(r) => Some(*r),
         ollama::Call::Load(_) => None,
     };
     Ok(match kind {
@@ -96,5 +96,126 @@ mod tests {
         );
         assert_eq!(status, 400);
         assert!(m.contains("messages[0].role"), "{m}");
+    }
+
+    fn param(kind: BodyKind, body: &str) -> String {
+        match decode(kind, body.as_bytes()) {
+            Ok(_) => panic!("accepted {body}"),
+            Err(e) => {
+                assert_eq!(e.status().as_u16(), 400, "{e}");
+                let p = e.param().unwrap_or_default().to_owned();
+                assert!(e.to_string().contains(&p), "{e} names {p}");
+                p
+            }
+        }
+    }
+
+    /// No silent drops: a member no field takes is a 400 naming it, at any depth, in both front ends.
+    #[test]
+    fn fields_not_acted_on_are_refused_by_name() {
+        let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
+        let cases = [
+            (
+                BodyKind::OpenAiChat,
+                format!(r#"{{"model":"m",{msgs},"tools":[{{"type":"function"}}]}}"#),
+                "tools",
+            ),
+            (
+                BodyKind::OpenAiChat,
+                format!(r#"{{"model":"m",{msgs},"logprobs":true}}"#),
+                "logprobs",
+            ),
+            (
+                BodyKind::OpenAiChat,
+                r#"{"model":"m","messages":[{"role":"user","content":"hi","audio":{}}]}"#.into(),
+                "messages[0].audio",
+            ),
+            (
+                BodyKind::OpenAiChat,
+                format!(
+                    r#"{{"model":"m",{msgs},"stream_options":{{"include_obfuscation":true}}}}"#
+                ),
+                "stream_options.include_obfuscation",
+            ),
+            (
+                BodyKind::OpenAiCompletion,
+                r#"{"model":"m","prompt":"x","echo":true}"#.into(),
+                "echo",
+            ),
+            (
+                BodyKind::OpenAiCompletion,
+                r#"{"model":"m","prompt":"x","suffix":"y"}"#.into(),
+                "suffix",
+            ),
+            (
+                BodyKind::OllamaChat,
+                r#"{"model":"m","messages":[{"role":"user","content":"hi","images":["AA=="]}]}"#
+                    .into(),
+                "messages[0].images",
+            ),
+            (
+                BodyKind::OllamaChat,
+                format!(r#"{{"model":"m",{msgs},"tools":[{{"type":"function"}}]}}"#),
+                "tools",
+            ),
+            (
+                BodyKind::OllamaChat,
+                format!(r#"{{"model":"m",{msgs},"think":true}}"#),
+                "think",
+            ),
+            (
+                BodyKind::OllamaGenerate,
+                r#"{"model":"m","prompt":"x","options":{"mirostat":1}}"#.into(),
+                "options.mirostat",
+            ),
+            (
+                BodyKind::OllamaGenerate,
+                r#"{"model":"m","prompt":"x","template":"{{ .Prompt }}"}"#.into(),
+                "template",
+            ),
+        ];
+        for (kind, body, field) in cases {
+            assert_eq!(param(kind, &body), field, "{body}");
+        }
+        let m = refusal(
+            BodyKind::OllamaChat,
+            &format!(r#"{{"model":"m",{msgs},"options":{{"num_thread":4}}}}"#),
+        )
+        .1;
+        assert!(m.contains("docs/configuration.md"), "{m}");
+    }
+
+    /// `null` is "not given" (generated SDKs send every optional field), and `think: false` is what every model
+    /// here does: both accepted.
+    #[test]
+    fn nulls_and_defaults_are_accepted() {
+        let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi","name":null}],"tools":null,
+            "temperature":null,"user":"u-1"}"#;
+        let r = decode(BodyKind::OpenAiChat, chat.as_bytes())
+            .expect("chat")
+            .expect("a request");
+        assert_eq!(r.client_user.as_deref(), Some("u-1"));
+        // Ollama's client sends `tools: []` with every chat: no tools, nothing dropped.
+        let empty = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#;
+        assert!(decode(BodyKind::OllamaChat, empty.as_bytes()).is_ok());
+        assert!(decode(BodyKind::OpenAiChat, empty.as_bytes()).is_ok());
+        let ol = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"think":false,"format":null}"#;
+        assert!(decode(BodyKind::OllamaChat, ol.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn num_ctx_is_the_request_window() {
+        let body = r#"{"model":"m","prompt":"x","options":{"num_ctx":512}}"#;
+        let r = decode(BodyKind::OllamaGenerate, body.as_bytes())
+            .expect("generate")
+            .expect("a request");
+        assert_eq!(r.context, Some(512));
+        assert_eq!(
+            param(
+                BodyKind::OllamaGenerate,
+                r#"{"model":"m","prompt":"x","options":{"num_ctx":0}}"#
+            ),
+            "options.num_ctx"
+        );
     }
 }

@@ -131,7 +131,7 @@ impl ApiError {
         }
     }
 
-    fn param(&self) -> Option<&str> {
+    pub fn param(&self) -> Option<&str> {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
             ApiError::ContextLengthExceeded(_) => Some("messages"),

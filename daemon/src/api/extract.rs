@@ -36,7 +36,11 @@ pub fn field_error<T: DeserializeOwned>(json: &serde_json::Value) -> Option<ApiE
     serde_path_to_error::deserialize::<_, T>(json)
         .err()
         .map(|e| {
-            let field = e.path().to_string().trim_start_matches('.').to_owned();
+            let path = e.path().to_string();
+            if let Some(name) = unknown_field(&e.inner().to_string()) {
+                return not_supported(&path, name);
+            }
+            let field = path.trim_start_matches('.').to_owned();
             ApiError::invalid(
                 format!("invalid value for '{field}': {}", e.into_inner()),
                 Some(&field),
@@ -68,25 +72,70 @@ pub fn parse_json<T: Body>(body: &[u8]) -> Result<T, ApiError> {
             None,
         ));
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let mut json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}"), None))?;
+    strip_nulls(&mut json);
+    serde_path_to_error::deserialize(&json).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::invalid(format!("malformed JSON: {inner}"), None)
-        } else if path == "." {
-            serde_json::from_str(text)
-                .ok()
-                .and_then(|v| T::refine(&v))
-                .unwrap_or_else(|| ApiError::invalid(format!("invalid request: {inner}"), None))
+        let inner = e.into_inner().to_string();
+        // A flattened part loses the path: its own pass (`refine`) finds it again.
+        if let Some(refined) = (path == ".").then(|| T::refine(&json)).flatten() {
+            return refined;
+        }
+        if let Some(name) = unknown_field(&inner) {
+            return not_supported(&path, name);
+        }
+        if path == "." {
+            ApiError::invalid(format!("invalid request: {inner}"), None)
         } else {
             let field = path.trim_start_matches('.');
             ApiError::invalid(format!("invalid value for '{field}': {inner}"), Some(field))
         }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}"), None))?;
-    Ok(value)
+    })
+}
+
+/// `null` means "not given", for every member of every object: clients that serialise each optional field
+/// (generated SDKs do) send the same request as those that leave it out. Array elements are kept.
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.retain(|_, m| !m.is_null());
+            o.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// The field serde's `deny_unknown_fields` refused (its message is "unknown field `x`, expected …").
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+/// The refusal of a field Hearth does not act on: a 400 that names it (`messages[0].images`), never a silent
+/// drop. `parent` is serde's path of the object holding it ("." at the top).
+pub fn not_supported(parent: &str, name: &str) -> ApiError {
+    let parent = parent.trim_start_matches('.');
+    // serde_path_to_error's path may already end at the member itself.
+    let field = if parent.is_empty() {
+        name.to_owned()
+    } else if parent == name || parent.ends_with(&format!(".{name}")) {
+        parent.to_owned()
+    } else {
+        format!("{parent}.{name}")
+    };
+    let hint = match name {
+        "num_thread" | "num_gpu" | "main_gpu" | "num_batch" | "use_mmap" | "use_mlock" | "numa"
+        | "low_vram" | "f16_kv" | "vocab_only" | "embedding_only" | "logits_all" => {
+            " (a server setting here: see [engine] and [models.NAME] in docs/configuration.md)"
+        }
+        _ => " (docs/api.md lists the fields Hearth acts on)",
+    };
+    ApiError::invalid(
+        format!("'{field}' is not supported by this server{hint}"),
+        Some(&field),
+    )
 }
 
 impl<T: Body + 'static, F: Flavor> FromRequest for ApiJson<T, F> {

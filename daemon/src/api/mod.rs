@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod overview;
 mod rate_headers;
 pub mod session;
+pub mod structured;
 
 use crate::auth::Authenticator;
 use crate::batch_api::Batches;

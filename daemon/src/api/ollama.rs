@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
 use super::extract::{ApiJson, Body, Caller};
+use super::structured::OutputFormat;
 use super::{rendered_body, started_response, AppState};
 use crate::config::parse_duration;
 use crate::inference::{Piece, Request, Started};
@@ -108,6 +109,7 @@ pub async fn version(_who: Caller<Ollama>) -> HttpResponse {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ShowRequest {
     pub model: Option<String>,
     /// Older clients send `name`.
@@ -174,8 +176,9 @@ pub async fn ps(state: web::Data<AppState>, _who: Caller<Ollama>) -> Result<Http
     Ok(HttpResponse::Ok().json(json!({ "models": out })))
 }
 
-/// Ollama's `options` (unknown ones are ignored, as Ollama does).
+/// Ollama's `options`. Unlike Ollama, an option Hearth does not act on is refused by name, never ignored.
 #[derive(Deserialize, ToSchema, Default, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct Options {
     #[schema(minimum = 0.0, maximum = 10.0)]
     pub temperature: Option<f32>,
@@ -192,6 +195,10 @@ pub struct Options {
     pub repeat_last_n: Option<i64>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// This request's context window in tokens (prompt + output): at most the window the model was loaded
+    /// with, which bounds it when larger. A prompt that does not fit is refused (context_length_exceeded).
+    #[schema(minimum = 1)]
+    pub num_ctx: Option<i64>,
     /// Extension: `false` opts this request out of the model's speculative decoding.
     pub speculative: Option<bool>,
 }
@@ -212,6 +219,9 @@ impl Options {
         }
         if self.top_k.is_some_and(|k| k < 0) {
             return bad("top_k", "must not be negative");
+        }
+        if self.num_ctx.is_some_and(|n| n < 1) {
+            return bad("num_ctx", "must be at least 1");
         }
         // Ollama's defaults.
         Ok(SamplingParams {
@@ -234,18 +244,21 @@ impl Options {
         model: &str,
         endpoint: &'static str,
         prompt: Prompt,
-        json: bool,
+        format: OutputFormat,
         keep_alive: Option<Duration>,
     ) -> std::result::Result<Request, ApiError> {
         Ok(Request {
             model: model.to_owned(),
             endpoint,
+            client_user: None,
             prompt,
             max_tokens: self.max_tokens(),
             sampling: self.sampling()?,
             stop: self.stop.clone().unwrap_or_default(),
-            json,
+            json: format.json,
+            schema: format.schema,
             speculative: self.speculative.unwrap_or(true),
+            context: self.num_ctx.map(|n| n as usize),
             keep_alive,
             priority: Priority::Interactive,
         })
@@ -287,20 +300,34 @@ fn keep_alive(v: &Option<Value>) -> std::result::Result<Option<Duration>, ApiErr
     })
 }
 
-/// True for JSON mode (`"format": "json"`).
-fn check_format(f: &Option<Value>) -> std::result::Result<bool, ApiError> {
+/// The output format: `"json"` (JSON mode) or a JSON Schema object (structured outputs).
+fn check_format(f: &Option<Value>) -> std::result::Result<OutputFormat, ApiError> {
     match f {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::String(s)) if s.is_empty() => Ok(false),
-        Some(Value::String(s)) if s == "json" => Ok(true),
+        None | Some(Value::Null) => Ok(OutputFormat::TEXT),
+        Some(Value::String(s)) if s.is_empty() => Ok(OutputFormat::TEXT),
+        Some(Value::String(s)) if s == "json" => Ok(OutputFormat::json_object()),
+        Some(s @ Value::Object(_)) => OutputFormat::schema(s, "format"),
         Some(_) => Err(ApiError::invalid(
-            "'format' supports \"json\"; JSON schemas are not supported yet",
+            "'format' must be \"json\" or a JSON Schema object",
             Some("format"),
         )),
     }
 }
 
+/// `think: true` asks for the reasoning apart from the answer, which Hearth does not do yet: refused, never
+/// ignored. `false` is what every model served here does.
+fn check_think(think: Option<bool>) -> std::result::Result<(), ApiError> {
+    match think {
+        Some(true) => Err(ApiError::invalid(
+            "'think' is not supported by this server yet (send false or leave it out)",
+            Some("think"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct OllamaMessage {
     #[schema(pattern = "^(system|user|assistant|tool)$")]
     pub role: String,
@@ -323,22 +350,29 @@ fn messages_in(msgs: &[OllamaMessage]) -> std::result::Result<Vec<ChatMessage>, 
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     pub model: String,
     #[serde(default)]
     pub messages: Vec<OllamaMessage>,
+    /// Ollama's client always sends this list; an empty one is accepted, tool calling is not supported yet.
+    #[schema(value_type = Option<Vec<Object>>, max_items = 0)]
+    pub tools: Option<Vec<Value>>,
     /// Default true: NDJSON.
     pub stream: Option<bool>,
-    /// `"json"`: JSON mode.
-    #[schema(value_type = Option<String>, pattern = "^(json)?$")]
+    /// `"json"`: JSON mode; a JSON Schema object: structured outputs.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub format: Option<Value>,
     #[serde(default)]
     pub options: Options,
     #[schema(value_type = Option<String>)]
     pub keep_alive: Option<Value>,
+    /// `false` only: no model served here separates its reasoning yet.
+    pub think: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     pub model: String,
     #[serde(default)]
@@ -348,13 +382,15 @@ pub struct GenerateRequest {
     #[serde(default)]
     pub raw: bool,
     pub stream: Option<bool>,
-    /// `"json"`: JSON mode.
-    #[schema(value_type = Option<String>, pattern = "^(json)?$")]
+    /// `"json"`: JSON mode; a JSON Schema object: structured outputs.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub format: Option<Value>,
     #[serde(default)]
     pub options: Options,
     #[schema(value_type = Option<String>)]
     pub keep_alive: Option<Value>,
+    /// `false` only: no model served here separates its reasoning yet.
+    pub think: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -480,7 +516,7 @@ pub async fn chat(
     match chat_call(&body.0)? {
         Call::Load(keep) => load_or_unload(&state, &who.0, &body.0.model, keep, true).await,
         Call::Generate(request) => {
-            let job = state.inference.start(&who.0, request).await?;
+            let job = state.inference.start(&who.0, *request).await?;
             Ok(respond(job, true, body.0.stream.unwrap_or(true), started))
         }
     }
@@ -500,7 +536,7 @@ pub async fn generate(
     match generate_call(&body.0)? {
         Call::Load(keep) => load_or_unload(&state, &who.0, &body.0.model, keep, false).await,
         Call::Generate(request) => {
-            let job = state.inference.start(&who.0, request).await?;
+            let job = state.inference.start(&who.0, *request).await?;
             Ok(respond(job, false, body.0.stream.unwrap_or(true), started))
         }
     }
@@ -509,13 +545,17 @@ pub async fn generate(
 /// What an `/api/chat` or `/api/generate` body asks for: generation, or (empty messages or prompt, as Ollama's
 /// clients send) loading the model — or unloading it with `keep_alive: 0`.
 pub enum Call {
-    Generate(Request),
+    Generate(Box<Request>),
     Load(Option<Duration>),
 }
 
 /// The translation of an `/api/chat` body.
 pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
-    let json = check_format(&req.format)?;
+    check_think(req.think)?;
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(super::extract::not_supported(".", "tools"));
+    }
+    let format = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.messages.is_empty() {
         return Ok(Call::Load(keep));
@@ -525,15 +565,16 @@ pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
         &req.model,
         "ollama_chat",
         Prompt::Chat(messages),
-        json,
+        format,
         keep,
     )?;
-    Ok(Call::Generate(request))
+    Ok(Call::Generate(Box::new(request)))
 }
 
 /// The translation of an `/api/generate` body (chat template applied unless `raw`).
 pub fn generate_call(req: &GenerateRequest) -> std::result::Result<Call, ApiError> {
-    let json = check_format(&req.format)?;
+    check_think(req.think)?;
+    let format = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.prompt.is_empty() {
         return Ok(Call::Load(keep));
@@ -550,8 +591,8 @@ pub fn generate_call(req: &GenerateRequest) -> std::result::Result<Call, ApiErro
     };
     let request = req
         .options
-        .request(&req.model, "ollama_generate", prompt, json, keep)?;
-    Ok(Call::Generate(request))
+        .request(&req.model, "ollama_generate", prompt, format, keep)?;
+    Ok(Call::Generate(Box::new(request)))
 }
 
 impl Body for ShowRequest {}

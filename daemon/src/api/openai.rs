@@ -4,6 +4,7 @@
 
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{field_error, ApiJson, Body, Caller};
+use super::structured::OutputFormat;
 use super::{rendered_body, started_response, AppState};
 use crate::auth::Authenticator;
 use crate::batch_api::runner::{Answer, Line, RunLine};
@@ -122,6 +123,7 @@ impl Stop {
 }
 
 #[derive(Deserialize, ToSchema, Clone, Default)]
+#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     /// Send a last chunk with the request's token usage.
     #[serde(default)]
@@ -129,11 +131,28 @@ pub struct StreamOptions {
 }
 
 #[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct ResponseFormat {
-    /// `text` (or `json_object`, see the notes in docs/api.md).
+    /// `text`, `json_object` (one JSON object) or `json_schema` (a value of `json_schema.schema`).
     #[serde(rename = "type")]
-    #[schema(pattern = "^(text|json_object)$")]
+    #[schema(pattern = "^(text|json_object|json_schema)$")]
     pub kind: String,
+    /// With `type: json_schema`.
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSchemaFormat {
+    /// The format's name, as OpenAI requires one.
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
+    pub name: String,
+    /// The JSON Schema every output validates against (constrained decoding; keywords Hearth does not enforce
+    /// are refused, see docs/api.md).
+    #[schema(value_type = Object)]
+    pub schema: Option<serde_json::Value>,
+    /// Hearth always enforces the schema: `false` is accepted and changes nothing.
+    pub strict: Option<bool>,
 }
 
 /// Sampling fields shared by both completion endpoints (extensions as in llama.cpp's and vLLM's servers).
@@ -168,7 +187,9 @@ pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
-    /// Stored with the request for the owner's reference; not used for generation.
+    /// The client's own end-user id: stored on the request's ledger row (exported as `client_user`), not
+    /// used for generation.
+    #[schema(max_length = 256)]
     pub user: Option<String>,
     /// Extension: `false` opts this request out of the model's speculative decoding (draft model or prompt
     /// lookup). Greedy output is the same either way.
@@ -193,6 +214,12 @@ impl SamplingFields {
         in_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
         in_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
         in_range("repetition_penalty", self.repetition_penalty, 0.0, 10.0)?;
+        if self.user.as_ref().is_some_and(|u| u.len() > 256) {
+            return Err(ApiError::invalid(
+                "'user' must be at most 256 characters",
+                Some("user"),
+            ));
+        }
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
         }
@@ -235,17 +262,20 @@ impl SamplingFields {
         endpoint: &'static str,
         prompt: Prompt,
         max_tokens: Option<u32>,
-        json: bool,
+        format: OutputFormat,
     ) -> std::result::Result<Request, ApiError> {
         Ok(Request {
             model: model.to_owned(),
             endpoint,
+            client_user: self.user.clone(),
             prompt,
             max_tokens: max_tokens.map(|n| n as usize),
             sampling: self.sampling()?,
             stop: self.stop()?,
-            json,
+            json: format.json,
+            schema: format.schema,
             speculative: self.speculative.unwrap_or(true),
+            context: None,
             keep_alive: None,
             priority: Priority::Interactive,
         })
@@ -269,6 +299,7 @@ pub enum Content {
 }
 
 #[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct ContentPart {
     /// `text` (the only kind supported).
     #[serde(rename = "type")]
@@ -278,12 +309,26 @@ pub struct ContentPart {
 }
 
 #[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct ChatMessageIn {
     /// system, developer, user, assistant or tool.
     #[schema(pattern = "^(system|developer|user|assistant|tool)$")]
     pub role: String,
     pub content: Option<Content>,
+    /// The participant's name: given to the chat template as `name`, or written before the content
+    /// (`name: …`) where the template has no place for it.
     pub name: Option<String>,
+}
+
+/// The members of a top-level body that no field took (flattened bodies cannot deny unknown fields): each one
+/// is refused by name.
+pub type Unclaimed = serde_json::Map<String, serde_json::Value>;
+
+fn refuse_unclaimed(rest: &Unclaimed) -> std::result::Result<(), ApiError> {
+    match rest.keys().next() {
+        Some(name) => Err(super::extract::not_supported(".", name)),
+        None => Ok(()),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -295,8 +340,14 @@ pub struct ChatCompletionRequest {
     #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     pub response_format: Option<ResponseFormat>,
+    /// An empty list only: tool calling is not supported yet.
+    #[schema(value_type = Option<Vec<Object>>, max_items = 0)]
+    pub tools: Option<Vec<serde_json::Value>>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unclaimed: Unclaimed,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -306,6 +357,9 @@ pub struct CompletionRequest {
     pub prompt: PromptIn,
     #[serde(flatten)]
     pub sampling: SamplingFields,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unclaimed: Unclaimed,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -390,19 +444,52 @@ fn messages_in(msgs: &[ChatMessageIn]) -> std::result::Result<Vec<ChatMessage>, 
                     s
                 }
             };
-            Ok(ChatMessage::new(role, &content))
+            let mut message = ChatMessage::new(role, &content);
+            message.name = m.name.clone();
+            Ok(message)
         })
         .collect()
 }
 
-/// True for JSON mode.
-fn check_format(f: &Option<ResponseFormat>) -> std::result::Result<bool, ApiError> {
-    match f.as_ref().map(|f| f.kind.as_str()) {
-        None | Some("text") => Ok(false),
-        Some("json_object") => Ok(true),
-        Some(other) => Err(ApiError::invalid(
-            format!("response_format type '{other}' is not supported (use text or json_object)"),
-            Some("response_format"),
+/// The output format `response_format` asks for.
+fn check_format(f: &Option<ResponseFormat>) -> std::result::Result<OutputFormat, ApiError> {
+    let Some(f) = f else {
+        return Ok(OutputFormat::TEXT);
+    };
+    if f.kind != "json_schema" && f.json_schema.is_some() {
+        return Err(ApiError::invalid(
+            "'response_format.json_schema' goes with type 'json_schema'",
+            Some("response_format.json_schema"),
+        ));
+    }
+    match f.kind.as_str() {
+        "text" => Ok(OutputFormat::TEXT),
+        "json_object" => Ok(OutputFormat::json_object()),
+        "json_schema" => {
+            let js = f.json_schema.as_ref().ok_or_else(|| {
+                ApiError::invalid(
+                    "type 'json_schema' needs 'response_format.json_schema'",
+                    Some("response_format.json_schema"),
+                )
+            })?;
+            if js.name.is_empty()
+                || js.name.len() > 64
+                || !js.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(ApiError::invalid(
+                    "'response_format.json_schema.name' must be 1-64 letters, digits, '_' or '-'",
+                    Some("response_format.json_schema.name"),
+                ));
+            }
+            match &js.schema {
+                Some(s) => OutputFormat::schema(s, "response_format.json_schema.schema"),
+                // OpenAI's own default: a schema-less format is any JSON object.
+                None => Ok(OutputFormat::json_object()),
+            }
+        }
+        other => Err(ApiError::invalid(
+            format!("response_format type '{other}' is not supported (use text, json_object or json_schema)"),
+            Some("response_format.type"),
         )),
     }
 }
@@ -455,11 +542,15 @@ pub fn chat_request(
     req: &ChatCompletionRequest,
     endpoint: &'static str,
 ) -> std::result::Result<Request, ApiError> {
-    let json = check_format(&req.response_format)?;
+    refuse_unclaimed(&req.unclaimed)?;
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(super::extract::not_supported(".", "tools"));
+    }
+    let format = check_format(&req.response_format)?;
     let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
     let prompt = Prompt::Chat(messages_in(&req.messages)?);
     req.sampling
-        .request(&req.model, endpoint, prompt, max_tokens, json)
+        .request(&req.model, endpoint, prompt, max_tokens, format)
 }
 
 /// The request of a (legacy) completion body; 16 tokens unless it says otherwise, as OpenAI's default.
@@ -467,10 +558,11 @@ pub fn completion_request(
     req: &CompletionRequest,
     endpoint: &'static str,
 ) -> std::result::Result<Request, ApiError> {
+    refuse_unclaimed(&req.unclaimed)?;
     let prompt = Prompt::Text(single_prompt(&req.prompt)?);
     let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
     req.sampling
-        .request(&req.model, endpoint, prompt, max_tokens, false)
+        .request(&req.model, endpoint, prompt, max_tokens, OutputFormat::TEXT)
 }
 
 /// The prompt of a legacy completion request (one string).

@@ -92,6 +92,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         stop: Vec::new(),
         ignore_eos: true,
         json_object: false,
+        schema: None,
         no_speculation: true,
     }
 }

@@ -123,6 +123,7 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
         stop: a.stop,
         ignore_eos: a.ignore_eos,
         json_object: a.json,
+        schema: None,
         no_speculation: false,
     })?;
     let mut out = std::io::stdout().lock();

@@ -28,6 +28,8 @@ pub struct Request {
     pub model: String,
     /// The ledger's name for the entry point (`chat`, `completions`, `ollama_chat`, `ollama_generate`, `batch`).
     pub endpoint: &'static str,
+    /// The `user` an OpenAI client sent, stored on the ledger row.
+    pub client_user: Option<String>,
     pub prompt: Prompt,
     /// None: the user's per-request cap, else until the context is full.
     pub max_tokens: Option<usize>,
@@ -35,8 +37,12 @@ pub struct Request {
     pub stop: Vec<String>,
     /// Constrain the output to one JSON object.
     pub json: bool,
+    /// Constrain the output to a value of this schema (structured outputs).
+    pub schema: Option<Arc<hearth_engine::schema::Grammar>>,
     /// Speculative decoding where the model has it configured.
     pub speculative: bool,
+    /// This request's context window (Ollama's `num_ctx`), bounded by the loaded model's; None: the model's.
+    pub context: Option<usize>,
     /// How long the model stays loaded afterwards (None: the configured default).
     pub keep_alive: Option<Duration>,
     pub priority: Priority,
@@ -108,7 +114,9 @@ impl Inference {
             sampling: req.sampling,
             stop: req.stop,
             json: req.json,
+            schema: req.schema,
             speculative: req.speculative,
+            context: req.context,
             keep_alive: req.keep_alive,
             on_finish: Some(self.ledger.on_finish(request_id.clone())),
             gate: Some(gate.clone()),
@@ -127,7 +135,10 @@ impl Inference {
                 &limits,
                 &request_id,
                 &model,
-                req.endpoint,
+                crate::quota::Entry {
+                    endpoint: req.endpoint,
+                    client_user: req.client_user.as_deref(),
+                },
                 admitted.prompt_tokens,
                 admitted.max_tokens,
             )

@@ -74,6 +74,22 @@ fn duration_text(secs: i64) -> String {
     }
 }
 
+/// How a request reached admission: the ledger's name for its entry point and the `user` the client sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub endpoint: &'a str,
+    pub client_user: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for Entry<'a> {
+    fn from(endpoint: &'a str) -> Entry<'a> {
+        Entry {
+            endpoint,
+            client_user: None,
+        }
+    }
+}
+
 impl Quota {
     pub fn new(
         store: Store,
@@ -252,10 +268,11 @@ impl Quota {
         limits: &Limits,
         request_id: &str,
         model: &str,
-        endpoint: &str,
+        entry: impl Into<Entry<'_>>,
         prompt_tokens: usize,
         max_tokens: usize,
     ) -> Result<RateHeaders, QuotaError> {
+        let entry = entry.into();
         let now_ts = (self.clock)();
         let now = now_ts.as_second();
         let w = windows_at(&self.tz, now_ts);
@@ -270,7 +287,8 @@ impl Quota {
                     user_id: &who.user_id,
                     key_id: who.key_id.as_deref(),
                     model,
-                    endpoint,
+                    endpoint: entry.endpoint,
+                    client_user: entry.client_user,
                     prompt_tokens: prompt_tokens as i64,
                     reserve,
                     now,

@@ -85,8 +85,12 @@ pub struct JobSpec {
     pub stop: Vec<String>,
     /// Constrain the output to one JSON object.
     pub json: bool,
+    /// Constrain the output to a value of this schema (structured outputs).
+    pub schema: Option<std::sync::Arc<hearth_engine::schema::Grammar>>,
     /// Speculative decoding where the model has it configured (the `speculative: false` extension opts out).
     pub speculative: bool,
+    /// This job's context window, bounded by the batch's (None: the batch's): prompt + output fit in it.
+    pub context: Option<usize>,
     /// How long the model stays loaded after this request (None: the configured default).
     pub keep_alive: Option<Duration>,
     pub on_finish: Option<OnFinish>,

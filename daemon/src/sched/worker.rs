@@ -8,8 +8,8 @@ use super::{
 };
 use crate::metrics::energy::JobKey;
 use hearth_engine::{
-    Batch, Event, FinishReason, GenerateRequest, LoadOptions, LoadedModel, SeqId, Speculation,
-    Usage,
+    Batch, EngineError, Event, FinishReason, GenerateRequest, LoadOptions, LoadedModel, SeqId,
+    Speculation, Usage,
 };
 use prometheus::{Histogram, IntCounter};
 use std::collections::{HashMap, VecDeque};
@@ -379,8 +379,23 @@ impl Running<'_> {
             Prompt::Chat(messages) => self.lm.chat_prompt(messages)?,
             Prompt::Text(text) => self.lm.raw_prompt(text)?,
         };
-        let room = self.batch.context().saturating_sub(prompt.len());
-        let max_tokens = spec.max_tokens.unwrap_or(room.max(1));
+        let window = spec
+            .context
+            .map_or(self.batch.context(), |n| n.min(self.batch.context()));
+        if spec.context.is_some() && prompt.len() >= window {
+            return Err(SchedError::Engine(EngineError::ContextOverflow {
+                prompt_tokens: prompt.len(),
+                max_tokens: 1,
+                context: window,
+            }));
+        }
+        let room = window.saturating_sub(prompt.len());
+        // A window of its own (num_ctx) bounds the output as well: it ends at the window, as in Ollama.
+        let max_tokens = match (spec.max_tokens, spec.context) {
+            (Some(n), Some(_)) => n.min(room),
+            (Some(n), None) => n,
+            (None, _) => room.max(1),
+        };
         let req = GenerateRequest {
             prompt,
             max_tokens,
@@ -388,6 +403,7 @@ impl Running<'_> {
             stop: spec.stop,
             ignore_eos: false,
             json_object: spec.json,
+            schema: spec.schema,
             no_speculation: !spec.speculative,
         };
         self.batch.validate(&req)?;

@@ -33,6 +33,8 @@ pub struct Admission<'a> {
     pub key_id: Option<&'a str>,
     pub model: &'a str,
     pub endpoint: &'a str,
+    /// The `user` the client sent (OpenAI's end-user id), kept for its owner's reference.
+    pub client_user: Option<&'a str>,
     pub prompt_tokens: i64,
     pub reserve: i64,
     pub now: i64,
@@ -101,8 +103,8 @@ pub(super) const SNAPSHOT_SQL: &str = "SELECT \
 
 pub(super) const LEDGER_SQL: &str =
     "INSERT INTO requests (id, user_id, key_id, model, endpoint, prompt_tokens, completion_tokens, \
-     finish_reason, started_at, duration_ms, status, reserved_tokens, charged_tokens, day_key, month_key, node) \
-     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0, $9, $10, $10, $11, $12, $13)";
+     finish_reason, started_at, duration_ms, status, reserved_tokens, charged_tokens, day_key, month_key, node, \
+     client_user) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0, $9, $10, $10, $11, $12, $13, $14)";
 
 pub(super) const CHARGE_SQL: &str =
     "INSERT INTO usage_windows (user_id, window_key, tokens, requests) VALUES ($1, $2, $4, 1), \
@@ -160,6 +162,7 @@ impl Admission<'_> {
             Arg::Text(self.day_key),
             Arg::Text(self.month_key),
             Arg::OptText(self.node),
+            Arg::OptText(self.client_user),
         ]
     }
 

@@ -69,6 +69,8 @@ pub struct UsageRow {
     pub energy_joules: Option<f64>,
     /// `rapl`, `nvml` or `estimate`.
     pub energy_source: Option<String>,
+    /// The `user` the client sent with the request (OpenAI's end-user id).
+    pub client_user: Option<String>,
 }
 
 /// Raw ledger rows as per-row counts by local day (rows admitted before quotas existed have no day and are left
@@ -213,7 +215,7 @@ impl Store {
 
 const ROW_COLS: &str = "r.id, u.name AS user_name, r.key_id, r.model, r.endpoint, r.status, r.finish_reason, \
      r.prompt_tokens, r.completion_tokens, r.charged_tokens, r.started_at, r.duration_ms, r.device, r.queue_ms, \
-     r.energy_joules, r.energy_source";
+     r.energy_joules, r.energy_source, r.client_user";
 
 fn row_from(r: &sqlx::any::AnyRow) -> Result<UsageRow> {
     Ok(UsageRow {
@@ -233,5 +235,6 @@ fn row_from(r: &sqlx::any::AnyRow) -> Result<UsageRow> {
         queue_ms: r.try_get("queue_ms")?,
         energy_joules: r.try_get("energy_joules")?,
         energy_source: r.try_get("energy_source")?,
+        client_user: r.try_get("client_user")?,
     })
 }
