@@ -6,8 +6,9 @@
 use super::{Grammar, Node, NodeId};
 use std::sync::Arc;
 
-/// Nesting bound (recursive schemas, "any value"): deeper output is refused.
-const MAX_STACK: usize = 64;
+/// Nesting bound (recursive schemas, "any value"): deeper output is refused. Above what the compiler's own
+/// nesting bound can require (two frames per level).
+const MAX_STACK: usize = 256;
 /// Consecutive whitespace allowed between tokens: small models otherwise loop on newlines.
 const MAX_WS_RUN: u8 = 16;
 /// Parses kept at once; more are alternatives of the same prefix and any one of them completes it.

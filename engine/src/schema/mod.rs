@@ -88,10 +88,55 @@ impl Grammar {
             depth: 0,
         };
         let root = c.compile(schema, "#")?;
-        Ok(Grammar {
+        let mut g = Grammar {
             nodes: c.nodes,
             root,
-        })
+        };
+        g.prune()?;
+        Ok(g)
+    }
+
+    /// Removes what can never finish (a required property whose schema only recurses, an alternative that
+    /// refers only to itself), so that decoding never enters it; a schema with nothing left is refused.
+    fn prune(&mut self) -> Result<(), SchemaError> {
+        let n = self.nodes.len();
+        let mut finite = vec![false; n];
+        loop {
+            let mut changed = false;
+            for i in 0..n {
+                if finite[i] {
+                    continue;
+                }
+                let f = match &self.nodes[i] {
+                    Node::Str { .. } | Node::Number { .. } => true,
+                    Node::Literals(l) => !l.is_empty(),
+                    Node::Object { props, .. } => props
+                        .iter()
+                        .all(|p| !p.required || finite[p.value as usize]),
+                    Node::Array { items, min, .. } => *min == 0 || finite[*items as usize],
+                    Node::AnyOf(ids) => ids.iter().any(|&id| finite[id as usize]),
+                };
+                if f {
+                    finite[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if !finite[self.root as usize] {
+            return err("#", "no finite value satisfies this schema");
+        }
+        for node in &mut self.nodes {
+            match node {
+                Node::Object { props, .. } => props.retain(|p| finite[p.value as usize]),
+                Node::AnyOf(ids) => ids.retain(|&id| finite[id as usize]),
+                Node::Array { items, max, .. } if !finite[*items as usize] => *max = Some(0),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn node(&self, id: NodeId) -> &Node {

@@ -67,6 +67,16 @@ fn malformed_schemas_are_refused() {
         ),
         (json!({"type": "string", "maxLength": -1}), "#/maxLength"),
         (json!({"enum": ["a"], "maxLength": 1}), "#/maxLength"),
+        // Only infinite values: a required property that recurses forever.
+        (
+            json!({"$ref": "#/$defs/a", "$defs": {"a": {"type": "object",
+            "properties": {"x": {"$ref": "#/$defs/a"}}, "required": ["x"]}}}),
+            "#",
+        ),
+        (
+            json!({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}}),
+            "#",
+        ),
     ];
     for (schema, at) in cases {
         assert_eq!(
