@@ -103,11 +103,11 @@ impl Grammar {
         let mut finite = vec![false; n];
         loop {
             let mut changed = false;
-            for i in 0..n {
+            for (i, node) in self.nodes.iter().enumerate() {
                 if finite[i] {
                     continue;
                 }
-                let f = match &self.nodes[i] {
+                let f = match node {
                     Node::Str { .. } | Node::Number { .. } => true,
                     Node::Literals(l) => !l.is_empty(),
                     Node::Object { props, .. } => props
