@@ -3,6 +3,8 @@
 //! prefix is masked, end-of-generation is allowed only once the object is complete, and nothing may follow it.
 //! The state is `Copy` (fixed-depth stack) so testing a candidate token costs no allocation.
 
+use crate::json_text::{StrState, StrStep};
+
 const MAX_DEPTH: usize = 32;
 /// Consecutive whitespace allowed between tokens: small models otherwise loop on newlines.
 const MAX_WS_RUN: u8 = 16;
@@ -41,32 +43,10 @@ enum Mode {
     Colon,
     /// After a value: `,` or the closing bracket.
     AfterValue,
+    /// Inside a string (a key's or a value's).
     Str {
         key: bool,
-    },
-    /// Inside a string, within a multi-byte UTF-8 character: `need` more continuation bytes, the next in
-    /// `lo..=hi` (which rules out overlong forms, surrogates and code points past U+10FFFF).
-    Utf8 {
-        key: bool,
-        need: u8,
-        lo: u8,
-        hi: u8,
-    },
-    Escape {
-        key: bool,
-    },
-    /// `\u` escape: `n` hex digits read so far, their `value`; `low`: it must be a low surrogate (the second
-    /// half of a pair).
-    Hex {
-        key: bool,
-        n: u8,
-        value: u16,
-        low: bool,
-    },
-    /// After a high-surrogate escape: `\` (`u: false`), then `u`, must follow.
-    LowEscape {
-        key: bool,
-        u: bool,
+        st: StrState,
     },
     Number(Num),
     Literal {
@@ -149,7 +129,10 @@ impl JsonState {
         self.mode = match b {
             b'{' => return self.push(b'{') && self.set(Mode::ObjectFirst),
             b'[' => return self.push(b'[') && self.set(Mode::ArrayFirst),
-            b'"' => Mode::Str { key: false },
+            b'"' => Mode::Str {
+                key: false,
+                st: StrState::Plain,
+            },
             b'-' => Mode::Number(Num::Minus),
             b'0' => Mode::Number(Num::Zero),
             b'1'..=b'9' => Mode::Number(Num::Int),
@@ -195,10 +178,19 @@ impl JsonState {
             }
             Mode::ObjectFirst => match b {
                 b'}' => self.close(b),
-                b'"' => self.set(Mode::Str { key: true }),
+                b'"' => self.set(Mode::Str {
+                    key: true,
+                    st: StrState::Plain,
+                }),
                 _ => false,
             },
-            Mode::Key => b == b'"' && self.set(Mode::Str { key: true }),
+            Mode::Key => {
+                b == b'"'
+                    && self.set(Mode::Str {
+                        key: true,
+                        st: StrState::Plain,
+                    })
+            }
             Mode::Colon => b == b':' && self.set(Mode::Value),
             Mode::AfterValue => match (b, self.top()) {
                 (b',', b'{') => self.set(Mode::Key),
@@ -206,111 +198,14 @@ impl JsonState {
                 (b'}' | b']', _) => self.close(b),
                 _ => false,
             },
-            Mode::Str { key } => match b {
-                b'"' => self.set(if key { Mode::Colon } else { Mode::AfterValue }),
-                b'\\' => self.set(Mode::Escape { key }),
-                0..=0x1f => false,
-                0x20..=0x7f => true,
-                // The lead byte of a multi-byte character (RFC 3629's table).
-                0xc2..=0xdf => self.set(Mode::Utf8 {
+            Mode::Str { key, st } => match st.step(b) {
+                StrStep::Close => self.set(if key { Mode::Colon } else { Mode::AfterValue }),
+                StrStep::Char => self.set(Mode::Str {
                     key,
-                    need: 1,
-                    lo: 0x80,
-                    hi: 0xbf,
+                    st: StrState::Plain,
                 }),
-                0xe0 => self.set(Mode::Utf8 {
-                    key,
-                    need: 2,
-                    lo: 0xa0,
-                    hi: 0xbf,
-                }),
-                0xed => self.set(Mode::Utf8 {
-                    key,
-                    need: 2,
-                    lo: 0x80,
-                    hi: 0x9f,
-                }),
-                0xe1..=0xef => self.set(Mode::Utf8 {
-                    key,
-                    need: 2,
-                    lo: 0x80,
-                    hi: 0xbf,
-                }),
-                0xf0 => self.set(Mode::Utf8 {
-                    key,
-                    need: 3,
-                    lo: 0x90,
-                    hi: 0xbf,
-                }),
-                0xf4 => self.set(Mode::Utf8 {
-                    key,
-                    need: 3,
-                    lo: 0x80,
-                    hi: 0x8f,
-                }),
-                0xf1..=0xf3 => self.set(Mode::Utf8 {
-                    key,
-                    need: 3,
-                    lo: 0x80,
-                    hi: 0xbf,
-                }),
-                _ => false,
-            },
-            Mode::Utf8 { key, need, lo, hi } => {
-                (lo..=hi).contains(&b)
-                    && self.set(if need == 1 {
-                        Mode::Str { key }
-                    } else {
-                        Mode::Utf8 {
-                            key,
-                            need: need - 1,
-                            lo: 0x80,
-                            hi: 0xbf,
-                        }
-                    })
-            }
-            Mode::Escape { key } => match b {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
-                    self.set(Mode::Str { key })
-                }
-                b'u' => self.set(Mode::Hex {
-                    key,
-                    n: 0,
-                    value: 0,
-                    low: false,
-                }),
-                _ => false,
-            },
-            Mode::Hex { key, n, value, low } => {
-                let Some(d) = (b as char).to_digit(16) else {
-                    return false;
-                };
-                let value = value << 4 | d as u16;
-                if n < 3 {
-                    return self.set(Mode::Hex {
-                        key,
-                        n: n + 1,
-                        value,
-                        low,
-                    });
-                }
-                // A UTF-16 surrogate must come as a high-low pair; JSON parsers refuse a lone half.
-                match (low, value) {
-                    (false, 0xd800..=0xdbff) => self.set(Mode::LowEscape { key, u: false }),
-                    (false, 0xdc00..=0xdfff) => false,
-                    (true, 0xdc00..=0xdfff) | (false, _) => self.set(Mode::Str { key }),
-                    (true, _) => false,
-                }
-            }
-            Mode::LowEscape { key, u } => match (u, b) {
-                (false, b'\\') => self.set(Mode::LowEscape { key, u: true }),
-                (true, b'u') => self.set(Mode::Hex {
-                    key,
-                    n: 0,
-                    value: 0,
-                    low: true,
-                }),
-                _ => false,
+                StrStep::Part(st) => self.set(Mode::Str { key, st }),
+                StrStep::Invalid => false,
             },
             Mode::Number(n) => {
                 let d = b.is_ascii_digit();

@@ -13,6 +13,7 @@ pub mod error;
 pub mod gguf;
 pub mod hugebuf;
 pub mod json_mode;
+pub mod json_text;
 pub mod kv;
 pub mod loaded;
 pub mod model;

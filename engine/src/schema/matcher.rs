@@ -4,6 +4,7 @@
 //! complete. Every state it keeps has a valid completion, so masking never leaves the model without a choice.
 
 use super::{Grammar, Node, NodeId};
+use crate::json_text::{StrState, StrStep};
 use std::sync::Arc;
 
 /// Nesting bound (recursive schemas, "any value"): deeper output is refused. Above what the compiler's own
@@ -64,28 +65,6 @@ enum ArrPhase {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StrSub {
-    Plain,
-    /// Within a multi-byte UTF-8 character: `need` more bytes, the next in `lo..=hi` (RFC 3629).
-    Utf8 {
-        need: u8,
-        lo: u8,
-        hi: u8,
-    },
-    Escape,
-    /// `\u`: `n` hex digits read, their `value`; `low`: the second half of a surrogate pair.
-    Hex {
-        n: u8,
-        value: u16,
-        low: bool,
-    },
-    /// After a high-surrogate escape, `\` (`u: false`) then `u` must follow.
-    LowEscape {
-        u: bool,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Frame {
     /// A value of this node is expected (whitespace first allowed).
     Value(NodeId),
@@ -117,7 +96,7 @@ enum Frame {
         chars: u32,
         min: u32,
         max: u32,
-        sub: StrSub,
+        sub: StrState,
     },
     Num {
         integer: bool,
@@ -252,7 +231,7 @@ fn step(g: &Grammar, mut t: Thread, b: u8, hops: u8, out: &mut Vec<Thread>) {
                                 chars: 0,
                                 min: 0,
                                 max: u32::MAX,
-                                sub: StrSub::Plain,
+                                sub: StrState::Plain,
                             });
                             t.ws = 0;
                             keep(out, t);
@@ -467,7 +446,7 @@ fn begin_value(g: &Grammar, t: Thread, node: NodeId, b: u8, hops: u8, out: &mut 
                 chars: 0,
                 min: *min,
                 max: max.unwrap_or(u32::MAX),
-                sub: StrSub::Plain,
+                sub: StrState::Plain,
             },
             out,
         ),
@@ -528,102 +507,22 @@ fn string_byte(
     chars: u32,
     min: u32,
     max: u32,
-    sub: StrSub,
+    sub: StrState,
     b: u8,
     out: &mut Vec<Thread>,
 ) {
-    let room = chars < max;
-    let to = |sub: StrSub, counted: bool| Frame::Str {
-        chars: chars + u32::from(counted),
+    let to = |chars, sub| Frame::Str {
+        chars,
         min,
         max,
         sub,
     };
-    let utf8 = |need, lo, hi| StrSub::Utf8 { need, lo, hi };
-    match sub {
-        StrSub::Plain => match b {
-            b'"' if chars >= min => pop(t, out),
-            b'"' => {}
-            b'\\' if room => set(t, to(StrSub::Escape, false), out),
-            0x20..=0x7f if room && b != b'\\' => set(t, to(StrSub::Plain, true), out),
-            0xc2..=0xdf if room => set(t, to(utf8(1, 0x80, 0xbf), false), out),
-            0xe0 if room => set(t, to(utf8(2, 0xa0, 0xbf), false), out),
-            0xed if room => set(t, to(utf8(2, 0x80, 0x9f), false), out),
-            0xe1..=0xef if room => set(t, to(utf8(2, 0x80, 0xbf), false), out),
-            0xf0 if room => set(t, to(utf8(3, 0x90, 0xbf), false), out),
-            0xf4 if room => set(t, to(utf8(3, 0x80, 0x8f), false), out),
-            0xf1..=0xf3 if room => set(t, to(utf8(3, 0x80, 0xbf), false), out),
-            _ => {}
-        },
-        StrSub::Utf8 { need, lo, hi } => {
-            if (lo..=hi).contains(&b) {
-                if need == 1 {
-                    set(t, to(StrSub::Plain, true), out)
-                } else {
-                    set(t, to(utf8(need - 1, 0x80, 0xbf), false), out)
-                }
-            }
-        }
-        StrSub::Escape => match b {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
-                set(t, to(StrSub::Plain, true), out)
-            }
-            b'u' => set(
-                t,
-                to(
-                    StrSub::Hex {
-                        n: 0,
-                        value: 0,
-                        low: false,
-                    },
-                    false,
-                ),
-                out,
-            ),
-            _ => {}
-        },
-        StrSub::Hex { n, value, low } => {
-            let Some(d) = (b as char).to_digit(16) else {
-                return;
-            };
-            let value = value << 4 | d as u16;
-            if n < 3 {
-                return set(
-                    t,
-                    to(
-                        StrSub::Hex {
-                            n: n + 1,
-                            value,
-                            low,
-                        },
-                        false,
-                    ),
-                    out,
-                );
-            }
-            // A UTF-16 surrogate must come as a high-low pair; JSON parsers refuse a lone half.
-            match (low, value) {
-                (false, 0xd800..=0xdbff) => set(t, to(StrSub::LowEscape { u: false }, false), out),
-                (false, 0xdc00..=0xdfff) => {}
-                (true, 0xdc00..=0xdfff) | (false, _) => set(t, to(StrSub::Plain, true), out),
-                (true, _) => {}
-            }
-        }
-        StrSub::LowEscape { u: false } if b == b'\\' => {
-            set(t, to(StrSub::LowEscape { u: true }, false), out)
-        }
-        StrSub::LowEscape { u: true } if b == b'u' => set(
-            t,
-            to(
-                StrSub::Hex {
-                    n: 0,
-                    value: 0,
-                    low: true,
-                },
-                false,
-            ),
-            out,
-        ),
-        StrSub::LowEscape { .. } => {}
+    match sub.step(b) {
+        StrStep::Close if chars >= min => pop(t, out),
+        StrStep::Close | StrStep::Invalid => {}
+        // A new character needs room under `maxLength`.
+        _ if sub.between_chars() && chars >= max => {}
+        StrStep::Char => set(t, to(chars + 1, StrState::Plain), out),
+        StrStep::Part(next) => set(t, to(chars, next), out),
     }
 }
