@@ -3,7 +3,9 @@
 
 use super::{admin, batch_api, cron, error, metrics, ollama, openai, overview, session};
 use actix_web::{web, HttpResponse};
+use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -27,7 +29,7 @@ use utoipa::{Modify, OpenApi};
         cron::list, cron::set_window, cron::create, cron::update, cron::remove, cron::run,
     ),
     components(schemas(error::OpenAiErrorBody, error::OllamaErrorBody)),
-    modifiers(&BearerKey, &Refusals),
+    modifiers(&BearerKey, &Refusals, &NullIsAbsent),
     tags(
         (name = "openai", description = "OpenAI-compatible"),
         (name = "ollama", description = "Ollama-compatible"),
@@ -38,6 +40,97 @@ use utoipa::{Modify, OpenApi};
     )
 )]
 pub struct ApiDoc;
+
+/// `extract::parse_json` reads a `null` member as absent, in every request body: each optional property of a
+/// request body (and of the objects inside it) is declared nullable here, so the spec says what the server
+/// does rather than each field saying it by hand.
+struct NullIsAbsent;
+
+impl Modify for NullIsAbsent {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut todo = Vec::new();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.post, &mut item.put, &mut item.patch]
+                .into_iter()
+                .flatten()
+            {
+                for c in op
+                    .request_body
+                    .iter_mut()
+                    .flat_map(|b| b.content.values_mut())
+                {
+                    if let Some(s) = c.schema.as_mut() {
+                        nullable_optionals(s, &mut todo);
+                    }
+                }
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let mut done = std::collections::HashSet::new();
+        while let Some(name) = todo.pop() {
+            if done.insert(name.clone()) {
+                if let Some(s) = components.schemas.get_mut(&name) {
+                    nullable_optionals(s, &mut todo);
+                }
+            }
+        }
+    }
+}
+
+/// Makes the optional properties of `s` nullable and notes the components it refers to (visited in turn).
+fn nullable_optionals(s: &mut RefOr<Schema>, refs: &mut Vec<String>) {
+    let s = match s {
+        RefOr::Ref(r) => {
+            refs.extend(r.ref_location.rsplit('/').next().map(str::to_owned));
+            return;
+        }
+        RefOr::T(s) => s,
+    };
+    match s {
+        Schema::Object(o) => {
+            for (name, prop) in o.properties.iter_mut() {
+                nullable_optionals(prop, refs);
+                if !o.required.contains(name) {
+                    add_null(prop);
+                }
+            }
+        }
+        Schema::Array(a) => {
+            if let ArrayItems::RefOrSchema(items) = &mut a.items {
+                nullable_optionals(items, refs);
+            }
+        }
+        Schema::AllOf(x) => x.items.iter_mut().for_each(|i| nullable_optionals(i, refs)),
+        Schema::OneOf(x) => x.items.iter_mut().for_each(|i| nullable_optionals(i, refs)),
+        Schema::AnyOf(x) => x.items.iter_mut().for_each(|i| nullable_optionals(i, refs)),
+        _ => {}
+    }
+}
+
+fn add_null(prop: &mut RefOr<Schema>) {
+    let with_null = |t: &mut SchemaType| match t {
+        SchemaType::Type(one) if *one != Type::Null => {
+            *t = SchemaType::Array(vec![one.clone(), Type::Null])
+        }
+        SchemaType::Array(v) if !v.contains(&Type::Null) => v.push(Type::Null),
+        _ => {}
+    };
+    match prop {
+        RefOr::T(Schema::Object(o)) => with_null(&mut o.schema_type),
+        RefOr::T(Schema::Array(a)) => with_null(&mut a.schema_type),
+        other => {
+            let inner = std::mem::replace(other, RefOr::T(Schema::default()));
+            *other = RefOr::T(Schema::OneOf(
+                OneOfBuilder::new()
+                    .item(inner)
+                    .item(ObjectBuilder::new().schema_type(Type::Null))
+                    .build(),
+            ));
+        }
+    }
+}
 
 struct BearerKey;
 
