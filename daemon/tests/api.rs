@@ -514,3 +514,222 @@ fn structured_outputs_validate_against_their_schema() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "response_format.json_schema");
 }
+
+fn weather_tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string", "minLength": 1, "maxLength": 30},
+                "unit": {"enum": ["celsius", "fahrenheit"]}},
+                "required": ["city", "unit"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "description": "The time in a time zone",
+            "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 40}},
+                "required": ["zone"]}}}
+    ])
+}
+
+/// The arguments of a call validate against the schema of the function it names.
+fn assert_valid_call(call: &Value, tools: &Value) -> String {
+    let name = call["function"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    let tool = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["function"]["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} is not a declared tool"));
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().expect("text"))
+        .expect("arguments are JSON");
+    let v = jsonschema::validator_for(&tool["function"]["parameters"]).unwrap();
+    assert!(v.is_valid(&args), "{args} against {tool}");
+    name
+}
+
+/// Tool calling on the real demo model (its template takes no tools, so Hearth's instructions stand in):
+/// `required` and a named function force a well-formed call, in both response shapes and both APIs; a
+/// conversation with calls and results goes back in; bad tool fields are 400s that name them.
+#[test]
+fn forced_tool_calls_are_well_formed_and_validate() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let tools = weather_tools();
+    let ask = "What is the weather in Paris, in celsius?";
+    for (choice, temperature) in [
+        (json!("required"), 0.0),
+        (json!("required"), 1.0),
+        (
+            json!({"type": "function", "function": {"name": "get_time"}}),
+            0.7,
+        ),
+    ] {
+        let r = d.post(
+            "/v1/chat/completions",
+            Some(&k),
+            &chat(
+                ask,
+                json!({"tools": tools, "tool_choice": choice, "temperature": temperature,
+                              "seed": 3, "max_tokens": 120}),
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        let choice0 = &v["choices"][0];
+        assert_eq!(choice0["finish_reason"], "tool_calls", "{v}");
+        let calls = choice0["message"]["tool_calls"].as_array().expect("calls");
+        assert_eq!(calls.len(), 1, "{v}");
+        assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(calls[0]["type"], "function");
+        let name = assert_valid_call(&calls[0], &tools);
+        if choice["type"] == "function" {
+            assert_eq!(name, "get_time");
+        }
+    }
+    // Streaming: the call comes as delta.tool_calls (index, id and name, then the arguments).
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat(
+            ask,
+            json!({"tools": tools, "tool_choice": "required", "stream": true, "max_tokens": 120}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events: Vec<Value> = r
+        .sse()
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (mut id, mut name, mut args) = (String::new(), String::new(), String::new());
+    for e in &events {
+        for c in e["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(c["index"], 0);
+            id.push_str(c["id"].as_str().unwrap_or(""));
+            name.push_str(c["function"]["name"].as_str().unwrap_or(""));
+            args.push_str(c["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert!(id.starts_with("call_"), "{events:?}");
+    let streamed = json!({"function": {"name": name, "arguments": args}});
+    assert_valid_call(&streamed, &tools);
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    // The conversation goes on with the call and its result, and the model answers in text.
+    let history = json!([
+        {"role": "user", "content": ask},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"celsius\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 21, \"sky\": \"sunny\"}"}
+    ]);
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": history, "tools": tools, "tool_choice": "none",
+                "temperature": 0, "max_tokens": 40}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert!(
+        v["choices"][0]["message"].get("tool_calls").is_none(),
+        "{v}"
+    );
+    assert!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap() > 60,
+        "the call and its result are in the prompt: {v}"
+    );
+
+    // Ollama: tools in its shape; auto lets the model choose, and whatever it chose is well-formed.
+    let r = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "stream": false, "tools": tools,
+                "messages": [{"role": "user", "content": ask}],
+                "options": {"temperature": 0, "num_predict": 120}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    for c in v["message"]["tool_calls"].as_array().into_iter().flatten() {
+        let as_openai = json!({"function": {"name": c["function"]["name"],
+                                            "arguments": c["function"]["arguments"].to_string()}});
+        assert_valid_call(&as_openai, &tools);
+    }
+    // Ollama history with a call (arguments as an object) and a tool result by tool name.
+    let r = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "stream": false, "tools": tools, "options": {"num_predict": 8},
+                "messages": [{"role": "user", "content": ask},
+                    {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather",
+                        "arguments": {"city": "Paris", "unit": "celsius"}}}]},
+                    {"role": "tool", "tool_name": "get_weather", "content": "21 degrees"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Bad tool fields: a 400 that names the field.
+    let bad = [
+        (
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice.function.name",
+        ),
+        (json!({"tool_choice": "required"}), "tool_choice"),
+        (
+            json!({"tools": tools, "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters":
+            {"type": "object", "properties": {"d": {"type": "string", "format": "date"}}}}}],
+            "tool_choice": "required"}),
+            "tools[0].function.parameters",
+        ),
+        (
+            json!({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"tools": tools, "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (json!({"parallel_tool_calls": false}), "parallel_tool_calls"),
+    ];
+    for (extra, param) in bad {
+        let r = d.post("/v1/chat/completions", Some(&k), &chat("hi", extra.clone()));
+        assert_eq!(r.status, 400, "{extra}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], param, "{extra}");
+    }
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [{"role": "tool", "content": "21"}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "messages[0].tool_call_id");
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [{"role": "assistant", "content": null,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["param"],
+        "messages[0].tool_calls[0].function.arguments"
+    );
+    // /api/show: the demo model's template renders no tools itself.
+    let r = d.post("/api/show", Some(&k), &json!({"model": "smollm2"}));
+    assert_eq!(r.json()["capabilities"], json!(["completion"]));
+}

@@ -3,16 +3,23 @@
 //! matching their family (Gemma's turn format) or ChatML.
 
 use crate::error::{EngineError, Result};
+use crate::tools::{self, Tool, ToolCall, ToolFormat};
 use minijinja::{Environment, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
     /// The participant's name (OpenAI's `name`), for templates that render it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An assistant message's calls, in Hugging Face's shape (arguments as an object).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -20,7 +27,7 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
-            name: None,
+            ..ChatMessage::default()
         }
     }
 }
@@ -36,6 +43,8 @@ pub struct ChatTemplate {
     /// Whether the template renders a message's `name`; where it does not, the name is written before the
     /// content so that it still reaches the model.
     renders_name: bool,
+    /// How the template writes tool calls, where it takes `tools` itself.
+    tools: Option<ToolFormat>,
     bos: String,
     eos: String,
 }
@@ -72,6 +81,7 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             env,
             renders_name,
+            tools: ToolFormat::of_template(source),
             source: source.to_owned(),
             bos: bos.to_owned(),
             eos: eos.to_owned(),
@@ -93,6 +103,29 @@ impl ChatTemplate {
     }
 
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// The format of tool calls written for this template: its own where it takes `tools`, else Hermes (Hearth's
+    /// instructions).
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tools.unwrap_or(ToolFormat::Hermes)
+    }
+
+    /// Whether the template renders tools itself (Ollama's `tools` capability).
+    pub fn takes_tools(&self) -> bool {
+        self.tools.is_some()
+    }
+
+    /// Renders a chat offering `tools`. A template that takes no tools gets them as Hearth's instructions in the
+    /// system message, and the history's calls and results as text (a call block in the assistant's message,
+    /// results as a user message), so that nothing in the conversation is lost on it.
+    pub fn render_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         if messages.is_empty() {
             return Err(EngineError::InvalidRequest(
                 "messages must not be empty".into(),
@@ -102,6 +135,18 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| EngineError::Template(describe(&e)))?;
+        let folded;
+        let messages = if self.tools.is_none()
+            && (!tools.is_empty()
+                || messages
+                    .iter()
+                    .any(|m| m.role == "tool" || !m.tool_calls.is_empty()))
+        {
+            folded = fold_tools(messages, tools);
+            &folded[..]
+        } else {
+            messages
+        };
         let named;
         let messages = if self.renders_name || messages.iter().all(|m| m.name.is_none()) {
             messages
@@ -109,20 +154,78 @@ impl ChatTemplate {
             named = messages
                 .iter()
                 .map(|m| match &m.name {
-                    Some(n) => ChatMessage::new(&m.role, &format!("{n}: {}", m.content)),
+                    Some(n) => ChatMessage {
+                        content: format!("{n}: {}", m.content),
+                        name: None,
+                        ..m.clone()
+                    },
                     None => m.clone(),
                 })
                 .collect::<Vec<_>>();
             &named[..]
         };
+        // As transformers does: `tools` is none (not undefined) without tools, so `tools is not none` holds.
+        let tools = (self.tools.is_some() && !tools.is_empty())
+            .then(|| tools.iter().map(Tool::template_value).collect::<Vec<_>>());
         tmpl.render(minijinja::context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
         })
         .map_err(|e| EngineError::Template(describe(&e)))
     }
+}
+
+/// A conversation with tools for a template that takes none: the instructions joined to the system message,
+/// calls as Hermes blocks in the assistant's text, consecutive results as one user message.
+fn fold_tools(messages: &[ChatMessage], tools: &[Tool]) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
+    if !tools.is_empty() {
+        let text = tools::instructions(tools);
+        match messages.first() {
+            Some(m) if m.role == "system" => {}
+            _ => out.push(ChatMessage::new("system", &text)),
+        }
+    }
+    let mut last_was_result = false;
+    for (i, m) in messages.iter().enumerate() {
+        if i == 0 && m.role == "system" && !tools.is_empty() {
+            let mut sys = m.clone();
+            sys.content = format!("{}\n\n{}", m.content, tools::instructions(tools));
+            out.push(sys);
+            last_was_result = false;
+            continue;
+        }
+        if m.role == "tool" {
+            // The tool's name, where the message has one (Ollama's `tool_name`), goes with its result.
+            let result = match &m.name {
+                Some(n) => format!("<tool_response>\n{n}: {}\n</tool_response>", m.content),
+                None => format!("<tool_response>\n{}\n</tool_response>", m.content),
+            };
+            match out.last_mut() {
+                Some(prev) if last_was_result => {
+                    prev.content.push('\n');
+                    prev.content.push_str(&result);
+                }
+                _ => out.push(ChatMessage::new("user", &result)),
+            }
+            last_was_result = true;
+            continue;
+        }
+        let mut m = m.clone();
+        for call in std::mem::take(&mut m.tool_calls) {
+            if !m.content.is_empty() {
+                m.content.push('\n');
+            }
+            m.content.push_str(&tools::call_text(&call.function));
+        }
+        m.tool_call_id = None;
+        out.push(m);
+        last_was_result = false;
+    }
+    out
 }
 
 fn unix_now() -> u64 {
@@ -280,6 +383,85 @@ mod tests {
             t.render(&[ChatMessage::new("user", "  hi ")], false)
                 .expect("renders"),
             "HI"
+        );
+    }
+
+    fn weather() -> Tool {
+        Tool {
+            name: "get_weather".into(),
+            description: Some("Weather of a city".into()),
+            parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            strict: false,
+        }
+    }
+
+    fn history() -> Vec<ChatMessage> {
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = vec![ToolCall::new(
+            "call_1",
+            crate::tools::FunctionCall {
+                name: "get_weather".into(),
+                arguments: serde_json::json!({"city": "Oslo"}),
+            },
+        )];
+        let mut result = ChatMessage::new("tool", "{\"c\": 3}");
+        result.tool_call_id = Some("call_1".into());
+        vec![ChatMessage::new("user", "Weather in Oslo?"), call, result]
+    }
+
+    /// A template that takes tools gets them, and the history's calls, as transformers passes them.
+    #[test]
+    fn templates_that_take_tools_render_them_and_the_calls() {
+        let src = "{% if tools is not none %}<tools>{% for t in tools %}{{ t.function.name }}:{{ t | tojson }}{% endfor %}</tools>{% endif %}\
+            {% for m in messages %}[{{ m.role }}]{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }}{{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% endif %}\
+            {% if m.tool_call_id %}({{ m.tool_call_id }}){% endif %}{{ m.content }}{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").expect("compiles");
+        assert!(t.takes_tools());
+        assert_eq!(t.tool_format(), ToolFormat::Hermes);
+        let s = t
+            .render_tools(&history(), &[weather()], false)
+            .expect("renders");
+        assert!(s.starts_with("<tools>get_weather:{"), "{s}");
+        assert!(s.contains("\"description\":\"Weather of a city\""), "{s}");
+        assert!(
+            s.ends_with("[user]Weather in Oslo?[assistant]<tool_call>get_weather{\"city\":\"Oslo\"}</tool_call>[tool](call_1){\"c\": 3}"),
+            "{s}"
+        );
+        // Without tools, `tools` is none.
+        let s = t
+            .render(&[ChatMessage::new("user", "hi")], false)
+            .expect("renders");
+        assert_eq!(s, "[user]hi");
+    }
+
+    /// A template without tools: instructions in the system message, calls and results as text.
+    #[test]
+    fn templates_without_tools_get_them_as_text() {
+        let t = ChatTemplate::for_model(None, "llama", "", "").expect("compiles");
+        assert!(!t.takes_tools());
+        let s = t
+            .render_tools(&history(), &[weather()], true)
+            .expect("renders");
+        assert!(
+            s.starts_with("<|im_start|>system\nYou may call functions"),
+            "{s}"
+        );
+        assert!(s.contains("\"name\":\"get_weather\""), "{s}");
+        assert!(
+            s.ends_with("<|im_start|>user\nWeather in Oslo?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"c\": 3}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"),
+            "{s}"
+        );
+        // Gemma's alternation holds: two results become one user turn; the system text joins the first turn.
+        let g = ChatTemplate::for_model(None, "gemma3", "<bos>", "").expect("compiles");
+        let mut msgs = history();
+        msgs.push(msgs[2].clone());
+        let s = g
+            .render_tools(&msgs, &[weather()], true)
+            .expect("alternates");
+        assert!(s.contains("</tool_response>\n<tool_response>"), "{s}");
+        assert!(
+            s.starts_with("<bos><start_of_turn>user\nYou may call functions"),
+            "{s}"
         );
     }
 }

@@ -26,6 +26,7 @@ pub mod stream;
 pub mod ternary;
 pub mod threadpool;
 pub mod tokenizer;
+pub mod tools;
 pub mod weights;
 
 pub use batch::{Batch, Event, FinishReason, GenerateRequest, SeqId, Usage};

@@ -4,10 +4,22 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::model::{LoadOptions, Model};
+use crate::schema::Grammar;
 use crate::threadpool::ThreadPool;
 use crate::tokenizer::Tokenizer;
+use crate::tools::{CallReader, ToolUse};
 use std::path::Path;
 use std::sync::Arc;
+
+/// A chat offering tools, ready to run.
+pub struct ToolPrompt {
+    /// Ending in the format's opening where a call is forced, so that the answer starts inside the call.
+    pub ids: Vec<u32>,
+    /// Reads the calls out of the answer.
+    pub reader: CallReader,
+    /// The grammar of a forced call (None under `auto`).
+    pub forced: Option<Grammar>,
+}
 
 pub struct LoadedModel {
     pub model: Arc<Model>,
@@ -78,6 +90,24 @@ impl LoadedModel {
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let text = self.template.render(messages, true)?;
         self.tokenizer.encode(&text, true)
+    }
+
+    /// Prompt tokens, call reader and forced grammar for a chat offering tools.
+    pub fn tool_prompt(&self, messages: &[ChatMessage], tools: &ToolUse) -> Result<ToolPrompt> {
+        let format = self.template.tool_format();
+        let forced = tools.forced(format);
+        let opening = if forced.is_some() {
+            format.opening()
+        } else {
+            ""
+        };
+        let mut text = self.template.render_tools(messages, &tools.tools, true)?;
+        text.push_str(opening);
+        Ok(ToolPrompt {
+            ids: self.tokenizer.encode(&text, true)?,
+            reader: tools.reader(format, opening),
+            forced,
+        })
     }
 
     /// Prompt tokens for plain completion text.

@@ -95,6 +95,38 @@ done = oa.chat.completions.parse(model=model, messages=[{"role": "user", "conten
                                  response_format=Cat, max_tokens=200, temperature=0)
 check(isinstance(done.choices[0].message.parsed, Cat), f"parse: {done.choices[0].message}")
 
+# Tool calling the way agent frameworks do it: a strict pydantic function tool, a forced call parsed by the SDK,
+# the call and its result sent back, and the same call streamed.
+class GetWeather(BaseModel):
+    city: str
+    celsius: bool
+
+
+weather_tool = openai.pydantic_function_tool(GetWeather)
+ask = [{"role": "user", "content": "What is the weather in Oslo?"}]
+done = oa.chat.completions.parse(model=model, messages=ask, tools=[weather_tool], tool_choice="required",
+                                 max_tokens=100, temperature=0)
+msg = done.choices[0].message
+check(done.choices[0].finish_reason == "tool_calls" and len(msg.tool_calls) == 1, f"tool call: {done}")
+call = msg.tool_calls[0]
+check(call.function.name == "GetWeather" and isinstance(call.function.parsed_arguments, GetWeather),
+      f"parsed arguments: {call}")
+# As most code does it: the response's message object itself goes back into the conversation.
+plain = oa.chat.completions.create(model=model, messages=ask, tools=[weather_tool], tool_choice="required",
+                                   max_tokens=100, temperature=0).choices[0].message
+follow = oa.chat.completions.create(
+    model=model, max_tokens=20, temperature=0, tools=[weather_tool],
+    messages=ask + [plain, {"role": "tool", "tool_call_id": plain.tool_calls[0].id, "content": "12 degrees, rain"}])
+check(follow.choices[0].message.content and follow.choices[0].finish_reason in ("stop", "length"),
+      f"answer after the result: {follow}")
+name, args = "", ""
+for chunk in oa.chat.completions.create(model=model, messages=ask, tools=[weather_tool], tool_choice="required",
+                                        max_tokens=100, temperature=0, stream=True):
+    for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+        name += tc.function.name or ""
+        args += tc.function.arguments or ""
+check(name == "GetWeather" and GetWeather.model_validate_json(args), f"streamed call: {name} {args}")
+
 # Files + Batch API: upload a JSONL file, run it as a batch, read the output file.
 import io
 import json
@@ -145,6 +177,24 @@ cat = ol.chat(model=model, messages=[{"role": "user", "content": "Describe a cat
               options={"temperature": 0, "num_predict": 200})
 check(isinstance(Cat.model_validate_json(cat.message.content), Cat), f"ollama format schema: {cat.message.content}")
 
+
+
+def get_weather(city: str) -> str:
+    """The weather in a city.
+
+    Args:
+      city: the city's name
+    """
+    return "12 degrees, rain"
+
+
+# The ollama client turns a Python function into a tool; the model decides, and whatever it does is well-formed.
+told = ol.chat(model=model, messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
+               tools=[get_weather], options={"temperature": 0, "num_predict": 100})
+for tc in told.message.tool_calls or []:
+    check(tc.function.name == "get_weather" and isinstance(tc.function.arguments, dict), f"ollama call: {tc}")
+check(told.message.tool_calls or told.message.content, f"ollama tools answer: {told}")
+
 try:
     ollama.Client(host=base, headers={"Authorization": "Bearer hth_wrong"}).list()
     check(False, "ollama bad key accepted")
@@ -185,10 +235,11 @@ SAMPLE = {
     "tool_call_id": "c1",
 }
 ACTED_CHAT = {"frequency_penalty", "logit_bias", "max_completion_tokens", "max_tokens", "messages", "model", "n",
-              "presence_penalty", "response_format", "seed", "stop", "stream_options", "temperature", "top_p", "user"}
+              "parallel_tool_calls", "presence_penalty", "response_format", "seed", "stop", "stream_options",
+              "temperature", "tool_choice", "tools", "top_p", "user"}
 ACTED_TEXT = {"frequency_penalty", "logit_bias", "max_tokens", "model", "n", "presence_penalty", "prompt", "seed",
               "stop", "stream_options", "temperature", "top_p", "user"}
-ACTED_MESSAGE = {"content", "role", "name"}
+ACTED_MESSAGE = {"content", "role", "name", "tool_calls", "tool_call_id"}
 
 
 def outcome(call, field):
@@ -218,6 +269,8 @@ def chat_field(f):
                                                        stream=True, **extra))
     if f not in ("max_tokens", "max_completion_tokens"):
         extra["max_tokens"] = 1
+    if f in ("tool_choice", "parallel_tool_calls"):  # both go with tools, as in OpenAI's API
+        extra["tools"] = SAMPLE["tools"]
     if f == "response_format":
         return lambda: oa.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "Reply in JSON."}], **extra)
@@ -271,7 +324,7 @@ OL_OPTION = {"embedding_only": False, "f16_kv": True, "frequency_penalty": 0.1, 
              "numa": False, "penalize_newline": True, "presence_penalty": 0.1, "repeat_last_n": 8,
              "repeat_penalty": 1.1, "seed": 1, "stop": ["\n\n"], "temperature": 0.5, "tfs_z": 1.0, "top_k": 5,
              "top_p": 0.5, "typical_p": 0.5, "use_mlock": False, "use_mmap": True, "vocab_only": False}
-ACTED_OL_CHAT = {"format", "keep_alive", "messages", "model", "options", "stream"}
+ACTED_OL_CHAT = {"format", "keep_alive", "messages", "model", "options", "stream", "tools"}
 ACTED_OL_GENERATE = {"format", "keep_alive", "model", "options", "prompt", "raw", "stream", "system"}
 ACTED_OL_OPTION = {"frequency_penalty", "num_ctx", "num_predict", "presence_penalty", "repeat_last_n",
                    "repeat_penalty", "seed", "stop", "temperature", "top_k", "top_p"}
@@ -304,11 +357,14 @@ check(acted == ACTED_OL_OPTION, f"ollama options acted on: {sorted(acted)}, docu
 
 OL_MESSAGE = {"images": ["iVBORw0KGgo="], "thinking": "hmm", "tool_name": "f",
               "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+OL_MESSAGE_ROLE = {"tool_name": "tool", "tool_calls": "assistant"}
+ACTED_OL_MESSAGE = {"tool_name", "tool_calls"}
 for f in sorted(ol_types.Message.model_fields):
     if f in ("role", "content"):
         continue
-    msgs = [{"role": "user", "content": "Hi", f: OL_MESSAGE[f]}]
+    msgs = [{"role": OL_MESSAGE_ROLE.get(f, "user"), "content": "Hi", f: OL_MESSAGE[f]},
+            {"role": "user", "content": "Hi"}]
     r = outcome(lambda: ol.chat(model=model, messages=msgs, options=quick, stream=False), f"messages[0].{f}")
-    check(r == "refused", f"ollama message member {f}: {r}")
+    check((r == "acted") == (f in ACTED_OL_MESSAGE), f"ollama message member {f}: {r}")
 
 print(f"clients.py: {checks} checks passed (openai {openai.__version__}, ollama)")

@@ -117,8 +117,8 @@ mod tests {
         let cases = [
             (
                 BodyKind::OpenAiChat,
-                format!(r#"{{"model":"m",{msgs},"tools":[{{"type":"function"}}]}}"#),
-                "tools",
+                format!(r#"{{"model":"m",{msgs},"tools":[{{"type":"function","function":{{"name":"f","examples":[]}}}}]}}"#),
+                "tools[0].function.examples",
             ),
             (
                 BodyKind::OpenAiChat,
@@ -155,8 +155,9 @@ mod tests {
             ),
             (
                 BodyKind::OllamaChat,
-                format!(r#"{{"model":"m",{msgs},"tools":[{{"type":"function"}}]}}"#),
-                "tools",
+                r#"{"model":"m","messages":[{"role":"tool","content":"1","tool_name":"f","id":"x"}]}"#
+                    .into(),
+                "messages[0].id",
             ),
             (
                 BodyKind::OllamaChat,

@@ -9,9 +9,11 @@ use crate::config::parse_duration;
 use crate::inference::{Piece, Request, Started};
 use crate::sched::{Priority, Prompt};
 use actix_web::{web, HttpResponse};
+use hearth_engine::tools::{FunctionCall, Tool, ToolCall, ToolChoice, ToolFormat, ToolUse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
 
@@ -141,6 +143,12 @@ pub async fn show(
         .ok()
         .and_then(|g| g.get_str("tokenizer.chat_template").map(str::to_owned))
         .unwrap_or_default();
+    // `tools` where the model's own template renders them (every model can still be offered tools: Hearth's
+    // instructions stand in, docs/api.md).
+    let mut capabilities = vec!["completion"];
+    if ToolFormat::of_template(&template).is_some() {
+        capabilities.push("tools");
+    }
     let mut info = serde_json::Map::new();
     info.insert("general.architecture".into(), json!(m.architecture));
     info.insert("general.parameter_count".into(), json!(m.parameters));
@@ -153,7 +161,7 @@ pub async fn show(
         "template": template,
         "details": details(&m),
         "model_info": info,
-        "capabilities": ["completion"],
+        "capabilities": capabilities,
         "modified_at": rfc3339(imported(&m)),
     })))
 }
@@ -257,6 +265,7 @@ impl Options {
             stop: self.stop.clone().unwrap_or_default(),
             json: format.json,
             schema: format.schema,
+            tools: None,
             speculative: self.speculative.unwrap_or(true),
             context: self.num_ctx.map(|n| n as usize),
             keep_alive,
@@ -333,20 +342,111 @@ pub struct OllamaMessage {
     pub role: String,
     #[serde(default)]
     pub content: String,
+    /// An assistant message's calls.
+    pub tool_calls: Option<Vec<OllamaToolCall>>,
+    /// A tool message: the tool whose result it is (given to the template as the message's `name`).
+    pub tool_name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaToolCall {
+    pub function: OllamaFunctionCall,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaFunctionCall {
+    /// The call's position among the message's calls, where a client repeats it (checked).
+    pub index: Option<usize>,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Map<String, Value>,
 }
 
 /// Ollama's roles (`system`, `user`, `assistant`, `tool`); any other is refused, naming the message.
 fn messages_in(msgs: &[OllamaMessage]) -> std::result::Result<Vec<ChatMessage>, ApiError> {
     msgs.iter()
         .enumerate()
-        .map(|(i, m)| match m.role.as_str() {
-            "system" | "user" | "assistant" | "tool" => Ok(ChatMessage::new(&m.role, &m.content)),
-            other => Err(ApiError::invalid(
-                format!("messages[{i}].role: unknown role '{other}' (use system, user, assistant or tool)"),
-                Some(&format!("messages[{i}].role")),
-            )),
+        .map(|(i, m)| {
+            let at = |field: &str| format!("messages[{i}].{field}");
+            if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
+                return Err(ApiError::invalid(
+                    format!(
+                        "{}: unknown role '{}' (use system, user, assistant or tool)",
+                        at("role"),
+                        m.role
+                    ),
+                    Some(&at("role")),
+                ));
+            }
+            let mut message = ChatMessage::new(&m.role, &m.content);
+            if let Some(calls) = &m.tool_calls {
+                if m.role != "assistant" {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "{}: only an assistant message carries calls",
+                            at("tool_calls")
+                        ),
+                        Some(&at("tool_calls")),
+                    ));
+                }
+                for (j, c) in calls.iter().enumerate() {
+                    if c.function.index.is_some_and(|k| k != j) {
+                        let f = at(&format!("tool_calls[{j}].function.index"));
+                        return Err(ApiError::invalid(format!("{f} must be {j}"), Some(&f)));
+                    }
+                    message.tool_calls.push(ToolCall::new(
+                        "",
+                        FunctionCall {
+                            name: c.function.name.clone(),
+                            arguments: Value::Object(c.function.arguments.clone()),
+                        },
+                    ));
+                }
+            }
+            if let Some(name) = &m.tool_name {
+                if m.role != "tool" {
+                    return Err(ApiError::invalid(
+                        format!("{}: only a tool message names its tool", at("tool_name")),
+                        Some(&at("tool_name")),
+                    ));
+                }
+                message.name = Some(name.clone());
+            }
+            Ok(message)
         })
         .collect()
+}
+
+/// The tools of an `/api/chat` body (Ollama has no `tool_choice`: the model decides).
+fn tool_use(
+    tools: &Option<Vec<super::openai::ToolIn>>,
+) -> std::result::Result<Option<Arc<ToolUse>>, ApiError> {
+    let tools = tools.as_deref().unwrap_or_default();
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let mut list = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].type '{}' is not supported (function)", t.kind),
+                Some(&format!("tools[{i}].type")),
+            ));
+        }
+        list.push(Tool {
+            name: t.function.name.clone(),
+            description: t.function.description.clone(),
+            parameters: t.function.parameters.clone().unwrap_or_else(
+                || json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            ),
+            strict: t.function.strict.unwrap_or(false),
+        });
+    }
+    ToolUse::new(list, ToolChoice::Auto, true)
+        .map(|u| Some(Arc::new(u)))
+        .map_err(super::structured::tool_error)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -355,9 +455,8 @@ pub struct ChatRequest {
     pub model: String,
     #[serde(default)]
     pub messages: Vec<OllamaMessage>,
-    /// Ollama's client always sends this list; an empty one is accepted, tool calling is not supported yet.
-    #[schema(value_type = Option<Vec<Object>>, max_items = 0)]
-    pub tools: Option<Vec<Value>>,
+    /// Functions the model may call (Ollama's client always sends this list, often empty).
+    pub tools: Option<Vec<super::openai::ToolIn>>,
     /// Default true: NDJSON.
     pub stream: Option<bool>,
     /// `"json"`: JSON mode; a JSON Schema object: structured outputs.
@@ -464,7 +563,10 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
     if !stream {
         let fut = async move {
             let c = job.collect().await;
-            let (k, v) = text_field(&c.text);
+            let (k, mut v) = text_field(&c.text);
+            if !c.calls.is_empty() {
+                v["tool_calls"] = json!(c.calls.iter().map(call_out).collect::<Vec<_>>());
+            }
             let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
                 "done_reason": done_reason(c.reason)});
             out[k] = v;
@@ -484,6 +586,15 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
             out[k] = v;
             ndjson(&out)
         }
+        // As Ollama streams a call: a whole call in its own message.
+        Piece::Call(c) => {
+            let (k, mut v) = text_field("");
+            v["tool_calls"] = json!([call_out(&c)]);
+            let mut out =
+                json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
+            out[k] = v;
+            ndjson(&out)
+        }
         Piece::End(reason, usage) => {
             let (k, v) = text_field("");
             let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
@@ -494,6 +605,11 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
         }
     });
     ok.content_type("application/x-ndjson").streaming(body)
+}
+
+/// A call as Ollama's messages carry it (arguments as an object).
+fn call_out(c: &FunctionCall) -> Value {
+    json!({"function": {"name": c.name, "arguments": c.arguments}})
 }
 
 fn merge(out: &mut Value, t: &Timings) {
@@ -552,10 +668,14 @@ pub enum Call {
 /// The translation of an `/api/chat` body.
 pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
     check_think(req.think)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(super::extract::not_supported(".", "tools"));
-    }
+    let tools = tool_use(&req.tools)?;
     let format = check_format(&req.format)?;
+    if tools.is_some() && (format.json || format.schema.is_some()) {
+        return Err(ApiError::invalid(
+            "'format' cannot constrain an answer that may be a tool call",
+            Some("format"),
+        ));
+    }
     let keep = keep_alive(&req.keep_alive)?;
     if req.messages.is_empty() {
         return Ok(Call::Load(keep));
@@ -568,7 +688,7 @@ pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
         format,
         keep,
     )?;
-    Ok(Call::Generate(Box::new(request)))
+    Ok(Call::Generate(Box::new(Request { tools, ..request })))
 }
 
 /// The translation of an `/api/generate` body (chat template applied unless `raw`).

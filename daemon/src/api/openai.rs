@@ -12,6 +12,7 @@ use crate::inference::{Completion, Inference, Piece, Request};
 use crate::sched::{Priority, Prompt};
 use crate::store::now as unix_now;
 use actix_web::{web, HttpResponse};
+use hearth_engine::tools::{FunctionCall, Tool, ToolCall, ToolChoice, ToolUse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -274,6 +275,7 @@ impl SamplingFields {
             stop: self.stop()?,
             json: format.json,
             schema: format.schema,
+            tools: None,
             speculative: self.speculative.unwrap_or(true),
             context: None,
             keep_alive: None,
@@ -318,6 +320,78 @@ pub struct ChatMessageIn {
     /// The participant's name: given to the chat template as `name`, or written before the content
     /// (`name: …`) where the template has no place for it.
     pub name: Option<String>,
+    /// An assistant message's calls (given to the chat template as they came).
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// A tool message: the id of the call it answers (required there).
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallIn {
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^function$")]
+    pub kind: String,
+    pub function: FunctionCallIn,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionCallIn {
+    pub name: String,
+    /// The arguments: a JSON object, as text.
+    pub arguments: String,
+}
+
+/// A tool the model may call.
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ToolIn {
+    /// `function`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^function$")]
+    pub kind: String,
+    pub function: FunctionIn,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionIn {
+    #[schema(pattern = "^[a-zA-Z0-9_.-]{1,64}$")]
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON Schema of the arguments (default: none taken). Compiled into the grammar of a forced call
+    /// (`tool_choice: required` or this function) or of a strict tool, where unsupported keywords are refused.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Value>,
+    /// `true`: a call's arguments always validate (a call whose arguments do not is answered as text).
+    pub strict: Option<bool>,
+}
+
+/// `none`, `auto`, `required`, or `{"type": "function", "function": {"name": …}}`.
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(untagged)]
+pub enum ToolChoiceIn {
+    /// `none`, `auto` or `required`.
+    Mode(String),
+    Named(NamedToolChoice),
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToolChoice {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^function$")]
+    pub kind: String,
+    pub function: ChoiceFunction,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceFunction {
+    pub name: String,
 }
 
 /// The members of a top-level body that no field took (flattened bodies cannot deny unknown fields): each one
@@ -340,9 +414,14 @@ pub struct ChatCompletionRequest {
     #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     pub response_format: Option<ResponseFormat>,
-    /// An empty list only: tool calling is not supported yet.
-    #[schema(value_type = Option<Vec<Object>>, max_items = 0)]
-    pub tools: Option<Vec<serde_json::Value>>,
+    /// Functions the model may call, rendered through its chat template (or Hearth's instructions where the
+    /// template takes none).
+    pub tools: Option<Vec<ToolIn>>,
+    /// Default `auto` with tools. `required` or a named function forces one call, constrained to the
+    /// function's parameter schema.
+    pub tool_choice: Option<ToolChoiceIn>,
+    /// Default true; `false`: at most one call per answer (the first).
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
     #[serde(flatten)]
@@ -446,9 +525,121 @@ fn messages_in(msgs: &[ChatMessageIn]) -> std::result::Result<Vec<ChatMessage>, 
             };
             let mut message = ChatMessage::new(role, &content);
             message.name = m.name.clone();
+            let at = |field: &str| format!("messages[{i}].{field}");
+            if let Some(calls) = &m.tool_calls {
+                if role != "assistant" {
+                    return Err(ApiError::invalid(
+                        format!("{}: only an assistant message carries calls", at("tool_calls")),
+                        Some(&at("tool_calls")),
+                    ));
+                }
+                for (j, c) in calls.iter().enumerate() {
+                    message.tool_calls.push(call_in(c, &at(&format!("tool_calls[{j}]")))?);
+                }
+            }
+            match (role, &m.tool_call_id) {
+                ("tool", Some(id)) => message.tool_call_id = Some(id.clone()),
+                ("tool", None) => {
+                    return Err(ApiError::invalid(
+                        format!("{}: a tool message names the call it answers", at("tool_call_id")),
+                        Some(&at("tool_call_id")),
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(ApiError::invalid(
+                        format!("{}: only a tool message answers a call", at("tool_call_id")),
+                        Some(&at("tool_call_id")),
+                    ))
+                }
+                (_, None) => {}
+            }
             Ok(message)
         })
         .collect()
+}
+
+/// A call in a conversation's history: its arguments text must be a JSON object.
+fn call_in(c: &ToolCallIn, at: &str) -> std::result::Result<ToolCall, ApiError> {
+    if c.kind != "function" {
+        return Err(ApiError::invalid(
+            format!("{at}.type: '{}' is not supported (function)", c.kind),
+            Some(&format!("{at}.type")),
+        ));
+    }
+    let arguments: serde_json::Value = serde_json::from_str(&c.function.arguments)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("{at}.function.arguments must be a JSON object as text"),
+                Some(&format!("{at}.function.arguments")),
+            )
+        })?;
+    Ok(ToolCall::new(
+        &c.id,
+        FunctionCall {
+            name: c.function.name.clone(),
+            arguments,
+        },
+    ))
+}
+
+/// The tools a chat request offers, and its choice; None where it offers none or `tool_choice` is `none`.
+fn tool_use(req: &ChatCompletionRequest) -> std::result::Result<Option<Arc<ToolUse>>, ApiError> {
+    let tools = req.tools.as_deref().unwrap_or_default();
+    let choice = match &req.tool_choice {
+        None => ToolChoice::Auto,
+        Some(ToolChoiceIn::Mode(m)) => match m.as_str() {
+            "none" => return Ok(None),
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => return Err(ApiError::invalid(
+                format!(
+                    "tool_choice '{other}' is not supported (none, auto, required or a function)"
+                ),
+                Some("tool_choice"),
+            )),
+        },
+        Some(ToolChoiceIn::Named(n)) if n.kind == "function" => {
+            ToolChoice::Function(n.function.name.clone())
+        }
+        Some(ToolChoiceIn::Named(n)) => {
+            return Err(ApiError::invalid(
+                format!("tool_choice.type '{}' is not supported (function)", n.kind),
+                Some("tool_choice.type"),
+            ))
+        }
+    };
+    if tools.is_empty() {
+        return match req.tool_choice {
+            Some(_) => Err(ApiError::invalid(
+                "'tool_choice' needs 'tools'",
+                Some("tool_choice"),
+            )),
+            None => Ok(None),
+        };
+    }
+    let mut list = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].type '{}' is not supported (function)", t.kind),
+                Some(&format!("tools[{i}].type")),
+            ));
+        }
+        list.push(Tool {
+            name: t.function.name.clone(),
+            description: t.function.description.clone(),
+            parameters: t.function.parameters.clone().unwrap_or_else(
+                || json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            ),
+            strict: t.function.strict.unwrap_or(false),
+        });
+    }
+    let parallel = req.parallel_tool_calls.unwrap_or(true);
+    ToolUse::new(list, choice, parallel)
+        .map(|u| Some(Arc::new(u)))
+        .map_err(super::structured::tool_error)
 }
 
 /// The output format `response_format` asks for.
@@ -517,13 +708,34 @@ fn sse_response(
 
 const FINGERPRINT: &str = concat!("hearth-", env!("CARGO_PKG_VERSION"));
 
-/// A whole `chat.completion` object.
+/// A call's id, as OpenAI's look (`call_` and 24 random characters).
+fn call_id() -> String {
+    completion_id("call").replacen('-', "_", 1)
+}
+
+/// A call as OpenAI's messages carry it (arguments as JSON text).
+fn call_out(id: &str, c: &FunctionCall) -> serde_json::Value {
+    json!({"id": id, "type": "function",
+           "function": {"name": c.name, "arguments": c.arguments.to_string()}})
+}
+
+/// A whole `chat.completion` object; an answer with calls has `tool_calls` (content null when it said nothing
+/// else) and ends with `tool_calls`.
 fn chat_completion(id: &str, created: i64, model: &str, c: &Completion) -> serde_json::Value {
+    let mut message = json!({"role": "assistant", "content": c.text});
+    let mut reason = finish_reason(c.reason);
+    if !c.calls.is_empty() {
+        let calls: Vec<_> = c.calls.iter().map(|f| call_out(&call_id(), f)).collect();
+        message["tool_calls"] = json!(calls);
+        if c.text.trim().is_empty() {
+            message["content"] = serde_json::Value::Null;
+        }
+        reason = "tool_calls";
+    }
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                     "logprobs": null, "finish_reason": finish_reason(c.reason)}],
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": reason}],
         "usage": UsageOut::from(&c.usage),
     })
 }
@@ -543,14 +755,28 @@ pub fn chat_request(
     endpoint: &'static str,
 ) -> std::result::Result<Request, ApiError> {
     refuse_unclaimed(&req.unclaimed)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(super::extract::not_supported(".", "tools"));
-    }
+    let tools = tool_use(req)?;
     let format = check_format(&req.response_format)?;
+    if tools.is_some() && (format.json || format.schema.is_some()) {
+        return Err(ApiError::invalid(
+            "'response_format' cannot constrain an answer that may be a tool call (drop it, or use tool_choice: none)",
+            Some("response_format"),
+        ));
+    }
+    if req.parallel_tool_calls.is_some() && tools.is_none() {
+        return Err(ApiError::invalid(
+            "'parallel_tool_calls' needs 'tools'",
+            Some("parallel_tool_calls"),
+        ));
+    }
     let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
     let prompt = Prompt::Chat(messages_in(&req.messages)?);
-    req.sampling
-        .request(&req.model, endpoint, prompt, max_tokens, format)
+    Ok(Request {
+        tools,
+        ..req
+            .sampling
+            .request(&req.model, endpoint, prompt, max_tokens, format)?
+    })
 }
 
 /// The request of a (legacy) completion body; 16 tokens unless it says otherwise, as OpenAI's default.
@@ -664,15 +890,33 @@ pub async fn chat_completions(
         }
         v
     };
+    // Calls so far: each call's index in `delta.tool_calls`.
+    let mut calls = 0usize;
     let body = rendered_body(job, move |piece| match piece {
         Piece::Start => sse(&chunk(json!({"role": "assistant", "content": ""}), None)),
         Piece::Text(t) => sse(&chunk(json!({"content": t}), None)),
+        // As OpenAI streams a call: its id and name with empty arguments, then the arguments.
+        Piece::Call(c) => {
+            let index = calls;
+            calls += 1;
+            let head = json!({"tool_calls": [{"index": index, "id": call_id(), "type": "function",
+                                              "function": {"name": c.name, "arguments": ""}}]});
+            let args = json!({"tool_calls": [{"index": index,
+                                              "function": {"arguments": c.arguments.to_string()}}]});
+            web::Bytes::from(format!(
+                "data: {}\n\ndata: {}\n\n",
+                chunk(head, None),
+                chunk(args, None)
+            ))
+        }
         Piece::End(reason, usage) => {
+            let reason = if calls > 0 {
+                "tool_calls"
+            } else {
+                finish_reason(reason)
+            };
             let mut out = String::new();
-            out.push_str(&format!(
-                "data: {}\n\n",
-                chunk(json!({}), Some(finish_reason(reason)))
-            ));
+            out.push_str(&format!("data: {}\n\n", chunk(json!({}), Some(reason))));
             if include_usage {
                 let mut u = chunk(json!({}), None);
                 u["choices"] = json!([]);
@@ -717,7 +961,8 @@ pub async fn completions(
         })
     };
     let body = rendered_body(job, move |piece| match piece {
-        Piece::Start => web::Bytes::new(),
+        // A completion offers no tools: no calls come.
+        Piece::Start | Piece::Call(_) => web::Bytes::new(),
         Piece::Text(t) => sse(&chunk(&t, None)),
         Piece::End(reason, usage) => {
             let mut out = format!("data: {}\n\n", chunk("", Some(finish_reason(reason))));

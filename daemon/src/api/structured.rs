@@ -1,5 +1,6 @@
 //! Structured outputs, as both front ends ask for them: the output format of a request (plain text, JSON mode,
-//! or a JSON Schema compiled for constrained decoding) and the refusal of a schema Hearth would not enforce.
+//! or a JSON Schema compiled for constrained decoding) and the refusal of a schema (or tools) Hearth would not
+//! enforce.
 
 use super::error::ApiError;
 use hearth_engine::schema::Grammar;
@@ -37,4 +38,15 @@ impl OutputFormat {
             schema: Some(Arc::new(g)),
         })
     }
+}
+
+/// A request's tools that cannot be used, as a 400 naming the field (both front ends use the same shape).
+pub fn tool_error(e: hearth_engine::tools::ToolError) -> ApiError {
+    use hearth_engine::tools::ToolError;
+    let param = match &e {
+        ToolError::Parameters { index, .. } => format!("tools[{index}].function.parameters"),
+        ToolError::Duplicate(i, _) | ToolError::Name(i) => format!("tools[{i}].function.name"),
+        ToolError::UnknownChoice(_) => "tool_choice.function.name".into(),
+    };
+    ApiError::invalid(e.to_string(), Some(&param))
 }

@@ -17,6 +17,7 @@ use crate::ledger::Ledger;
 use crate::quota::{Quota, RateHeaders};
 use crate::sched::{Admitted, Gate, JobEvent, JobSpec, Owner, Priority, Prompt, Scheduler};
 use futures_util::Stream;
+use hearth_engine::tools::{FunctionCall, Output, ToolUse};
 use hearth_engine::{FinishReason, SamplingParams, Usage};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct Request {
     pub json: bool,
     /// Constrain the output to a value of this schema (structured outputs).
     pub schema: Option<Arc<hearth_engine::schema::Grammar>>,
+    /// Tools a chat offers the model, and whether it must call one.
+    pub tools: Option<Arc<ToolUse>>,
     /// Speculative decoding where the model has it configured.
     pub speculative: bool,
     /// This request's context window (Ollama's `num_ctx`), bounded by the loaded model's; None: the model's.
@@ -72,15 +75,20 @@ pub struct Started {
 
 /// A whole completion (non-streaming answers).
 pub struct Completion {
+    /// The answer's text, less its tool calls.
     pub text: String,
+    /// The calls the model made (only where the request offered tools).
+    pub calls: Vec<FunctionCall>,
     pub reason: FinishReason,
     pub usage: Usage,
 }
 
-/// What a streaming front end renders, in order: `Start`, any number of `Text`, one `End`.
+/// What a streaming front end renders, in order: `Start`, any number of `Text` and `Call`, one `End`.
 pub enum Piece {
     Start,
     Text(String),
+    /// A whole tool call (given out when its block closes).
+    Call(FunctionCall),
     End(FinishReason, Usage),
 }
 
@@ -115,6 +123,7 @@ impl Inference {
             stop: req.stop,
             json: req.json,
             schema: req.schema,
+            tools: req.tools,
             speculative: req.speculative,
             context: req.context,
             keep_alive: req.keep_alive,
@@ -175,44 +184,93 @@ impl Started {
     /// Waits for the whole completion.
     pub async fn collect(&mut self) -> Completion {
         let mut text = String::new();
+        let mut calls = Vec::new();
+        let mut end = None;
         while let Some(ev) = self.admitted.events.recv().await {
             match ev {
-                JobEvent::Text(t) => text.push_str(&t),
-                JobEvent::Done { reason, usage } => {
-                    return Completion {
-                        text,
-                        reason,
-                        usage,
+                JobEvent::Text(t) => {
+                    for piece in self.read(t) {
+                        match piece {
+                            Piece::Text(t) => text.push_str(&t),
+                            Piece::Call(c) => calls.push(c),
+                            _ => {}
+                        }
                     }
+                }
+                JobEvent::Done { reason, usage } => {
+                    end = Some((reason, usage));
+                    break;
                 }
             }
         }
+        for piece in self.read_rest() {
+            match piece {
+                Piece::Text(t) => text.push_str(&t),
+                Piece::Call(c) => calls.push(c),
+                _ => {}
+            }
+        }
+        let (reason, usage) = end.unwrap_or_else(|| (FinishReason::Cancelled, self.cut_short()));
         Completion {
             text,
-            reason: FinishReason::Cancelled,
-            usage: self.cut_short(),
+            calls,
+            reason,
+            usage,
+        }
+    }
+
+    /// Generated text as pieces: through the call reader where the request offered tools.
+    fn read(&mut self, text: String) -> Vec<Piece> {
+        match &mut self.admitted.calls {
+            None => vec![Piece::Text(text)],
+            Some(r) => r.push(&text).into_iter().map(piece).collect(),
+        }
+    }
+
+    /// What the call reader held back when the output ended.
+    fn read_rest(&mut self) -> Vec<Piece> {
+        match &mut self.admitted.calls {
+            None => Vec::new(),
+            Some(r) => r.finish().into_iter().map(piece).collect(),
         }
     }
 
     /// The job's output as it comes. Dropping the stream (a client that went away) cancels the job at the
     /// worker's next step.
     pub fn pieces(self) -> impl Stream<Item = Piece> {
+        use futures_util::StreamExt;
         futures_util::stream::unfold((self, 0u8), |(mut job, phase)| async move {
-            let piece = match phase {
-                0 => Piece::Start,
+            let pieces = match phase {
+                0 => vec![Piece::Start],
                 1 => match job.admitted.events.recv().await {
-                    Some(JobEvent::Text(t)) => Piece::Text(t),
-                    Some(JobEvent::Done { reason, usage }) => Piece::End(reason, usage),
-                    None => Piece::End(FinishReason::Cancelled, job.cut_short()),
+                    Some(JobEvent::Text(t)) => job.read(t),
+                    Some(JobEvent::Done { reason, usage }) => {
+                        let mut p = job.read_rest();
+                        p.push(Piece::End(reason, usage));
+                        p
+                    }
+                    None => {
+                        let mut p = job.read_rest();
+                        p.push(Piece::End(FinishReason::Cancelled, job.cut_short()));
+                        p
+                    }
                 },
                 _ => return None,
             };
-            let next = if matches!(piece, Piece::End(..)) {
+            let next = if matches!(pieces.last(), Some(Piece::End(..))) {
                 2
             } else {
                 1
             };
-            Some((piece, (job, next)))
+            Some((futures_util::stream::iter(pieces), (job, next)))
         })
+        .flatten()
+    }
+}
+
+fn piece(o: Output) -> Piece {
+    match o {
+        Output::Text(t) => Piece::Text(t),
+        Output::Call(c) => Piece::Call(c),
     }
 }

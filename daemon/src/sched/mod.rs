@@ -87,6 +87,8 @@ pub struct JobSpec {
     pub json: bool,
     /// Constrain the output to a value of this schema (structured outputs).
     pub schema: Option<std::sync::Arc<hearth_engine::schema::Grammar>>,
+    /// Tools the chat offers (a chat prompt only): rendered into the prompt, a forced call constrained.
+    pub tools: Option<std::sync::Arc<hearth_engine::tools::ToolUse>>,
     /// Speculative decoding where the model has it configured (the `speculative: false` extension opts out).
     pub speculative: bool,
     /// This job's context window, bounded by the batch's (None: the batch's): prompt + output fit in it.
@@ -118,6 +120,8 @@ pub struct Admitted {
     /// Time spent loading the model for this request (zero when it was loaded).
     pub load_duration: Duration,
     pub events: mpsc::UnboundedReceiver<JobEvent>,
+    /// Reads tool calls out of the output, where the job offered tools (the model's format).
+    pub calls: Option<hearth_engine::tools::CallReader>,
 }
 
 #[derive(Debug, thiserror::Error)]

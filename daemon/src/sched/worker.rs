@@ -375,9 +375,15 @@ impl Running<'_> {
     }
 
     fn admit(&mut self, spec: JobSpec) -> Result<Admitted, SchedError> {
-        let prompt = match &spec.prompt {
-            Prompt::Chat(messages) => self.lm.chat_prompt(messages)?,
-            Prompt::Text(text) => self.lm.raw_prompt(text)?,
+        let (prompt, schema, calls) = match (&spec.prompt, &spec.tools) {
+            (Prompt::Chat(messages), Some(tools)) => {
+                let p = self.lm.tool_prompt(messages, tools)?;
+                // A forced call's grammar; the front ends refuse a response format beside tools.
+                let schema = p.forced.map(Arc::new).or(spec.schema);
+                (p.ids, schema, Some(p.reader))
+            }
+            (Prompt::Chat(messages), None) => (self.lm.chat_prompt(messages)?, spec.schema, None),
+            (Prompt::Text(text), _) => (self.lm.raw_prompt(text)?, spec.schema, None),
         };
         let window = spec
             .context
@@ -403,7 +409,7 @@ impl Running<'_> {
             stop: spec.stop,
             ignore_eos: false,
             json_object: spec.json,
-            schema: spec.schema,
+            schema,
             no_speculation: !spec.speculative,
         };
         self.batch.validate(&req)?;
@@ -442,6 +448,7 @@ impl Running<'_> {
             max_tokens,
             load_duration,
             events,
+            calls,
         })
     }
 

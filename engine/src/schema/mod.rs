@@ -70,6 +70,31 @@ pub(crate) enum Node {
     AnyOf(Vec<NodeId>),
 }
 
+impl Node {
+    /// The same node with every reference moved by `offset` (a grammar appended after other nodes).
+    fn shifted(&self, offset: NodeId) -> Node {
+        match self {
+            Node::Object { props, extra } => Node::Object {
+                props: props
+                    .iter()
+                    .map(|p| Prop {
+                        value: p.value + offset,
+                        ..p.clone()
+                    })
+                    .collect(),
+                extra: extra.map(|e| e + offset),
+            },
+            Node::Array { items, min, max } => Node::Array {
+                items: items + offset,
+                min: *min,
+                max: *max,
+            },
+            Node::AnyOf(ids) => Node::AnyOf(ids.iter().map(|i| i + offset).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
 /// A compiled schema.
 #[derive(Debug, Clone)]
 pub struct Grammar {
@@ -137,6 +162,93 @@ impl Grammar {
             }
         }
         Ok(())
+    }
+
+    /// Tool calls: an object `{"name": <one tool's name>, "<key>": <a value of that tool's grammar>}`, one
+    /// alternative per tool (`key`: `arguments`, or `parameters` where the model's format says so); in a
+    /// one-element array when `array` (formats that always write a list).
+    pub fn tool_call(key: &str, tools: &[(&str, &Grammar)], array: bool) -> Grammar {
+        let mut nodes = Vec::new();
+        let mut alternatives = Vec::new();
+        let quoted = |s: &str| serde_json::to_vec(&Value::from(s)).unwrap_or_default();
+        for (name, g) in tools {
+            let offset = nodes.len() as NodeId;
+            nodes.extend(g.nodes.iter().map(|n| n.shifted(offset)));
+            nodes.push(Node::Literals(vec![quoted(name)]));
+            let name_node = (nodes.len() - 1) as NodeId;
+            nodes.push(Node::Object {
+                props: vec![
+                    Prop {
+                        key: quoted("name"),
+                        value: name_node,
+                        required: true,
+                    },
+                    Prop {
+                        key: quoted(key),
+                        value: g.root + offset,
+                        required: true,
+                    },
+                ],
+                extra: None,
+            });
+            alternatives.push((nodes.len() - 1) as NodeId);
+        }
+        nodes.push(Node::AnyOf(alternatives));
+        let mut root = (nodes.len() - 1) as NodeId;
+        if array {
+            nodes.push(Node::Array {
+                items: root,
+                min: 1,
+                max: Some(1),
+            });
+            root = (nodes.len() - 1) as NodeId;
+        }
+        Grammar { nodes, root }
+    }
+
+    /// Whether a value is one this grammar could have generated (declared properties in any order). Checks a
+    /// strict tool's arguments where the call was not forced.
+    pub fn admits(&self, v: &Value) -> bool {
+        self.admits_at(self.root, v, 0)
+    }
+
+    fn admits_at(&self, id: NodeId, v: &Value, depth: usize) -> bool {
+        if depth > MAX_DEPTH * 2 {
+            return false;
+        }
+        match (self.node(id), v) {
+            (Node::Object { props, extra }, Value::Object(o)) => {
+                let declared = |k: &str| {
+                    props
+                        .iter()
+                        .find(|p| serde_json::to_vec(&Value::from(k)).is_ok_and(|q| q == p.key))
+                };
+                props.iter().all(|p| {
+                    !p.required
+                        || o.keys().any(|k| {
+                            serde_json::to_vec(&Value::from(k.as_str())).is_ok_and(|q| q == p.key)
+                        })
+                }) && o.iter().all(|(k, val)| match declared(k) {
+                    Some(p) => self.admits_at(p.value, val, depth + 1),
+                    None => {
+                        props.is_empty() && extra.is_some_and(|e| self.admits_at(e, val, depth + 1))
+                    }
+                })
+            }
+            (Node::Array { items, min, max }, Value::Array(a)) => {
+                a.len() >= *min as usize
+                    && max.is_none_or(|m| a.len() <= m as usize)
+                    && a.iter().all(|x| self.admits_at(*items, x, depth + 1))
+            }
+            (Node::Str { min, max }, Value::String(s)) => {
+                let n = s.chars().count();
+                n >= *min as usize && max.is_none_or(|m| n <= m as usize)
+            }
+            (Node::Number { integer }, Value::Number(n)) => !integer || n.is_i64() || n.is_u64(),
+            (Node::Literals(l), v) => serde_json::to_vec(v).is_ok_and(|b| l.contains(&b)),
+            (Node::AnyOf(ids), v) => ids.iter().any(|&i| self.admits_at(i, v, depth + 1)),
+            _ => false,
+        }
     }
 
     pub(crate) fn node(&self, id: NodeId) -> &Node {

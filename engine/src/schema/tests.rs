@@ -155,8 +155,18 @@ impl Rng {
 
 /// Random outputs of a schema, byte by byte from the allowed ones: never stuck, always valid when finished.
 fn walk(schema: &Value, seed: u64, runs: usize) {
+    walk_grammar(
+        Arc::new(Grammar::compile(schema).expect("compiles")),
+        schema,
+        seed,
+        runs,
+    );
+}
+
+/// Random walks through `grammar`'s language, each finished output validated against `schema`.
+fn walk_grammar(grammar: Arc<Grammar>, schema: &Value, seed: u64, runs: usize) {
     let validator = jsonschema::validator_for(schema).expect("the validator takes the schema");
-    let mut alphabet: Vec<Vec<u8>> = b"{}[],:\" -.0123456789eE+abcdefghijklmnopqrstuvwxyz\\/"
+    let mut alphabet: Vec<Vec<u8>> = b"{}[],:\" -.0123456789eE+abcdefghijklmnopqrstuvwxyz_\\/"
         .iter()
         .map(|&b| vec![b])
         .collect();
@@ -165,7 +175,7 @@ fn walk(schema: &Value, seed: u64, runs: usize) {
     let mut rng = Rng(seed);
     let mut finished = 0;
     for _ in 0..runs {
-        let mut s = state(schema);
+        let mut s = SchemaState::new(grammar.clone());
         let mut out = Vec::new();
         while out.len() < 4000 {
             if s.is_complete() && rng.below(3) == 0 {
@@ -230,4 +240,69 @@ fn random_outputs_always_validate() {
     for (i, s) in schemas.iter().enumerate() {
         walk(s, 0x9e37_79b9 + i as u64, 60);
     }
+}
+
+/// A forced tool call: the name of one of the tools and arguments of that tool's schema, nothing else — even
+/// where a tool's schema has `$defs` of its own (each tool's grammar keeps its references).
+#[test]
+fn tool_calls_name_a_tool_and_validate_its_arguments() {
+    let weather = json!({"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}}, "required": ["city"]});
+    let list = json!({"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"},
+        "maxItems": 3}}, "required": ["items"], "$defs": {"item": {"type": "object", "properties": {
+        "n": {"type": "integer"}}, "required": ["n"]}}});
+    let empty = json!({"type": "object", "properties": {}});
+    let grammars: Vec<Grammar> = [&weather, &list, &empty]
+        .iter()
+        .map(|s| Grammar::compile(s).expect("compiles"))
+        .collect();
+    let named = [
+        ("get_weather", &grammars[0]),
+        ("add_items", &grammars[1]),
+        ("ping", &grammars[2]),
+    ];
+    let call = |name: &str, args: &Value, key: &str| {
+        let mut props = serde_json::Map::new();
+        props.insert("name".into(), json!({"const": name}));
+        props.insert(key.into(), args.clone());
+        json!({"type": "object", "properties": props, "required": ["name", key],
+               "additionalProperties": false})
+    };
+    // The validator's copy keeps the `$defs` at its root, where `#/$defs/item` points.
+    let mut list_args = list.clone();
+    list_args.as_object_mut().expect("object").remove("$defs");
+    let any = json!({"anyOf": [call("get_weather", &weather, "arguments"),
+                               call("add_items", &list_args, "arguments"),
+                               call("ping", &empty, "arguments")],
+                     "$defs": list["$defs"]});
+    walk_grammar(
+        Arc::new(Grammar::tool_call("arguments", &named, false)),
+        &any,
+        7,
+        90,
+    );
+    // One tool, under `parameters`, in a one-element list.
+    let one = json!({"type": "array", "items": call("get_weather", &weather, "parameters"),
+                     "minItems": 1, "maxItems": 1});
+    walk_grammar(
+        Arc::new(Grammar::tool_call("parameters", &named[..1], true)),
+        &one,
+        8,
+        60,
+    );
+    let g = Arc::new(Grammar::tool_call("arguments", &named, false));
+    let accepts = |text: &str| {
+        let mut s = SchemaState::new(g.clone());
+        s.feed(text.as_bytes()) && s.is_complete()
+    };
+    assert!(accepts(r#"{"name": "ping", "arguments": {}}"#));
+    assert!(accepts(
+        r#"{"name":"add_items","arguments":{"items":[{"n":1}]}}"#
+    ));
+    assert!(!accepts(r#"{"name": "pong", "arguments": {}}"#));
+    assert!(accepts(r#"{"name": "ping", "arguments": {"x": 1}}"#)); // no properties: any
+    assert!(!accepts(
+        r#"{"name": "get_weather", "arguments": {"city": "a", "x": 1}}"#
+    ));
+    assert!(!accepts(r#"{"arguments": {}, "name": "ping"}"#));
 }
