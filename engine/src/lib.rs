@@ -9,6 +9,7 @@ pub mod batch;
 pub mod chat;
 pub mod constraint;
 pub mod devices;
+pub mod embed;
 pub mod error;
 pub mod gguf;
 pub mod hugebuf;

@@ -593,12 +593,14 @@ fn tool_use(req: &ChatCompletionRequest) -> std::result::Result<Option<Arc<ToolU
             "none" => return Ok(None),
             "auto" => ToolChoice::Auto,
             "required" => ToolChoice::Required,
-            other => return Err(ApiError::invalid(
-                format!(
+            other => {
+                return Err(ApiError::invalid(
+                    format!(
                     "tool_choice '{other}' is not supported (none, auto, required or a function)"
                 ),
-                Some("tool_choice"),
-            )),
+                    Some("tool_choice"),
+                ))
+            }
         },
         Some(ToolChoiceIn::Named(n)) if n.kind == "function" => {
             ToolChoice::Function(n.function.name.clone())
