@@ -91,7 +91,7 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Import a GGUF file into the models directory.
+    /// Import a GGUF file, or a sentence-transformers folder (an embedding model), into the models directory.
     Import {
         file: PathBuf,
         #[arg(long)]
@@ -254,8 +254,8 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             ModelCommand::Import { file, name } => {
                 let src = staged.as_deref().unwrap_or(&file);
-                if !src.is_file() {
-                    bail!("{}: no such file", file.display());
+                if !src.is_file() && !src.is_dir() {
+                    bail!("{}: no such file or folder", file.display());
                 }
                 let imported = store.import(src, name.as_deref());
                 if let Some(staged) = &staged {

@@ -50,6 +50,23 @@ pub struct Manifest {
     pub imported_at: u64,
 }
 
+/// What an embedding model's folder keeps of a sentence-transformers folder.
+const EMBEDDING_FILES: [&str; 6] = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+];
+
+impl Manifest {
+    /// An embedding model (a sentence-transformers folder), not a generating one.
+    pub fn is_embedding(&self) -> bool {
+        self.architecture == "bert"
+    }
+}
+
 #[derive(Clone)]
 pub struct ModelStore {
     root: PathBuf,
@@ -141,13 +158,17 @@ impl ModelStore {
         self.root.join(name)
     }
 
-    /// Validates the file as a loadable GGUF, copies it in and writes the manifest.
+    /// Validates the file as a loadable GGUF (or the folder as an embedding model), copies it in and writes the
+    /// manifest.
     pub fn import(&self, src: &Path, name: Option<&str>) -> Result<Manifest> {
         let name = name
             .map(str::to_owned)
             .unwrap_or_else(|| name_from_path(src));
         if !valid_name(&name) {
             return Err(ModelStoreError::BadName(name));
+        }
+        if src.is_dir() {
+            return self.import_folder(src, name);
         }
         let gguf = std::sync::Arc::new(GgufFile::open(src)?);
         let arch = gguf.architecture()?.to_owned();
@@ -201,6 +222,63 @@ impl ModelStore {
             })?;
         std::fs::write(&mpath, json).map_err(io(&mpath))?;
         // Publish atomically: a half-imported model is never listed.
+        std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        Ok(manifest)
+    }
+
+    /// A sentence-transformers folder (an embedding model): the files the engine reads are copied in; the
+    /// manifest's `file` is its `model.safetensors` and its architecture `bert`.
+    fn import_folder(&self, src: &Path, name: String) -> Result<Manifest> {
+        if !hearth_engine::embed::is_embedding_folder(src) {
+            return Err(ModelStoreError::Engine(hearth_engine::EngineError::Metadata(format!(
+                "{}: a folder must hold config.json, model.safetensors and tokenizer.json (a sentence-transformers model)",
+                src.display()
+            ))));
+        }
+        let embedder = hearth_engine::embed::Embedder::open(src)?;
+        let dir = self.dir(&name);
+        if dir.exists() {
+            return Err(ModelStoreError::Exists(name));
+        }
+        let tmp = self
+            .root
+            .join(format!(".import-{name}-{}", std::process::id()));
+        for f in EMBEDDING_FILES {
+            let from = src.join(f);
+            if !from.is_file() {
+                continue;
+            }
+            let to = tmp.join(f);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).map_err(io(&to))?;
+            }
+        }
+        let weights = tmp.join("model.safetensors");
+        let manifest = Manifest {
+            name: name.clone(),
+            file: "model.safetensors".into(),
+            architecture: "bert".into(),
+            quant_types: embedder.tensor_types(),
+            file_type: None,
+            size_bytes: std::fs::metadata(&weights).map_err(io(&weights))?.len(),
+            context_length: Some(embedder.max_tokens() as u64),
+            parameters: embedder.parameters(),
+            sha256: sha256_file(&weights)?,
+            imported_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let mpath = tmp.join("manifest.json");
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|source| ModelStoreError::Manifest {
+                path: mpath.clone(),
+                source,
+            })?;
+        std::fs::write(&mpath, json).map_err(io(&mpath))?;
         std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
         Ok(manifest)
     }

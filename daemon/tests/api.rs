@@ -733,3 +733,189 @@ fn forced_tool_calls_are_well_formed_and_validate() {
     let r = d.post("/api/show", Some(&k), &json!({"model": "smollm2"}));
     assert_eq!(r.json()["capabilities"], json!(["completion"]));
 }
+
+/// Embeddings from the real all-MiniLM-L6-v2 folder, imported like any model: OpenAI's shape (floats and
+/// base64, several inputs), Ollama's two endpoints, the same vectors everywhere, charged and on the ledger;
+/// a generating model refuses embeddings and an embedding model refuses chat.
+#[test]
+fn embeddings_in_both_shapes() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let folder = demo_model().parent().unwrap().join("all-MiniLM-L6-v2");
+    ok_stdout(&d.cli(&[
+        "model",
+        "import",
+        folder.to_str().unwrap(),
+        "--name",
+        "minilm",
+    ]));
+    let texts = [
+        "The weather is lovely today.",
+        "It's so sunny outside!",
+        "He drove to the stadium.",
+    ];
+    let r = d.post(
+        "/v1/embeddings",
+        Some(&k),
+        &json!({"model": "minilm", "input": texts, "user": "u-7"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-request-id").is_some());
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    let vecs: Vec<Vec<f64>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            assert_eq!(
+                (d["object"].as_str(), d["index"].as_u64()),
+                (Some("embedding"), Some(i as u64))
+            );
+            serde_json::from_value(d["embedding"].clone()).unwrap()
+        })
+        .collect();
+    assert_eq!(vecs.len(), 3);
+    assert!(vecs.iter().all(|x| x.len() == 384));
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    // sentence-transformers' documented figures for these sentences.
+    assert!(
+        (dot(&vecs[0], &vecs[1]) - 0.666).abs() < 2e-3,
+        "{}",
+        dot(&vecs[0], &vecs[1])
+    );
+    assert!((dot(&vecs[0], &vecs[2]) - 0.105).abs() < 2e-3);
+    let tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(v["usage"]["total_tokens"].as_u64(), Some(tokens));
+    assert!(tokens >= 20, "{v}");
+    // base64: the same floats, little-endian.
+    let r = d.post(
+        "/v1/embeddings",
+        Some(&k),
+        &json!({"model": "minilm", "input": texts[0], "encoding_format": "base64"}),
+    );
+    let b64 = r.json()["data"][0]["embedding"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bytes = base64_decode(&b64);
+    let floats: Vec<f64> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+        .collect();
+    assert!(floats
+        .iter()
+        .zip(&vecs[0])
+        .all(|(a, b)| (a - b).abs() < 1e-6));
+    // Ollama: /api/embed (several inputs) and /api/embeddings (one prompt) give the same vectors.
+    let r = d.post(
+        "/api/embed",
+        Some(&k),
+        &json!({"model": "minilm", "input": texts}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let o = r.json();
+    assert_eq!(o["prompt_eval_count"].as_u64(), Some(tokens));
+    let first: Vec<f64> = serde_json::from_value(o["embeddings"][0].clone()).unwrap();
+    assert!(first
+        .iter()
+        .zip(&vecs[0])
+        .all(|(a, b)| (a - b).abs() < 1e-6));
+    let r = d.post(
+        "/api/embeddings",
+        Some(&k),
+        &json!({"model": "minilm", "prompt": texts[2]}),
+    );
+    let legacy: Vec<f64> = serde_json::from_value(r.json()["embedding"].clone()).unwrap();
+    assert!(legacy
+        .iter()
+        .zip(&vecs[2])
+        .all(|(a, b)| (a - b).abs() < 1e-6));
+    // Long input: Ollama truncates by default; OpenAI's shape and truncate: false refuse it by name.
+    let long = "word ".repeat(600);
+    assert_eq!(
+        d.post(
+            "/api/embed",
+            Some(&k),
+            &json!({"model": "minilm", "input": long})
+        )
+        .status,
+        200
+    );
+    let r = d.post(
+        "/api/embed",
+        Some(&k),
+        &json!({"model": "minilm", "input": long, "truncate": false}),
+    );
+    assert_eq!(r.status, 400);
+    let r = d.post(
+        "/v1/embeddings",
+        Some(&k),
+        &json!({"model": "minilm", "input": long}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("input"))
+    );
+    // Bad input, by name; the wrong kind of model, by name.
+    for (body, param) in [
+        (json!({"model": "minilm", "input": [1, 2]}), "input"),
+        (
+            json!({"model": "minilm", "input": "x", "dimensions": 128}),
+            "dimensions",
+        ),
+        (
+            json!({"model": "minilm", "input": "x", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (json!({"model": "minilm", "input": []}), "input"),
+        (json!({"model": "smollm2", "input": "x"}), "model"),
+    ] {
+        let r = d.post("/v1/embeddings", Some(&k), &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], param, "{body}");
+    }
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "minilm",
+        "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("model"))
+    );
+    // Listed as a model, and on the ledger with its tokens and the client's user.
+    let r = d.get("/v1/models", Some(&k));
+    assert!(r.text().contains("\"minilm\""));
+    let r = d.post("/api/show", Some(&k), &json!({"model": "minilm"}));
+    assert_eq!(r.json()["capabilities"], json!(["embedding"]));
+    let rows = d.ledger();
+    let row = rows
+        .iter()
+        .find(|r| r.get("client_user").map(String::as_str) == Some("u-7"))
+        .expect("an embeddings row");
+    assert_eq!(
+        row.get("prompt_tokens").map(String::as_str),
+        Some(tokens.to_string().as_str())
+    );
+    assert_eq!(row.get("status").map(String::as_str), Some("ok"));
+    assert_eq!(row.get("endpoint").map(String::as_str), Some("embeddings"));
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const A: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.chars().filter(|&c| c != '=') {
+        bits = (bits << 6) | A.find(c).unwrap() as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}

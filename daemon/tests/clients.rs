@@ -21,12 +21,24 @@ fn official_python_clients_work_unchanged() {
         python.display()
     );
     let d = harness::Daemon::start();
+    let minilm = harness::demo_model()
+        .parent()
+        .unwrap()
+        .join("all-MiniLM-L6-v2");
+    harness::ok_stdout(&d.cli(&[
+        "model",
+        "import",
+        minilm.to_str().unwrap(),
+        "--name",
+        "minilm",
+    ]));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/clients.py");
     let o = std::process::Command::new(python)
         .arg(script)
         .arg(format!("http://{}", d.addr))
         .arg(&d.admin_key)
         .arg("smollm2")
+        .arg("minilm")
         .output()
         .unwrap();
     assert!(

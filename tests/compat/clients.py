@@ -1,12 +1,12 @@
 """Client compatibility: the official `openai` and `ollama` Python packages, unmodified, against a running
-Hearth daemon. Usage: clients.py BASE_URL API_KEY MODEL. Exits non-zero on the first failure."""
+Hearth daemon. Usage: clients.py BASE_URL API_KEY MODEL EMBEDDING_MODEL. Exits non-zero on the first failure."""
 
 import sys
 
 import ollama
 import openai
 
-base, key, model = sys.argv[1], sys.argv[2], sys.argv[3]
+base, key, model, embedder = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 checks = 0
 
 
@@ -127,6 +127,16 @@ for chunk in oa.chat.completions.create(model=model, messages=ask, tools=[weathe
         args += tc.function.arguments or ""
 check(name == "GetWeather" and GetWeather.model_validate_json(args), f"streamed call: {name} {args}")
 
+# Embeddings: the SDK asks for base64 by default and decodes it; the result is the model's unit vectors.
+emb = oa.embeddings.create(model=embedder, input=["The weather is lovely today.", "It's so sunny outside!"])
+vecs = [d.embedding for d in emb.data]
+check(len(vecs) == 2 and all(len(v) == 384 for v in vecs), f"embeddings: {len(vecs)}")
+check(abs(sum(a * a for a in vecs[0]) - 1) < 1e-4, "unit vectors")
+check(abs(sum(a * b for a, b in zip(*vecs)) - 0.666) < 2e-3, "the documented similarity")
+check(emb.usage.prompt_tokens == emb.usage.total_tokens > 0, f"embedding usage: {emb.usage}")
+floats = oa.embeddings.create(model=embedder, input="The weather is lovely today.", encoding_format="float")
+check(max(abs(a - b) for a, b in zip(floats.data[0].embedding, vecs[0])) < 1e-6, "float and base64 agree")
+
 # Files + Batch API: upload a JSONL file, run it as a batch, read the output file.
 import io
 import json
@@ -194,6 +204,11 @@ told = ol.chat(model=model, messages=[{"role": "user", "content": "What is the w
 for tc in told.message.tool_calls or []:
     check(tc.function.name == "get_weather" and isinstance(tc.function.arguments, dict), f"ollama call: {tc}")
 check(told.message.tool_calls or told.message.content, f"ollama tools answer: {told}")
+
+e = ol.embed(model=embedder, input=["The weather is lovely today.", "He drove to the stadium."])
+check(len(e.embeddings) == 2 and abs(sum(a * b for a, b in zip(*e.embeddings)) - 0.105) < 2e-3,
+      "ollama embed")
+check(len(ol.embeddings(model=embedder, prompt="hello").embedding) == 384, "ollama embeddings")
 
 try:
     ollama.Client(host=base, headers={"Authorization": "Bearer hth_wrong"}).list()

@@ -405,6 +405,11 @@ impl From<InferenceError> for ApiError {
             InferenceError::KeyScope(_) => ApiError::Forbidden(e.to_string()),
             InferenceError::Sched(s) => s.into(),
             InferenceError::Quota(q) => q.into(),
+            InferenceError::NotForGeneration(_) | InferenceError::NotForEmbeddings(_) => {
+                ApiError::invalid(e.to_string(), Some("model"))
+            }
+            InferenceError::Input { message, param } => ApiError::invalid(message, Some(&param)),
+            InferenceError::TooLong(m) => ApiError::invalid(m, Some("input")),
             InferenceError::Internal(m) => ApiError::Internal(m),
         }
     }

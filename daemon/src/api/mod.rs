@@ -7,6 +7,7 @@ pub mod batch_api;
 pub mod bodies;
 pub mod cron;
 pub mod dashboard;
+pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod metrics;

@@ -30,7 +30,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(super::resource("/show").route(web::post().to(show)))
             .service(super::resource("/ps").route(super::get_or_head().to(ps)))
             .service(super::resource("/chat").route(web::post().to(chat)))
-            .service(super::resource("/generate").route(web::post().to(generate))),
+            .service(super::resource("/generate").route(web::post().to(generate)))
+            .service(
+                super::resource("/embed").route(web::post().to(super::embeddings::ollama_embed)),
+            )
+            .service(
+                super::resource("/embeddings")
+                    .route(web::post().to(super::embeddings::ollama_embeddings)),
+            ),
     );
 }
 
@@ -146,7 +153,9 @@ pub async fn show(
     // `tools` where the model's own template renders them (every model can still be offered tools: Hearth's
     // instructions stand in, docs/api.md).
     let mut capabilities = vec!["completion"];
-    if ToolFormat::of_template(&template).is_some() {
+    if m.is_embedding() {
+        capabilities = vec!["embedding"];
+    } else if ToolFormat::of_template(&template).is_some() {
         capabilities.push("tools");
     }
     let mut info = serde_json::Map::new();

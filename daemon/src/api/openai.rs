@@ -35,6 +35,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(super::resource("/models/{model}").route(super::get_or_head().to(get_model)))
             .service(super::resource("/chat/completions").route(web::post().to(chat_completions)))
             .service(super::resource("/completions").route(web::post().to(completions)))
+            .service(
+                super::resource("/embeddings").route(web::post().to(super::embeddings::openai)),
+            )
             .service(super::resource("/me/usage").route(super::get_or_head().to(me_usage)))
             .configure(super::batch_api::routes),
     );

@@ -59,10 +59,26 @@ pub fn stage(owner: Owner, src: &Path, state_dir: &Path) -> Result<PathBuf> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     chown(&dir)?;
-    std::fs::copy(src, &dst)
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-    chown(&dst)?;
+    copy_owned(src, &dst, &chown)?;
     Ok(dst)
+}
+
+/// Copies a file, or a folder's files and subfolders (an embedding model), each given to the service user.
+fn copy_owned(src: &Path, dst: &Path, chown: &dyn Fn(&Path) -> Result<()>) -> Result<()> {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+        chown(dst)?;
+        let entries =
+            std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", src.display()))?;
+            copy_owned(&entry.path(), &dst.join(entry.file_name()), chown)?;
+        }
+        return Ok(());
+    }
+    std::fs::copy(src, dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    chown(dst)
 }
 
 pub fn unstage(staged: &Path) {

@@ -7,8 +7,11 @@
 //! computed for a request refused on the way, and every admitted request gets its ledger row. Nothing here knows
 //! HTTP: errors are `InferenceError`s, rendered by `api::error`.
 
+mod embed;
 mod error;
 pub mod label;
+
+pub use embed::{EmbedRequest, Embedded};
 
 pub use error::InferenceError;
 
@@ -57,6 +60,7 @@ pub struct Inference {
     sched: Arc<Scheduler>,
     quota: Arc<Quota>,
     ledger: Ledger,
+    embedders: Arc<embed::Embedders>,
 }
 
 /// A request that passed every check and holds its quota reservation; its output follows.
@@ -98,6 +102,7 @@ impl Inference {
             sched,
             quota,
             ledger,
+            embedders: Arc::default(),
         }
     }
 
@@ -107,6 +112,14 @@ impl Inference {
         label::note(&model);
         if !who.may_use(&model) {
             return Err(InferenceError::KeyScope(model));
+        }
+        if self
+            .sched
+            .models()
+            .get(&model)
+            .is_ok_and(|m| m.is_embedding())
+        {
+            return Err(InferenceError::NotForGeneration(model));
         }
         let limits = self
             .quota

@@ -22,6 +22,9 @@ pub struct Embedder {
     pooling: Pooling,
     normalize: bool,
     max_tokens: usize,
+    /// Tensors per dtype and parameters, as the file holds them.
+    types: std::collections::BTreeMap<String, usize>,
+    parameters: u64,
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -45,6 +48,7 @@ impl Embedder {
         let config = BertConfig::from_json(&read_json(&dir.join("config.json"))?)?;
         let st = safetensors::SafeTensors::open(&dir.join("model.safetensors"))?;
         let bert = Bert::load(&st, config)?;
+        let (types, parameters) = st.summary();
         let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| EngineError::Tokenizer(format!("tokenizer.json: {e}")))?;
         // Over-long input is the caller's decision (refuse or truncate), never the tokenizer's silent one.
@@ -89,7 +93,19 @@ impl Embedder {
             pooling,
             normalize,
             max_tokens,
+            types,
+            parameters,
         })
+    }
+
+    /// Tensors per dtype in the weights file.
+    pub fn tensor_types(&self) -> std::collections::BTreeMap<String, usize> {
+        self.types.clone()
+    }
+
+    /// Elements of every tensor in the weights file.
+    pub fn parameters(&self) -> u64 {
+        self.parameters
     }
 
     /// The length of a vector.

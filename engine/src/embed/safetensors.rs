@@ -135,6 +135,17 @@ impl SafeTensors {
         })
     }
 
+    /// Tensors per dtype, and the elements of all tensors (the model's parameter count).
+    pub fn summary(&self) -> (std::collections::BTreeMap<String, usize>, u64) {
+        let mut types = std::collections::BTreeMap::new();
+        let mut elements = 0u64;
+        for (dtype, shape, _, _) in self.index.values() {
+            *types.entry(dtype.clone()).or_insert(0) += 1;
+            elements += shape.iter().product::<usize>() as u64;
+        }
+        (types, elements)
+    }
+
     /// Names of the tensors held.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)
