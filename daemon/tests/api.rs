@@ -808,6 +808,20 @@ fn embeddings_in_both_shapes() {
         .iter()
         .zip(&vecs[0])
         .all(|(a, b)| (a - b).abs() < 1e-6));
+    // Token ids of the model's vocabulary, as given: the text's own ids give the text's vector.
+    let ids = json!([101, 1996, 4633, 2003, 8403, 2651, 1012, 102]); // "The weather is lovely today."
+    let r = d.post(
+        "/v1/embeddings",
+        Some(&k),
+        &json!({"model": "minilm", "input": [ids]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let from_ids: Vec<f64> =
+        serde_json::from_value(r.json()["data"][0]["embedding"].clone()).unwrap();
+    assert!(from_ids
+        .iter()
+        .zip(&vecs[0])
+        .all(|(a, b)| (a - b).abs() < 1e-6));
     // Ollama: /api/embed (several inputs) and /api/embeddings (one prompt) give the same vectors.
     let r = d.post(
         "/api/embed",
@@ -860,7 +874,12 @@ fn embeddings_in_both_shapes() {
     );
     // Bad input, by name; the wrong kind of model, by name.
     for (body, param) in [
-        (json!({"model": "minilm", "input": [1, 2]}), "input"),
+        (json!({"model": "minilm", "input": [101, 99999]}), "input"),
+        (
+            json!({"model": "minilm", "input": [[101, 102], []]}),
+            "input",
+        ),
+        (json!({"model": "minilm", "input": [1.5]}), "input"),
         (
             json!({"model": "minilm", "input": "x", "dimensions": 128}),
             "dimensions",
@@ -891,6 +910,11 @@ fn embeddings_in_both_shapes() {
     assert!(r.text().contains("\"minilm\""));
     let r = d.post("/api/show", Some(&k), &json!({"model": "minilm"}));
     assert_eq!(r.json()["capabilities"], json!(["embedding"]));
+    let m = d.get("/metrics", Some(&k)).text();
+    assert!(
+        m.contains(r#"hearth_requests_total{api="openai",model="minilm",status="200"}"#),
+        "embeddings count in the request metric"
+    );
     let rows = d.ledger();
     let row = rows
         .iter()

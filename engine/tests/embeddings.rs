@@ -73,6 +73,11 @@ fn minilm_matches_the_numpy_reference() {
     // Meaning, not only numbers: the paraphrase is nearer than the unrelated sentence.
     let sim = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     assert!(sim(&got[0], &got[1]) > sim(&got[0], &got[2]) + 0.2);
+    // Several inputs in one forward pass give each input's own vector.
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| e.tokenize(t).unwrap()).collect();
+    for (one, batched) in got.iter().zip(e.embed_batch(&ids).unwrap()) {
+        assert!(one.iter().zip(&batched).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
     // The figures sentence-transformers' documentation prints for this model (0.6660 and 0.1046).
     let weather: Vec<Vec<f32>> = [
         "The weather is lovely today.",

@@ -5,25 +5,29 @@
 use super::error::{ApiError, Ollama, OllamaErrorBody, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{ApiJson, Body, Caller};
 use super::AppState;
-use crate::inference::{EmbedRequest, Embedded};
+use crate::inference::{EmbedInput, EmbedRequest, Embedded};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-/// One text or several.
+/// One text or several, or token ids of the model's own vocabulary (one list or several), taken as given.
 #[derive(Deserialize, ToSchema, Clone)]
 #[serde(untagged)]
 pub enum Input {
     One(String),
     Many(Vec<String>),
+    Ids(Vec<u32>),
+    IdLists(Vec<Vec<u32>>),
 }
 
 impl Input {
-    fn texts(self) -> Vec<String> {
+    fn items(self) -> Vec<EmbedInput> {
         match self {
-            Input::One(s) => vec![s],
-            Input::Many(v) => v,
+            Input::One(s) => vec![EmbedInput::Text(s)],
+            Input::Many(v) => v.into_iter().map(EmbedInput::Text).collect(),
+            Input::Ids(ids) => vec![EmbedInput::Ids(ids)],
+            Input::IdLists(v) => v.into_iter().map(EmbedInput::Ids).collect(),
         }
     }
 }
@@ -33,7 +37,8 @@ impl Input {
 pub struct EmbeddingRequest {
     /// An embedding model (a sentence-transformers folder imported with `hearth model import`).
     pub model: String,
-    /// A text or a list of texts (token-id arrays are not taken: the ids would be another tokenizer's).
+    /// A text, a list of texts, or token ids of the model's vocabulary (a list, or a list of lists; taken as
+    /// given, special tokens included).
     pub input: Input,
     /// `float` (default) or `base64` (little-endian f32, what the openai SDK asks for).
     #[schema(pattern = "^(float|base64)$")]
@@ -141,7 +146,7 @@ pub async fn openai(
                 model: req.model,
                 endpoint: "embeddings",
                 client_user: req.user,
-                inputs: req.input.texts(),
+                inputs: req.input.items(),
                 truncate: false,
             },
         )
@@ -185,7 +190,7 @@ pub async fn ollama_embed(
                 model: req.model,
                 endpoint: "ollama_embed",
                 client_user: None,
-                inputs: req.input.texts(),
+                inputs: req.input.items(),
                 truncate: req.truncate.unwrap_or(true),
             },
         )
@@ -219,7 +224,7 @@ pub async fn ollama_embeddings(
                 model: req.model,
                 endpoint: "ollama_embed",
                 client_user: None,
-                inputs: vec![req.prompt],
+                inputs: vec![EmbedInput::Text(req.prompt)],
                 truncate: true,
             },
         )

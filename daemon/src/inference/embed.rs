@@ -11,13 +11,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// One input: text (tokenized with the model's tokenizer, special tokens added) or token ids as given.
+pub enum EmbedInput {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
 /// What a front end asks to embed.
 pub struct EmbedRequest {
     pub model: String,
     /// The ledger's entry point (`embeddings`, `ollama_embed`).
     pub endpoint: &'static str,
     pub client_user: Option<String>,
-    pub inputs: Vec<String>,
+    pub inputs: Vec<EmbedInput>,
     /// Cut an input longer than the model takes (Ollama's default); otherwise it is a 400.
     pub truncate: bool,
 }
@@ -73,6 +79,7 @@ impl Inference {
     ) -> Result<Embedded, InferenceError> {
         let started = Instant::now();
         let model = self.sched.resolve(&req.model)?;
+        super::label::note(&model);
         if !who.may_use(&model) {
             return Err(InferenceError::KeyScope(model));
         }
@@ -101,10 +108,26 @@ impl Inference {
             .unwrap_or_default();
         let (embedder, load_duration) = self.embedders.get(&model, dir).await?;
         let mut batch = Vec::with_capacity(req.inputs.len());
-        for (i, text) in req.inputs.iter().enumerate() {
-            let mut ids = embedder
-                .tokenize(text)
-                .map_err(|e| InferenceError::Internal(e.to_string()))?;
+        for (i, input) in req.inputs.into_iter().enumerate() {
+            let mut ids = match input {
+                EmbedInput::Text(text) => embedder
+                    .tokenize(&text)
+                    .map_err(|e| InferenceError::Internal(e.to_string()))?,
+                EmbedInput::Ids(ids) => {
+                    let bad = ids.is_empty()
+                        || ids.iter().any(|&id| id as usize >= embedder.vocab_size());
+                    if bad {
+                        return Err(InferenceError::Input {
+                            message: format!(
+                                "input[{i}]: token ids must be a non-empty list of ids below {}",
+                                embedder.vocab_size()
+                            ),
+                            param: "input".into(),
+                        });
+                    }
+                    ids
+                }
+            };
             if ids.len() > embedder.max_tokens() {
                 if !req.truncate {
                     return Err(InferenceError::TooLong(format!(
@@ -136,13 +159,8 @@ impl Inference {
             )
             .await?;
         let on_finish = self.ledger.on_finish(request_id.clone());
-        let run = tokio::task::spawn_blocking(move || {
-            batch
-                .iter()
-                .map(|ids| embedder.embed(ids))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await;
+        // All inputs in one forward pass.
+        let run = tokio::task::spawn_blocking(move || embedder.embed_batch(&batch)).await;
         let usage = Usage {
             prompt_tokens,
             ..Default::default()

@@ -11,7 +11,7 @@ mod embed;
 mod error;
 pub mod label;
 
-pub use embed::{EmbedRequest, Embedded};
+pub use embed::{EmbedInput, EmbedRequest, Embedded};
 
 pub use error::InferenceError;
 

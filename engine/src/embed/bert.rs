@@ -221,18 +221,26 @@ impl Bert {
         })
     }
 
-    /// The last hidden states of one sequence (`ids` within the vocabulary and the position table).
-    pub fn forward(&self, ids: &[u32]) -> Vec<f32> {
+    /// The last hidden states of several sequences in one pass: every linear layer runs over all their tokens
+    /// at once, attention within each sequence (`ids` within the vocabulary and the position table).
+    pub fn forward(&self, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
         let c = &self.config;
-        let (h, n) = (c.hidden, ids.len());
-        let mut x = vec![0f32; n * h];
-        for (t, &id) in ids.iter().enumerate() {
-            let row = &mut x[t * h..(t + 1) * h];
-            let w = &self.words[id as usize * h..(id as usize + 1) * h];
-            let p = &self.positions[t * h..(t + 1) * h];
-            for j in 0..h {
-                row[j] = w[j] + p[j] + self.types[j];
+        let h = c.hidden;
+        let total: usize = seqs.iter().map(|s| s.len()).sum();
+        let mut x = vec![0f32; total * h];
+        let mut starts = Vec::with_capacity(seqs.len());
+        let mut row = 0;
+        for ids in seqs {
+            starts.push(row);
+            for (t, &id) in ids.iter().enumerate() {
+                let out = &mut x[(row + t) * h..(row + t + 1) * h];
+                let w = &self.words[id as usize * h..(id as usize + 1) * h];
+                let p = &self.positions[t * h..(t + 1) * h];
+                for j in 0..h {
+                    out[j] = w[j] + p[j] + self.types[j];
+                }
             }
+            row += ids.len();
         }
         self.emb_norm.apply(&mut x, c.eps);
         let d = h / c.heads;
@@ -243,19 +251,24 @@ impl Bert {
                 layer.k.forward(&x),
                 layer.v.forward(&x),
             );
-            let mut ctx = vec![0f32; n * h];
-            let mut scores = vec![0f32; n];
-            for head in 0..c.heads {
-                let off = head * d;
-                for i in 0..n {
-                    let qi = &q[i * h + off..i * h + off + d];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qi, &k[j * h + off..j * h + off + d]) * scale;
-                    }
-                    crate::ops::softmax_inplace(&mut scores);
-                    let out = &mut ctx[i * h + off..i * h + off + d];
-                    for (j, &s) in scores.iter().enumerate() {
-                        crate::ops::axpy(out, s, &v[j * h + off..j * h + off + d]);
+            let mut ctx = vec![0f32; total * h];
+            for (ids, &s0) in seqs.iter().zip(&starts) {
+                let n = ids.len();
+                let mut scores = vec![0f32; n];
+                for head in 0..c.heads {
+                    let off = head * d;
+                    for i in s0..s0 + n {
+                        let qi = &q[i * h + off..i * h + off + d];
+                        for (j, s) in scores.iter_mut().enumerate() {
+                            let kj = (s0 + j) * h + off;
+                            *s = dot(qi, &k[kj..kj + d]) * scale;
+                        }
+                        crate::ops::softmax_inplace(&mut scores);
+                        let out = &mut ctx[i * h + off..i * h + off + d];
+                        for (j, &s) in scores.iter().enumerate() {
+                            let vj = (s0 + j) * h + off;
+                            crate::ops::axpy(out, s, &v[vj..vj + d]);
+                        }
                     }
                 }
             }
@@ -269,7 +282,10 @@ impl Bert {
             layer.out_norm.apply(&mut out, c.eps);
             x = out;
         }
-        x
+        seqs.iter()
+            .zip(&starts)
+            .map(|(ids, &s0)| x[s0 * h..(s0 + ids.len()) * h].to_vec())
+            .collect()
     }
 }
 

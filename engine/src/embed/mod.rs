@@ -136,37 +136,59 @@ impl Embedder {
         }
     }
 
-    /// The vector of one tokenized input (at most `max_tokens`, every id in the vocabulary).
-    pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        if ids.is_empty() || ids.len() > self.max_tokens {
-            return Err(EngineError::InvalidRequest(format!(
-                "an input of {} tokens (1 to {} allowed)",
-                ids.len(),
-                self.max_tokens
-            )));
-        }
-        if ids.iter().any(|&i| i as usize >= self.bert.config.vocab) {
-            return Err(EngineError::InvalidRequest(
-                "token id outside the vocabulary".into(),
-            ));
-        }
-        let states = self.bert.forward(ids);
-        let h = self.dimensions();
-        let mut v = match self.pooling {
-            Pooling::Cls => states[..h].to_vec(),
-            Pooling::Mean => {
-                let mut m = vec![0f32; h];
-                for row in states.chunks(h) {
-                    m.iter_mut().zip(row).for_each(|(m, x)| *m += x);
-                }
-                m.iter_mut().for_each(|x| *x /= ids.len() as f32);
-                m
+    /// The vectors of several tokenized inputs (each at most `max_tokens`, every id in the vocabulary),
+    /// computed in one forward pass.
+    pub fn embed_batch(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        for ids in inputs {
+            if ids.is_empty() || ids.len() > self.max_tokens {
+                return Err(EngineError::InvalidRequest(format!(
+                    "an input of {} tokens (1 to {} allowed)",
+                    ids.len(),
+                    self.max_tokens
+                )));
             }
-        };
-        if self.normalize {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|x| *x /= norm);
+            if ids.iter().any(|&i| i as usize >= self.bert.config.vocab) {
+                return Err(EngineError::InvalidRequest(
+                    "token id outside the vocabulary".into(),
+                ));
+            }
         }
-        Ok(v)
+        let seqs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+        let h = self.dimensions();
+        Ok(self
+            .bert
+            .forward(&seqs)
+            .into_iter()
+            .zip(inputs)
+            .map(|(states, ids)| {
+                let mut v = match self.pooling {
+                    Pooling::Cls => states[..h].to_vec(),
+                    Pooling::Mean => {
+                        let mut m = vec![0f32; h];
+                        for row in states.chunks(h) {
+                            m.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+                        }
+                        m.iter_mut().for_each(|x| *x /= ids.len() as f32);
+                        m
+                    }
+                };
+                if self.normalize {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                v
+            })
+            .collect())
+    }
+
+    /// The vector of one tokenized input.
+    pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut v = self.embed_batch(&[ids.to_vec()])?;
+        Ok(v.pop().unwrap_or_default())
+    }
+
+    /// The size of the vocabulary (token-id input is checked against it).
+    pub fn vocab_size(&self) -> usize {
+        self.bert.config.vocab
     }
 }
