@@ -29,6 +29,7 @@ async fn run(label: &str, store: Store, n: usize) -> anyhow::Result<()> {
         role: Role::Member,
         key_id: None,
         models: None,
+        keyless: false,
     };
     let limits = Limits {
         tokens_per_day: Some(u64::MAX / 4),

@@ -35,6 +35,8 @@ pub struct Config {
     pub power: PowerConfig,
     /// Who may read `/metrics`.
     pub metrics: MetricsConfig,
+    /// Requests without a key from these networks act as this user (off by default; never on `/admin`).
+    pub keyless: KeylessConfig,
     /// Per-model settings, by imported model name (`[models.smollm2]`).
     pub models: std::collections::BTreeMap<String, ModelConfig>,
 }
@@ -111,6 +113,35 @@ impl Default for PowerConfig {
             interval: Duration::from_secs(1),
             cpu_watts_estimate: None,
         }
+    }
+}
+
+/// Clients that cannot send a key (older Home Assistant, scripts, editors): a request with no `Authorization`
+/// header and no session, from one of `networks` (the TCP peer's address; a reverse proxy's own address is what
+/// counts behind one), is served as `user` with a member's rights — its quotas and ledger apply, it may not
+/// manage keys, and `/admin` stays closed to it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeylessConfig {
+    /// CIDR networks (`192.168.1.0/24`, `fd00::/8`, a bare address for one host); empty (default): off.
+    pub networks: Vec<String>,
+    /// The user such requests act as (required when `networks` is set).
+    pub user: Option<String>,
+}
+
+impl KeylessConfig {
+    /// The networks, parsed (validation already refused a bad one).
+    pub fn cidrs(&self) -> Vec<crate::auth::networks::Cidr> {
+        self.networks
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    }
+
+    /// The user a keyless request from `ip` acts as, if any.
+    pub fn user_for(&self, ip: std::net::IpAddr) -> Option<&str> {
+        let user = self.user.as_deref()?;
+        self.cidrs().iter().any(|c| c.contains(ip)).then_some(user)
     }
 }
 
@@ -203,6 +234,7 @@ impl Default for Config {
             usage: UsageConfig::default(),
             power: PowerConfig::default(),
             metrics: MetricsConfig::default(),
+            keyless: KeylessConfig::default(),
             models: Default::default(),
         }
     }
@@ -367,6 +399,16 @@ impl Config {
         }
         if e.threads == Some(0) {
             return bad("engine.threads must be at least 1");
+        }
+        for n in &self.keyless.networks {
+            if let Err(e) = n.parse::<crate::auth::networks::Cidr>() {
+                return Err(ConfigError::Invalid(format!("keyless.networks: {e}")));
+            }
+        }
+        if !self.keyless.networks.is_empty()
+            && self.keyless.user.as_deref().is_none_or(str::is_empty)
+        {
+            return bad("keyless.user must name the user that requests without a key act as");
         }
         if self.usage.retain_raw < Duration::from_secs(86_400) {
             return bad("usage.retain_raw must be at least 1d");

@@ -548,3 +548,87 @@ fn a_client_that_disconnects_cancels_its_generation_and_usage_is_recorded() {
     );
     assert_eq!(found.model, "smollm2");
 }
+
+/// `[keyless]`: a request without a key from a listed network acts as the configured user (a member whatever
+/// the user's role: no /admin, no keys), charged and on the ledger as that user; from elsewhere it is a 401,
+/// and a bad network is refused by `hearth config check`.
+#[test]
+fn keyless_networks_map_to_a_member() {
+    let config = format!("{BASE_CONFIG}\n[keyless]\nnetworks = [\"10.0.0.0/8\", \"127.0.0.1/32\"]\nuser = \"household\"\n");
+    let d = Daemon::start_with(&config, &[]);
+    // The user does not exist yet: a keyless request is refused as unauthenticated.
+    assert_eq!(d.get("/v1/models", None).status, 401);
+    // An admin mapped user is still only a member without a key.
+    ok_stdout(&d.cli(&["user", "add", "household", "--role", "admin"]));
+    let r = d.post(
+        "/v1/chat/completions",
+        None,
+        &chat("Say hi.", json!({"max_tokens": 4})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = d.post(
+        "/api/chat",
+        None,
+        &json!({"model": "smollm2", "stream": false, "options": {"num_predict": 2},
+                "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(d.get("/admin/users", None).status, 403);
+    assert_eq!(
+        d.post("/v1/me/keys", None, &json!({"name": "mine"})).status,
+        403
+    );
+    assert_eq!(d.get("/v1/me/keys", None).status, 403);
+    let usage = d.get("/v1/me/usage", None).json();
+    assert_eq!(usage["user"], "household", "{usage}");
+    let rows = d.ledger();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.get("user").map(String::as_str) == Some("household"))
+            .count(),
+        2,
+        "{rows:?}"
+    );
+    // A wrong key is still wrong (the network does not excuse a bad credential).
+    assert_eq!(d.get("/v1/models", Some("hth_wrong")).status, 401);
+    // The dashboard's overview shows the open door.
+    let o = d.get("/admin/overview", Some(&d.admin_key)).json();
+    assert_eq!(
+        o["keyless"],
+        json!({"networks": ["10.0.0.0/8", "127.0.0.1/32"], "user": "household"})
+    );
+
+    // Not a listed network: 401 as before.
+    let other = format!(
+        "{BASE_CONFIG}\n[keyless]\nnetworks = [\"192.168.7.0/24\"]\nuser = \"household\"\n"
+    );
+    let d2 = Daemon::start_with(&other, &[]);
+    ok_stdout(&d2.cli(&["user", "add", "household"]));
+    assert_eq!(d2.get("/v1/models", None).status, 401);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[keyless]\nnetworks = [\"10.0.0.0/33\"]\nuser = \"x\"\n",
+    )
+    .unwrap();
+    let o = hearth(
+        dir.path(),
+        &["--config", bad.to_str().unwrap(), "config", "check"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("keyless.networks"),
+        "{o:?}"
+    );
+    std::fs::write(&bad, "[keyless]\nnetworks = [\"10.0.0.0/8\"]\n").unwrap();
+    let o = hearth(
+        dir.path(),
+        &["--config", bad.to_str().unwrap(), "config", "check"],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("keyless.user"),
+        "{o:?}"
+    );
+}

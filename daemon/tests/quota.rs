@@ -27,6 +27,7 @@ async fn member(store: &Store, name: &str) -> Principal {
         role: Role::Member,
         key_id: None,
         models: None,
+        keyless: false,
     }
 }
 

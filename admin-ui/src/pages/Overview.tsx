@@ -21,6 +21,7 @@ interface Overview {
     joules: number;
     models: Array<{ model: string; requests: number; tokens: number; joules: number; energy: Array<{ source: string; joules_per_token: number }> }>;
   };
+  keyless: { networks: string[]; user: string | null };
 }
 
 export function OverviewPage() {
@@ -46,6 +47,11 @@ export function OverviewPage() {
               <Stat label="power" value="–" hint="no power sensor (see Devices)" />
             )}
             <Stat label={`energy today (${data.today.day})`} value={joules(data.today.joules)} hint={`${num(data.today.tokens)} tokens, ${num(data.today.requests)} requests`} />
+            <Stat
+              label="requests without a key"
+              value={data.keyless.networks.length ? `as ${data.keyless.user}` : "refused"}
+              hint={data.keyless.networks.length ? `from ${data.keyless.networks.join(", ")} ([keyless] in the config)` : "[keyless] in the config is off"}
+            />
           </div>
           <div class="charts">
             <TimeChart title="Generated tokens/s — last hour" t={h.t} series={[{ label: "tokens/s", values: h.tokens_per_s }]} />

@@ -273,6 +273,7 @@ pub async fn user_usage(
         user_name: u.name,
         key_id: None,
         models: None,
+        keyless: false,
     };
     Ok(HttpResponse::Ok().json(state.quota.report(&p, None).await?))
 }

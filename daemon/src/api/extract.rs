@@ -241,7 +241,14 @@ impl<F: Flavor> FromRequest for Caller<F> {
                     }
                     s.principal
                 }
-                (None, None) => state.auth.authenticate(None).await?,
+                (None, None) => match req
+                    .peer_addr()
+                    .and_then(|a| state.config.keyless.user_for(a.ip()))
+                {
+                    // A listed network's keyless client: the configured user, as a member.
+                    Some(user) => state.auth.keyless_principal(user).await?,
+                    None => state.auth.authenticate(None).await?,
+                },
             };
             // For the response middleware (`rate_headers`): whose limits to report.
             req.extensions_mut().insert(p.clone());

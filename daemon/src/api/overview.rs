@@ -58,5 +58,10 @@ pub async fn overview(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<H
                 "joules": usage.iter().fold(0.0, |j, g| j + g.joules),
                 "models": models,
             },
+            // Shown on the dashboard so that an open door is never a surprise.
+            "keyless": {
+                "networks": state.config.keyless.cidrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "user": state.config.keyless.user,
+            },
         })))
 }

@@ -206,7 +206,19 @@ impl Body for MyNewKey {}
 #[utoipa::path(get, path = "/v1/me/keys", tag = "openai", security(("api_key" = [])),
     responses((status = 200, body = Vec<KeyRecord>), (status = 401, body = OpenAiErrorBody)))]
 pub async fn my_keys(state: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
+    refuse_keyless(&who)?;
     Ok(HttpResponse::Ok().json(state.store.list_keys(Some(&who.0.user_name)).await?))
+}
+
+/// A client admitted by its network alone may use the models, never mint or see keys (a key would carry that
+/// access outside the network).
+fn refuse_keyless(who: &Caller<OpenAi>) -> std::result::Result<(), ApiError> {
+    if who.0.keyless {
+        return Err(ApiError::Forbidden(
+            "a client admitted without a key (keyless network) may not manage keys".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Creates an API key for the caller; the response holds the only copy of it.
@@ -217,6 +229,7 @@ pub async fn create_my_key(
     who: Caller<OpenAi>,
     body: ApiJson<MyNewKey, OpenAi>,
 ) -> Result<HttpResponse> {
+    refuse_keyless(&who)?;
     let k = body.0;
     // A key cannot widen what the key that made it may do.
     if let (Some(scope), Some(asked)) = (&who.0.models, &k.models) {
@@ -247,6 +260,7 @@ pub async fn revoke_my_key(
     who: Caller<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
+    refuse_keyless(&who)?;
     let id = path.into_inner();
     // Someone else's key is "not found", so ids cannot be probed.
     let mine = state

@@ -8,6 +8,7 @@
 pub mod accounts;
 mod key_cache;
 pub mod login_limit;
+pub mod networks;
 pub mod secrets;
 pub mod sessions;
 
@@ -50,6 +51,9 @@ pub struct Principal {
     pub key_id: Option<String>,
     /// The key's model scope; None = any model.
     pub models: Option<Vec<String>>,
+    /// Admitted without a key, by network (`[keyless]`): a member whatever the user's role, who may not
+    /// manage keys.
+    pub keyless: bool,
 }
 
 impl Principal {
@@ -150,6 +154,7 @@ impl Authenticator {
             role,
             key_id: Some(rec.id),
             models: rec.models,
+            keyless: false,
         })
     }
 
@@ -193,6 +198,28 @@ impl Authenticator {
             role,
             key_id: key.as_ref().map(|k| k.id.clone()),
             models: key.and_then(|k| k.models),
+            keyless: false,
+        })
+    }
+
+    /// The principal of a request without a key from a keyless network: the configured user, as a member
+    /// (never admin, whatever the user's role), with no key.
+    pub async fn keyless_principal(&self, user_name: &str) -> Result<Principal, AuthError> {
+        let user = self
+            .store
+            .user_by_name(user_name)
+            .await?
+            .ok_or(AuthError::Missing)?;
+        if user.disabled {
+            return Err(AuthError::Disabled);
+        }
+        Ok(Principal {
+            user_id: user.id,
+            user_name: user.name,
+            role: Role::Member,
+            key_id: None,
+            models: None,
+            keyless: true,
         })
     }
 

@@ -164,6 +164,7 @@ impl Authenticator {
                 role,
                 key_id: None,
                 models: None,
+                keyless: false,
             },
             csrf: session.csrf,
             id_hash,
