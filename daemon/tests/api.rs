@@ -943,3 +943,134 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// A copy of the demo model with another chat template: how a model whose own template takes tools, or
+/// thinks, is served (the same weights; only the template differs).
+fn with_template(dst: &std::path::Path, template: &str) {
+    use hearth_engine::gguf::{writer::GgufWriter, GgufFile, MetaValue};
+    let g = GgufFile::open(demo_model()).unwrap();
+    let mut w = GgufWriter::default();
+    for (k, v) in &g.metadata {
+        if k != "tokenizer.chat_template" {
+            w.meta(k, v.clone());
+        }
+    }
+    w.meta(
+        "tokenizer.chat_template",
+        MetaValue::String(template.into()),
+    );
+    for t in &g.tensors {
+        w.tensor(&t.name, &t.dims, t.ty, g.tensor_data(t).to_vec());
+    }
+    w.write_to(dst).unwrap();
+}
+
+const CHATML_TURNS: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>\n{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}\n</tool_call>{% endfor %}{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}";
+
+/// Templates of their own: one that renders `tools` (Hermes, as Qwen's) is given them and a forced call
+/// still validates; one that thinks (Qwen3's switch) returns its thoughts apart — `reasoning_content`,
+/// `message.thinking` — and `think: false` switches them off.
+#[test]
+fn model_templates_with_tools_and_thinking() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let hermes = format!(
+        "{{% if tools %}}<|im_start|>system\nYou may call these tools:\n<tools>{{% for t in tools %}}\n{{{{ t | tojson }}}}{{% endfor %}}\n</tools>\nCall one as <tool_call>\n{{\"name\": ..., \"arguments\": ...}}\n</tool_call><|im_end|>\n{{% endif %}}{CHATML_TURNS}{{% if add_generation_prompt %}}<|im_start|>assistant\n{{% endif %}}"
+    );
+    let thinking = format!(
+        "{CHATML_TURNS}{{% if add_generation_prompt %}}<|im_start|>assistant\n{{% if enable_thinking is defined and enable_thinking is false %}}<think>\n\n</think>\n\n{{% else %}}<think>\n{{% endif %}}{{% endif %}}"
+    );
+    for (name, t) in [("hermes", &hermes), ("thinker", &thinking)] {
+        let f = dir.path().join(format!("{name}.gguf"));
+        with_template(&f, t);
+        ok_stdout(&d.cli(&["model", "import", f.to_str().unwrap(), "--name", name]));
+    }
+    let caps = |m: &str| {
+        d.post("/api/show", Some(&k), &json!({"model": m})).json()["capabilities"].clone()
+    };
+    assert_eq!(caps("hermes"), json!(["completion", "tools"]));
+    assert_eq!(caps("thinker"), json!(["completion", "thinking"]));
+
+    let tools = weather_tools();
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "hermes", "messages": [{"role": "user", "content": "Weather in Oslo?"}],
+                "tools": tools, "tool_choice": "required", "temperature": 0, "max_tokens": 80}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    assert_valid_call(&v["choices"][0]["message"]["tool_calls"][0], &tools);
+
+    // Thinking on (the template's default): the output starts inside the block, so it is thought.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "thinker", "messages": [{"role": "user", "content": "What is 2+2?"}],
+                "temperature": 0, "max_tokens": 24}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let thought = v["choices"][0]["message"]["reasoning_content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!thought.is_empty(), "{v}");
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "thinker", "messages": [{"role": "user", "content": "What is 2+2?"}],
+                "temperature": 0, "max_tokens": 24, "stream": true}),
+    );
+    let streamed: String = r
+        .sse()
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| {
+            let v: Value = serde_json::from_str(e).unwrap();
+            v["choices"][0]["delta"]["reasoning_content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(streamed, thought);
+    // Ollama: think true → message.thinking; think false → the switch is off: an answer, no thoughts.
+    let ask = |think: bool| {
+        d.post(
+            "/api/chat",
+            Some(&k),
+            &json!({"model": "thinker", "stream": false, "think": think,
+                    "messages": [{"role": "user", "content": "What is 2+2?"}],
+                    "options": {"temperature": 0, "num_predict": 24}}),
+        )
+        .json()
+    };
+    let on = ask(true);
+    assert!(
+        !on["message"]["thinking"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{on}"
+    );
+    let off = ask(false);
+    assert!(off["message"].get("thinking").is_none(), "{off}");
+    assert!(
+        !off["message"]["content"].as_str().unwrap().is_empty(),
+        "{off}"
+    );
+    // A model that does not think refuses think: true, by name.
+    let r = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "think": true, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("think"),
+        "{}",
+        r.text()
+    );
+}

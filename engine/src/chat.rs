@@ -126,6 +126,23 @@ impl ChatTemplate {
         tools: &[Tool],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.render_with(messages, tools, None, add_generation_prompt)
+    }
+
+    /// Whether the model reasons in a `<think>` block before answering (Ollama's `thinking` capability).
+    pub fn thinks(&self) -> bool {
+        crate::think::template_thinks(&self.source)
+    }
+
+    /// `render_tools` with the template's thinking switch (`enable_thinking`, as Qwen3's and SmolLM3's
+    /// templates read it) set where the request says.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        thinking: Option<bool>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         if messages.is_empty() {
             return Err(EngineError::InvalidRequest(
                 "messages must not be empty".into(),
@@ -170,6 +187,7 @@ impl ChatTemplate {
         tmpl.render(minijinja::context! {
             messages => messages,
             tools => tools,
+            enable_thinking => thinking,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,

@@ -25,6 +25,7 @@ pub mod schema;
 pub mod speculative;
 pub mod stream;
 pub mod ternary;
+pub mod think;
 pub mod threadpool;
 pub mod tokenizer;
 pub mod tools;

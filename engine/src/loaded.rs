@@ -5,20 +5,23 @@ use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::model::{LoadOptions, Model};
 use crate::schema::Grammar;
+use crate::think::{prompt_opens_thought, ThoughtSplitter};
 use crate::threadpool::ThreadPool;
 use crate::tokenizer::Tokenizer;
 use crate::tools::{CallReader, ToolUse};
 use std::path::Path;
 use std::sync::Arc;
 
-/// A chat offering tools, ready to run.
-pub struct ToolPrompt {
-    /// Ending in the format's opening where a call is forced, so that the answer starts inside the call.
+/// A chat ready to run, with what reads its output.
+pub struct ChatPrompt {
+    /// Ending in the tool format's opening where a call is forced, so that the answer starts inside the call.
     pub ids: Vec<u32>,
-    /// Reads the calls out of the answer.
-    pub reader: CallReader,
-    /// The grammar of a forced call (None under `auto`).
+    /// Reads the calls out of the answer (where tools are offered).
+    pub calls: Option<CallReader>,
+    /// The grammar of a forced call.
     pub forced: Option<Grammar>,
+    /// Splits the thoughts from the answer (a model that thinks; not for a forced call).
+    pub thoughts: Option<ThoughtSplitter>,
 }
 
 pub struct LoadedModel {
@@ -92,21 +95,37 @@ impl LoadedModel {
         self.tokenizer.encode(&text, true)
     }
 
-    /// Prompt tokens, call reader and forced grammar for a chat offering tools.
-    pub fn tool_prompt(&self, messages: &[ChatMessage], tools: &ToolUse) -> Result<ToolPrompt> {
+    /// A chat's prompt with its tools (if any) and thinking switch (`Some(false)`: off, thoughts dropped;
+    /// `Some(true)` on a model that does not think: refused), and the readers of its output.
+    pub fn prompt_for(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&ToolUse>,
+        think: Option<bool>,
+    ) -> Result<ChatPrompt> {
+        if think == Some(true) && !self.template.thinks() {
+            return Err(EngineError::InvalidRequest(
+                "'think': this model does not think (its chat template has no <think> block)"
+                    .into(),
+            ));
+        }
         let format = self.template.tool_format();
-        let forced = tools.forced(format);
+        let forced = tools.and_then(|t| t.forced(format));
         let opening = if forced.is_some() {
             format.opening()
         } else {
             ""
         };
-        let mut text = self.template.render_tools(messages, &tools.tools, true)?;
+        let offered = tools.map_or(&[][..], |t| &t.tools[..]);
+        let mut text = self.template.render_with(messages, offered, think, true)?;
+        let thoughts = (self.template.thinks() && forced.is_none())
+            .then(|| ThoughtSplitter::new(prompt_opens_thought(&text), think != Some(false)));
         text.push_str(opening);
-        Ok(ToolPrompt {
+        Ok(ChatPrompt {
             ids: self.tokenizer.encode(&text, true)?,
-            reader: tools.reader(format, opening),
+            calls: tools.map(|t| t.reader(format, opening)),
             forced,
+            thoughts,
         })
     }
 

@@ -160,8 +160,8 @@ mod tests {
                 "messages[0].id",
             ),
             (
-                BodyKind::OllamaChat,
-                format!(r#"{{"model":"m",{msgs},"think":true}}"#),
+                BodyKind::OllamaGenerate,
+                r#"{"model":"m","prompt":"x","raw":true,"think":true}"#.into(),
                 "think",
             ),
             (

@@ -155,8 +155,13 @@ pub async fn show(
     let mut capabilities = vec!["completion"];
     if m.is_embedding() {
         capabilities = vec!["embedding"];
-    } else if ToolFormat::of_template(&template).is_some() {
-        capabilities.push("tools");
+    } else {
+        if ToolFormat::of_template(&template).is_some() {
+            capabilities.push("tools");
+        }
+        if hearth_engine::think::template_thinks(&template) {
+            capabilities.push("thinking");
+        }
     }
     let mut info = serde_json::Map::new();
     info.insert("general.architecture".into(), json!(m.architecture));
@@ -275,6 +280,7 @@ impl Options {
             json: format.json,
             schema: format.schema,
             tools: None,
+            think: None,
             speculative: self.speculative.unwrap_or(true),
             context: self.num_ctx.map(|n| n as usize),
             keep_alive,
@@ -334,14 +340,15 @@ fn check_format(f: &Option<Value>) -> std::result::Result<OutputFormat, ApiError
 
 /// `think: true` asks for the reasoning apart from the answer, which Hearth does not do yet: refused, never
 /// ignored. `false` is what every model served here does.
-fn check_think(think: Option<bool>) -> std::result::Result<(), ApiError> {
-    match think {
-        Some(true) => Err(ApiError::invalid(
-            "'think' is not supported by this server yet (send false or leave it out)",
+/// `think` sets the template's thinking switch, so it needs the template: not with `raw`.
+fn check_think(think: Option<bool>, raw: bool) -> std::result::Result<(), ApiError> {
+    if raw && think.is_some() {
+        return Err(ApiError::invalid(
+            "'think' goes through the chat template, which 'raw' skips",
             Some("think"),
-        )),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 #[derive(Deserialize, ToSchema, Clone)]
@@ -475,7 +482,8 @@ pub struct ChatRequest {
     pub options: Options,
     #[schema(value_type = Option<String>)]
     pub keep_alive: Option<Value>,
-    /// `false` only: no model served here separates its reasoning yet.
+    /// The template's thinking switch (`enable_thinking`); a thinking model's thoughts come as
+    /// `message.thinking`. `true` on a model that does not think is a 400.
     pub think: Option<bool>,
 }
 
@@ -497,7 +505,7 @@ pub struct GenerateRequest {
     pub options: Options,
     #[schema(value_type = Option<String>)]
     pub keep_alive: Option<Value>,
-    /// `false` only: no model served here separates its reasoning yet.
+    /// The template's thinking switch; thoughts come as `thinking`. Not with `raw`.
     pub think: Option<bool>,
 }
 
@@ -579,6 +587,9 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
             let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
                 "done_reason": done_reason(c.reason)});
             out[k] = v;
+            if !c.thoughts.is_empty() {
+                thinking_field(&mut out, k, &c.thoughts);
+            }
             merge(&mut out, &timings(started, load, &c.usage));
             out
         };
@@ -593,6 +604,14 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
             let mut out =
                 json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
             out[k] = v;
+            ndjson(&out)
+        }
+        Piece::Thought(t) => {
+            let (k, v) = text_field("");
+            let mut out =
+                json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
+            out[k] = v;
+            thinking_field(&mut out, k, &t);
             ndjson(&out)
         }
         // As Ollama streams a call: a whole call in its own message.
@@ -614,6 +633,15 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
         }
     });
     ok.content_type("application/x-ndjson").streaming(body)
+}
+
+/// Thoughts where Ollama puts them: `message.thinking` (chat) or `thinking` beside `response` (generate).
+fn thinking_field(out: &mut Value, text_key: &str, thoughts: &str) {
+    if text_key == "message" {
+        out["message"]["thinking"] = json!(thoughts);
+    } else {
+        out["thinking"] = json!(thoughts);
+    }
 }
 
 /// A call as Ollama's messages carry it (arguments as an object).
@@ -676,7 +704,7 @@ pub enum Call {
 
 /// The translation of an `/api/chat` body.
 pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
-    check_think(req.think)?;
+    check_think(req.think, false)?;
     let tools = tool_use(&req.tools)?;
     let format = check_format(&req.format)?;
     if tools.is_some() && (format.json || format.schema.is_some()) {
@@ -697,12 +725,16 @@ pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
         format,
         keep,
     )?;
-    Ok(Call::Generate(Box::new(Request { tools, ..request })))
+    Ok(Call::Generate(Box::new(Request {
+        tools,
+        think: req.think,
+        ..request
+    })))
 }
 
 /// The translation of an `/api/generate` body (chat template applied unless `raw`).
 pub fn generate_call(req: &GenerateRequest) -> std::result::Result<Call, ApiError> {
-    check_think(req.think)?;
+    check_think(req.think, req.raw)?;
     let format = check_format(&req.format)?;
     let keep = keep_alive(&req.keep_alive)?;
     if req.prompt.is_empty() {
@@ -721,7 +753,10 @@ pub fn generate_call(req: &GenerateRequest) -> std::result::Result<Call, ApiErro
     let request = req
         .options
         .request(&req.model, "ollama_generate", prompt, format, keep)?;
-    Ok(Call::Generate(Box::new(request)))
+    Ok(Call::Generate(Box::new(Request {
+        think: req.think,
+        ..request
+    })))
 }
 
 impl Body for ShowRequest {}

@@ -279,6 +279,7 @@ impl SamplingFields {
             json: format.json,
             schema: format.schema,
             tools: None,
+            think: None,
             speculative: self.speculative.unwrap_or(true),
             context: None,
             keep_alive: None,
@@ -728,6 +729,10 @@ fn call_out(id: &str, c: &FunctionCall) -> serde_json::Value {
 /// else) and ends with `tool_calls`.
 fn chat_completion(id: &str, created: i64, model: &str, c: &Completion) -> serde_json::Value {
     let mut message = json!({"role": "assistant", "content": c.text});
+    // A thinking model's thoughts, as DeepSeek's and vLLM's servers return them.
+    if !c.thoughts.is_empty() {
+        message["reasoning_content"] = json!(c.thoughts);
+    }
     let mut reason = finish_reason(c.reason);
     if !c.calls.is_empty() {
         let calls: Vec<_> = c.calls.iter().map(|f| call_out(&call_id(), f)).collect();
@@ -900,6 +905,7 @@ pub async fn chat_completions(
     let body = rendered_body(job, move |piece| match piece {
         Piece::Start => sse(&chunk(json!({"role": "assistant", "content": ""}), None)),
         Piece::Text(t) => sse(&chunk(json!({"content": t}), None)),
+        Piece::Thought(t) => sse(&chunk(json!({"reasoning_content": t}), None)),
         // As OpenAI streams a call: its id and name with empty arguments, then the arguments.
         Piece::Call(c) => {
             let index = calls;
@@ -967,7 +973,7 @@ pub async fn completions(
     };
     let body = rendered_body(job, move |piece| match piece {
         // A completion offers no tools: no calls come.
-        Piece::Start | Piece::Call(_) => web::Bytes::new(),
+        Piece::Start | Piece::Call(_) | Piece::Thought(_) => web::Bytes::new(),
         Piece::Text(t) => sse(&chunk(&t, None)),
         Piece::End(reason, usage) => {
             let mut out = format!("data: {}\n\n", chunk("", Some(finish_reason(reason))));

@@ -20,6 +20,7 @@ use crate::ledger::Ledger;
 use crate::quota::{Quota, RateHeaders};
 use crate::sched::{Admitted, Gate, JobEvent, JobSpec, Owner, Priority, Prompt, Scheduler};
 use futures_util::Stream;
+use hearth_engine::think::Part;
 use hearth_engine::tools::{FunctionCall, Output, ToolUse};
 use hearth_engine::{FinishReason, SamplingParams, Usage};
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Request {
     pub schema: Option<Arc<hearth_engine::schema::Grammar>>,
     /// Tools a chat offers the model, and whether it must call one.
     pub tools: Option<Arc<ToolUse>>,
+    /// The template's thinking switch (Ollama's `think`); None: the template's default.
+    pub think: Option<bool>,
     /// Speculative decoding where the model has it configured.
     pub speculative: bool,
     /// This request's context window (Ollama's `num_ctx`), bounded by the loaded model's; None: the model's.
@@ -83,6 +86,8 @@ pub struct Completion {
     pub text: String,
     /// The calls the model made (only where the request offered tools).
     pub calls: Vec<FunctionCall>,
+    /// A thinking model's thoughts (empty for others, or with thinking off).
+    pub thoughts: String,
     pub reason: FinishReason,
     pub usage: Usage,
 }
@@ -93,6 +98,8 @@ pub enum Piece {
     Text(String),
     /// A whole tool call (given out when its block closes).
     Call(FunctionCall),
+    /// A thinking model's thoughts, before its answer.
+    Thought(String),
     End(FinishReason, Usage),
 }
 
@@ -137,6 +144,7 @@ impl Inference {
             json: req.json,
             schema: req.schema,
             tools: req.tools,
+            think: req.think,
             speculative: req.speculative,
             context: req.context,
             keep_alive: req.keep_alive,
@@ -198,6 +206,7 @@ impl Started {
     pub async fn collect(&mut self) -> Completion {
         let mut text = String::new();
         let mut calls = Vec::new();
+        let mut thoughts = String::new();
         let mut end = None;
         while let Some(ev) = self.admitted.events.recv().await {
             match ev {
@@ -206,6 +215,7 @@ impl Started {
                         match piece {
                             Piece::Text(t) => text.push_str(&t),
                             Piece::Call(c) => calls.push(c),
+                            Piece::Thought(t) => thoughts.push_str(&t),
                             _ => {}
                         }
                     }
@@ -220,6 +230,7 @@ impl Started {
             match piece {
                 Piece::Text(t) => text.push_str(&t),
                 Piece::Call(c) => calls.push(c),
+                Piece::Thought(t) => thoughts.push_str(&t),
                 _ => {}
             }
         }
@@ -227,25 +238,45 @@ impl Started {
         Completion {
             text,
             calls,
+            thoughts,
             reason,
             usage,
         }
     }
 
-    /// Generated text as pieces: through the call reader where the request offered tools.
+    /// Generated text as pieces: thoughts split off where the model thinks, the answer through the call
+    /// reader where the request offered tools.
     fn read(&mut self, text: String) -> Vec<Piece> {
-        match &mut self.admitted.calls {
-            None => vec![Piece::Text(text)],
-            Some(r) => r.push(&text).into_iter().map(piece).collect(),
-        }
+        let parts = match &mut self.admitted.thoughts {
+            None => vec![Part::Answer(text)],
+            Some(s) => s.push(&text),
+        };
+        self.answer(parts)
     }
 
-    /// What the call reader held back when the output ended.
+    /// What the readers held back when the output ended.
     fn read_rest(&mut self) -> Vec<Piece> {
-        match &mut self.admitted.calls {
+        let parts = match &mut self.admitted.thoughts {
             None => Vec::new(),
-            Some(r) => r.finish().into_iter().map(piece).collect(),
+            Some(s) => s.finish(),
+        };
+        let mut out = self.answer(parts);
+        if let Some(r) = &mut self.admitted.calls {
+            out.extend(r.finish().into_iter().map(piece));
         }
+        out
+    }
+
+    fn answer(&mut self, parts: Vec<Part>) -> Vec<Piece> {
+        let mut out = Vec::new();
+        for p in parts {
+            match (p, &mut self.admitted.calls) {
+                (Part::Thought(t), _) => out.push(Piece::Thought(t)),
+                (Part::Answer(a), None) => out.push(Piece::Text(a)),
+                (Part::Answer(a), Some(r)) => out.extend(r.push(&a).into_iter().map(piece)),
+            }
+        }
+        out
     }
 
     /// The job's output as it comes. Dropping the stream (a client that went away) cancels the job at the

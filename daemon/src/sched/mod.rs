@@ -89,6 +89,8 @@ pub struct JobSpec {
     pub schema: Option<std::sync::Arc<hearth_engine::schema::Grammar>>,
     /// Tools the chat offers (a chat prompt only): rendered into the prompt, a forced call constrained.
     pub tools: Option<std::sync::Arc<hearth_engine::tools::ToolUse>>,
+    /// The template's thinking switch (a chat prompt only): None = the template's default.
+    pub think: Option<bool>,
     /// Speculative decoding where the model has it configured (the `speculative: false` extension opts out).
     pub speculative: bool,
     /// This job's context window, bounded by the batch's (None: the batch's): prompt + output fit in it.
@@ -122,6 +124,8 @@ pub struct Admitted {
     pub events: mpsc::UnboundedReceiver<JobEvent>,
     /// Reads tool calls out of the output, where the job offered tools (the model's format).
     pub calls: Option<hearth_engine::tools::CallReader>,
+    /// Splits a thinking model's thoughts from its answer.
+    pub thoughts: Option<hearth_engine::think::ThoughtSplitter>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -375,15 +375,16 @@ impl Running<'_> {
     }
 
     fn admit(&mut self, spec: JobSpec) -> Result<Admitted, SchedError> {
-        let (prompt, schema, calls) = match (&spec.prompt, &spec.tools) {
-            (Prompt::Chat(messages), Some(tools)) => {
-                let p = self.lm.tool_prompt(messages, tools)?;
+        let (prompt, schema, calls, thoughts) = match &spec.prompt {
+            Prompt::Chat(messages) => {
+                let p = self
+                    .lm
+                    .prompt_for(messages, spec.tools.as_deref(), spec.think)?;
                 // A forced call's grammar; the front ends refuse a response format beside tools.
                 let schema = p.forced.map(Arc::new).or(spec.schema);
-                (p.ids, schema, Some(p.reader))
+                (p.ids, schema, p.calls, p.thoughts)
             }
-            (Prompt::Chat(messages), None) => (self.lm.chat_prompt(messages)?, spec.schema, None),
-            (Prompt::Text(text), _) => (self.lm.raw_prompt(text)?, spec.schema, None),
+            Prompt::Text(text) => (self.lm.raw_prompt(text)?, spec.schema, None, None),
         };
         let window = spec
             .context
@@ -449,6 +450,7 @@ impl Running<'_> {
             load_duration,
             events,
             calls,
+            thoughts,
         })
     }
 
