@@ -1074,3 +1074,117 @@ fn model_templates_with_tools_and_thinking() {
         r.text()
     );
 }
+
+/// `n` choices and lists of prompts: each choice a sequence of the batch, indexed in OpenAI's order, usage
+/// summed, streamed interleaved with one `[DONE]`; each admitted and on the ledger.
+#[test]
+fn several_choices_and_prompts() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat(
+            "Name a colour.",
+            json!({"n": 3, "temperature": 1.0, "seed": 5, "max_tokens": 8}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert!(c["message"]["content"].is_string());
+    }
+    // Seeds seed, seed+1, seed+2: the same request again gives the same three choices.
+    let again = d
+        .post(
+            "/v1/chat/completions",
+            Some(&k),
+            &chat(
+                "Name a colour.",
+                json!({"n": 3, "temperature": 1.0, "seed": 5, "max_tokens": 8}),
+            ),
+        )
+        .json();
+    assert_eq!(again["choices"], v["choices"]);
+    let completion: u64 = v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(completion >= 3, "{v}");
+    // Streamed: both choices, each ends once, then one [DONE].
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &chat(
+            "Say hi.",
+            json!({"n": 2, "max_tokens": 6, "stream": true,
+                                "stream_options": {"include_usage": true}}),
+        ),
+    );
+    let events = r.sse();
+    assert_eq!(events.iter().filter(|e| *e == "[DONE]").count(), 1);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let parsed: Vec<Value> = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    for i in 0..2 {
+        let ends = parsed
+            .iter()
+            .filter(|e| {
+                e["choices"][0]["index"] == i && !e["choices"][0]["finish_reason"].is_null()
+            })
+            .count();
+        assert_eq!(ends, 1, "choice {i}: {events:?}");
+    }
+    let usage = &parsed.last().unwrap()["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() >= 2, "{usage}");
+    // Completions: a list of prompts, n each, prompt by prompt.
+    let r = d.post(
+        "/v1/completions",
+        Some(&k),
+        &json!({"model": "smollm2", "prompt": ["1, 2, 3,", "a, b, c,"], "n": 2, "max_tokens": 3,
+                "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let texts: Vec<&str> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 4);
+    assert!(
+        texts[0].starts_with(" 4") && texts[1] == texts[0],
+        "{texts:?}"
+    );
+    assert!(
+        texts[2].starts_with(" d") && texts[3] == texts[2],
+        "{texts:?}"
+    );
+    // Too many: a 400 naming the field; nothing ran.
+    for (path, body, param) in [
+        ("/v1/chat/completions", chat("hi", json!({"n": 9})), "n"),
+        (
+            "/v1/completions",
+            json!({"model": "smollm2", "prompt": ["a", "b", "c"], "n": 3}),
+            "prompt",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "smollm2", "prompt": []}),
+            "prompt",
+        ),
+    ] {
+        let r = d.post(path, Some(&k), &body);
+        assert_eq!(
+            (r.status, r.json()["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{body}"
+        );
+    }
+    // Every choice is a request of its own on the ledger: 3 + 3 + 2 + 4.
+    assert_eq!(d.ledger().len(), 12);
+}

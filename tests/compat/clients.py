@@ -58,6 +58,10 @@ check(usage is not None and usage.completion_tokens == r.usage.completion_tokens
 
 c = oa.completions.create(model=model, prompt="1, 2, 3,", max_tokens=6, temperature=0)
 check(c.choices[0].text.startswith(" 4"), f"completion: {c.choices[0].text!r}")
+two = oa.chat.completions.create(model=model, messages=hello["messages"], max_tokens=4, n=2, seed=3)
+check([ch.index for ch in two.choices] == [0, 1], f"n=2: {two}")
+many = oa.completions.create(model=model, prompt=["1, 2, 3,", "a, b, c,"], max_tokens=3, temperature=0)
+check([ch.index for ch in many.choices] == [0, 1] and many.choices[1].text.startswith(" d"), f"prompts: {many}")
 streamed = "".join(x.choices[0].text for x in oa.completions.create(
     model=model, prompt="1, 2, 3,", max_tokens=6, temperature=0, stream=True) if x.choices)
 check(streamed == c.choices[0].text, f"completion stream: {streamed!r}")

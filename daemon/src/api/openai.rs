@@ -5,13 +5,14 @@
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{field_error, ApiJson, Body, Caller};
 use super::structured::OutputFormat;
-use super::{rendered_body, started_response, AppState};
+use super::{started_response, AppState};
 use crate::auth::Authenticator;
 use crate::batch_api::runner::{Answer, Line, RunLine};
-use crate::inference::{Completion, Inference, Piece, Request};
+use crate::inference::{Completion, Inference, Piece, Request, Started};
 use crate::sched::{Priority, Prompt};
 use crate::store::now as unix_now;
 use actix_web::{web, HttpResponse};
+use futures_util::StreamExt;
 use hearth_engine::tools::{FunctionCall, Tool, ToolCall, ToolChoice, ToolUse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
@@ -185,8 +186,8 @@ pub struct SamplingFields {
     pub logit_bias: Option<HashMap<String, f32>>,
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
-    /// Only 1 is supported.
-    #[schema(minimum = 1, maximum = 1)]
+    /// Choices to generate (1–8; each a sequence of the model's batch, admitted and charged on its own).
+    #[schema(minimum = 1, maximum = 8)]
     pub n: Option<u32>,
     #[serde(default)]
     pub stream: bool,
@@ -199,6 +200,9 @@ pub struct SamplingFields {
     /// lookup). Greedy output is the same either way.
     pub speculative: Option<bool>,
 }
+
+/// The most choices one request may ask for (`n` × prompts): each takes a slot of the model's batch.
+const MAX_CHOICES: usize = 8;
 
 fn in_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> std::result::Result<(), ApiError> {
     match v {
@@ -224,8 +228,14 @@ impl SamplingFields {
                 Some("user"),
             ));
         }
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
+        if self
+            .n
+            .is_some_and(|n| !(1..=MAX_CHOICES as u32).contains(&n))
+        {
+            return Err(ApiError::invalid(
+                format!("'n' must be between 1 and {MAX_CHOICES}"),
+                Some("n"),
+            ));
         }
         let mut bias = Vec::new();
         for (k, v) in self.logit_bias.iter().flatten() {
@@ -436,7 +446,7 @@ pub struct ChatCompletionRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct CompletionRequest {
     pub model: String,
-    /// A string, or a list holding one string.
+    /// A string, or a list of strings (each prompt gets `n` choices, in order).
     pub prompt: PromptIn,
     #[serde(flatten)]
     pub sampling: SamplingFields,
@@ -725,38 +735,111 @@ fn call_out(id: &str, c: &FunctionCall) -> serde_json::Value {
            "function": {"name": c.name, "arguments": c.arguments.to_string()}})
 }
 
-/// A whole `chat.completion` object; an answer with calls has `tool_calls` (content null when it said nothing
-/// else) and ends with `tool_calls`.
-fn chat_completion(id: &str, created: i64, model: &str, c: &Completion) -> serde_json::Value {
-    let mut message = json!({"role": "assistant", "content": c.text});
-    // A thinking model's thoughts, as DeepSeek's and vLLM's servers return them.
-    if !c.thoughts.is_empty() {
-        message["reasoning_content"] = json!(c.thoughts);
+/// The usage of several choices together.
+fn usage_of(cs: &[Completion]) -> UsageOut {
+    let mut u = UsageOut {
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        total_tokens: 0,
+        prompt_tokens_details: PromptTokensDetails { cached_tokens: 0 },
+    };
+    for c in cs {
+        u.add(&UsageOut::from(&c.usage));
     }
-    let mut reason = finish_reason(c.reason);
-    if !c.calls.is_empty() {
-        let calls: Vec<_> = c.calls.iter().map(|f| call_out(&call_id(), f)).collect();
-        message["tool_calls"] = json!(calls);
-        if c.text.trim().is_empty() {
-            message["content"] = serde_json::Value::Null;
-        }
-        reason = "tool_calls";
+    u
+}
+
+impl UsageOut {
+    fn add(&mut self, o: &UsageOut) {
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+        self.total_tokens += o.total_tokens;
+        self.prompt_tokens_details.cached_tokens += o.prompt_tokens_details.cached_tokens;
     }
+}
+
+/// A whole `chat.completion` object, a choice per completion; an answer with calls has `tool_calls` (content
+/// null when it said nothing else) and ends with `tool_calls`.
+fn chat_completion(id: &str, created: i64, model: &str, cs: &[Completion]) -> serde_json::Value {
+    let choices: Vec<_> = cs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut message = json!({"role": "assistant", "content": c.text});
+            // A thinking model's thoughts, as DeepSeek's and vLLM's servers return them.
+            if !c.thoughts.is_empty() {
+                message["reasoning_content"] = json!(c.thoughts);
+            }
+            let mut reason = finish_reason(c.reason);
+            if !c.calls.is_empty() {
+                let calls: Vec<_> = c.calls.iter().map(|f| call_out(&call_id(), f)).collect();
+                message["tool_calls"] = json!(calls);
+                if c.text.trim().is_empty() {
+                    message["content"] = serde_json::Value::Null;
+                }
+                reason = "tool_calls";
+            }
+            json!({"index": i, "message": message, "logprobs": null, "finish_reason": reason})
+        })
+        .collect();
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": reason}],
-        "usage": UsageOut::from(&c.usage),
+        "choices": choices,
+        "usage": usage_of(cs),
     })
 }
 
-/// A whole `text_completion` object.
-fn text_completion(id: &str, created: i64, model: &str, c: &Completion) -> serde_json::Value {
+/// A whole `text_completion` object, a choice per completion.
+fn text_completion(id: &str, created: i64, model: &str, cs: &[Completion]) -> serde_json::Value {
+    let choices: Vec<_> = cs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"index": i, "text": c.text, "logprobs": null, "finish_reason": finish_reason(c.reason)})
+        })
+        .collect();
     json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": c.text, "logprobs": null, "finish_reason": finish_reason(c.reason)}],
-        "usage": UsageOut::from(&c.usage),
+        "choices": choices,
+        "usage": usage_of(cs),
     })
+}
+
+/// `n` copies of a request, for `n` choices; a seeded request's copies take seeds `seed`, `seed + 1`, … so
+/// that they differ and still repeat.
+fn copies(r: Request, n: usize) -> Vec<Request> {
+    (0..n)
+        .map(|j| {
+            let mut c = r.clone();
+            c.sampling.seed = r.sampling.seed.map(|s| s.wrapping_add(j as u64));
+            c
+        })
+        .collect()
+}
+
+/// Starts every job of a request in order; on a refusal the ones started are dropped (cancelled, charged
+/// nothing generated) and the refusal is the answer.
+async fn start_all(
+    state: &AppState,
+    who: &crate::auth::Principal,
+    reqs: Vec<Request>,
+) -> std::result::Result<Vec<Started>, ApiError> {
+    let mut jobs = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        jobs.push(state.inference.start(who, r).await?);
+    }
+    Ok(jobs)
+}
+
+/// The pieces of several jobs as they come, each with its choice index.
+fn merged(jobs: Vec<Started>) -> impl futures_util::Stream<Item = (usize, Piece)> {
+    use futures_util::StreamExt;
+    futures_util::stream::select_all(
+        jobs.into_iter()
+            .enumerate()
+            .map(|(i, j)| j.pieces().map(move |p| (i, p)).boxed_local()),
+    )
 }
 
 /// The request of a chat completion body.
@@ -789,27 +872,72 @@ pub fn chat_request(
     })
 }
 
-/// The request of a (legacy) completion body; 16 tokens unless it says otherwise, as OpenAI's default.
+/// The request of a (legacy) completion body with one prompt; 16 tokens unless it says otherwise, as OpenAI's
+/// default.
 pub fn completion_request(
     req: &CompletionRequest,
     endpoint: &'static str,
 ) -> std::result::Result<Request, ApiError> {
-    refuse_unclaimed(&req.unclaimed)?;
-    let prompt = Prompt::Text(single_prompt(&req.prompt)?);
-    let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
-    req.sampling
-        .request(&req.model, endpoint, prompt, max_tokens, OutputFormat::TEXT)
-}
-
-/// The prompt of a legacy completion request (one string).
-fn single_prompt(p: &PromptIn) -> std::result::Result<String, ApiError> {
-    match p {
-        PromptIn::One(s) => Ok(s.clone()),
-        PromptIn::Many(v) if v.len() == 1 => Ok(v[0].clone()),
-        PromptIn::Many(_) => Err(ApiError::invalid(
-            "only one prompt per request is supported",
+    let mut all = completion_requests(req, endpoint, 1)?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        _ => Err(ApiError::invalid(
+            "one prompt here (a list of prompts is taken by POST /v1/completions)",
             Some("prompt"),
         )),
+    }
+}
+
+/// The requests of a completion body: one per prompt (a string, or a list of them), `n` times each, in
+/// OpenAI's choice order (prompt by prompt).
+fn completion_requests(
+    req: &CompletionRequest,
+    endpoint: &'static str,
+    n: usize,
+) -> std::result::Result<Vec<Request>, ApiError> {
+    refuse_unclaimed(&req.unclaimed)?;
+    let prompts = match &req.prompt {
+        PromptIn::One(s) => vec![s.clone()],
+        PromptIn::Many(v) if !v.is_empty() => v.clone(),
+        PromptIn::Many(_) => {
+            return Err(ApiError::invalid(
+                "'prompt' must not be empty",
+                Some("prompt"),
+            ))
+        }
+    };
+    if prompts.len() * n > MAX_CHOICES {
+        return Err(ApiError::invalid(
+            format!(
+                "{} prompts × n = {n} is more than {MAX_CHOICES} choices",
+                prompts.len()
+            ),
+            Some("prompt"),
+        ));
+    }
+    let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
+    let mut out = Vec::new();
+    for p in prompts {
+        let r = req.sampling.request(
+            &req.model,
+            endpoint,
+            Prompt::Text(p),
+            max_tokens,
+            OutputFormat::TEXT,
+        )?;
+        out.extend(copies(r, n));
+    }
+    Ok(out)
+}
+
+/// A batch line asks for one choice: its output line holds one answer.
+fn one_choice(n: Option<u32>) -> std::result::Result<(), ApiError> {
+    match n {
+        Some(n) if n != 1 => Err(ApiError::invalid(
+            "a batch line asks for one choice ('n' 1)",
+            Some("n"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -841,8 +969,16 @@ async fn batch_line(
     let created = unix_now();
     let body = line.body.as_bytes();
     let (request, chat) = match line.endpoint.as_str() {
-        "/v1/chat/completions" => (chat_request(&super::extract::parse_json(body)?, "batch")?, true),
-        "/v1/completions" => (completion_request(&super::extract::parse_json(body)?, "batch")?, false),
+        "/v1/chat/completions" => {
+            let b: ChatCompletionRequest = super::extract::parse_json(body)?;
+            one_choice(b.sampling.n)?;
+            (chat_request(&b, "batch")?, true)
+        }
+        "/v1/completions" => {
+            let b: CompletionRequest = super::extract::parse_json(body)?;
+            one_choice(b.sampling.n)?;
+            (completion_request(&b, "batch")?, false)
+        }
         other => {
             return Err(ApiError::invalid(
                 format!("batch endpoint '{other}' is not supported (use /v1/chat/completions or /v1/completions)"),
@@ -857,9 +993,9 @@ async fn batch_line(
     let mut job = inference.start(&who, request).await?;
     let c = job.collect().await;
     Ok(if chat {
-        chat_completion(&completion_id("chatcmpl"), created, &job.model, &c)
+        chat_completion(&completion_id("chatcmpl"), created, &job.model, &[c])
     } else {
-        text_completion(&completion_id("cmpl"), created, &job.model, &c)
+        text_completion(&completion_id("cmpl"), created, &job.model, &[c])
     })
 }
 
@@ -878,70 +1014,82 @@ pub async fn chat_completions(
     body: ApiJson<ChatCompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let req = body.0;
-    let mut job = state
-        .inference
-        .start(&who.0, chat_request(&req, "chat")?)
-        .await?;
-    let mut ok = started_response(&job);
-    let (id, created, model) = (completion_id("chatcmpl"), unix_now(), job.model.clone());
+    let n = req.sampling.n.unwrap_or(1) as usize;
+    let one = chat_request(&req, "chat")?;
+    let mut jobs = start_all(&state, &who.0, copies(one, n)).await?;
+    let mut ok = started_response(&jobs[0]);
+    let (id, created, model) = (completion_id("chatcmpl"), unix_now(), jobs[0].model.clone());
     if !req.sampling.stream {
-        let c = job.collect().await;
-        return Ok(ok.json(chat_completion(&id, created, &model, &c)));
+        let cs = futures_util::future::join_all(jobs.iter_mut().map(Started::collect)).await;
+        return Ok(ok.json(chat_completion(&id, created, &model, &cs)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |delta: serde_json::Value, reason: Option<&str>| {
+    let chunk = move |index: usize, delta: serde_json::Value, reason: Option<&str>| {
         let mut v = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason}],
+            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": reason}],
         });
         if include_usage {
             v["usage"] = serde_json::Value::Null;
         }
         v
     };
-    // Calls so far: each call's index in `delta.tool_calls`.
-    let mut calls = 0usize;
-    let body = rendered_body(job, move |piece| match piece {
-        Piece::Start => sse(&chunk(json!({"role": "assistant", "content": ""}), None)),
-        Piece::Text(t) => sse(&chunk(json!({"content": t}), None)),
-        Piece::Thought(t) => sse(&chunk(json!({"reasoning_content": t}), None)),
+    // Per choice, its calls so far (each call's index in `delta.tool_calls`); the choices still running.
+    let mut calls = vec![0usize; n];
+    let mut running = n;
+    let mut usage = usage_of(&[]);
+    let body = merged(jobs).map(move |(i, piece)| match piece {
+        Piece::Start => sse(&chunk(i, json!({"role": "assistant", "content": ""}), None)),
+        Piece::Text(t) => sse(&chunk(i, json!({"content": t}), None)),
+        Piece::Thought(t) => sse(&chunk(i, json!({"reasoning_content": t}), None)),
         // As OpenAI streams a call: its id and name with empty arguments, then the arguments.
         Piece::Call(c) => {
-            let index = calls;
-            calls += 1;
+            let index = calls[i];
+            calls[i] += 1;
             let head = json!({"tool_calls": [{"index": index, "id": call_id(), "type": "function",
                                               "function": {"name": c.name, "arguments": ""}}]});
             let args = json!({"tool_calls": [{"index": index,
                                               "function": {"arguments": c.arguments.to_string()}}]});
             web::Bytes::from(format!(
                 "data: {}\n\ndata: {}\n\n",
-                chunk(head, None),
-                chunk(args, None)
+                chunk(i, head, None),
+                chunk(i, args, None)
             ))
         }
-        Piece::End(reason, usage) => {
-            let reason = if calls > 0 {
+        Piece::End(reason, u) => {
+            let reason = if calls[i] > 0 {
                 "tool_calls"
             } else {
                 finish_reason(reason)
             };
-            let mut out = String::new();
-            out.push_str(&format!("data: {}\n\n", chunk(json!({}), Some(reason))));
-            if include_usage {
-                let mut u = chunk(json!({}), None);
-                u["choices"] = json!([]);
-                u["usage"] = json!(UsageOut::from(&usage));
-                out.push_str(&format!("data: {u}\n\n"));
+            usage.add(&UsageOut::from(&u));
+            running -= 1;
+            let mut out = format!("data: {}\n\n", chunk(i, json!({}), Some(reason)));
+            if running == 0 {
+                if include_usage {
+                    let mut last = chunk(0, json!({}), None);
+                    last["choices"] = json!([]);
+                    last["usage"] = json!(usage);
+                    out.push_str(&format!("data: {last}\n\n"));
+                }
+                out.push_str("data: [DONE]\n\n");
             }
-            out.push_str("data: [DONE]\n\n");
             web::Bytes::from(out)
         }
     });
-    Ok(sse_response(ok, body))
+    Ok(sse_response(ok, sse_body(body)))
 }
 
-/// Text completion (legacy endpoint; no chat template).
+/// Rendered chunks as a response body (an empty chunk would end a chunked HTTP body early).
+fn sse_body(
+    s: impl futures_util::Stream<Item = web::Bytes> + 'static,
+) -> impl futures_util::Stream<Item = std::result::Result<web::Bytes, actix_web::Error>> + 'static {
+    use futures_util::StreamExt;
+    s.filter(|b| std::future::ready(!b.is_empty())).map(Ok)
+}
+
+/// Text completion (legacy endpoint; no chat template): one prompt or a list, `n` choices each.
 #[utoipa::path(post, path = "/v1/completions", tag = "openai", security(("api_key" = [])),
     request_body = CompletionRequest,
     responses(
@@ -954,40 +1102,45 @@ pub async fn completions(
     body: ApiJson<CompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let req = body.0;
-    let mut job = state
-        .inference
-        .start(&who.0, completion_request(&req, "completions")?)
-        .await?;
-    let mut ok = started_response(&job);
-    let (id, created, model) = (completion_id("cmpl"), unix_now(), job.model.clone());
+    let n = req.sampling.n.unwrap_or(1) as usize;
+    let mut jobs = start_all(&state, &who.0, completion_requests(&req, "completions", n)?).await?;
+    let choices = jobs.len();
+    let mut ok = started_response(&jobs[0]);
+    let (id, created, model) = (completion_id("cmpl"), unix_now(), jobs[0].model.clone());
     if !req.sampling.stream {
-        let c = job.collect().await;
-        return Ok(ok.json(text_completion(&id, created, &model, &c)));
+        let cs = futures_util::future::join_all(jobs.iter_mut().map(Started::collect)).await;
+        return Ok(ok.json(text_completion(&id, created, &model, &cs)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |text: &str, reason: Option<&str>| {
+    let chunk = move |index: usize, text: &str, reason: Option<&str>| {
         json!({
             "id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": reason}],
+            "choices": [{"index": index, "text": text, "logprobs": null, "finish_reason": reason}],
         })
     };
-    let body = rendered_body(job, move |piece| match piece {
-        // A completion offers no tools: no calls come.
+    let mut running = choices;
+    let mut usage = usage_of(&[]);
+    let body = merged(jobs).map(move |(i, piece)| match piece {
+        // A completion offers no tools and renders no template: no calls or thoughts come.
         Piece::Start | Piece::Call(_) | Piece::Thought(_) => web::Bytes::new(),
-        Piece::Text(t) => sse(&chunk(&t, None)),
-        Piece::End(reason, usage) => {
-            let mut out = format!("data: {}\n\n", chunk("", Some(finish_reason(reason))));
-            if include_usage {
-                let mut u = chunk("", None);
-                u["choices"] = json!([]);
-                u["usage"] = json!(UsageOut::from(&usage));
-                out.push_str(&format!("data: {u}\n\n"));
+        Piece::Text(t) => sse(&chunk(i, &t, None)),
+        Piece::End(reason, u) => {
+            usage.add(&UsageOut::from(&u));
+            running -= 1;
+            let mut out = format!("data: {}\n\n", chunk(i, "", Some(finish_reason(reason))));
+            if running == 0 {
+                if include_usage {
+                    let mut last = chunk(0, "", None);
+                    last["choices"] = json!([]);
+                    last["usage"] = json!(usage);
+                    out.push_str(&format!("data: {last}\n\n"));
+                }
+                out.push_str("data: [DONE]\n\n");
             }
-            out.push_str("data: [DONE]\n\n");
             web::Bytes::from(out)
         }
     });
-    Ok(sse_response(ok, body))
+    Ok(sse_response(ok, sse_body(body)))
 }
 
 impl Body for ChatCompletionRequest {
