@@ -202,7 +202,9 @@ def main():
     objects = ['{"a": 1}', '{"name": "light", "on": true, "level": 0.4, "tags": ["kitchen", null], "n": -1.5e3}',
                '{"nested": {"deeper": [{"x": "\\u00e9\\n"}]}}', '{}', '{"a":', '[1, 2]', '"just a string"',
                # Found by the fuzzer: valid JSON that serde_json refuses (its reserved RawValue key).
-               '{"$serde_json::private::RawValue": 4444444444444444444.4444444440}']
+               '{"$serde_json::private::RawValue": 4444444444444444444.4444444440}',
+               # …and that serde_json reads as a number rather than an object.
+               '{"$serde_json::private::RawValue":"0e2"}']
     for i, o in enumerate(objects):
         seed("json_mode", f"json-{i}.json", o)
     # request_body input: the first byte picks the body type (see fuzz_targets/request_body.rs), the rest is JSON.

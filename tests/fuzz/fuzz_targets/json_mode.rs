@@ -32,13 +32,16 @@ fuzz_target!(|data: &[u8]| {
         assert!(state.feed(&[b]));
         accepted = i + 1;
     }
+    // serde_json (its `raw_value` feature, enabled by a dependency) reserves this key for its own RawValue
+    // type: it refuses valid JSON that uses it, or reads such an object as something else (`{"…RawValue":
+    // "0e2"}` comes back as a number). An oracle limit, not a recogniser bug: such inputs are not judged.
+    if contains(data, RAW_VALUE_KEY) {
+        return;
+    }
     if state.is_complete() {
         match serde_json::from_slice::<serde_json::Value>(&data[..accepted]) {
             Ok(v) => assert!(v.is_object(), "accepted a non-object"),
             Err(e) if e.to_string().starts_with("number out of range") => {}
-            // serde_json (its `raw_value` feature, enabled by a dependency) reserves this key for its own
-            // RawValue type and refuses valid JSON that uses it: an oracle limit, not a recogniser bug.
-            Err(_) if contains(&data[..accepted], RAW_VALUE_KEY) => {}
             Err(e) => panic!(
                 "accepted invalid JSON {:?}: {e}",
                 String::from_utf8_lossy(&data[..accepted])
