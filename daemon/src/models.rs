@@ -67,6 +67,42 @@ impl Manifest {
     }
 }
 
+/// Writes the manifest into the staging folder and publishes it atomically: a half-imported model is never
+/// listed.
+fn publish(tmp: &Path, dir: &Path, manifest: Manifest) -> Result<Manifest> {
+    let mpath = tmp.join("manifest.json");
+    let json =
+        serde_json::to_vec_pretty(&manifest).map_err(|source| ModelStoreError::Manifest {
+            path: mpath.clone(),
+            source,
+        })?;
+    std::fs::write(&mpath, json).map_err(io(&mpath))?;
+    std::fs::rename(tmp, dir).map_err(io(dir))?;
+    Ok(manifest)
+}
+
+/// A model's folder linked file by file into `dst` (its manifest left out: the copy writes its own).
+fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst).map_err(io(dst))?;
+    for entry in std::fs::read_dir(src).map_err(io(src))? {
+        let entry = entry.map_err(io(src))?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        if from.is_dir() {
+            link_tree(&from, &to)?;
+        } else if entry.file_name() != "manifest.json" && std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).map_err(io(&to))?;
+        }
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 #[derive(Clone)]
 pub struct ModelStore {
     root: PathBuf,
@@ -209,21 +245,9 @@ impl ModelStore {
             context_length: gguf.get_u64(&format!("{arch}.context_length")),
             parameters: gguf.tensors.iter().map(|t| t.n_elements()).sum(),
             sha256: sha256_file(&dst)?,
-            imported_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            imported_at: unix_now(),
         };
-        let mpath = tmp.join("manifest.json");
-        let json =
-            serde_json::to_vec_pretty(&manifest).map_err(|source| ModelStoreError::Manifest {
-                path: mpath.clone(),
-                source,
-            })?;
-        std::fs::write(&mpath, json).map_err(io(&mpath))?;
-        // Publish atomically: a half-imported model is never listed.
-        std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
-        Ok(manifest)
+        publish(&tmp, &dir, manifest)
     }
 
     /// A sentence-transformers folder (an embedding model): the files the engine reads are copied in; the
@@ -267,20 +291,9 @@ impl ModelStore {
             context_length: Some(embedder.max_tokens() as u64),
             parameters: embedder.parameters(),
             sha256: sha256_file(&weights)?,
-            imported_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            imported_at: unix_now(),
         };
-        let mpath = tmp.join("manifest.json");
-        let json =
-            serde_json::to_vec_pretty(&manifest).map_err(|source| ModelStoreError::Manifest {
-                path: mpath.clone(),
-                source,
-            })?;
-        std::fs::write(&mpath, json).map_err(io(&mpath))?;
-        std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
-        Ok(manifest)
+        publish(&tmp, &dir, manifest)
     }
 
     pub fn get(&self, name: &str) -> Result<Manifest> {
@@ -342,6 +355,27 @@ impl ModelStore {
         self.get(name)?;
         let dir = self.dir(name);
         std::fs::remove_dir_all(&dir).map_err(io(&dir))
+    }
+
+    /// A second name for an imported model (Ollama's copy): its files hard-linked (copied where links fail)
+    /// under the new name, with a manifest of its own.
+    pub fn copy(&self, from: &str, to: &str) -> Result<Manifest> {
+        let m = self.get(from)?;
+        if !valid_name(to) {
+            return Err(ModelStoreError::BadName(to.to_owned()));
+        }
+        let dir = self.dir(to);
+        if dir.exists() {
+            return Err(ModelStoreError::Exists(to.to_owned()));
+        }
+        let tmp = self.root.join(format!(".copy-{to}-{}", std::process::id()));
+        link_tree(&self.dir(&m.name), &tmp)?;
+        let manifest = Manifest {
+            name: to.to_owned(),
+            imported_at: unix_now(),
+            ..m
+        };
+        publish(&tmp, &dir, manifest)
     }
 
     /// A model argument: a path to a .gguf file, or the name of an imported model.

@@ -1188,3 +1188,67 @@ fn several_choices_and_prompts() {
     // Every choice is a request of its own on the ledger: 3 + 3 + 2 + 4.
     assert_eq!(d.ledger().len(), 12);
 }
+
+/// Ollama's model management for admins: /api/copy gives a model a second name (the same files, linked),
+/// /api/delete removes one; members get 403 before their body is read; unknown names are 404.
+#[test]
+fn ollama_copy_and_delete_models() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let r = d.post(
+        "/api/copy",
+        Some(&k),
+        &json!({"source": "smollm2", "destination": "house-chat"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tags = d.get("/api/tags", Some(&k)).text();
+    assert!(
+        tags.contains("house-chat") && tags.contains("smollm2"),
+        "{tags}"
+    );
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "house-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(r.status, 200, "the copy serves: {}", r.text());
+    // Taken names and unknown sources.
+    let r = d.post(
+        "/api/copy",
+        Some(&k),
+        &json!({"source": "smollm2", "destination": "house-chat"}),
+    );
+    assert_eq!(r.status, 409);
+    let r = d.post(
+        "/api/copy",
+        Some(&k),
+        &json!({"source": "nope", "destination": "x"}),
+    );
+    assert_eq!(r.status, 404);
+    // A member: 403 whatever the body.
+    let m = d.member_key("bob", None);
+    assert_eq!(
+        d.post("/api/copy", Some(&m), &json!({"junk": 1})).status,
+        403
+    );
+    let del = |key: &str, body: &Value| {
+        request(
+            &d.addr,
+            "DELETE",
+            "/api/delete",
+            Some(key),
+            body.to_string().as_bytes(),
+        )
+    };
+    assert_eq!(del(&m, &json!({"model": "house-chat"})).status, 403);
+    assert_eq!(del(&k, &json!({"model": "house-chat"})).status, 200);
+    assert!(!d.get("/api/tags", Some(&k)).text().contains("house-chat"));
+    assert_eq!(del(&k, &json!({"model": "house-chat"})).status, 404);
+    // The original is untouched.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(r.status, 200);
+}

@@ -209,6 +209,12 @@ for tc in told.message.tool_calls or []:
     check(tc.function.name == "get_weather" and isinstance(tc.function.arguments, dict), f"ollama call: {tc}")
 check(told.message.tool_calls or told.message.content, f"ollama tools answer: {told}")
 
+# Model management as Open WebUI's model page does it (admin key): copy, then delete the copy.
+ol.copy(model, "compat-copy")
+check(any(m.model == "compat-copy" for m in ol.list().models), "ollama copy")
+ol.delete("compat-copy")
+check(not any(m.model == "compat-copy" for m in ol.list().models), "ollama delete")
+
 e = ol.embed(model=embedder, input=["The weather is lovely today.", "He drove to the stadium."])
 check(len(e.embeddings) == 2 and abs(sum(a * b for a, b in zip(*e.embeddings)) - 0.105) < 2e-3,
       "ollama embed")

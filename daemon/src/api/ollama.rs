@@ -2,14 +2,14 @@
 //! `/api/generate` (NDJSON streaming by default, as Ollama does). Same API-key auth as `/v1`.
 
 use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
-use super::extract::{ApiJson, Body, Caller};
+use super::extract::{Admin, ApiJson, Body, Caller};
 use super::structured::OutputFormat;
 use super::{rendered_body, started_response, AppState};
 use crate::config::parse_duration;
 use crate::inference::{Piece, Request, Started};
 use crate::sched::{Priority, Prompt};
 use actix_web::{web, HttpResponse};
-use hearth_engine::tools::{FunctionCall, Tool, ToolCall, ToolChoice, ToolFormat, ToolUse};
+use hearth_engine::tools::{FunctionCall, ToolCall, ToolChoice, ToolFormat, ToolUse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -31,6 +31,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(super::resource("/ps").route(super::get_or_head().to(ps)))
             .service(super::resource("/chat").route(web::post().to(chat)))
             .service(super::resource("/generate").route(web::post().to(generate)))
+            .service(super::resource("/delete").route(web::delete().to(delete)))
+            .service(super::resource("/copy").route(web::post().to(copy)))
             .service(
                 super::resource("/embed").route(web::post().to(super::embeddings::ollama_embed)),
             )
@@ -178,6 +180,58 @@ pub async fn show(
         "capabilities": capabilities,
         "modified_at": rfc3339(imported(&m)),
     })))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    pub model: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRequest {
+    pub source: String,
+    pub destination: String,
+}
+
+/// Deletes an imported model (admin; the caller is authorised before the body is read). A loaded model is
+/// unloaded first.
+#[utoipa::path(delete, path = "/api/delete", tag = "ollama", security(("api_key" = [])), request_body = DeleteRequest,
+    responses((status = 200, description = "deleted"), (status = 400, body = OllamaErrorBody),
+        (status = 403, body = OllamaErrorBody), (status = 404, body = OllamaErrorBody)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    _admin: Admin<Ollama>,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    let req: DeleteRequest = super::extract::parse_json(&body)?;
+    let name = state.sched.resolve(&req.model)?;
+    state.sched.unload(&name);
+    let models = state.sched.models().clone();
+    web::block(move || models.remove(&name))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Copies an imported model under a new name (admin): the same files, linked, a manifest of its own.
+#[utoipa::path(post, path = "/api/copy", tag = "ollama", security(("api_key" = [])), request_body = CopyRequest,
+    responses((status = 200, description = "copied"), (status = 400, body = OllamaErrorBody),
+        (status = 403, body = OllamaErrorBody), (status = 404, body = OllamaErrorBody),
+        (status = 409, body = OllamaErrorBody, description = "the destination name is taken")))]
+pub async fn copy(
+    state: web::Data<AppState>,
+    _admin: Admin<Ollama>,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    let req: CopyRequest = super::extract::parse_json(&body)?;
+    let source = state.sched.resolve(&req.source)?;
+    let models = state.sched.models().clone();
+    web::block(move || models.copy(&source, &req.destination))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().finish())
 }
 
 /// Loaded models.
@@ -443,23 +497,7 @@ fn tool_use(
     if tools.is_empty() {
         return Ok(None);
     }
-    let mut list = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.kind != "function" {
-            return Err(ApiError::invalid(
-                format!("tools[{i}].type '{}' is not supported (function)", t.kind),
-                Some(&format!("tools[{i}].type")),
-            ));
-        }
-        list.push(Tool {
-            name: t.function.name.clone(),
-            description: t.function.description.clone(),
-            parameters: t.function.parameters.clone().unwrap_or_else(
-                || json!({"type": "object", "properties": {}, "additionalProperties": false}),
-            ),
-            strict: t.function.strict.unwrap_or(false),
-        });
-    }
+    let list = super::openai::tools_in(tools)?;
     ToolUse::new(list, ToolChoice::Auto, true)
         .map(|u| Some(Arc::new(u)))
         .map_err(super::structured::tool_error)
@@ -760,6 +798,8 @@ pub fn generate_call(req: &GenerateRequest) -> std::result::Result<Call, ApiErro
 }
 
 impl Body for ShowRequest {}
+impl Body for DeleteRequest {}
+impl Body for CopyRequest {}
 impl Body for ChatRequest {}
 impl Body for GenerateRequest {}
 

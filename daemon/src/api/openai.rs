@@ -635,27 +635,35 @@ fn tool_use(req: &ChatCompletionRequest) -> std::result::Result<Option<Arc<ToolU
             None => Ok(None),
         };
     }
-    let mut list = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.kind != "function" {
-            return Err(ApiError::invalid(
-                format!("tools[{i}].type '{}' is not supported (function)", t.kind),
-                Some(&format!("tools[{i}].type")),
-            ));
-        }
-        list.push(Tool {
-            name: t.function.name.clone(),
-            description: t.function.description.clone(),
-            parameters: t.function.parameters.clone().unwrap_or_else(
-                || json!({"type": "object", "properties": {}, "additionalProperties": false}),
-            ),
-            strict: t.function.strict.unwrap_or(false),
-        });
-    }
+    let list = tools_in(tools)?;
     let parallel = req.parallel_tool_calls.unwrap_or(true);
     ToolUse::new(list, choice, parallel)
         .map(|u| Some(Arc::new(u)))
         .map_err(super::structured::tool_error)
+}
+
+/// The functions of a `tools` list (both APIs send the same shape); one without `parameters` takes none.
+pub fn tools_in(tools: &[ToolIn]) -> std::result::Result<Vec<Tool>, ApiError> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.kind != "function" {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].type '{}' is not supported (function)", t.kind),
+                    Some(&format!("tools[{i}].type")),
+                ));
+            }
+            Ok(Tool {
+                name: t.function.name.clone(),
+                description: t.function.description.clone(),
+                parameters: t.function.parameters.clone().unwrap_or_else(
+                    || json!({"type": "object", "properties": {}, "additionalProperties": false}),
+                ),
+                strict: t.function.strict.unwrap_or(false),
+            })
+        })
+        .collect()
 }
 
 /// The output format `response_format` asks for.
