@@ -78,15 +78,13 @@ impl Inference {
         req: EmbedRequest,
     ) -> Result<Embedded, InferenceError> {
         let started = Instant::now();
-        let model = self.sched.resolve(&req.model)?;
+        let manifest = self.sched.resolve_model(&req.model)?;
+        let model = manifest.name.clone();
         super::label::note(&model);
         if !who.may_use(&model) {
             return Err(InferenceError::KeyScope(model));
         }
         let store = self.sched.models();
-        let manifest = store
-            .get(&model)
-            .map_err(|e| InferenceError::Internal(e.to_string()))?;
         if !manifest.is_embedding() {
             return Err(InferenceError::NotForEmbeddings(model));
         }

@@ -115,17 +115,13 @@ impl Inference {
 
     /// Runs every check in order and starts the job; on any refusal nothing was computed.
     pub async fn start(&self, who: &Principal, req: Request) -> Result<Started, InferenceError> {
-        let model = self.sched.resolve(&req.model)?;
+        let manifest = self.sched.resolve_model(&req.model)?;
+        let model = manifest.name.clone();
         label::note(&model);
         if !who.may_use(&model) {
             return Err(InferenceError::KeyScope(model));
         }
-        if self
-            .sched
-            .models()
-            .get(&model)
-            .is_ok_and(|m| m.is_embedding())
-        {
+        if manifest.is_embedding() {
             return Err(InferenceError::NotForGeneration(model));
         }
         let limits = self

@@ -280,8 +280,13 @@ impl Scheduler {
 
     /// Resolves a requested model name to an imported one (`name:latest` is accepted for Ollama clients).
     pub fn resolve(&self, name: &str) -> Result<String, SchedError> {
+        self.resolve_model(name).map(|m| m.name)
+    }
+
+    /// `resolve`, with the model's manifest (read once for the request).
+    pub fn resolve_model(&self, name: &str) -> Result<crate::models::Manifest, SchedError> {
         match self.models.lookup(name) {
-            Ok(m) => Ok(m.name),
+            Ok(m) => Ok(m),
             Err(ModelStoreError::NotFound(_)) => Err(SchedError::ModelNotFound(name.to_owned())),
             Err(e) => Err(SchedError::Store(e.to_string())),
         }
