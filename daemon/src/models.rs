@@ -48,6 +48,62 @@ pub struct Manifest {
     pub parameters: u64,
     pub sha256: String,
     pub imported_at: u64,
+    /// What a derived model (Ollama's create) changes of the model it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived: Option<Derived>,
+}
+
+/// A model made from another (Ollama's `/api/create` with `from`): the same weights, with its own system prompt,
+/// conversation prefix, chat template and default request options. The template applies when the model loads,
+/// the rest to each request (`inference`, and the APIs for the options).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Derived {
+    /// The model it was made from (its files are linked, not copied).
+    pub from: String,
+    /// The system message of a conversation that has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// A Jinja chat template in place of the file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Messages put before every conversation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<DerivedMessage>,
+    /// Default request options, in Ollama's names (`temperature`, `num_ctx`, `stop`, …); a request's own win.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DerivedMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl Derived {
+    /// This derivation over `base` (the model it is made from, itself perhaps derived): what it sets wins, the
+    /// rest is the base's.
+    fn over(self, base: Option<&Derived>) -> Derived {
+        let Some(b) = base else {
+            return self;
+        };
+        let mut parameters = b.parameters.clone();
+        parameters.extend(self.parameters);
+        Derived {
+            from: self.from,
+            system: self.system.or_else(|| b.system.clone()),
+            template: self.template.or_else(|| b.template.clone()),
+            messages: if self.messages.is_empty() {
+                b.messages.clone()
+            } else {
+                self.messages
+            },
+            parameters,
+            license: self.license.or_else(|| b.license.clone()),
+        }
+    }
 }
 
 /// What an embedding model's folder keeps of a sentence-transformers folder.
@@ -246,6 +302,7 @@ impl ModelStore {
             parameters: gguf.tensors.iter().map(|t| t.n_elements()).sum(),
             sha256: sha256_file(&dst)?,
             imported_at: unix_now(),
+            derived: None,
         };
         publish(&tmp, &dir, manifest)
     }
@@ -292,6 +349,7 @@ impl ModelStore {
             parameters: embedder.parameters(),
             sha256: sha256_file(&weights)?,
             imported_at: unix_now(),
+            derived: None,
         };
         publish(&tmp, &dir, manifest)
     }
@@ -361,18 +419,47 @@ impl ModelStore {
     /// under the new name, with a manifest of its own.
     pub fn copy(&self, from: &str, to: &str) -> Result<Manifest> {
         let m = self.get(from)?;
-        if !valid_name(to) {
-            return Err(ModelStoreError::BadName(to.to_owned()));
-        }
         let dir = self.dir(to);
         if dir.exists() {
             return Err(ModelStoreError::Exists(to.to_owned()));
         }
+        let derived = m.derived.clone();
+        self.link_as(m, to, derived)
+    }
+
+    /// A model derived from `from` (Ollama's create): its files linked, `derived` over what `from` already
+    /// changes. An existing derived model of that name is replaced (as Ollama's create does); an imported one is
+    /// not.
+    pub fn create(&self, from: &str, to: &str, derived: Derived) -> Result<Manifest> {
+        let m = self.get(from)?;
+        let derived = Derived {
+            from: m.name.clone(),
+            ..derived
+        }
+        .over(m.derived.as_ref());
+        match self.get(to) {
+            Ok(old) if old.derived.is_none() || old.name == m.name => {
+                return Err(ModelStoreError::Exists(to.to_owned()))
+            }
+            Ok(_) => self.remove(to)?,
+            Err(ModelStoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.link_as(m, to, Some(derived))
+    }
+
+    /// `m`'s files linked under the name `to`, with a manifest of its own.
+    fn link_as(&self, m: Manifest, to: &str, derived: Option<Derived>) -> Result<Manifest> {
+        if !valid_name(to) {
+            return Err(ModelStoreError::BadName(to.to_owned()));
+        }
+        let dir = self.dir(to);
         let tmp = self.root.join(format!(".copy-{to}-{}", std::process::id()));
         link_tree(&self.dir(&m.name), &tmp)?;
         let manifest = Manifest {
             name: to.to_owned(),
             imported_at: unix_now(),
+            derived,
             ..m
         };
         publish(&tmp, &dir, manifest)

@@ -1252,3 +1252,349 @@ fn ollama_copy_and_delete_models() {
     );
     assert_eq!(r.status, 200);
 }
+
+/// The bytes an entry list spells (OpenAI chat's and Ollama's `{token, logprob, bytes, top_logprobs}`).
+fn spelled(entries: &Value) -> String {
+    let bytes: Vec<u8> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["bytes"].as_array().unwrap().clone())
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Log-probabilities in every shape: OpenAI chat (whole and streamed), legacy completions (whole and streamed),
+/// Ollama chat and generate. The entries spell the answer exactly (a stop string's tokens have none), greedy
+/// picks the likeliest, the alternatives come in order, and the streamed entries are the whole answer's.
+#[test]
+fn log_probabilities_in_every_shape() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let body = chat(
+        "Count from one to ten in words, separated by commas.",
+        json!({"max_tokens": 24, "temperature": 0, "logprobs": true, "top_logprobs": 3, "stop": [", five"]}),
+    );
+    let r = d.post("/v1/chat/completions", Some(&k), &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let choice = &v["choices"][0];
+    let content = choice["logprobs"]["content"].clone();
+    let text = choice["message"]["content"].as_str().unwrap();
+    assert_eq!(spelled(&content), text, "{v}");
+    let n = content.as_array().unwrap().len();
+    assert!(n >= 1 && n as u64 <= v["usage"]["completion_tokens"].as_u64().unwrap());
+    for e in content.as_array().unwrap() {
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{e}");
+        assert_eq!(
+            top[0]["token"], e["token"],
+            "greedy takes the likeliest: {e}"
+        );
+        assert_eq!(top[0]["logprob"], e["logprob"]);
+        let lps: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(lps.windows(2).all(|w| w[0] >= w[1]) && lps[0] <= 0.0, "{e}");
+    }
+    // Without the switch: null, as OpenAI's.
+    let plain = d
+        .post(
+            "/v1/chat/completions",
+            Some(&k),
+            &chat("Say hi.", json!({"max_tokens": 4})),
+        )
+        .json();
+    assert!(plain["choices"][0]["logprobs"].is_null(), "{plain}");
+    // Streamed: the chunks' entries are the whole answer's.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = d.post("/v1/chat/completions", Some(&k), &streamed).sse();
+    let mut entries = Vec::new();
+    for e in events.iter().filter(|e| *e != "[DONE]") {
+        let c: Value = serde_json::from_str(e).unwrap();
+        if let Some(list) = c["choices"][0]["logprobs"]["content"].as_array() {
+            entries.extend(list.iter().cloned());
+        }
+    }
+    assert_eq!(Value::Array(entries), content);
+
+    // Legacy completions: columns of equal length, tokens spelling the text, offsets counting characters.
+    let body = json!({"model": "smollm2", "prompt": "1, 2, 3,", "max_tokens": 6, "temperature": 0,
+                      "logprobs": 2});
+    let v = d.post("/v1/completions", Some(&k), &body).json();
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.concat(), v["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), tokens.len());
+    let offsets: Vec<u64> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap())
+        .collect();
+    let mut at = 0;
+    for (t, o) in tokens.iter().zip(&offsets) {
+        assert_eq!(*o, at);
+        at += t.chars().count() as u64;
+    }
+    for (i, top) in lp["top_logprobs"].as_array().unwrap().iter().enumerate() {
+        // The two likeliest and the chosen one (greedy: among them).
+        assert_eq!(top.as_object().unwrap().len(), 2, "{top}");
+        assert!(top.get(tokens[i]).is_some(), "{top}");
+    }
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let mut joined = Vec::new();
+    for e in d
+        .post("/v1/completions", Some(&k), &streamed)
+        .sse()
+        .iter()
+        .filter(|e| *e != "[DONE]")
+    {
+        let c: Value = serde_json::from_str(e).unwrap();
+        if let Some(list) = c["choices"][0]["logprobs"]["text_offset"].as_array() {
+            joined.extend(list.iter().map(|o| o.as_u64().unwrap()));
+        }
+    }
+    assert_eq!(joined, offsets);
+
+    // Ollama: `logprobs` beside the message or response, whole and streamed.
+    let v = d
+        .post(
+            "/api/chat",
+            Some(&k),
+            &json!({"model": "smollm2", "stream": false, "logprobs": true, "top_logprobs": 2,
+                    "messages": [{"role": "user", "content": "Say hello."}],
+                    "options": {"temperature": 0, "num_predict": 8}}),
+        )
+        .json();
+    assert_eq!(
+        spelled(&v["logprobs"]),
+        v["message"]["content"].as_str().unwrap(),
+        "{v}"
+    );
+    let r = d.post(
+        "/api/generate",
+        Some(&k),
+        &json!({"model": "smollm2", "prompt": "1, 2, 3,", "raw": true, "logprobs": true,
+                "options": {"temperature": 0, "num_predict": 6}}),
+    );
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (mut text, mut entries) = (String::new(), Vec::new());
+    for l in &lines {
+        text.push_str(l["response"].as_str().unwrap());
+        entries.extend(l["logprobs"].as_array().cloned().unwrap_or_default());
+    }
+    assert_eq!(spelled(&Value::Array(entries)), text, "{lines:?}");
+
+    // Bad input: a 400 naming the field, in both front ends.
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            chat("hi", json!({"top_logprobs": 2})),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            chat("hi", json!({"logprobs": true, "top_logprobs": 21})),
+            "top_logprobs",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "smollm2", "prompt": "a", "logprobs": -1}),
+            "logprobs",
+        ),
+    ] {
+        let r = d.post(path, Some(&k), &body);
+        assert_eq!(
+            (r.status, r.json()["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{body}"
+        );
+    }
+    let r = d.post(
+        "/api/chat",
+        Some(&k),
+        &json!({"model": "smollm2", "top_logprobs": 2,
+                "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("top_logprobs"), "{}", r.text());
+}
+
+/// Ollama's /api/create: a model derived from another answers exactly as the base model does when given the same
+/// system message, conversation prefix and template by hand; its parameters are defaults a request overrides;
+/// /api/show tells what it changes; a second create replaces it; bad bodies are refused by field.
+#[test]
+fn ollama_create_derives_a_model() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let create = |body: Value| d.post("/api/create", Some(&k), &body);
+    let chat_of = |model: &str, messages: Value, options: Value| {
+        let r = d.post(
+            "/api/chat",
+            Some(&k),
+            &json!({"model": model, "stream": false, "messages": messages, "options": options}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let greedy = json!({"temperature": 0, "num_predict": 12});
+    let system = "You are a lighthouse keeper. Answer in one sentence.";
+    let prefix = json!([{"role": "user", "content": "My name is Ada."},
+                        {"role": "assistant", "content": "Hello Ada, welcome to the lighthouse."}]);
+    let r = create(
+        json!({"model": "keeper", "from": "smollm2", "system": system,
+                          "messages": prefix, "parameters": {"num_predict": 3, "stop": ["\n\n"]}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert_eq!(
+        text.lines().last(),
+        Some(r#"{"status":"success"}"#),
+        "{text}"
+    );
+
+    // The derived model = the base with the same messages written out.
+    let ask = json!([{"role": "user", "content": "What is my name?"}]);
+    let derived = chat_of("keeper", ask.clone(), greedy.clone());
+    let mut by_hand = vec![json!({"role": "system", "content": system})];
+    by_hand.extend(prefix.as_array().unwrap().iter().cloned());
+    by_hand.extend(ask.as_array().unwrap().iter().cloned());
+    let base = chat_of("smollm2", Value::Array(by_hand), greedy.clone());
+    assert_eq!(derived["message"]["content"], base["message"]["content"]);
+    assert_eq!(derived["prompt_eval_count"], base["prompt_eval_count"]);
+    // A conversation's own system message wins over the model's.
+    let own =
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]);
+    let a = chat_of("keeper", own, greedy.clone());
+    let mut b_msgs = vec![json!({"role": "system", "content": "Be brief."})];
+    b_msgs.extend(prefix.as_array().unwrap().iter().cloned());
+    b_msgs.push(json!({"role": "user", "content": "Hi"}));
+    let b = chat_of("smollm2", Value::Array(b_msgs), greedy.clone());
+    assert_eq!(a["prompt_eval_count"], b["prompt_eval_count"]);
+
+    // Parameters are defaults: num_predict 3 when the request says nothing, the request's own otherwise.
+    let v = chat_of("keeper", ask.clone(), json!({"temperature": 0}));
+    assert!(v["eval_count"].as_u64().unwrap() <= 3, "{v}");
+    let v = chat_of(
+        "keeper",
+        ask.clone(),
+        json!({"temperature": 0, "num_predict": 6}),
+    );
+    assert!(v["eval_count"].as_u64().unwrap() > 3, "{v}");
+    // Through OpenAI's API too.
+    let v = d
+        .post(
+            "/v1/chat/completions",
+            Some(&k),
+            &json!({"model": "keeper", "messages": ask, "temperature": 0}),
+        )
+        .json();
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() <= 3,
+        "{v}"
+    );
+
+    // /api/show tells what it changes.
+    let show = d
+        .post("/api/show", Some(&k), &json!({"model": "keeper"}))
+        .json();
+    assert_eq!(show["system"], system);
+    assert_eq!(show["details"]["parent_model"], "smollm2");
+    let params = show["parameters"].as_str().unwrap();
+    assert!(
+        params.contains("num_predict 3") && params.contains("stop \"\\n\\n\""),
+        "{params}"
+    );
+    assert!(show["modelfile"]
+        .as_str()
+        .unwrap()
+        .starts_with("# Hearth model keeper\nFROM smollm2\n"));
+
+    // Its own template, and a second create replaces the first (stream: false gives one status).
+    let template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:";
+    let r = create(
+        json!({"model": "keeper", "from": "smollm2", "template": template, "stream": false}),
+    );
+    assert_eq!((r.status, r.json()), (200, json!({"status": "success"})));
+    let show = d
+        .post("/api/show", Some(&k), &json!({"model": "keeper"}))
+        .json();
+    assert_eq!(show["template"], template);
+    assert!(show.get("system").is_none(), "replaced: {show}");
+    let derived = chat_of(
+        "keeper",
+        json!([{"role": "user", "content": "Hi"}]),
+        greedy.clone(),
+    );
+    let raw = d
+        .post(
+            "/api/generate",
+            Some(&k),
+            &json!({"model": "smollm2", "prompt": "user: Hi\nassistant:", "raw": true, "stream": false,
+                    "options": greedy}),
+        )
+        .json();
+    assert_eq!(derived["message"]["content"], raw["response"], "{raw}");
+    // A model made from a derived one keeps what it does not change.
+    let r = create(json!({"model": "keeper2", "from": "keeper", "system": "Be kind."}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let show = d
+        .post("/api/show", Some(&k), &json!({"model": "keeper2"}))
+        .json();
+    assert_eq!(
+        (show["template"].as_str(), show["system"].as_str()),
+        (Some(template), Some("Be kind."))
+    );
+
+    // Refusals: by field, before anything is written.
+    for (body, status, needle) in [
+        (
+            json!({"model": "x", "from": "smollm2", "template": "{{ .Prompt }}"}),
+            400,
+            "template",
+        ),
+        (
+            json!({"model": "x", "from": "smollm2", "parameters": {"mirostat": 1}}),
+            400,
+            "mirostat",
+        ),
+        (
+            json!({"model": "x", "from": "smollm2", "quantize": "q4_K_M"}),
+            400,
+            "quantize",
+        ),
+        (json!({"model": "x"}), 400, "from"),
+        (json!({"model": "x", "from": "nope"}), 404, "nope"),
+        (
+            json!({"model": "smollm2", "from": "keeper"}),
+            409,
+            "smollm2",
+        ),
+        (
+            json!({"model": "bad/name", "from": "smollm2"}),
+            400,
+            "bad/name",
+        ),
+    ] {
+        let r = create(body.clone());
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert!(r.text().contains(needle), "{body}: {}", r.text());
+    }
+    assert!(!d.get("/api/tags", Some(&k)).text().contains("\"x\""));
+    let m = d.member_key("bob", None);
+    assert_eq!(
+        d.post("/api/create", Some(&m), &json!({"junk": 1})).status,
+        403
+    );
+}

@@ -69,6 +69,7 @@ fn main() {
                     json_object: json,
                     schema: schema.clone(),
                     no_speculation: true,
+                    logprobs: None,
                 })
                 .expect("request");
             // The first step is the prompt; time the decoding steps after it.

@@ -5,6 +5,7 @@
 use crate::constraint::Constraint;
 use crate::error::{EngineError, Result};
 use crate::kv::KvCache;
+use crate::logprobs::{Pending, TokenLogprob, MAX_TOP};
 use crate::model::{Entry, Model, Scratch};
 use crate::sampling::{draw, Sampler, SamplingParams};
 use crate::speculative::draft::{DraftJob, ROUTINE_LAG};
@@ -32,6 +33,9 @@ pub struct GenerateRequest {
     pub schema: Option<Arc<crate::schema::Grammar>>,
     /// Opt out of speculative decoding for this request (it is on wherever the batch has it).
     pub no_speculation: bool,
+    /// Report each generated token's log-probability with this many alternatives (at most
+    /// `logprobs::MAX_TOP`); None: none.
+    pub logprobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -71,14 +75,21 @@ pub struct Usage {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A generated token and the text it releases (may be empty while a character or stop string is pending).
-    Token { id: SeqId, token: u32, text: String },
-    /// The sequence is done; `text` is the last released text, if any.
+    /// A generated token and the text it releases (may be empty while a character or stop string is pending),
+    /// with the log-probabilities of the tokens that text starts (where the request asked for them).
+    Token {
+        id: SeqId,
+        token: u32,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// The sequence is done; `text` is the last released text, if any, and `logprobs` the entries left.
     Finished {
         id: SeqId,
         reason: FinishReason,
         text: String,
         usage: Usage,
+        logprobs: Vec<TokenLogprob>,
     },
 }
 
@@ -99,6 +110,8 @@ struct Seq {
     first_token_at: Option<Instant>,
     /// Speculation state; None when this sequence decodes plainly.
     spec: Option<SeqSpec>,
+    /// Log-probabilities waiting for their text, where the request asked for them.
+    logprobs: Option<Pending>,
 }
 
 /// A speculating sequence's state.
@@ -157,6 +170,8 @@ pub struct Batch {
     /// Scratch distributions for verification.
     dist: Vec<(u32, f32)>,
     resid: Vec<(u32, f32)>,
+    /// The raw logits of a row whose log-probabilities are asked for (sampling changes them in place).
+    raw: Vec<f32>,
 }
 
 /// Where each logits row of a step goes: `rows` rows of `slot`, starting at `first_row`; `decode`: the sequence
@@ -390,6 +405,7 @@ impl Batch {
             spec: None,
             dist: Vec::new(),
             resid: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -465,6 +481,11 @@ impl Batch {
                 context: self.context,
             });
         }
+        if req.logprobs.is_some_and(|k| k > MAX_TOP) {
+            return Err(EngineError::InvalidRequest(format!(
+                "at most {MAX_TOP} alternatives per token"
+            )));
+        }
         req.sampling.validate(vocab)
     }
 
@@ -537,6 +558,7 @@ impl Batch {
             added: Instant::now(),
             first_token_at: None,
             spec,
+            logprobs: req.logprobs.map(Pending::new),
         });
         Ok(id)
     }
@@ -553,11 +575,17 @@ impl Batch {
             d.release(slot);
         }
         let text = seq.stream.finish();
+        let logprobs = seq
+            .logprobs
+            .as_mut()
+            .map(|p| p.finish(seq.stream.text.len(), false))
+            .unwrap_or_default();
         Some(Event::Finished {
             id,
             reason: FinishReason::Cancelled,
             text,
             usage: seq.usage(),
+            logprobs,
         })
     }
 
@@ -814,6 +842,10 @@ impl Batch {
             return false;
         };
         let logits = &mut self.scratch.logits[row * vocab..(row + 1) * vocab];
+        if seq.logprobs.is_some() {
+            self.raw.clear();
+            self.raw.extend_from_slice(logits);
+        }
         let (token, accepted) = match proposal {
             Some(proposal) => {
                 verify_proposal(seq, logits, proposal, &mut self.dist, &mut self.resid)
@@ -821,6 +853,17 @@ impl Batch {
             None => (sample(seq, logits, &self.tokenizer, &mut self.spare), false),
         };
         let (delta, eog) = append(seq, token, &self.tokenizer);
+        if let Some(p) = &mut seq.logprobs {
+            // An end-of-generation token is not part of the answer: it has no entry.
+            if !eog {
+                p.push(crate::logprobs::of_logits(
+                    &self.raw,
+                    token,
+                    p.top,
+                    &self.tokenizer,
+                ));
+            }
+        }
         let reason = if eog || delta.stopped {
             Some(FinishReason::Stop)
         } else if seq.generated() >= seq.max_tokens {
@@ -829,10 +872,16 @@ impl Batch {
             None
         };
         let Some(reason) = reason else {
+            let released = seq.stream.text.len();
             events.push(Event::Token {
                 id: seq.id,
                 token,
                 text: delta.text,
+                logprobs: seq
+                    .logprobs
+                    .as_mut()
+                    .map(|p| p.release(released))
+                    .unwrap_or_default(),
             });
             return accepted;
         };
@@ -840,6 +889,12 @@ impl Batch {
         if !delta.stopped {
             text.push_str(&seq.stream.finish());
         }
+        let released = seq.stream.text.len();
+        let logprobs = seq
+            .logprobs
+            .as_mut()
+            .map(|p| p.finish(released, delta.stopped))
+            .unwrap_or_default();
         let mut usage = seq.usage();
         // An end-of-generation token ends the text but is not part of it.
         if eog {
@@ -849,6 +904,7 @@ impl Batch {
                 id: seq.id,
                 token,
                 text: String::new(),
+                logprobs: Vec::new(),
             });
         }
         events.push(Event::Finished {
@@ -856,6 +912,7 @@ impl Batch {
             reason,
             text,
             usage,
+            logprobs,
         });
         let generated = seq.generated();
         self.leave(slot, generated);

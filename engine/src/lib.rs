@@ -17,6 +17,7 @@ pub mod json_mode;
 pub mod json_text;
 pub mod kv;
 pub mod loaded;
+pub mod logprobs;
 pub mod model;
 pub mod ops;
 pub mod quant;

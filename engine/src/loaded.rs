@@ -88,6 +88,13 @@ impl LoadedModel {
         })
     }
 
+    /// Renders chats with `source` (a Jinja chat template) instead of the file's own.
+    pub fn set_template(&mut self, source: &str) -> Result<()> {
+        self.template =
+            ChatTemplate::new(source, self.tokenizer.bos_text(), self.tokenizer.eos_text())?;
+        Ok(())
+    }
+
     /// Prompt tokens for a chat: the rendered template, tokenized with special tokens (BOS added only if the
     /// template did not write it).
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {

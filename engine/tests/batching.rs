@@ -19,6 +19,7 @@ fn greedy(prompt: Vec<u32>, n: usize) -> GenerateRequest {
         json_object: false,
         schema: None,
         no_speculation: false,
+        logprobs: None,
     }
 }
 
@@ -188,6 +189,7 @@ fn same_seed_same_text_different_seed_different_text() {
             json_object: false,
             schema: None,
             no_speculation: false,
+            logprobs: None,
         })
         .expect("add");
         tokens_by_seq(&b.run_to_completion())

@@ -235,6 +235,7 @@ fn check_greedy(key: &str, file: &str) -> (usize, usize) {
                 json_object: false,
                 schema: None,
                 no_speculation: false,
+                logprobs: None,
             })
             .expect("add");
         seqs.push((id, ids(&c["output_ids"])));

@@ -66,6 +66,19 @@ streamed = "".join(x.choices[0].text for x in oa.completions.create(
     model=model, prompt="1, 2, 3,", max_tokens=6, temperature=0, stream=True) if x.choices)
 check(streamed == c.choices[0].text, f"completion stream: {streamed!r}")
 
+# Log-probabilities as the SDK's types read them: one entry per token of the answer, greedy picks the likeliest.
+lp = oa.chat.completions.create(**hello, logprobs=True, top_logprobs=2)
+content = lp.choices[0].logprobs.content
+check(b"".join(bytes(t.bytes) for t in content).decode() == lp.choices[0].message.content, f"logprobs: {content}")
+check(all(len(t.top_logprobs) == 2 and t.logprob <= 0 and t.top_logprobs[0].token == t.token for t in content),
+      f"top_logprobs: {content}")
+streamed = [t for x in oa.chat.completions.create(**hello, logprobs=True, stream=True)
+            if x.choices and x.choices[0].logprobs for t in x.choices[0].logprobs.content]
+check([t.token for t in streamed] == [t.token for t in content], f"streamed logprobs: {streamed}")
+lc = oa.completions.create(model=model, prompt="1, 2, 3,", max_tokens=6, temperature=0, logprobs=2)
+check("".join(lc.choices[0].logprobs.tokens) == lc.choices[0].text and
+      len(lc.choices[0].logprobs.top_logprobs) == len(lc.choices[0].logprobs.token_logprobs), f"legacy: {lc}")
+
 try:
     openai.OpenAI(base_url=base + "/v1", api_key="hth_wrong", max_retries=0).models.list()
     check(False, "bad key accepted")
@@ -182,6 +195,10 @@ pieces = list(ol.chat(model=model, messages=[{"role": "user", "content": "Say he
                       options={"temperature": 0, "num_predict": 8}, stream=True))
 check(pieces[-1].done and pieces[-1].done_reason in ("stop", "length"), f"ollama stream end: {pieces[-1]}")
 check("".join(p.message.content for p in pieces) == resp.message.content, "ollama stream text")
+olp = ol.chat(model=model, messages=[{"role": "user", "content": "Say hello."}], logprobs=True, top_logprobs=3,
+              options={"temperature": 0, "num_predict": 8})
+check("".join(t.token for t in olp.logprobs) == olp.message.content and
+      all(len(t.top_logprobs) == 3 for t in olp.logprobs), f"ollama logprobs: {olp.logprobs}")
 
 g = ol.generate(model=model, prompt="1, 2, 3,", raw=True, options={"temperature": 0, "num_predict": 6, "seed": 1})
 check(g.response.startswith(" 4"), f"ollama generate: {g.response!r}")
@@ -213,6 +230,13 @@ check(told.message.tool_calls or told.message.content, f"ollama tools answer: {t
 ol.copy(model, "compat-copy")
 check(any(m.model == "compat-copy" for m in ol.list().models), "ollama copy")
 ol.delete("compat-copy")
+made = ol.create(model="compat-terse", from_=model, system="You are terse.", parameters={"num_predict": 3})
+check(made.status == "success", f"ollama create: {made}")
+shown = ol.show("compat-terse")
+check(shown.details.parent_model == model and "num_predict 3" in shown.parameters, f"created model: {shown}")
+short = ol.chat(model="compat-terse", messages=[{"role": "user", "content": "Tell me a story."}])
+check(short.eval_count <= 3, f"the created model's default num_predict: {short}")
+ol.delete("compat-terse")
 check(not any(m.model == "compat-copy" for m in ol.list().models), "ollama delete")
 
 e = ol.embed(model=embedder, input=["The weather is lovely today.", "He drove to the stadium."])
@@ -259,11 +283,11 @@ SAMPLE = {
                                                       "function": {"name": "f", "arguments": "{}"}}],
     "tool_call_id": "c1",
 }
-ACTED_CHAT = {"frequency_penalty", "logit_bias", "max_completion_tokens", "max_tokens", "messages", "model", "n",
-              "parallel_tool_calls", "presence_penalty", "response_format", "seed", "stop", "stream_options",
-              "temperature", "tool_choice", "tools", "top_p", "user"}
-ACTED_TEXT = {"frequency_penalty", "logit_bias", "max_tokens", "model", "n", "presence_penalty", "prompt", "seed",
-              "stop", "stream_options", "temperature", "top_p", "user"}
+ACTED_CHAT = {"frequency_penalty", "logit_bias", "logprobs", "max_completion_tokens", "max_tokens", "messages",
+              "model", "n", "parallel_tool_calls", "presence_penalty", "response_format", "seed", "stop",
+              "stream_options", "temperature", "tool_choice", "tools", "top_p", "user"}
+ACTED_TEXT = {"frequency_penalty", "logit_bias", "logprobs", "max_tokens", "model", "n", "presence_penalty", "prompt",
+              "seed", "stop", "stream_options", "temperature", "top_p", "user"}
 ACTED_MESSAGE = {"content", "role", "name", "tool_calls", "tool_call_id"}
 
 
@@ -307,8 +331,11 @@ acted = {f for f in fields if outcome(chat_field(f), f) == "acted"}
 check(acted == ACTED_CHAT, f"chat fields acted on: {sorted(acted)}, documented: {sorted(ACTED_CHAT)}")
 
 
+TEXT_SAMPLE = {"logprobs": 2}  # a count here, a switch in chat
+
+
 def text_field(f):
-    extra = {} if f in ("model", "prompt") else {f: SAMPLE[f]}
+    extra = {} if f in ("model", "prompt") else {f: TEXT_SAMPLE.get(f, SAMPLE[f])}
     if f != "max_tokens":
         extra["max_tokens"] = 1
     if f == "stream_options":
@@ -349,8 +376,8 @@ OL_OPTION = {"embedding_only": False, "f16_kv": True, "frequency_penalty": 0.1, 
              "numa": False, "penalize_newline": True, "presence_penalty": 0.1, "repeat_last_n": 8,
              "repeat_penalty": 1.1, "seed": 1, "stop": ["\n\n"], "temperature": 0.5, "tfs_z": 1.0, "top_k": 5,
              "top_p": 0.5, "typical_p": 0.5, "use_mlock": False, "use_mmap": True, "vocab_only": False}
-ACTED_OL_CHAT = {"format", "keep_alive", "messages", "model", "options", "stream", "tools"}
-ACTED_OL_GENERATE = {"format", "keep_alive", "model", "options", "prompt", "raw", "stream", "system"}
+ACTED_OL_CHAT = {"format", "keep_alive", "logprobs", "messages", "model", "options", "stream", "tools"}
+ACTED_OL_GENERATE = {"format", "keep_alive", "logprobs", "model", "options", "prompt", "raw", "stream", "system"}
 ACTED_OL_OPTION = {"frequency_penalty", "num_ctx", "num_predict", "presence_penalty", "repeat_last_n",
                    "repeat_penalty", "seed", "stop", "temperature", "top_k", "top_p"}
 quick = {"num_predict": 1}

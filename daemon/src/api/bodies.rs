@@ -122,8 +122,28 @@ mod tests {
             ),
             (
                 BodyKind::OpenAiChat,
-                format!(r#"{{"model":"m",{msgs},"logprobs":true}}"#),
+                format!(r#"{{"model":"m",{msgs},"prediction":{{"type":"content","content":"x"}}}}"#),
+                "prediction",
+            ),
+            (
+                BodyKind::OpenAiChat,
+                format!(r#"{{"model":"m",{msgs},"top_logprobs":3}}"#),
+                "top_logprobs",
+            ),
+            (
+                BodyKind::OpenAiChat,
+                format!(r#"{{"model":"m",{msgs},"logprobs":true,"top_logprobs":21}}"#),
+                "top_logprobs",
+            ),
+            (
+                BodyKind::OpenAiCompletion,
+                r#"{"model":"m","prompt":"x","logprobs":30}"#.into(),
                 "logprobs",
+            ),
+            (
+                BodyKind::OllamaGenerate,
+                r#"{"model":"m","prompt":"x","top_logprobs":2}"#.into(),
+                "top_logprobs",
             ),
             (
                 BodyKind::OpenAiChat,

@@ -2,13 +2,14 @@
 //! `/api/generate` (NDJSON streaming by default, as Ollama does). Same API-key auth as `/v1`.
 
 use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
-use super::extract::{Admin, ApiJson, Body, Caller};
+use super::extract::{ApiJson, Body, Caller};
 use super::structured::OutputFormat;
 use super::{rendered_body, started_response, AppState};
 use crate::config::parse_duration;
 use crate::inference::{Piece, Request, Started};
 use crate::sched::{Priority, Prompt};
 use actix_web::{web, HttpResponse};
+use hearth_engine::logprobs::TokenLogprob;
 use hearth_engine::tools::{FunctionCall, ToolCall, ToolChoice, ToolFormat, ToolUse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(super::resource("/ps").route(super::get_or_head().to(ps)))
             .service(super::resource("/chat").route(web::post().to(chat)))
             .service(super::resource("/generate").route(web::post().to(generate)))
-            .service(super::resource("/delete").route(web::delete().to(delete)))
-            .service(super::resource("/copy").route(web::post().to(copy)))
+            .configure(super::ollama_models::routes)
             .service(
                 super::resource("/embed").route(web::post().to(super::embeddings::ollama_embed)),
             )
@@ -77,7 +77,7 @@ fn human_params(n: u64) -> String {
 
 fn details(m: &crate::models::Manifest) -> Value {
     json!({
-        "parent_model": "",
+        "parent_model": m.derived.as_ref().map(|d| d.from.as_str()).unwrap_or_default(),
         "format": "gguf",
         "family": m.architecture,
         "families": [m.architecture],
@@ -148,10 +148,14 @@ pub async fn show(
     let m = models
         .get(&name)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let template = hearth_engine::gguf::GgufFile::open(models.file_path(&m))
-        .ok()
-        .and_then(|g| g.get_str("tokenizer.chat_template").map(str::to_owned))
-        .unwrap_or_default();
+    let derived = m.derived.clone().unwrap_or_default();
+    let template = match &derived.template {
+        Some(t) => t.clone(),
+        None => hearth_engine::gguf::GgufFile::open(models.file_path(&m))
+            .ok()
+            .and_then(|g| g.get_str("tokenizer.chat_template").map(str::to_owned))
+            .unwrap_or_default(),
+    };
     // `tools` where the model's own template renders them (every model can still be offered tools: Hearth's
     // instructions stand in, docs/api.md).
     let mut capabilities = vec!["completion"];
@@ -171,67 +175,66 @@ pub async fn show(
     if let Some(c) = m.context_length {
         info.insert(format!("{}.context_length", m.architecture), json!(c));
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "modelfile": format!("# Hearth model {}\nFROM {}\n", m.name, m.file),
-        "parameters": "",
+    let mut out = json!({
+        "modelfile": modelfile(&m, &derived),
+        "parameters": parameter_lines(&derived.parameters),
         "template": template,
         "details": details(&m),
         "model_info": info,
         "capabilities": capabilities,
         "modified_at": rfc3339(imported(&m)),
-    })))
+    });
+    if let Some(s) = &derived.system {
+        out["system"] = json!(s);
+    }
+    if let Some(l) = &derived.license {
+        out["license"] = json!(l);
+    }
+    Ok(HttpResponse::Ok().json(out))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteRequest {
-    pub model: String,
+/// A model's default options as Ollama's `parameters` text: `name value` lines (a line per stop string).
+fn parameter_lines(p: &serde_json::Map<String, Value>) -> String {
+    let mut out = String::new();
+    for (k, v) in p {
+        match v {
+            Value::Array(items) => {
+                for i in items {
+                    out.push_str(&format!("{k} {i}\n"));
+                }
+            }
+            v => out.push_str(&format!("{k} {v}\n")),
+        }
+    }
+    out
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CopyRequest {
-    pub source: String,
-    pub destination: String,
-}
-
-/// Deletes an imported model (admin; the caller is authorised before the body is read). A loaded model is
-/// unloaded first.
-#[utoipa::path(delete, path = "/api/delete", tag = "ollama", security(("api_key" = [])), request_body = DeleteRequest,
-    responses((status = 200, description = "deleted"), (status = 400, body = OllamaErrorBody),
-        (status = 403, body = OllamaErrorBody), (status = 404, body = OllamaErrorBody)))]
-pub async fn delete(
-    state: web::Data<AppState>,
-    _admin: Admin<Ollama>,
-    body: web::Bytes,
-) -> Result<HttpResponse> {
-    let req: DeleteRequest = super::extract::parse_json(&body)?;
-    let name = state.sched.resolve(&req.model)?;
-    state.sched.unload(&name);
-    let models = state.sched.models().clone();
-    web::block(move || models.remove(&name))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(HttpResponse::Ok().finish())
-}
-
-/// Copies an imported model under a new name (admin): the same files, linked, a manifest of its own.
-#[utoipa::path(post, path = "/api/copy", tag = "ollama", security(("api_key" = [])), request_body = CopyRequest,
-    responses((status = 200, description = "copied"), (status = 400, body = OllamaErrorBody),
-        (status = 403, body = OllamaErrorBody), (status = 404, body = OllamaErrorBody),
-        (status = 409, body = OllamaErrorBody, description = "the destination name is taken")))]
-pub async fn copy(
-    state: web::Data<AppState>,
-    _admin: Admin<Ollama>,
-    body: web::Bytes,
-) -> Result<HttpResponse> {
-    let req: CopyRequest = super::extract::parse_json(&body)?;
-    let source = state.sched.resolve(&req.source)?;
-    let models = state.sched.models().clone();
-    web::block(move || models.copy(&source, &req.destination))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(HttpResponse::Ok().finish())
+/// The Modelfile that would make this model (for clients that show it; Hearth's create takes JSON).
+fn modelfile(m: &crate::models::Manifest, d: &crate::models::Derived) -> String {
+    let mut out = format!("# Hearth model {}\n", m.name);
+    match m.derived {
+        Some(_) => out.push_str(&format!("FROM {}\n", d.from)),
+        None => out.push_str(&format!("FROM {}\n", m.file)),
+    }
+    if let Some(t) = &d.template {
+        out.push_str(&format!("TEMPLATE \"\"\"{t}\"\"\"\n"));
+    }
+    if let Some(s) = &d.system {
+        out.push_str(&format!("SYSTEM \"\"\"{s}\"\"\"\n"));
+    }
+    for line in parameter_lines(&d.parameters).lines() {
+        out.push_str(&format!("PARAMETER {line}\n"));
+    }
+    for msg in &d.messages {
+        out.push_str(&format!(
+            "MESSAGE {} \"\"\"{}\"\"\"\n",
+            msg.role, msg.content
+        ));
+    }
+    if let Some(l) = &d.license {
+        out.push_str(&format!("LICENSE \"\"\"{l}\"\"\"\n"));
+    }
+    out
 }
 
 /// Loaded models.
@@ -280,6 +283,31 @@ pub struct Options {
 }
 
 impl Options {
+    /// Refuses values that have no meaning, naming the option.
+    pub fn check(&self) -> std::result::Result<(), ApiError> {
+        self.sampling().map(drop)
+    }
+
+    /// These options over `base` (a derived model's defaults): what these set wins.
+    pub fn under(self, base: &Options) -> Options {
+        let b = base.clone();
+        Options {
+            temperature: self.temperature.or(b.temperature),
+            top_p: self.top_p.or(b.top_p),
+            top_k: self.top_k.or(b.top_k),
+            min_p: self.min_p.or(b.min_p),
+            seed: self.seed.or(b.seed),
+            num_predict: self.num_predict.or(b.num_predict),
+            stop: self.stop.or(b.stop),
+            repeat_penalty: self.repeat_penalty.or(b.repeat_penalty),
+            repeat_last_n: self.repeat_last_n.or(b.repeat_last_n),
+            presence_penalty: self.presence_penalty.or(b.presence_penalty),
+            frequency_penalty: self.frequency_penalty.or(b.frequency_penalty),
+            num_ctx: self.num_ctx.or(b.num_ctx),
+            speculative: self.speculative.or(b.speculative),
+        }
+    }
+
     fn sampling(&self) -> std::result::Result<SamplingParams, ApiError> {
         let bad = |f: &str, why: &str| {
             Err(ApiError::invalid(
@@ -336,6 +364,7 @@ impl Options {
             tools: None,
             think: None,
             speculative: self.speculative.unwrap_or(true),
+            logprobs: None,
             context: self.num_ctx.map(|n| n as usize),
             keep_alive,
             priority: Priority::Interactive,
@@ -523,6 +552,11 @@ pub struct ChatRequest {
     /// The template's thinking switch (`enable_thinking`); a thinking model's thoughts come as
     /// `message.thinking`. `true` on a model that does not think is a 400.
     pub think: Option<bool>,
+    /// Each generated token's log-probability in `logprobs` (the model's own distribution).
+    pub logprobs: Option<bool>,
+    /// With `logprobs`: the most likely alternatives per token (0-20).
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -545,6 +579,11 @@ pub struct GenerateRequest {
     pub keep_alive: Option<Value>,
     /// The template's thinking switch; thoughts come as `thinking`. Not with `raw`.
     pub think: Option<bool>,
+    /// Each generated token's log-probability in `logprobs` (the model's own distribution).
+    pub logprobs: Option<bool>,
+    /// With `logprobs`: the most likely alternatives per token (0-20).
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -605,6 +644,18 @@ async fn load_or_unload(
     Ok(HttpResponse::Ok().json(v))
 }
 
+/// A derived model's default options (its `parameters`), which a request's own options override.
+pub fn model_defaults(
+    inference: &crate::inference::Inference,
+    model: &str,
+) -> std::result::Result<Option<Options>, ApiError> {
+    inference
+        .derived(model)
+        .map(|d| super::ollama_models::options_of(&d.parameters))
+        .transpose()
+        .map_err(|e| ApiError::Internal(format!("model '{model}': its stored parameters: {e}")))
+}
+
 fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> HttpResponse {
     let mut ok = started_response(&job);
     let (model, load) = (job.model.clone(), job.load_duration);
@@ -628,6 +679,9 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
             if !c.thoughts.is_empty() {
                 thinking_field(&mut out, k, &c.thoughts);
             }
+            if let Some(es) = &c.logprobs {
+                out["logprobs"] = json!(super::logprobs::entries(es));
+            }
             merge(&mut out, &timings(started, load, &c.usage));
             out
         };
@@ -635,39 +689,55 @@ fn respond(mut job: Started, chat: bool, stream: bool, started: Instant) -> Http
             Ok::<_, actix_web::Error>(web::Bytes::from(fut.await.to_string()))
         }));
     }
-    let body = rendered_body(job, move |piece| match piece {
-        Piece::Start => web::Bytes::new(),
-        Piece::Text(t) => {
-            let (k, v) = text_field(&t);
-            let mut out =
-                json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
-            out[k] = v;
-            ndjson(&out)
-        }
-        Piece::Thought(t) => {
-            let (k, v) = text_field("");
-            let mut out =
-                json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
-            out[k] = v;
-            thinking_field(&mut out, k, &t);
-            ndjson(&out)
-        }
-        // As Ollama streams a call: a whole call in its own message.
-        Piece::Call(c) => {
-            let (k, mut v) = text_field("");
-            v["tool_calls"] = json!([call_out(&c)]);
-            let mut out =
-                json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
-            out[k] = v;
-            ndjson(&out)
-        }
-        Piece::End(reason, usage) => {
-            let (k, v) = text_field("");
-            let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
-                "done_reason": done_reason(reason)});
-            out[k] = v;
-            merge(&mut out, &timings(started, load, &usage));
-            ndjson(&out)
+    // The log-probabilities of tokens whose text has not been sent yet: they go with the next line.
+    let mut pending: Vec<TokenLogprob> = Vec::new();
+    let body = rendered_body(job, move |piece| {
+        let line = |out: &mut Value, lp: Vec<TokenLogprob>| {
+            if !lp.is_empty() {
+                out["logprobs"] = json!(super::logprobs::entries(&lp));
+            }
+            ndjson(out)
+        };
+        let lp = std::mem::take(&mut pending);
+        match piece {
+            Piece::Start => {
+                pending = lp;
+                web::Bytes::new()
+            }
+            Piece::Logprobs(es) => {
+                pending = lp;
+                pending.extend(es);
+                web::Bytes::new()
+            }
+            Piece::Text(t) => {
+                let (k, v) = text_field(&t);
+                let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
+                out[k] = v;
+                line(&mut out, lp)
+            }
+            Piece::Thought(t) => {
+                let (k, v) = text_field("");
+                let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
+                out[k] = v;
+                thinking_field(&mut out, k, &t);
+                line(&mut out, lp)
+            }
+            // As Ollama streams a call: a whole call in its own message.
+            Piece::Call(c) => {
+                let (k, mut v) = text_field("");
+                v["tool_calls"] = json!([call_out(&c)]);
+                let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": false});
+                out[k] = v;
+                line(&mut out, lp)
+            }
+            Piece::End(reason, usage) => {
+                let (k, v) = text_field("");
+                let mut out = json!({"model": model, "created_at": rfc3339(SystemTime::now()), "done": true,
+                    "done_reason": done_reason(reason)});
+                out[k] = v;
+                merge(&mut out, &timings(started, load, &usage));
+                line(&mut out, lp)
+            }
         }
     });
     ok.content_type("application/x-ndjson").streaming(body)
@@ -704,11 +774,15 @@ pub async fn chat(
     body: ApiJson<ChatRequest, Ollama>,
 ) -> Result<HttpResponse> {
     let started = Instant::now();
-    match chat_call(&body.0)? {
-        Call::Load(keep) => load_or_unload(&state, &who.0, &body.0.model, keep, true).await,
+    let mut req = body.0;
+    if let Some(base) = model_defaults(&state.inference, &req.model)? {
+        req.options = req.options.under(&base);
+    }
+    match chat_call(&req)? {
+        Call::Load(keep) => load_or_unload(&state, &who.0, &req.model, keep, true).await,
         Call::Generate(request) => {
             let job = state.inference.start(&who.0, *request).await?;
-            Ok(respond(job, true, body.0.stream.unwrap_or(true), started))
+            Ok(respond(job, true, req.stream.unwrap_or(true), started))
         }
     }
 }
@@ -724,11 +798,15 @@ pub async fn generate(
     body: ApiJson<GenerateRequest, Ollama>,
 ) -> Result<HttpResponse> {
     let started = Instant::now();
-    match generate_call(&body.0)? {
-        Call::Load(keep) => load_or_unload(&state, &who.0, &body.0.model, keep, false).await,
+    let mut req = body.0;
+    if let Some(base) = model_defaults(&state.inference, &req.model)? {
+        req.options = req.options.under(&base);
+    }
+    match generate_call(&req)? {
+        Call::Load(keep) => load_or_unload(&state, &who.0, &req.model, keep, false).await,
         Call::Generate(request) => {
             let job = state.inference.start(&who.0, *request).await?;
-            Ok(respond(job, false, body.0.stream.unwrap_or(true), started))
+            Ok(respond(job, false, req.stream.unwrap_or(true), started))
         }
     }
 }
@@ -766,6 +844,7 @@ pub fn chat_call(req: &ChatRequest) -> std::result::Result<Call, ApiError> {
     Ok(Call::Generate(Box::new(Request {
         tools,
         think: req.think,
+        logprobs: super::logprobs::requested(req.logprobs, req.top_logprobs)?,
         ..request
     })))
 }
@@ -793,13 +872,12 @@ pub fn generate_call(req: &GenerateRequest) -> std::result::Result<Call, ApiErro
         .request(&req.model, "ollama_generate", prompt, format, keep)?;
     Ok(Call::Generate(Box::new(Request {
         think: req.think,
+        logprobs: super::logprobs::requested(req.logprobs, req.top_logprobs)?,
         ..request
     })))
 }
 
 impl Body for ShowRequest {}
-impl Body for DeleteRequest {}
-impl Body for CopyRequest {}
 impl Body for ChatRequest {}
 impl Body for GenerateRequest {}
 

@@ -4,6 +4,7 @@
 
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{field_error, ApiJson, Body, Caller};
+use super::ollama::Options;
 use super::structured::OutputFormat;
 use super::{started_response, AppState};
 use crate::auth::Authenticator;
@@ -13,6 +14,7 @@ use crate::sched::{Priority, Prompt};
 use crate::store::now as unix_now;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
+use hearth_engine::logprobs::TokenLogprob;
 use hearth_engine::tools::{FunctionCall, Tool, ToolCall, ToolChoice, ToolUse};
 use hearth_engine::{ChatMessage, FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
@@ -215,6 +217,26 @@ fn in_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> std::result::Result
 }
 
 impl SamplingFields {
+    /// These fields over a derived model's default options (Ollama's names): what the request sets wins.
+    fn under(self, o: &Options) -> SamplingFields {
+        SamplingFields {
+            max_tokens: self
+                .max_tokens
+                .or(o.num_predict.filter(|&n| n > 0).map(|n| n as u32)),
+            temperature: self.temperature.or(o.temperature),
+            top_p: self.top_p.or(o.top_p),
+            top_k: self.top_k.or(o.top_k.map(|k| k as u32)),
+            min_p: self.min_p.or(o.min_p),
+            repetition_penalty: self.repetition_penalty.or(o.repeat_penalty),
+            presence_penalty: self.presence_penalty.or(o.presence_penalty),
+            frequency_penalty: self.frequency_penalty.or(o.frequency_penalty),
+            seed: self.seed.or(o.seed),
+            stop: self.stop.or(o.stop.clone().map(Stop::Many)),
+            speculative: self.speculative.or(o.speculative),
+            ..self
+        }
+    }
+
     fn sampling(&self) -> std::result::Result<SamplingParams, ApiError> {
         in_range("temperature", self.temperature, 0.0, 2.0)?;
         in_range("top_p", self.top_p, 0.0, 1.0)?;
@@ -291,6 +313,7 @@ impl SamplingFields {
             tools: None,
             think: None,
             speculative: self.speculative.unwrap_or(true),
+            logprobs: None,
             context: None,
             keep_alive: None,
             priority: Priority::Interactive,
@@ -436,6 +459,12 @@ pub struct ChatCompletionRequest {
     pub tool_choice: Option<ToolChoiceIn>,
     /// Default true; `false`: at most one call per answer (the first).
     pub parallel_tool_calls: Option<bool>,
+    /// Each generated token's log-probability (under the model's own distribution, before temperature,
+    /// penalties and constraints) in `choices[].logprobs.content`.
+    pub logprobs: Option<bool>,
+    /// With `logprobs`: the most likely alternatives per token (0-20).
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<i64>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
     #[serde(flatten)]
@@ -448,6 +477,9 @@ pub struct CompletionRequest {
     pub model: String,
     /// A string, or a list of strings (each prompt gets `n` choices, in order).
     pub prompt: PromptIn,
+    /// Each generated token's log-probability, with this many most likely alternatives (0-20).
+    #[schema(minimum = 0, maximum = 20)]
+    pub logprobs: Option<i64>,
     #[serde(flatten)]
     pub sampling: SamplingFields,
     #[serde(flatten)]
@@ -787,7 +819,11 @@ fn chat_completion(id: &str, created: i64, model: &str, cs: &[Completion]) -> se
                 }
                 reason = "tool_calls";
             }
-            json!({"index": i, "message": message, "logprobs": null, "finish_reason": reason})
+            let logprobs = c
+                .logprobs
+                .as_deref()
+                .map_or(json!(null), super::logprobs::chat);
+            json!({"index": i, "message": message, "logprobs": logprobs, "finish_reason": reason})
         })
         .collect();
     json!({
@@ -804,7 +840,11 @@ fn text_completion(id: &str, created: i64, model: &str, cs: &[Completion]) -> se
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            json!({"index": i, "text": c.text, "logprobs": null, "finish_reason": finish_reason(c.reason)})
+            let logprobs = c
+                .logprobs
+                .as_deref()
+                .map_or(json!(null), |es| super::logprobs::legacy(es, 0).0);
+            json!({"index": i, "text": c.text, "logprobs": logprobs, "finish_reason": finish_reason(c.reason)})
         })
         .collect();
     json!({
@@ -874,6 +914,7 @@ pub fn chat_request(
     let prompt = Prompt::Chat(messages_in(&req.messages)?);
     Ok(Request {
         tools,
+        logprobs: super::logprobs::requested(req.logprobs, req.top_logprobs)?,
         ..req
             .sampling
             .request(&req.model, endpoint, prompt, max_tokens, format)?
@@ -924,6 +965,7 @@ fn completion_requests(
         ));
     }
     let max_tokens = Some(req.sampling.max_tokens.unwrap_or(16));
+    let logprobs = super::logprobs::requested_count(req.logprobs)?;
     let mut out = Vec::new();
     for p in prompts {
         let r = req.sampling.request(
@@ -933,9 +975,23 @@ fn completion_requests(
             max_tokens,
             OutputFormat::TEXT,
         )?;
-        out.extend(copies(r, n));
+        out.extend(copies(Request { logprobs, ..r }, n));
     }
     Ok(out)
+}
+
+/// A derived model's window (`num_ctx`) and penalty range (`repeat_last_n`), which OpenAI's bodies have no
+/// field for.
+fn with_model_window(r: Request, o: Option<&Options>) -> Request {
+    let Some(o) = o else {
+        return r;
+    };
+    let mut r = r;
+    r.context = r.context.or(o.num_ctx.map(|n| n.max(1) as usize));
+    if let Some(n) = o.repeat_last_n {
+        r.sampling.repeat_last_n = n.max(0) as usize;
+    }
+    r
 }
 
 /// A batch line asks for one choice: its output line holds one answer.
@@ -978,14 +1034,28 @@ async fn batch_line(
     let body = line.body.as_bytes();
     let (request, chat) = match line.endpoint.as_str() {
         "/v1/chat/completions" => {
-            let b: ChatCompletionRequest = super::extract::parse_json(body)?;
+            let mut b: ChatCompletionRequest = super::extract::parse_json(body)?;
             one_choice(b.sampling.n)?;
-            (chat_request(&b, "batch")?, true)
+            let base = super::ollama::model_defaults(inference, &b.model)?;
+            if let Some(o) = &base {
+                b.sampling = b.sampling.under(o);
+            }
+            (
+                with_model_window(chat_request(&b, "batch")?, base.as_ref()),
+                true,
+            )
         }
         "/v1/completions" => {
-            let b: CompletionRequest = super::extract::parse_json(body)?;
+            let mut b: CompletionRequest = super::extract::parse_json(body)?;
             one_choice(b.sampling.n)?;
-            (completion_request(&b, "batch")?, false)
+            let base = super::ollama::model_defaults(inference, &b.model)?;
+            if let Some(o) = &base {
+                b.sampling = b.sampling.under(o);
+            }
+            (
+                with_model_window(completion_request(&b, "batch")?, base.as_ref()),
+                false,
+            )
         }
         other => {
             return Err(ApiError::invalid(
@@ -1021,9 +1091,13 @@ pub async fn chat_completions(
     who: Caller<OpenAi>,
     body: ApiJson<ChatCompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
-    let req = body.0;
+    let mut req = body.0;
+    let base = super::ollama::model_defaults(&state.inference, &req.model)?;
+    if let Some(o) = &base {
+        req.sampling = req.sampling.under(o);
+    }
     let n = req.sampling.n.unwrap_or(1) as usize;
-    let one = chat_request(&req, "chat")?;
+    let one = with_model_window(chat_request(&req, "chat")?, base.as_ref());
     let mut jobs = start_all(&state, &who.0, copies(one, n)).await?;
     let mut ok = started_response(&jobs[0]);
     let (id, created, model) = (completion_id("chatcmpl"), unix_now(), jobs[0].model.clone());
@@ -1032,58 +1106,81 @@ pub async fn chat_completions(
         return Ok(ok.json(chat_completion(&id, created, &model, &cs)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |index: usize, delta: serde_json::Value, reason: Option<&str>| {
+    // A chunk carries the log-probabilities of the tokens whose text it sends (and of the last ones at the end).
+    let chunk = move |index: usize,
+                      delta: serde_json::Value,
+                      reason: Option<&str>,
+                      logprobs: Vec<TokenLogprob>| {
+        let logprobs = match logprobs {
+            es if es.is_empty() => serde_json::Value::Null,
+            es => super::logprobs::chat(&es),
+        };
         let mut v = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": reason}],
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}],
         });
         if include_usage {
             v["usage"] = serde_json::Value::Null;
         }
         v
     };
-    // Per choice, its calls so far (each call's index in `delta.tool_calls`); the choices still running.
+    // Per choice: its calls so far (each call's index in `delta.tool_calls`), the log-probabilities waiting for
+    // their chunk; the choices still running.
     let mut calls = vec![0usize; n];
+    let mut pending: Vec<Vec<TokenLogprob>> = vec![Vec::new(); n];
     let mut running = n;
     let mut usage = usage_of(&[]);
-    let body = merged(jobs).map(move |(i, piece)| match piece {
-        Piece::Start => sse(&chunk(i, json!({"role": "assistant", "content": ""}), None)),
-        Piece::Text(t) => sse(&chunk(i, json!({"content": t}), None)),
-        Piece::Thought(t) => sse(&chunk(i, json!({"reasoning_content": t}), None)),
-        // As OpenAI streams a call: its id and name with empty arguments, then the arguments.
-        Piece::Call(c) => {
-            let index = calls[i];
-            calls[i] += 1;
-            let head = json!({"tool_calls": [{"index": index, "id": call_id(), "type": "function",
-                                              "function": {"name": c.name, "arguments": ""}}]});
-            let args = json!({"tool_calls": [{"index": index,
-                                              "function": {"arguments": c.arguments.to_string()}}]});
-            web::Bytes::from(format!(
-                "data: {}\n\ndata: {}\n\n",
-                chunk(i, head, None),
-                chunk(i, args, None)
-            ))
-        }
-        Piece::End(reason, u) => {
-            let reason = if calls[i] > 0 {
-                "tool_calls"
-            } else {
-                finish_reason(reason)
-            };
-            usage.add(&UsageOut::from(&u));
-            running -= 1;
-            let mut out = format!("data: {}\n\n", chunk(i, json!({}), Some(reason)));
-            if running == 0 {
-                if include_usage {
-                    let mut last = chunk(0, json!({}), None);
-                    last["choices"] = json!([]);
-                    last["usage"] = json!(usage);
-                    out.push_str(&format!("data: {last}\n\n"));
-                }
-                out.push_str("data: [DONE]\n\n");
+    let body = merged(jobs).map(move |(i, piece)| {
+        let lp = std::mem::take(&mut pending[i]);
+        match piece {
+            Piece::Start => sse(&chunk(
+                i,
+                json!({"role": "assistant", "content": ""}),
+                None,
+                lp,
+            )),
+            Piece::Logprobs(es) => {
+                pending[i] = lp;
+                pending[i].extend(es);
+                web::Bytes::new()
             }
-            web::Bytes::from(out)
+            Piece::Text(t) => sse(&chunk(i, json!({"content": t}), None, lp)),
+            Piece::Thought(t) => sse(&chunk(i, json!({"reasoning_content": t}), None, lp)),
+            // As OpenAI streams a call: its id and name with empty arguments, then the arguments.
+            Piece::Call(c) => {
+                let index = calls[i];
+                calls[i] += 1;
+                let head = json!({"tool_calls": [{"index": index, "id": call_id(), "type": "function",
+                                                  "function": {"name": c.name, "arguments": ""}}]});
+                let args = json!({"tool_calls": [{"index": index,
+                                                  "function": {"arguments": c.arguments.to_string()}}]});
+                web::Bytes::from(format!(
+                    "data: {}\n\ndata: {}\n\n",
+                    chunk(i, head, None, lp),
+                    chunk(i, args, None, Vec::new())
+                ))
+            }
+            Piece::End(reason, u) => {
+                let reason = if calls[i] > 0 {
+                    "tool_calls"
+                } else {
+                    finish_reason(reason)
+                };
+                usage.add(&UsageOut::from(&u));
+                running -= 1;
+                let mut out = format!("data: {}\n\n", chunk(i, json!({}), Some(reason), lp));
+                if running == 0 {
+                    if include_usage {
+                        let mut last = chunk(0, json!({}), None, Vec::new());
+                        last["choices"] = json!([]);
+                        last["usage"] = json!(usage);
+                        out.push_str(&format!("data: {last}\n\n"));
+                    }
+                    out.push_str("data: [DONE]\n\n");
+                }
+                web::Bytes::from(out)
+            }
         }
     });
     Ok(sse_response(ok, sse_body(body)))
@@ -1109,9 +1206,17 @@ pub async fn completions(
     who: Caller<OpenAi>,
     body: ApiJson<CompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
-    let req = body.0;
+    let mut req = body.0;
+    let base = super::ollama::model_defaults(&state.inference, &req.model)?;
+    if let Some(o) = &base {
+        req.sampling = req.sampling.under(o);
+    }
     let n = req.sampling.n.unwrap_or(1) as usize;
-    let mut jobs = start_all(&state, &who.0, completion_requests(&req, "completions", n)?).await?;
+    let reqs = completion_requests(&req, "completions", n)?
+        .into_iter()
+        .map(|r| with_model_window(r, base.as_ref()))
+        .collect();
+    let mut jobs = start_all(&state, &who.0, reqs).await?;
     let choices = jobs.len();
     let mut ok = started_response(&jobs[0]);
     let (id, created, model) = (completion_id("cmpl"), unix_now(), jobs[0].model.clone());
@@ -1120,32 +1225,56 @@ pub async fn completions(
         return Ok(ok.json(text_completion(&id, created, &model, &cs)));
     }
     let include_usage = req.sampling.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |index: usize, text: &str, reason: Option<&str>| {
+    // Per choice: the log-probabilities waiting for their chunk, and the characters sent so far (`text_offset`).
+    let mut pending: Vec<Vec<TokenLogprob>> = vec![Vec::new(); choices];
+    let mut offsets = vec![0usize; choices];
+    let mut chunk = move |index: usize, text: &str, reason: Option<&str>, lp: Vec<TokenLogprob>| {
+        let logprobs = if lp.is_empty() {
+            serde_json::Value::Null
+        } else {
+            let (v, end) = super::logprobs::legacy(&lp, offsets[index]);
+            offsets[index] = end;
+            v
+        };
         json!({
             "id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": index, "text": text, "logprobs": null, "finish_reason": reason}],
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}],
         })
     };
     let mut running = choices;
     let mut usage = usage_of(&[]);
-    let body = merged(jobs).map(move |(i, piece)| match piece {
-        // A completion offers no tools and renders no template: no calls or thoughts come.
-        Piece::Start | Piece::Call(_) | Piece::Thought(_) => web::Bytes::new(),
-        Piece::Text(t) => sse(&chunk(i, &t, None)),
-        Piece::End(reason, u) => {
-            usage.add(&UsageOut::from(&u));
-            running -= 1;
-            let mut out = format!("data: {}\n\n", chunk(i, "", Some(finish_reason(reason))));
-            if running == 0 {
-                if include_usage {
-                    let mut last = chunk(0, "", None);
-                    last["choices"] = json!([]);
-                    last["usage"] = json!(usage);
-                    out.push_str(&format!("data: {last}\n\n"));
-                }
-                out.push_str("data: [DONE]\n\n");
+    let body = merged(jobs).map(move |(i, piece)| {
+        let lp = std::mem::take(&mut pending[i]);
+        match piece {
+            // A completion offers no tools and renders no template: no calls or thoughts come.
+            Piece::Start | Piece::Call(_) | Piece::Thought(_) => {
+                pending[i] = lp;
+                web::Bytes::new()
             }
-            web::Bytes::from(out)
+            Piece::Logprobs(es) => {
+                pending[i] = lp;
+                pending[i].extend(es);
+                web::Bytes::new()
+            }
+            Piece::Text(t) => sse(&chunk(i, &t, None, lp)),
+            Piece::End(reason, u) => {
+                usage.add(&UsageOut::from(&u));
+                running -= 1;
+                let mut out = format!(
+                    "data: {}\n\n",
+                    chunk(i, "", Some(finish_reason(reason)), lp)
+                );
+                if running == 0 {
+                    if include_usage {
+                        let mut last = chunk(0, "", None, Vec::new());
+                        last["choices"] = json!([]);
+                        last["usage"] = json!(usage);
+                        out.push_str(&format!("data: {last}\n\n"));
+                    }
+                    out.push_str("data: [DONE]\n\n");
+                }
+                web::Bytes::from(out)
+            }
         }
     });
     Ok(sse_response(ok, sse_body(body)))

@@ -94,6 +94,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         json_object: false,
         schema: None,
         no_speculation: true,
+        logprobs: None,
     }
 }
 

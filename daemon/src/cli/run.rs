@@ -125,6 +125,7 @@ pub fn run(store: &ModelStore, a: RunArgs) -> Result<()> {
         json_object: a.json,
         schema: None,
         no_speculation: false,
+        logprobs: None,
     })?;
     let mut out = std::io::stdout().lock();
     while !batch.is_empty() {

@@ -20,6 +20,7 @@ use crate::ledger::Ledger;
 use crate::quota::{Quota, RateHeaders};
 use crate::sched::{Admitted, Gate, JobEvent, JobSpec, Owner, Priority, Prompt, Scheduler};
 use futures_util::Stream;
+use hearth_engine::logprobs::TokenLogprob;
 use hearth_engine::think::Part;
 use hearth_engine::tools::{FunctionCall, Output, ToolUse};
 use hearth_engine::{FinishReason, SamplingParams, Usage};
@@ -50,6 +51,8 @@ pub struct Request {
     pub think: Option<bool>,
     /// Speculative decoding where the model has it configured.
     pub speculative: bool,
+    /// Each generated token's log-probability with this many alternatives; None: none.
+    pub logprobs: Option<usize>,
     /// This request's context window (Ollama's `num_ctx`), bounded by the loaded model's; None: the model's.
     pub context: Option<usize>,
     /// How long the model stays loaded afterwards (None: the configured default).
@@ -77,6 +80,8 @@ pub struct Started {
     pub prompt_tokens: usize,
     /// Time spent loading the model for this request (zero when it was loaded).
     pub load_duration: Duration,
+    /// Whether the request asked for log-probabilities.
+    logprobs: bool,
     admitted: Admitted,
 }
 
@@ -90,6 +95,8 @@ pub struct Completion {
     pub thoughts: String,
     pub reason: FinishReason,
     pub usage: Usage,
+    /// Every generated token's log-probability, in order, where the request asked for them.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 /// What a streaming front end renders, in order: `Start`, any number of `Text` and `Call`, one `End`.
@@ -100,6 +107,8 @@ pub enum Piece {
     Call(FunctionCall),
     /// A thinking model's thoughts, before its answer.
     Thought(String),
+    /// The log-probabilities of the tokens of the text that follows (or of the last ones, before `End`).
+    Logprobs(Vec<TokenLogprob>),
     End(FinishReason, Usage),
 }
 
@@ -111,6 +120,12 @@ impl Inference {
             ledger,
             embedders: Arc::default(),
         }
+    }
+
+    /// What a derived model changes of the one it was made from (None for others, or a name not found: `start`
+    /// reports that).
+    pub fn derived(&self, model: &str) -> Option<crate::models::Derived> {
+        self.sched.resolve_model(model).ok().and_then(|m| m.derived)
     }
 
     /// Runs every check in order and starts the job; on any refusal nothing was computed.
@@ -133,7 +148,7 @@ impl Inference {
             .map_err(|e| InferenceError::Internal(e.to_string()))?;
         let gate = Gate::default();
         let spec = JobSpec {
-            prompt: req.prompt,
+            prompt: with_derived(req.prompt, manifest.derived.as_ref()),
             max_tokens,
             sampling: req.sampling,
             stop: req.stop,
@@ -142,6 +157,7 @@ impl Inference {
             tools: req.tools,
             think: req.think,
             speculative: req.speculative,
+            logprobs: req.logprobs,
             context: req.context,
             keep_alive: req.keep_alive,
             on_finish: Some(self.ledger.on_finish(request_id.clone())),
@@ -173,6 +189,7 @@ impl Inference {
             Ok(rate) => {
                 gate.open();
                 Ok(Started {
+                    logprobs: req.logprobs.is_some(),
                     model,
                     rate,
                     request_id,
@@ -203,9 +220,11 @@ impl Started {
         let mut text = String::new();
         let mut calls = Vec::new();
         let mut thoughts = String::new();
+        let mut logprobs = self.logprobs.then(Vec::new);
         let mut end = None;
         while let Some(ev) = self.admitted.events.recv().await {
             match ev {
+                JobEvent::Logprobs(l) => logprobs.get_or_insert_with(Vec::new).extend(l),
                 JobEvent::Text(t) => {
                     for piece in self.read(t) {
                         match piece {
@@ -237,6 +256,7 @@ impl Started {
             thoughts,
             reason,
             usage,
+            logprobs,
         }
     }
 
@@ -284,6 +304,7 @@ impl Started {
                 0 => vec![Piece::Start],
                 1 => match job.admitted.events.recv().await {
                     Some(JobEvent::Text(t)) => job.read(t),
+                    Some(JobEvent::Logprobs(l)) => vec![Piece::Logprobs(l)],
                     Some(JobEvent::Done { reason, usage }) => {
                         let mut p = job.read_rest();
                         p.push(Piece::End(reason, usage));
@@ -306,6 +327,29 @@ impl Started {
         })
         .flatten()
     }
+}
+
+/// A derived model's chat: its system message where the conversation has none, and its messages before the
+/// conversation's own (after the conversation's system message). A raw prompt is taken as given.
+fn with_derived(prompt: Prompt, derived: Option<&crate::models::Derived>) -> Prompt {
+    let (Some(d), Prompt::Chat(msgs)) = (derived, &prompt) else {
+        return prompt;
+    };
+    let own_system = msgs.first().is_some_and(|m| m.role == "system");
+    let mut out = Vec::with_capacity(msgs.len() + d.messages.len() + 1);
+    let mut rest = msgs.iter();
+    if own_system {
+        out.extend(rest.next().cloned());
+    } else if let Some(s) = &d.system {
+        out.push(hearth_engine::ChatMessage::new("system", s));
+    }
+    out.extend(
+        d.messages
+            .iter()
+            .map(|m| hearth_engine::ChatMessage::new(&m.role, &m.content)),
+    );
+    out.extend(rest.cloned());
+    Prompt::Chat(out)
 }
 
 fn piece(o: Output) -> Piece {

@@ -93,6 +93,8 @@ pub struct JobSpec {
     pub think: Option<bool>,
     /// Speculative decoding where the model has it configured (the `speculative: false` extension opts out).
     pub speculative: bool,
+    /// Each generated token's log-probability with this many alternatives; None: none.
+    pub logprobs: Option<usize>,
     /// This job's context window, bounded by the batch's (None: the batch's): prompt + output fit in it.
     pub context: Option<usize>,
     /// How long the model stays loaded after this request (None: the configured default).
@@ -109,6 +111,8 @@ pub struct JobSpec {
 pub enum JobEvent {
     /// Released text (never splits a UTF-8 character or a pending stop string).
     Text(String),
+    /// The log-probabilities of the tokens the next `Text` starts (or of the last ones, before `Done`).
+    Logprobs(Vec<hearth_engine::logprobs::TokenLogprob>),
     Done {
         reason: FinishReason,
         usage: Usage,
@@ -565,6 +569,7 @@ impl Scheduler {
             device: placement.device,
             path,
             draft,
+            template: manifest.derived.as_ref().and_then(|d| d.template.clone()),
             cfg,
             rx,
             status: status.clone(),

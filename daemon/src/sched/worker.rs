@@ -41,6 +41,8 @@ pub(super) struct Worker {
     pub path: PathBuf,
     /// The draft model's file, when `[models.NAME] draft` is set.
     pub draft: Option<PathBuf>,
+    /// A derived model's own chat template (in place of the file's).
+    pub template: Option<String>,
     pub cfg: SchedConfig,
     pub rx: Receiver<Msg>,
     pub status: Arc<Mutex<Status>>,
@@ -172,8 +174,12 @@ impl Worker {
             dtype: mcfg.and_then(|m| m.dtype_type()),
             ..LoadOptions::default()
         };
-        let lm =
+        let mut lm =
             LoadedModel::load(&self.path, &opts, self.cfg.threads).map_err(|e| e.to_string())?;
+        if let Some(t) = &self.template {
+            lm.set_template(t)
+                .map_err(|e| format!("its chat template: {e}"))?;
+        }
         let spec = self.speculation(&lm)?;
         Ok((lm, spec))
     }
@@ -412,6 +418,7 @@ impl Running<'_> {
             json_object: spec.json,
             schema,
             no_speculation: !spec.speculative,
+            logprobs: spec.logprobs,
         };
         self.batch.validate(&req)?;
         // Every accepted job not yet in the batch waits, whether for a slot or for its quota gate: at most the
@@ -584,7 +591,9 @@ impl Running<'_> {
 
     fn forward(&mut self, ev: Event) {
         match ev {
-            Event::Token { id, text, .. } => {
+            Event::Token {
+                id, text, logprobs, ..
+            } => {
                 if let Some(a) = self.active.get_mut(&id) {
                     let now = Instant::now();
                     match a.last_token {
@@ -593,13 +602,13 @@ impl Running<'_> {
                     }
                     a.last_token = Some(now);
                 }
-                if text.is_empty() {
+                if text.is_empty() && logprobs.is_empty() {
                     return;
                 }
-                let closed = self
-                    .active
-                    .get(&id)
-                    .is_none_or(|a| a.tx.send(JobEvent::Text(text)).is_err());
+                let closed = self.active.get(&id).is_none_or(|a| {
+                    (!logprobs.is_empty() && a.tx.send(JobEvent::Logprobs(logprobs)).is_err())
+                        || (!text.is_empty() && a.tx.send(JobEvent::Text(text)).is_err())
+                });
                 if closed {
                     if let Some(ev) = self.batch.cancel(id) {
                         self.forward(ev);
@@ -611,6 +620,7 @@ impl Running<'_> {
                 reason,
                 text,
                 usage,
+                logprobs,
             } => {
                 if let Some(a) = self.active.remove(&id) {
                     let energy = self.finished(&a, &usage);
@@ -623,6 +633,9 @@ impl Running<'_> {
                             error: None,
                             energy,
                         });
+                    }
+                    if !logprobs.is_empty() {
+                        let _ = a.tx.send(JobEvent::Logprobs(logprobs));
                     }
                     if !text.is_empty() {
                         let _ = a.tx.send(JobEvent::Text(text));
