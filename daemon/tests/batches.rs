@@ -549,7 +549,18 @@ fn three_kill_9s_during_streams_and_a_batch_lose_nothing() {
     assert_eq!(
         today["total_tokens"].as_i64().unwrap(),
         today["prompt_tokens"].as_i64().unwrap() + today["completion_tokens"].as_i64().unwrap(),
-        "the counters equal the ledger: {usage}"
+        "{usage}"
+    );
+    // The day's counters hold exactly what the ledger charged: the cut requests gave their reservations back.
+    let charged: i64 = rows
+        .iter()
+        .filter(|r| r["user"] == "cy")
+        .map(|r| r["charged_tokens"].parse::<i64>().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        today["total_tokens"].as_i64().unwrap(),
+        charged,
+        "the counters equal the ledger: {usage} {rows:?}"
     );
     eprintln!(
         "three kill -9s: {} ledger rows ({} interrupted), batch completed 12/12",
