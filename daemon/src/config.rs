@@ -39,6 +39,34 @@ pub struct Config {
     pub keyless: KeylessConfig,
     /// Per-model settings, by imported model name (`[models.smollm2]`).
     pub models: std::collections::BTreeMap<String, ModelConfig>,
+    /// Models `/api/pull` (Ollama's `ollama pull NAME`) may fetch, by name (`[catalog."llama3.2:1b"]`).
+    pub catalog: std::collections::BTreeMap<String, CatalogEntry>,
+}
+
+/// Where a catalog model's GGUF file is, and the digest it must have.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// `https://…` (or `http://…` on a trusted network: see `sha256` and Ollama's `insecure`).
+    pub url: String,
+    /// The file's SHA-256 (64 hex digits): a download that differs is refused.
+    pub sha256: Option<String>,
+}
+
+impl CatalogEntry {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            return Err(format!("url '{}' must be http:// or https://", self.url));
+        }
+        if self
+            .sha256
+            .as_deref()
+            .is_some_and(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err("sha256 must be 64 hex digits".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -236,6 +264,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             keyless: KeylessConfig::default(),
             models: Default::default(),
+            catalog: Default::default(),
         }
     }
 }
@@ -436,6 +465,13 @@ impl Config {
         if self.metrics.token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("metrics.token must be at least 16 characters");
         }
+        for (name, c) in &self.catalog {
+            if !crate::models::valid_name(name.strip_suffix(":latest").unwrap_or(name)) {
+                return bad(&format!("catalog.\"{name}\": not a valid model name"));
+            }
+            c.validate()
+                .map_err(|e| ConfigError::Invalid(format!("catalog.\"{name}\": {e}")))?;
+        }
         for (name, m) in &self.models {
             if let Some(d) = &m.device {
                 d.parse::<hearth_engine::devices::Pin>()
@@ -625,6 +661,38 @@ mod tests {
         assert!(e.to_string().starts_with("h.toml:1:8:"), "{e}");
         let e = Config::parse("shutdown_timeout = \"soon\"\n", Path::new("h.toml")).unwrap_err();
         assert!(e.to_string().contains("invalid duration 'soon'"), "{e}");
+    }
+
+    #[test]
+    fn catalog_entries_are_checked() {
+        let sha = "ab".repeat(32);
+        let ok = format!(
+            "[catalog.\"llama3.2:1b\"]\nurl = \"https://m.example/l.gguf\"\nsha256 = \"{sha}\"\n"
+        );
+        let c = Config::parse(&ok, Path::new("h.toml")).unwrap();
+        assert_eq!(
+            c.catalog["llama3.2:1b"].sha256.as_deref(),
+            Some(sha.as_str())
+        );
+        for (bad, needle) in [
+            ("[catalog.x]\nurl = \"ftp://m/x.gguf\"\n", "http"),
+            (
+                "[catalog.x]\nurl = \"https://m/x.gguf\"\nsha256 = \"abc\"\n",
+                "64 hex",
+            ),
+            (
+                "[catalog.\"a/b\"]\nurl = \"https://m/x.gguf\"\n",
+                "not a valid model name",
+            ),
+        ] {
+            let e = Config::parse(bad, Path::new("h.toml")).unwrap_err();
+            assert!(e.to_string().contains(needle), "{bad}: {e}");
+        }
+        assert!(Config::parse(
+            "[catalog.x]\nurl = \"https://m\"\nmirror = 1\n",
+            Path::new("h.toml")
+        )
+        .is_err());
     }
 
     #[test]

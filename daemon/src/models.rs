@@ -222,7 +222,7 @@ fn file_type_name(ft: u64) -> Option<&'static str> {
     })
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(io(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -23,6 +23,12 @@ pub enum PullError {
     },
     #[error("model '{0}' is already being pulled")]
     Busy(String),
+    #[error("{url}: the file's sha256 is {got}, expected {want}")]
+    Digest {
+        url: String,
+        want: String,
+        got: String,
+    },
     #[error(transparent)]
     Store(#[from] ModelStoreError),
 }
@@ -118,11 +124,13 @@ fn download(
     Ok(())
 }
 
-/// Downloads then imports: the file is staged in the models directory and published only once it validates.
+/// Downloads then imports: the file is staged in the models directory and published only once it validates
+/// (and, with `sha256`, only if it is that file).
 pub fn pull(
     models: &ModelStore,
     url: &str,
     name: &str,
+    sha256: Option<&str>,
     progress: impl FnMut(u64, Option<u64>),
 ) -> Result<Manifest, PullError> {
     check(models, url, name)?;
@@ -137,11 +145,48 @@ pub fn pull(
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{name}.gguf"));
     let file = staging.join(file_name);
-    let result =
-        download(url, &file, progress).and_then(|()| Ok(models.import(&file, Some(name))?));
+    let result = download(url, &file, progress)
+        .and_then(|()| verify(url, &file, sha256))
+        .and_then(|()| Ok(models.import(&file, Some(name))?));
     // The import hard-linked (or copied) what it kept; the staged copy goes either way.
     let _ = std::fs::remove_dir_all(&staging);
     result
+}
+
+/// Checks a downloaded file against the digest it should have.
+fn verify(url: &str, file: &Path, sha256: Option<&str>) -> Result<(), PullError> {
+    let Some(want) = sha256 else {
+        return Ok(());
+    };
+    let got = crate::models::sha256_file(file)?;
+    if got.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(PullError::Digest {
+            url: url.to_owned(),
+            want: want.to_owned(),
+            got,
+        })
+    }
+}
+
+/// What a watched pull reports as it goes (Ollama's `/api/pull` progress lines).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PullEvent {
+    Progress {
+        bytes: u64,
+        total: Option<u64>,
+    },
+    /// The model is imported (Ok) or the pull failed (the error's text); nothing follows.
+    Done(Result<(), String>),
+}
+
+/// One download: where from, under which name, the digest it must have, and who watches it.
+pub struct PullJob {
+    pub url: String,
+    pub name: String,
+    pub sha256: Option<String>,
+    pub watch: Option<tokio::sync::mpsc::UnboundedSender<PullEvent>>,
 }
 
 /// The daemon's downloads in flight and recently ended, by model name.
@@ -166,13 +211,14 @@ impl Pulls {
         }
     }
 
-    /// Starts a download on its own thread; its progress is in `list()`.
-    pub fn start(
-        self: &Arc<Self>,
-        models: ModelStore,
-        url: String,
-        name: String,
-    ) -> Result<(), PullError> {
+    /// Starts a download on its own thread; its progress is in `list()` (and goes to `job.watch`).
+    pub fn start(self: &Arc<Self>, models: ModelStore, job: PullJob) -> Result<(), PullError> {
+        let PullJob {
+            url,
+            name,
+            sha256,
+            watch,
+        } = job;
         check(&models, &url, &name)?;
         {
             let mut m = self.map.lock().map_err(|_| PullError::Busy(name.clone()))?;
@@ -198,7 +244,13 @@ impl Pulls {
         std::thread::Builder::new()
             .name(format!("pull-{name}"))
             .spawn(move || {
-                let result = pull(&models, &url, &name, |bytes, total| {
+                let tell = |e: PullEvent| {
+                    if let Some(w) = &watch {
+                        let _ = w.send(e);
+                    }
+                };
+                let result = pull(&models, &url, &name, sha256.as_deref(), |bytes, total| {
+                    tell(PullEvent::Progress { bytes, total });
                     me.set(&name, |s| {
                         s.bytes = bytes;
                         s.total = total;
@@ -211,6 +263,7 @@ impl Pulls {
                     Ok(m) => {
                         tracing::info!(model = %m.name, url = %url, "model pulled");
                         me.set(&name, |s| s.state = "done");
+                        tell(PullEvent::Done(Ok(())));
                     }
                     Err(e) => {
                         tracing::warn!(model = %name, url = %url, error = %e, "model pull failed");
@@ -218,6 +271,7 @@ impl Pulls {
                             s.state = "failed";
                             s.error = Some(e.to_string());
                         });
+                        tell(PullEvent::Done(Err(e.to_string())));
                     }
                 }
             })

@@ -1598,3 +1598,100 @@ fn ollama_create_derives_a_model() {
         403
     );
 }
+
+/// Ollama's /api/pull over the server's catalog: Ollama's progress lines and a served model; a file that is not
+/// the pinned one is refused and nothing is imported; names outside the catalog are 404; a plain http:// entry
+/// without a digest needs `insecure`; members get 403; an imported model is not fetched again.
+#[test]
+fn ollama_pull_from_the_catalog() {
+    let base = serve_file(demo_model());
+    let sha = {
+        use sha2::Digest;
+        let bytes = std::fs::read(demo_model()).unwrap();
+        format!("{:x}", sha2::Sha256::digest(&bytes))
+    };
+    let config = format!(
+        "{BASE_CONFIG}\n[catalog.\"tiny:q4\"]\nurl = \"{base}/ok.gguf\"\nsha256 = \"{sha}\"\n\
+         [catalog.unpinned]\nurl = \"{base}/ok.gguf\"\n\
+         [catalog.wrong]\nurl = \"{base}/ok.gguf\"\nsha256 = \"{}\"\n\
+         [catalog.junk]\nurl = \"{base}/junk.gguf\"\nsha256 = \"{}\"\n",
+        "0".repeat(64),
+        "1".repeat(64)
+    );
+    let d = Daemon::start_with(&config, &[]);
+    let k = d.admin_key.clone();
+    let r = d.post("/api/pull", Some(&k), &json!({"model": "tiny:q4"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0], json!({"status": "pulling manifest"}));
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"status": "success"}),
+        "{lines:?}"
+    );
+    let size = std::fs::metadata(demo_model()).unwrap().len();
+    let progress: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("completed").is_some())
+        .collect();
+    let done = progress.last().unwrap();
+    assert_eq!(
+        (done["completed"].as_u64(), done["total"].as_u64()),
+        (Some(size), Some(size))
+    );
+    assert_eq!(done["digest"], format!("sha256:{sha}"));
+    assert_eq!(done["status"], format!("pulling {}", &sha[..12]));
+    let r = d.post(
+        "/api/generate",
+        Some(&k),
+        &json!({"model": "tiny:q4", "prompt": "1, 2, 3,", "raw": true, "stream": false,
+                "options": {"num_predict": 2}}),
+    );
+    assert_eq!(r.status, 200, "the pulled model serves: {}", r.text());
+    // Pulled again: nothing to fetch.
+    let r = d.post(
+        "/api/pull",
+        Some(&k),
+        &json!({"model": "tiny:q4", "stream": false}),
+    );
+    assert_eq!((r.status, r.json()), (200, json!({"status": "success"})));
+
+    // Another file than the pinned one: refused, nothing imported (502 whole, an error line streamed).
+    let r = d.post(
+        "/api/pull",
+        Some(&k),
+        &json!({"model": "wrong", "stream": false}),
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("sha256"), "{}", r.text());
+    let r = d.post("/api/pull", Some(&k), &json!({"model": "junk"}));
+    let last: Value = serde_json::from_str(r.text().lines().last().unwrap()).unwrap();
+    assert!(last["error"].as_str().is_some(), "{last}");
+    let tags = d.get("/api/tags", Some(&k)).text();
+    assert!(!tags.contains("wrong") && !tags.contains("junk"), "{tags}");
+
+    // Plain http:// without a digest: only with `insecure`.
+    let r = d.post("/api/pull", Some(&k), &json!({"model": "unpinned"}));
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("insecure"), "{}", r.text());
+    let r = d.post(
+        "/api/pull",
+        Some(&k),
+        &json!({"model": "unpinned", "insecure": true, "stream": false}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = d.post("/api/pull", Some(&k), &json!({"model": "llama3.2"}));
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("catalog"), "{}", r.text());
+    let m = d.member_key("bob", None);
+    assert_eq!(
+        d.post("/api/pull", Some(&m), &json!({"model": "tiny:q4"}))
+            .status,
+        403
+    );
+}

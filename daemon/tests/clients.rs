@@ -20,7 +20,15 @@ fn official_python_clients_work_unchanged() {
         "{} is missing: run scripts/client-env (make test does)",
         python.display()
     );
-    let d = harness::Daemon::start();
+    // The catalog `ollama.pull` fetches from: the demo model served over loopback.
+    let files = harness::serve_file(harness::demo_model());
+    let d = harness::Daemon::start_with(
+        &format!(
+            "{}\n[catalog.compat-pulled]\nurl = \"{files}/ok.gguf\"\n",
+            harness::BASE_CONFIG
+        ),
+        &[],
+    );
     let minilm = harness::demo_model()
         .parent()
         .unwrap()

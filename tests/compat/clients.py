@@ -230,6 +230,17 @@ check(told.message.tool_calls or told.message.content, f"ollama tools answer: {t
 ol.copy(model, "compat-copy")
 check(any(m.model == "compat-copy" for m in ol.list().models), "ollama copy")
 ol.delete("compat-copy")
+# Pulls as `ollama pull` does (the test's catalog serves the demo model over plain http: insecure, as Ollama's flag).
+steps = [p.status for p in ol.pull("compat-pulled", insecure=True, stream=True)]
+check(steps[0] == "pulling manifest" and steps[-1] == "success", f"ollama pull progress: {steps}")
+check(ol.pull("compat-pulled", insecure=True).status == "success", "ollama pull again")
+check(any(m.model == "compat-pulled" for m in ol.list().models), "pulled model listed")
+try:
+    ol.pull("compat-pulled")
+    check(False, "a digest-less http entry pulled without insecure")
+except ollama.ResponseError as e:
+    check(e.status_code == 400 and "insecure" in str(e), f"pull without insecure: {e}")
+ol.delete("compat-pulled")
 made = ol.create(model="compat-terse", from_=model, system="You are terse.", parameters={"num_predict": 3})
 check(made.status == "success", f"ollama create: {made}")
 shown = ol.show("compat-terse")

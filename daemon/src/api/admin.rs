@@ -428,7 +428,15 @@ pub async fn pull_model(
     let PullRequest { url, name } = body.0;
     state
         .pulls
-        .start(state.sched.models().clone(), url.clone(), name.clone())
+        .start(
+            state.sched.models().clone(),
+            crate::pull::PullJob {
+                url: url.clone(),
+                name: name.clone(),
+                sha256: None,
+                watch: None,
+            },
+        )
         .map_err(|e| match e {
             crate::pull::PullError::Store(s) => ApiError::from(s),
             crate::pull::PullError::Busy(_) => ApiError::Conflict(e.to_string()),

@@ -58,6 +58,9 @@ pub enum ApiError {
         retry_after: u64,
         headers: Vec<(&'static str, String)>,
     },
+    /// 502: a server Hearth fetched from failed (a model download).
+    #[error("{0}")]
+    Upstream(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,7 +114,7 @@ impl ApiError {
                     "requests"
                 }
             }
-            ApiError::Internal(_) => "server_error",
+            ApiError::Internal(_) | ApiError::Upstream(_) => "server_error",
         }
     }
 
@@ -126,6 +130,7 @@ impl ApiError {
             ApiError::NoRoute(_) => Some("not_found"),
             ApiError::Forbidden(_) => Some("forbidden"),
             ApiError::Overloaded(_) => Some("queue_full"),
+            ApiError::Upstream(_) => Some("upstream_error"),
             ApiError::TooManyRequests { code, .. } => Some(code),
             _ => None,
         }

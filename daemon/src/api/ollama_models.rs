@@ -1,12 +1,14 @@
-//! Ollama's model management for admins: `/api/create` (a model derived from another: system prompt,
-//! conversation prefix, chat template, default options), `/api/copy` and `/api/delete`. The caller is authorised
-//! before the body is read; the models directory (`models`) does the work.
+//! Ollama's model management for admins: `/api/pull` (a model of the configured catalog, with Ollama's progress
+//! lines), `/api/create` (a model derived from another: system prompt, conversation prefix, chat template, default
+//! options), `/api/copy` and `/api/delete`. The caller is authorised before the body is read; the models directory
+//! (`models`) and the downloads (`pull`) do the work.
 
 use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
 use super::extract::{Admin, Body};
 use super::ollama::Options;
 use super::AppState;
 use crate::models::{Derived, DerivedMessage};
+use crate::pull::PullEvent;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +17,8 @@ use utoipa::ToSchema;
 type Result<T> = std::result::Result<T, Rendered<Ollama>>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/create").route(web::post().to(create)))
+    cfg.service(super::resource("/pull").route(web::post().to(pull)))
+        .service(super::resource("/create").route(web::post().to(create)))
         .service(super::resource("/delete").route(web::delete().to(delete)))
         .service(super::resource("/copy").route(web::post().to(copy)));
 }
@@ -259,6 +262,155 @@ pub async fn create(
     })
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// A name of the server's catalog (`[catalog]` in its config; `name:latest` is `name`).
+    pub model: Option<String>,
+    /// Older clients send `name`.
+    pub name: Option<String>,
+    /// `true` allows a catalog entry's plain `http://` URL that pins no `sha256` (as Ollama's flag allows an
+    /// insecure registry).
+    pub insecure: Option<bool>,
+    /// Default true: NDJSON progress lines.
+    pub stream: Option<bool>,
+}
+
+fn ndjson(lines: &[Value]) -> web::Bytes {
+    web::Bytes::from(lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+}
+
+/// Pulls a model of the catalog (admin): downloaded, checked against its digest, validated and imported under
+/// that name. A model already imported with that file is not fetched again.
+#[utoipa::path(post, path = "/api/pull", tag = "ollama", security(("api_key" = [])), request_body = PullRequest,
+    responses((status = 200, description = "NDJSON progress lines (`status`, `digest`, `total`, `completed`) ending in `{\"status\": \"success\"}` or `{\"error\": …}`; one object with `stream: false`"),
+        (status = 400, body = OllamaErrorBody), (status = 403, body = OllamaErrorBody),
+        (status = 404, body = OllamaErrorBody, description = "not in the catalog"),
+        (status = 409, body = OllamaErrorBody, description = "being pulled, or imported from another file"),
+        (status = 502, body = OllamaErrorBody, description = "the download failed (`stream: false`)")))]
+pub async fn pull(
+    state: web::Data<AppState>,
+    admin: Admin<Ollama>,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    let req: PullRequest = super::extract::parse_json(&body)?;
+    let asked = req
+        .model
+        .or(req.name)
+        .ok_or_else(|| invalid("model", "name the model to pull"))?;
+    let name = asked.strip_suffix(":latest").unwrap_or(&asked).to_owned();
+    let catalog = &state.config.catalog;
+    let entry = [asked.clone(), name.clone(), format!("{name}:latest")]
+        .iter()
+        .find_map(|k| catalog.get(k))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "model '{asked}' is not in this server's catalog (an admin adds it under [catalog] in the config, \
+                 or pulls a URL with POST /admin/models/pull)"
+            ))
+        })?;
+    if entry.url.starts_with("http://") && entry.sha256.is_none() && req.insecure != Some(true) {
+        return Err(invalid(
+            "insecure",
+            "the catalog has this model at a plain http:// URL without a sha256: pull with insecure true, or \
+             pin its sha256 in the catalog",
+        )
+        .into());
+    }
+    let stream = req.stream.unwrap_or(true);
+    let digest = entry
+        .sha256
+        .as_deref()
+        .map(|h| format!("sha256:{}", h.to_ascii_lowercase()))
+        .unwrap_or_default();
+    let models = state.sched.models().clone();
+    if let Ok(m) = models.get(&name) {
+        return match &entry.sha256 {
+            Some(h) if !h.eq_ignore_ascii_case(&m.sha256) => Err(ApiError::Conflict(format!(
+                "model '{name}' is imported from another file (sha256 {}); delete it to pull the catalog's",
+                m.sha256
+            ))
+            .into()),
+            _ if stream => Ok(HttpResponse::Ok()
+                .content_type("application/x-ndjson")
+                .body(ndjson(&[
+                    json!({"status": "pulling manifest"}),
+                    json!({"status": "success"}),
+                ]))),
+            _ => Ok(HttpResponse::Ok().json(json!({"status": "success"}))),
+        };
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    state
+        .pulls
+        .start(
+            models,
+            crate::pull::PullJob {
+                url: entry.url.clone(),
+                name: name.clone(),
+                sha256: entry.sha256.clone(),
+                watch: Some(tx),
+            },
+        )
+        .map_err(|e| match e {
+            crate::pull::PullError::Store(s) => ApiError::from(s),
+            crate::pull::PullError::Busy(_) => ApiError::Conflict(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        })?;
+    tracing::info!(model = %name, url = %entry.url, by = %admin.0.user_name, "catalog pull started");
+    if !stream {
+        while let Some(ev) = rx.recv().await {
+            if let PullEvent::Done(result) = ev {
+                return match result {
+                    Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "success"}))),
+                    Err(e) => Err(ApiError::Upstream(e).into()),
+                };
+            }
+        }
+        return Err(ApiError::Internal("the pull ended without a result".into()).into());
+    }
+    // Ollama names a layer by its digest's first 12 digits; without a digest, the model's name.
+    let short: String = match &entry.sha256 {
+        Some(h) => h.chars().take(12).collect::<String>().to_ascii_lowercase(),
+        None => name.clone(),
+    };
+    let first = futures_util::stream::once(std::future::ready(ndjson(&[
+        json!({"status": "pulling manifest"}),
+    ])));
+    let rest = futures_util::stream::unfold(Some(rx), move |rx| {
+        let (digest, short) = (digest.clone(), short.clone());
+        async move {
+            let mut rx = rx?;
+            let line = match rx.recv().await {
+                Some(PullEvent::Progress { bytes, total }) => {
+                    let mut l = json!({"status": format!("pulling {short}"), "completed": bytes});
+                    if !digest.is_empty() {
+                        l["digest"] = json!(digest);
+                    }
+                    if let Some(t) = total {
+                        l["total"] = json!(t);
+                    }
+                    return Some((ndjson(&[l]), Some(rx)));
+                }
+                Some(PullEvent::Done(Ok(()))) => ndjson(&[
+                    json!({"status": "verifying sha256 digest"}),
+                    json!({"status": "writing manifest"}),
+                    json!({"status": "success"}),
+                ]),
+                Some(PullEvent::Done(Err(e))) => ndjson(&[json!({"error": e})]),
+                None => ndjson(&[json!({"error": "the pull ended without a result"})]),
+            };
+            Some((line, None))
+        }
+    });
+    use futures_util::StreamExt;
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(first.chain(rest).map(Ok::<_, actix_web::Error>)))
+}
+
+impl Body for PullRequest {}
 impl Body for DeleteRequest {}
 impl Body for CopyRequest {}
 impl Body for CreateRequest {}

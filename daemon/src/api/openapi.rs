@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
         openai::list_models, openai::get_model, openai::chat_completions, openai::completions, embeddings::openai, openai::me_usage,
         session::my_keys, session::create_my_key, session::revoke_my_key, session::my_request,
         session::login, session::logout, session::session, session::change_password, overview::overview,
-        ollama::tags, ollama::version, ollama::show, ollama::ps, ollama_models::create, ollama_models::delete, ollama_models::copy, ollama::chat, ollama::generate, embeddings::ollama_embed, embeddings::ollama_embeddings,
+        ollama::tags, ollama::version, ollama::show, ollama::ps, ollama_models::pull, ollama_models::create, ollama_models::delete, ollama_models::copy, ollama::chat, ollama::generate, embeddings::ollama_embed, embeddings::ollama_embeddings,
         admin::list_users, admin::create_user, admin::update_user, admin::get_quota, admin::put_quota, admin::user_usage,
         admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::load_model, admin::unload_model, admin::import_model, admin::pull_model, admin::pulls,
         metrics::metrics,

@@ -80,7 +80,7 @@ pub fn pull(store: &hearth::models::ModelStore, url: &str, name: Option<&str>) -
     });
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last = std::time::Instant::now();
-    let m = hearth::pull::pull(store, url, &name, |bytes, total| {
+    let m = hearth::pull::pull(store, url, &name, None, |bytes, total| {
         if tty && last.elapsed().as_millis() < 200 && total != Some(bytes) {
             return;
         }

@@ -495,3 +495,42 @@ impl Drop for PgDatabase {
         ));
     }
 }
+
+/// A one-file HTTP server on loopback: `GET /ok.gguf` → the file, `/junk.gguf` → not a GGUF file, anything else
+/// → 404. Returns its base URL.
+pub fn serve_file(file: std::path::PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            reader.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            let body = match path.as_str() {
+                "/ok.gguf" => std::fs::read(&file).unwrap(),
+                "/junk.gguf" => b"this is not a GGUF file".to_vec(),
+                _ => {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    base
+}
