@@ -718,6 +718,17 @@ fn forced_tool_calls_are_well_formed_and_validate() {
     );
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "messages[0].tool_call_id");
+    // A result for a call nobody made.
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "smollm2", "messages": [
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_b", "content": "21"}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "messages[1].tool_call_id");
     let r = d.post(
         "/v1/chat/completions",
         Some(&k),
@@ -1684,6 +1695,21 @@ fn ollama_pull_from_the_catalog() {
         &json!({"model": "unpinned", "insecure": true, "stream": false}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
+
+    // A URL: named after its file.
+    let r = d.post(
+        "/api/pull",
+        Some(&k),
+        &json!({"model": format!("{base}/ok.gguf"), "insecure": true, "stream": false}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(d.get("/api/tags", Some(&k)).text().contains("\"ok\""));
+    let r = d.post(
+        "/api/pull",
+        Some(&k),
+        &json!({"model": format!("{base}/ok.bin"), "insecure": true}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
 
     let r = d.post("/api/pull", Some(&k), &json!({"model": "llama3.2"}));
     assert_eq!(r.status, 404);

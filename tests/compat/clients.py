@@ -370,8 +370,12 @@ for kind in ("System", "Developer", "User", "Assistant", "Tool"):
             continue
         msg = {"role": role, "content": "Hi", f: SAMPLE[f]}
         msgs = [msg, {"role": "user", "content": "Hi"}]
+        at = 0
+        if role == "tool":  # a tool message answers a call an earlier assistant message made
+            msgs.insert(0, {"role": "assistant", "content": None, "tool_calls": SAMPLE["tool_calls"]})
+            at = 1
         r = outcome(lambda: oa.chat.completions.create(model=model, messages=msgs, max_tokens=1),
-                    f"messages[0].{f}")
+                    f"messages[{at}].{f}")
         check((r == "acted") == (f in ACTED_MESSAGE),
               f"{role} message member {f}: {r}")
 

@@ -265,7 +265,8 @@ pub async fn create(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {
-    /// A name of the server's catalog (`[catalog]` in its config; `name:latest` is `name`).
+    /// A name of the server's catalog (`[catalog]` in its config; `name:latest` is `name`), or the URL of a
+    /// GGUF file (the model is named after the file).
     pub model: Option<String>,
     /// Older clients send `name`.
     pub name: Option<String>,
@@ -298,18 +299,31 @@ pub async fn pull(
         .model
         .or(req.name)
         .ok_or_else(|| invalid("model", "name the model to pull"))?;
-    let name = asked.strip_suffix(":latest").unwrap_or(&asked).to_owned();
-    let catalog = &state.config.catalog;
-    let entry = [asked.clone(), name.clone(), format!("{name}:latest")]
-        .iter()
-        .find_map(|k| catalog.get(k))
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "model '{asked}' is not in this server's catalog (an admin adds it under [catalog] in the config, \
-                 or pulls a URL with POST /admin/models/pull)"
-            ))
-        })?;
+    let (name, entry) = if asked.starts_with("https://") || asked.starts_with("http://") {
+        // A URL of a GGUF file: named after the file, as `POST /admin/models/pull` names it.
+        let file = crate::pull::file_name_of(&asked)
+            .ok_or_else(|| invalid("model", "a URL to pull must end in a .gguf file name"))?;
+        let name = file.trim_end_matches(".gguf").to_owned();
+        let entry = crate::config::CatalogEntry {
+            url: asked.clone(),
+            sha256: None,
+        };
+        (name, entry)
+    } else {
+        let name = asked.strip_suffix(":latest").unwrap_or(&asked).to_owned();
+        let catalog = &state.config.catalog;
+        let entry = [asked.clone(), name.clone(), format!("{name}:latest")]
+            .iter()
+            .find_map(|k| catalog.get(k))
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "model '{asked}' is not in this server's catalog (an admin adds it under [catalog] in the \
+                     config; a GGUF file's URL can be pulled as the model name)"
+                ))
+            })?;
+        (name, entry)
+    };
     if entry.url.starts_with("http://") && entry.sha256.is_none() && req.insecure != Some(true) {
         return Err(invalid(
             "insecure",

@@ -537,6 +537,8 @@ fn messages_in(msgs: &[ChatMessageIn]) -> std::result::Result<Vec<ChatMessage>, 
             Some("messages"),
         ));
     }
+    // The ids of the calls made so far: a tool message answers one of them.
+    let mut calls_made: std::collections::HashSet<&str> = std::collections::HashSet::new();
     msgs.iter()
         .enumerate()
         .map(|(i, m)| {
@@ -581,10 +583,22 @@ fn messages_in(msgs: &[ChatMessageIn]) -> std::result::Result<Vec<ChatMessage>, 
                 }
                 for (j, c) in calls.iter().enumerate() {
                     message.tool_calls.push(call_in(c, &at(&format!("tool_calls[{j}]")))?);
+                    calls_made.insert(&c.id);
                 }
             }
             match (role, &m.tool_call_id) {
-                ("tool", Some(id)) => message.tool_call_id = Some(id.clone()),
+                ("tool", Some(id)) if calls_made.contains(id.as_str()) => {
+                    message.tool_call_id = Some(id.clone())
+                }
+                ("tool", Some(id)) => {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "{}: '{id}' answers no call of an earlier assistant message",
+                            at("tool_call_id")
+                        ),
+                        Some(&at("tool_call_id")),
+                    ))
+                }
                 ("tool", None) => {
                     return Err(ApiError::invalid(
                         format!("{}: a tool message names the call it answers", at("tool_call_id")),
