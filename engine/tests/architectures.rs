@@ -3,10 +3,12 @@
 //! reference forward pass written here from the architecture's definition. Tiny random F32 models, written as
 //! real GGUF files.
 
+mod common;
+
 use hearth_engine::gguf::writer::GgufWriter;
 use hearth_engine::gguf::MetaValue;
 use hearth_engine::kv::KvCache;
-use hearth_engine::model::{Entry, Scratch};
+use hearth_engine::model::Scratch;
 use hearth_engine::threadpool::ThreadPool;
 use hearth_engine::{LoadOptions, Model};
 
@@ -263,16 +265,7 @@ fn check(v: Variant) {
     let mut scratch = Scratch::default();
     // A 6-token prompt chunk, then one token at a time, as generation runs.
     let mut got = Vec::new();
-    let entries: Vec<Entry> = tokens
-        .iter()
-        .enumerate()
-        .map(|(pos, &token)| Entry {
-            slot: 0,
-            pos,
-            token,
-            want_logits: true,
-        })
-        .collect();
+    let entries = common::positions(&tokens);
     model.forward(&pool, &mut kv, &entries[..6], &mut scratch);
     got.extend(scratch.logits.chunks(VOCAB).map(<[f32]>::to_vec));
     for e in &entries[6..] {

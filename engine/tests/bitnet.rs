@@ -8,7 +8,7 @@ mod common;
 use hearth_engine::gguf::writer::GgufWriter;
 use hearth_engine::gguf::{GgufFile, MetaValue};
 use hearth_engine::kv::KvCache;
-use hearth_engine::model::{Entry, Scratch};
+use hearth_engine::model::Scratch;
 use hearth_engine::quant::dot::Isa;
 use hearth_engine::quant::{GgmlType, QActs};
 use hearth_engine::ternary::kernels::{scalar, Kernels};
@@ -173,16 +173,7 @@ fn logits(model: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
     let mut kv = KvCache::new(c.n_layers, model.kv_dim(), 1);
     kv.reserve(0, tokens.len());
     let mut s = Scratch::default();
-    let entries: Vec<Entry> = tokens
-        .iter()
-        .enumerate()
-        .map(|(pos, &token)| Entry {
-            slot: 0,
-            pos,
-            token,
-            want_logits: true,
-        })
-        .collect();
+    let entries = common::positions(tokens);
     let split = tokens.len() / 2;
     model.forward(&pool, &mut kv, &entries[..split], &mut s);
     let mut out: Vec<Vec<f32>> = s.logits.chunks(c.vocab_size).map(<[f32]>::to_vec).collect();

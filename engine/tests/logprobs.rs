@@ -7,7 +7,6 @@
 mod common;
 
 use hearth_engine::logprobs::TokenLogprob;
-use hearth_engine::model::Entry;
 use hearth_engine::{
     Event, GenerateRequest, LoadOptions, LoadedModel, SamplingParams, SeqId, Speculation,
 };
@@ -81,16 +80,7 @@ fn reference(tokens: &[u32]) -> Vec<Vec<f64>> {
     let mut kv = hearth_engine::kv::KvCache::new(lm.model.config.n_layers, lm.model.kv_dim(), 1);
     kv.reserve(0, tokens.len());
     let mut scratch = hearth_engine::model::Scratch::default();
-    let entries: Vec<Entry> = tokens
-        .iter()
-        .enumerate()
-        .map(|(pos, &token)| Entry {
-            slot: 0,
-            pos,
-            token,
-            want_logits: true,
-        })
-        .collect();
+    let entries = common::positions(tokens);
     lm.model.forward(&lm.pool, &mut kv, &entries, &mut scratch);
     scratch.logits[..tokens.len() * vocab]
         .chunks(vocab)

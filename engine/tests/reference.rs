@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use hearth_engine::model::Entry;
 use hearth_engine::{GenerateRequest, LoadOptions, LoadedModel, SamplingParams};
 
 fn check_tokenizer(key: &str, file: &str) {
@@ -62,16 +61,7 @@ fn teacher_forced(key: &str, file: &str, opts: &LoadOptions) -> (f64, f32) {
     let mut kv = hearth_engine::kv::KvCache::new(lm.model.config.n_layers, lm.model.kv_dim(), 1);
     kv.reserve(0, tokens.len());
     let mut scratch = hearth_engine::model::Scratch::default();
-    let entries: Vec<Entry> = tokens
-        .iter()
-        .enumerate()
-        .map(|(pos, &token)| Entry {
-            slot: 0,
-            pos,
-            token,
-            want_logits: true,
-        })
-        .collect();
+    let entries = common::positions(&tokens);
     // Two chunks, as a long prompt would be processed.
     let half = entries.len() / 2;
     let mut logits = Vec::new();

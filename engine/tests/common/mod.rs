@@ -42,3 +42,17 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// Every position of `tokens` in slot 0, each wanting its logits: a teacher-forced pass over a known text.
+pub fn positions(tokens: &[u32]) -> Vec<hearth_engine::model::Entry> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(pos, &token)| hearth_engine::model::Entry {
+            slot: 0,
+            pos,
+            token,
+            want_logits: true,
+        })
+        .collect()
+}
