@@ -138,12 +138,13 @@ enum ModelCommand {
         #[arg(long, default_value = "f16")]
         embed: String,
     },
-    /// Convert a Hugging Face BitNet b1.58 checkpoint (config.json + model.safetensors) to GGUF.
+    /// Convert to GGUF: a Hugging Face BitNet b1.58 checkpoint (config.json + model.safetensors), or a
+    /// sentence-transformers BERT folder (an embedding model, written as llama.cpp's `bert` GGUF).
     Convert {
         dir: PathBuf,
-        /// Ternary encoding: i2_s, tq2_0 or tq1_0.
-        #[arg(long, default_value = "i2_s")]
-        format: String,
+        /// BitNet: the ternary encoding, i2_s (default), tq2_0 or tq1_0. BERT: f16 (default), f32 or q8_0.
+        #[arg(long)]
+        format: Option<String>,
         #[arg(long)]
         out: PathBuf,
         /// Embed this GGUF file's tokenizer instead of the checkpoint's tokenizer.json (without either, ids only).
@@ -318,7 +319,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 format,
                 out,
                 tokenizer,
-            } => cli::model_files::convert(&dir, &format, &out, tokenizer.as_ref()),
+            } => cli::model_files::convert(&dir, format.as_deref(), &out, tokenizer.as_ref()),
             ModelCommand::Rm { name } => {
                 store.remove(&name)?;
                 println!("removed {name}");

@@ -265,8 +265,12 @@ impl ModelStore {
         let gguf = std::sync::Arc::new(GgufFile::open(src)?);
         let arch = gguf.architecture()?.to_owned();
         // Refuse what we cannot run now rather than at first request (cheap: weights stay in the map).
-        hearth_engine::Model::from_gguf(gguf.clone(), &Default::default())?;
-        hearth_engine::Tokenizer::from_gguf(&gguf)?;
+        if arch == "bert" {
+            hearth_engine::embed::Embedder::open_gguf(src)?;
+        } else {
+            hearth_engine::Model::from_gguf(gguf.clone(), &Default::default())?;
+            hearth_engine::Tokenizer::from_gguf(&gguf)?;
+        }
         let dir = self.dir(&name);
         if dir.exists() {
             return Err(ModelStoreError::Exists(name));

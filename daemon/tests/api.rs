@@ -1721,3 +1721,74 @@ fn ollama_pull_from_the_catalog() {
         403
     );
 }
+
+/// A BERT GGUF (`hearth model convert` of the MiniLM folder, as llama.cpp's converter writes it) imports as an
+/// embedding model and serves the folder's vectors; it is not for generation.
+#[test]
+fn a_bert_gguf_serves_embeddings() {
+    let d = Daemon::start();
+    let k = d.admin_key.clone();
+    let folder = demo_model().parent().unwrap().join("all-MiniLM-L6-v2");
+    let out = d.state.path().join("minilm-f16.gguf");
+    ok_stdout(&d.cli(&[
+        "model",
+        "convert",
+        folder.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    ok_stdout(&d.cli(&[
+        "model",
+        "import",
+        out.to_str().unwrap(),
+        "--name",
+        "minilm-gguf",
+    ]));
+    ok_stdout(&d.cli(&[
+        "model",
+        "import",
+        folder.to_str().unwrap(),
+        "--name",
+        "minilm",
+    ]));
+    let vector = |model: &str| -> Vec<f64> {
+        let r = d.post(
+            "/v1/embeddings",
+            Some(&k),
+            &json!({"model": model, "input": "The weather is lovely today.", "encoding_format": "float"}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (vector("minilm-gguf"), vector("minilm"));
+    let cos = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>();
+    assert!(cos > 0.9999, "cosine {cos}");
+    let show = d
+        .post("/api/show", Some(&k), &json!({"model": "minilm-gguf"}))
+        .json();
+    assert_eq!(show["capabilities"], json!(["embedding"]));
+    assert_eq!(show["details"]["family"], "bert");
+    let r = d.post(
+        "/v1/chat/completions",
+        Some(&k),
+        &json!({"model": "minilm-gguf", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A BitNet-only flag on an embedding folder is refused with the reason.
+    let o = d.cli(&[
+        "model",
+        "convert",
+        folder.to_str().unwrap(),
+        "--out",
+        "/tmp/x.gguf",
+        "--format",
+        "i2_s",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("f16"));
+}

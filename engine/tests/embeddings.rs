@@ -5,7 +5,8 @@
 
 mod common;
 
-use hearth_engine::embed::Embedder;
+use hearth_engine::embed::{gguf, Embedder};
+use hearth_engine::quant::GgmlType;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -32,22 +33,23 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
     dot / (na * nb)
 }
 
-#[test]
-fn minilm_matches_the_numpy_reference() {
-    let dir = common::models_dir().join("all-MiniLM-L6-v2");
-    let e = Embedder::open(&dir).unwrap();
-    assert_eq!(e.dimensions(), 384);
-    assert_eq!(e.max_tokens(), 256);
-    let texts = [
-        "The cat sits on the mat.",
-        "A feline is resting on a rug!",
-        "Quarterly revenue rose 12% on strong cloud demand.",
-        "Ünïcödé, émojis 🙂 and CamelCaseWords — tokenized like Python's tokenizers.",
-        "x",
-    ];
+const TEXTS: [&str; 5] = [
+    "The cat sits on the mat.",
+    "A feline is resting on a rug!",
+    "Quarterly revenue rose 12% on strong cloud demand.",
+    "Ünïcödé, émojis 🙂 and CamelCaseWords — tokenized like Python's tokenizers.",
+    "x",
+];
+
+fn minilm() -> PathBuf {
+    common::models_dir().join("all-MiniLM-L6-v2")
+}
+
+/// The numpy float64 forward (tests/compat/embed_reference.py) of `TEXTS` on the folder's weights.
+fn reference() -> Vec<Vec<f64>> {
     let mut child = Command::new(python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/embed_reference.py"))
-        .arg(&dir)
+        .arg(minilm())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -56,11 +58,20 @@ fn minilm_matches_the_numpy_reference() {
         .stdin
         .take()
         .unwrap()
-        .write_all(serde_json::to_string(&texts).unwrap().as_bytes())
+        .write_all(serde_json::to_string(&TEXTS).unwrap().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "the reference failed");
-    let want: Vec<Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn minilm_matches_the_numpy_reference() {
+    let e = Embedder::open(&minilm()).unwrap();
+    assert_eq!(e.dimensions(), 384);
+    assert_eq!(e.max_tokens(), 256);
+    let texts = TEXTS;
+    let want = reference();
     let mut got = Vec::new();
     for (t, w) in texts.iter().zip(&want) {
         let v = e.embed(&e.tokenize(t).unwrap()).unwrap();
@@ -96,4 +107,64 @@ fn minilm_matches_the_numpy_reference() {
     e.truncate(&mut ids);
     assert_eq!((ids.len(), *ids.last().unwrap()), (256, sep));
     assert!(e.embed(&ids).is_ok());
+}
+
+/// The folder converted to a BERT GGUF (llama.cpp's names and phantom-space vocabulary) and read back: the same
+/// token ids as the folder's tokenizer.json on every text, and vectors that match the numpy reference — exactly
+/// at F32, within F16 and Q8_0 rounding.
+#[test]
+fn a_bert_gguf_embeds_as_its_folder() {
+    let folder = Embedder::open(&minilm()).unwrap();
+    let want = reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let tricky = [
+        "[CLS] Hello, WORLD! don't stop—it's 3.14 o'clock; naïve café 東京 [MASK] unknownwordzzz",
+        "   spaces\tand\nnewlines   ",
+    ];
+    for (ty, floor) in [
+        (GgmlType::F32, 0.999_999),
+        (GgmlType::F16, 0.999_9),
+        (GgmlType::Q8_0, 0.999),
+    ] {
+        let path = tmp.path().join(format!("minilm-{}.gguf", ty.name()));
+        gguf::write(&minilm(), ty).unwrap().write_to(&path).unwrap();
+        let e = Embedder::load(&path).unwrap();
+        assert_eq!(e.dimensions(), 384);
+        assert_eq!(e.vocab_size(), folder.vocab_size());
+        for t in TEXTS.iter().chain(&tricky) {
+            assert_eq!(e.tokenize(t).unwrap(), folder.tokenize(t).unwrap(), "{t:?}");
+        }
+        let mut worst = 1f64;
+        for (t, w) in TEXTS.iter().zip(&want) {
+            let c = cosine(&e.embed(&e.tokenize(t).unwrap()).unwrap(), w);
+            worst = worst.min(c);
+            assert!(c >= floor, "{}: {t:?}: cosine {c}", ty.name());
+        }
+        eprintln!(
+            "{}: {} bytes, worst cosine to the reference {worst:.7}",
+            ty.name(),
+            std::fs::metadata(&path).unwrap().len()
+        );
+    }
+    // The tensors and keys llama.cpp reads.
+    let f = hearth_engine::gguf::GgufFile::open(tmp.path().join("minilm-F16.gguf")).unwrap();
+    assert_eq!(f.get_str("general.architecture"), Some("bert"));
+    assert_eq!(f.get_str("tokenizer.ggml.model"), Some("bert"));
+    assert_eq!(f.get_u64("bert.pooling_type"), Some(1));
+    for t in [
+        "token_embd.weight",
+        "position_embd.weight",
+        "token_types.weight",
+        "token_embd_norm.bias",
+        "blk.5.attn_q.weight",
+        "blk.5.attn_output_norm.weight",
+        "blk.5.ffn_down.bias",
+        "blk.5.layer_output_norm.weight",
+    ] {
+        assert!(f.tensor_info(t).is_some(), "{t}");
+    }
+    // Not an embedding folder, or an unsupported type: refused with the reason.
+    assert!(gguf::write(tmp.path(), GgmlType::F16).is_err());
+    let err = gguf::write(&minilm(), GgmlType::Q4K).err().unwrap();
+    assert!(err.to_string().contains("f16"), "{err}");
 }

@@ -64,8 +64,29 @@ pub fn synth(
     write(&w, out)
 }
 
-pub fn convert(dir: &Path, fmt: &str, out: &Path, tokenizer: Option<&PathBuf>) -> Result<()> {
-    let ty = format(fmt)?;
+pub fn convert(
+    dir: &Path,
+    fmt: Option<&str>,
+    out: &Path,
+    tokenizer: Option<&PathBuf>,
+) -> Result<()> {
+    if hearth_engine::embed::is_embedding_folder(dir) {
+        if tokenizer.is_some() {
+            bail!("--tokenizer is for BitNet checkpoints: an embedding folder brings its tokenizer.json");
+        }
+        let ty = match fmt.unwrap_or("f16") {
+            "f16" => GgmlType::F16,
+            "f32" => GgmlType::F32,
+            "q8_0" => GgmlType::Q8_0,
+            other => {
+                bail!("unknown format '{other}' for an embedding model (use f16, f32 or q8_0)")
+            }
+        };
+        let w = hearth_engine::embed::gguf::write(dir, ty)
+            .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+        return write(&w, out);
+    }
+    let ty = format(fmt.unwrap_or("i2_s"))?;
     let tok = tokenizer_source(tokenizer.map(PathBuf::as_path))?;
     let w = hf::convert(dir, ty, tok.as_ref()).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
     write(&w, out)

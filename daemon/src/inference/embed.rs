@@ -47,13 +47,13 @@ impl Embedders {
     async fn get(
         &self,
         name: &str,
-        dir: std::path::PathBuf,
+        path: std::path::PathBuf,
     ) -> Result<(Arc<Embedder>, Duration), InferenceError> {
         if let Some(e) = self.0.lock().ok().and_then(|m| m.get(name).cloned()) {
             return Ok((e, Duration::ZERO));
         }
         let started = Instant::now();
-        let e = tokio::task::spawn_blocking(move || Embedder::open(&dir))
+        let e = tokio::task::spawn_blocking(move || Embedder::load(&path))
             .await
             .map_err(|e| InferenceError::Internal(e.to_string()))?
             .map_err(|e| {
@@ -99,12 +99,10 @@ impl Inference {
             .limits(&who.user_id, who.role, who.key_id.as_deref())
             .await?;
         self.quota.plan(&limits, &model, Some(0))?;
-        let dir = store
-            .file_path(&manifest)
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let (embedder, load_duration) = self.embedders.get(&model, dir).await?;
+        let (embedder, load_duration) = self
+            .embedders
+            .get(&model, store.file_path(&manifest))
+            .await?;
         let mut batch = Vec::with_capacity(req.inputs.len());
         for (i, input) in req.inputs.into_iter().enumerate() {
             let mut ids = match input {

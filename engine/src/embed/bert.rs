@@ -1,9 +1,63 @@
 //! BERT's encoder (as in sentence-transformers' MiniLM and similar): learned absolute positions, post-norm
 //! layers with bidirectional attention, exact (erf) GELU. Weights as the Hugging Face checkpoint names them.
 
-use super::safetensors::SafeTensors;
 use crate::error::{EngineError, Result};
 use crate::ops::dot;
+
+/// Where BERT's weights come from, asked for by their Hugging Face names (`encoder.layer.0.attention.self.query
+/// .weight`) and PyTorch shapes ([out, in]): a safetensors checkpoint, or a GGUF file that names them as
+/// llama.cpp does (`embed::gguf`).
+pub trait Tensors {
+    /// The tensor as f32, checked to have `shape`.
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// Whether the source has a tensor of that name.
+    fn has(&self, name: &str) -> bool;
+}
+
+impl Tensors for super::safetensors::SafeTensors {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.get(name, shape)?.data)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.names().any(|n| n == name)
+    }
+}
+
+/// The Hugging Face names of every tensor the encoder reads, with their shapes.
+pub fn tensor_names(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i) = (c.hidden, c.intermediate);
+    let mut out = vec![
+        ("embeddings.word_embeddings.weight".into(), vec![c.vocab, h]),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![c.positions, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![c.type_vocab, h],
+        ),
+        ("embeddings.LayerNorm.weight".into(), vec![h]),
+        ("embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    for l in 0..c.layers {
+        for (part, o, n) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            out.push((format!("encoder.layer.{l}.{part}.weight"), vec![o, n]));
+            out.push((format!("encoder.layer.{l}.{part}.bias"), vec![o]));
+        }
+        for part in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            out.push((format!("encoder.layer.{l}.{part}.weight"), vec![h]));
+            out.push((format!("encoder.layer.{l}.{part}.bias"), vec![h]));
+        }
+    }
+    out
+}
 
 #[derive(Debug, Clone)]
 pub struct BertConfig {
@@ -66,10 +120,10 @@ struct Linear {
 }
 
 impl Linear {
-    fn load(st: &SafeTensors, name: &str, out: usize, inp: usize) -> Result<Linear> {
+    fn load(st: &dyn Tensors, name: &str, out: usize, inp: usize) -> Result<Linear> {
         Ok(Linear {
-            w: st.get(&format!("{name}.weight"), &[out, inp])?.data,
-            b: st.get(&format!("{name}.bias"), &[out])?.data,
+            w: st.tensor(&format!("{name}.weight"), &[out, inp])?,
+            b: st.tensor(&format!("{name}.bias"), &[out])?,
             inp,
             out,
         })
@@ -111,10 +165,10 @@ struct Norm {
 }
 
 impl Norm {
-    fn load(st: &SafeTensors, name: &str, n: usize) -> Result<Norm> {
+    fn load(st: &dyn Tensors, name: &str, n: usize) -> Result<Norm> {
         Ok(Norm {
-            w: st.get(&format!("{name}.weight"), &[n])?.data,
-            b: st.get(&format!("{name}.bias"), &[n])?.data,
+            w: st.tensor(&format!("{name}.weight"), &[n])?,
+            b: st.tensor(&format!("{name}.bias"), &[n])?,
         })
     }
 
@@ -174,9 +228,9 @@ fn gelu(x: f32) -> f32 {
 }
 
 impl Bert {
-    pub fn load(st: &SafeTensors, config: BertConfig) -> Result<Bert> {
+    pub fn load(st: &dyn Tensors, config: BertConfig) -> Result<Bert> {
         // Some checkpoints prefix every name with `bert.` (BertModel inside a task model).
-        let p = if st.names().any(|n| n.starts_with("bert.")) {
+        let p = if st.has("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
             ""
@@ -197,24 +251,18 @@ impl Bert {
             });
         }
         Ok(Bert {
-            words: st
-                .get(
-                    &format!("{p}embeddings.word_embeddings.weight"),
-                    &[config.vocab, h],
-                )?
-                .data,
-            positions: st
-                .get(
-                    &format!("{p}embeddings.position_embeddings.weight"),
-                    &[config.positions, h],
-                )?
-                .data,
-            types: st
-                .get(
-                    &format!("{p}embeddings.token_type_embeddings.weight"),
-                    &[config.type_vocab, h],
-                )?
-                .data,
+            words: st.tensor(
+                &format!("{p}embeddings.word_embeddings.weight"),
+                &[config.vocab, h],
+            )?,
+            positions: st.tensor(
+                &format!("{p}embeddings.position_embeddings.weight"),
+                &[config.positions, h],
+            )?,
+            types: st.tensor(
+                &format!("{p}embeddings.token_type_embeddings.weight"),
+                &[config.type_vocab, h],
+            )?,
             emb_norm: Norm::load(st, &format!("{p}embeddings.LayerNorm"), h)?,
             layers,
             config,

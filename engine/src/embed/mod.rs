@@ -1,9 +1,11 @@
 //! Text embeddings from a sentence-transformers folder (config.json, model.safetensors, tokenizer.json, and the
 //! pooling and normalisation its modules.json asks for): the BERT encoder (`bert`), then mean or CLS pooling,
 //! then L2 normalisation where the model has it. Tokenization is the folder's own tokenizer.json, run by the
-//! `tokenizers` crate, so ids match the Python library's exactly.
+//! `tokenizers` crate, so ids match the Python library's exactly. The same model as a BERT GGUF (`gguf`: written
+//! from a folder, or by llama.cpp's converter) loads through `open_gguf`.
 
 pub mod bert;
+pub mod gguf;
 pub mod safetensors;
 
 use crate::error::{EngineError, Result};
@@ -36,6 +38,29 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
         .map_err(|e| EngineError::Metadata(format!("{}: {e}", path.display())))
 }
 
+/// The pooling a sentence-transformers folder asks for (`1_Pooling/config.json`; plain checkpoints: mean).
+fn pooling_of(dir: &Path) -> Result<Pooling> {
+    match read_json(&dir.join("1_Pooling/config.json")) {
+        Ok(p) if p["pooling_mode_cls_token"] == true => Ok(Pooling::Cls),
+        Ok(p) if p["pooling_mode_mean_tokens"] == true => Ok(Pooling::Mean),
+        Ok(p) => Err(EngineError::Metadata(format!(
+            "1_Pooling/config.json: only mean and CLS pooling are supported ({p})"
+        ))),
+        Err(_) => Ok(Pooling::Mean),
+    }
+}
+
+/// Whether the model's vectors are L2-normalised (modules.json's Normalize; plain checkpoints: yes).
+fn normalize_of(dir: &Path) -> bool {
+    match read_json(&dir.join("modules.json")) {
+        Ok(m) => m.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["type"].as_str().is_some_and(|t| t.ends_with("Normalize")))
+        }),
+        Err(_) => true,
+    }
+}
+
 /// Whether a folder holds an embedding model this module reads.
 pub fn is_embedding_folder(dir: &Path) -> bool {
     ["config.json", "model.safetensors", "tokenizer.json"]
@@ -64,23 +89,8 @@ impl Embedder {
             )));
         }
         // sentence-transformers' modules: pooling mode and Normalize; plain checkpoints: mean, normalised.
-        let pooling = match read_json(&dir.join("1_Pooling/config.json")) {
-            Ok(p) if p["pooling_mode_cls_token"] == true => Pooling::Cls,
-            Ok(p) if p["pooling_mode_mean_tokens"] == true => Pooling::Mean,
-            Ok(p) => {
-                return Err(EngineError::Metadata(format!(
-                    "1_Pooling/config.json: only mean and CLS pooling are supported ({p})"
-                )))
-            }
-            Err(_) => Pooling::Mean,
-        };
-        let normalize = match read_json(&dir.join("modules.json")) {
-            Ok(m) => m.as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|x| x["type"].as_str().is_some_and(|t| t.ends_with("Normalize")))
-            }),
-            Err(_) => true,
-        };
+        let pooling = pooling_of(dir)?;
+        let normalize = normalize_of(dir);
         let max_tokens = read_json(&dir.join("sentence_bert_config.json"))
             .ok()
             .and_then(|c| c["max_seq_length"].as_u64())
@@ -96,6 +106,39 @@ impl Embedder {
             types,
             parameters,
         })
+    }
+
+    /// A BERT GGUF (`gguf`): its vocabulary as a WordPiece tokenizer, its pooling, vectors L2-normalised (as
+    /// llama.cpp's server gives them), inputs up to the position table.
+    pub fn open_gguf(path: &Path) -> Result<Embedder> {
+        let file = crate::gguf::GgufFile::open(path)?;
+        let config = gguf::config(&file)?;
+        let bert = Bert::load(&gguf::GgufTensors(&file), config)?;
+        let tokenizer = gguf::wordpiece(&file)?;
+        let mut types = std::collections::BTreeMap::new();
+        for (t, n) in file.type_counts() {
+            types.insert(t.name(), n);
+        }
+        Ok(Embedder {
+            pooling: gguf::pooling(&file)?,
+            normalize: true,
+            max_tokens: bert.config.positions,
+            parameters: file.tensors.iter().map(|t| t.n_elements()).sum(),
+            types,
+            bert,
+            tokenizer,
+        })
+    }
+
+    /// The model at `path`: a BERT GGUF file, or a sentence-transformers folder (or its model.safetensors).
+    pub fn load(path: &Path) -> Result<Embedder> {
+        if path.extension().is_some_and(|e| e == "gguf") {
+            Embedder::open_gguf(path)
+        } else if path.is_dir() {
+            Embedder::open(path)
+        } else {
+            Embedder::open(path.parent().unwrap_or(Path::new(".")))
+        }
     }
 
     /// Tensors per dtype in the weights file.
