@@ -1,6 +1,7 @@
 """Client compatibility: the official `openai` and `ollama` Python packages, unmodified, against a running
 Hearth daemon. Usage: clients.py BASE_URL API_KEY MODEL EMBEDDING_MODEL. Exits non-zero on the first failure."""
 
+import math
 import sys
 
 import ollama
@@ -72,6 +73,7 @@ content = lp.choices[0].logprobs.content
 check(b"".join(bytes(t.bytes) for t in content).decode() == lp.choices[0].message.content, f"logprobs: {content}")
 check(all(len(t.top_logprobs) == 2 and t.logprob <= 0 and t.top_logprobs[0].token == t.token for t in content),
       f"top_logprobs: {content}")
+check(all(sum(math.exp(a.logprob) for a in t.top_logprobs) <= 1 + 1e-4 for t in content), "probabilities sum to ≤ 1")
 streamed = [t for x in oa.chat.completions.create(**hello, logprobs=True, stream=True)
             if x.choices and x.choices[0].logprobs for t in x.choices[0].logprobs.content]
 check([t.token for t in streamed] == [t.token for t in content], f"streamed logprobs: {streamed}")
@@ -248,6 +250,25 @@ check(shown.details.parent_model == model and "num_predict 3" in shown.parameter
 short = ol.chat(model="compat-terse", messages=[{"role": "user", "content": "Tell me a story."}])
 check(short.eval_count <= 3, f"the created model's default num_predict: {short}")
 ol.delete("compat-terse")
+
+# Reasoning, split from the answer as both SDKs read it: a model made (create) with a Qwen3-style thinking template.
+THINKING = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
+            "enable_thinking is false %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}")
+ol.create(model="compat-thinker", from_=model, template=THINKING)
+check("thinking" in ol.show("compat-thinker").capabilities, "thinking capability")
+ask = [{"role": "user", "content": "What is 2+2?"}]
+thought = oa.chat.completions.create(model="compat-thinker", messages=ask, max_tokens=16, temperature=0)
+check((thought.choices[0].message.model_extra or {}).get("reasoning_content"), f"reasoning_content: {thought}")
+streamed = "".join((x.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                   for x in oa.chat.completions.create(model="compat-thinker", messages=ask, max_tokens=16,
+                                                        temperature=0, stream=True) if x.choices)
+check(streamed == thought.choices[0].message.model_extra["reasoning_content"], f"streamed thoughts: {streamed!r}")
+ot = ol.chat(model="compat-thinker", messages=ask, think=True, options={"temperature": 0, "num_predict": 16})
+check(ot.message.thinking, f"ollama thinking: {ot.message}")
+off = ol.chat(model="compat-thinker", messages=ask, think=False, options={"temperature": 0, "num_predict": 16})
+check(not off.message.thinking, f"think false: {off.message}")
+ol.delete("compat-thinker")
 check(not any(m.model == "compat-copy" for m in ol.list().models), "ollama delete")
 
 e = ol.embed(model=embedder, input=["The weather is lovely today.", "He drove to the stadium."])
