@@ -41,6 +41,26 @@ pub struct Config {
     pub models: std::collections::BTreeMap<String, ModelConfig>,
     /// Models `/api/pull` (Ollama's `ollama pull NAME`) may fetch, by name (`[catalog."llama3.2:1b"]`).
     pub catalog: std::collections::BTreeMap<String, CatalogEntry>,
+    /// Several nodes on one PostgreSQL database.
+    pub cluster: ClusterConfig,
+}
+
+/// What nodes sharing a database agree on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// How long a node's claim on a batch line holds without renewal (renewed every third of it): a dead node's
+    /// lines go to the others after at most this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub lease: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            lease: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Where a catalog model's GGUF file is, and the digest it must have.
@@ -265,6 +285,7 @@ impl Default for Config {
             keyless: KeylessConfig::default(),
             models: Default::default(),
             catalog: Default::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -338,6 +359,7 @@ const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
     ),
     ("HEARTH_METRICS_PUBLIC", &["metrics", "public"], false),
     ("HEARTH_METRICS_TOKEN", &["metrics", "token"], true),
+    ("HEARTH_CLUSTER_LEASE", &["cluster", "lease"], true),
 ];
 
 impl Config {
@@ -464,6 +486,9 @@ impl Config {
         }
         if self.metrics.token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("metrics.token must be at least 16 characters");
+        }
+        if self.cluster.lease < Duration::from_secs(3) {
+            return bad("cluster.lease must be at least 3s (it is renewed every third of it)");
         }
         for (name, c) in &self.catalog {
             if !crate::models::valid_name(name.strip_suffix(":latest").unwrap_or(name)) {

@@ -165,6 +165,8 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         batches: batches.clone(),
         slots: cfg.engine.max_sequences,
         run_line: api::openai::batch_lines(auth.clone(), inference.clone()),
+        node: node.clone(),
+        lease: cfg.cluster.lease,
     });
     batch_api::cron::start(batches.clone());
     let state = web::Data::new(AppState {

@@ -568,3 +568,183 @@ fn three_kill_9s_during_streams_and_a_batch_lose_nothing() {
         interrupted
     );
 }
+
+/// Runs one query on a PostgreSQL database and returns its rows as (text, count) pairs.
+fn pg_counts(url: &str, sql: &str) -> Vec<(String, i64)> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::{Connection, Row};
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&sql)
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<Option<String>, _>(0).unwrap_or_default(),
+                        r.get::<i64, _>(1),
+                    )
+                })
+                .collect()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Two nodes on one PostgreSQL database share a batch: lines are claimed in the database, so each runs once
+/// (one `ok` ledger row per line), both nodes take part, and one writes the output. Then the node holding lines is
+/// killed mid-batch: its leases run out (3 s here) and the other node finishes them — each custom_id still once.
+#[test]
+fn two_nodes_on_one_database_run_each_line_once() {
+    let pg = PgDatabase::create();
+    let config = format!(
+        "database_url = \"{}\"\n[cluster]\nlease = \"3s\"\n{BASE_CONFIG}",
+        pg.url
+    );
+    let a = Daemon::start_with(&config, &[]);
+    let mut b = Daemon::start_with(&config, &[]);
+    let key = a.member_key("cy", None);
+    let batch = |n: usize, tag: &str| {
+        let lines: Vec<String> = (0..n)
+            .map(|i| {
+                line(
+                    &format!("{tag}-{i}"),
+                    "/v1/chat/completions",
+                    &format!("Say the number {i} in words."),
+                    16,
+                )
+            })
+            .collect();
+        let f = upload(&a, &key, "batch", lines.join("\n").as_bytes());
+        assert_eq!(f.status, 200, "{}", f.text());
+        let r = create(&a, &key, f.json()["id"].as_str().unwrap());
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let ids_once = |bt: &Value, tag: &str, n: usize| {
+        let mut ids: Vec<String> = jsonl(&a, &key, &bt["output_file_id"])
+            .iter()
+            .map(|o| o["custom_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        let mut want: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+        want.sort();
+        assert_eq!(ids, want);
+    };
+    let ok_rows = || {
+        pg_counts(
+            &pg.url,
+            "SELECT node, COUNT(*) FROM requests WHERE endpoint = 'batch' AND status = 'ok' GROUP BY node",
+        )
+    };
+
+    let id = batch(24, "one");
+    let bt = wait_batch(&a, &key, &id, ended);
+    assert_eq!(bt["status"], "completed", "{bt}");
+    assert_eq!(
+        bt["request_counts"],
+        json!({"total": 24, "completed": 24, "failed": 0})
+    );
+    ids_once(&bt, "one", 24);
+    let by_node = ok_rows();
+    let total: i64 = by_node.iter().map(|r| r.1).sum();
+    assert_eq!(total, 24, "each line ran once: {by_node:?}");
+    assert_eq!(by_node.len(), 2, "both nodes took part: {by_node:?}");
+    let outputs = pg_counts(
+        &pg.url,
+        "SELECT purpose, COUNT(*) FROM files GROUP BY purpose",
+    );
+    assert!(
+        outputs.contains(&("batch_output".into(), 1)),
+        "one output file: {outputs:?}"
+    );
+
+    // Kill the node while it holds lines: the other takes them over when the leases end.
+    let id = batch(16, "two");
+    let t = Instant::now();
+    loop {
+        let holders = pg_counts(
+            &pg.url,
+            "SELECT claimed_by, COUNT(*) FROM batch_lines WHERE status = 'pending' AND claimed_by IS NOT NULL \
+             AND lease_until IS NOT NULL GROUP BY claimed_by",
+        );
+        if holders.len() == 2 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "both nodes never held lines: {holders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.signal("KILL");
+    assert!(b.wait_exit(Duration::from_secs(10)).is_some());
+    let bt = wait_batch(&a, &key, &id, ended);
+    assert_eq!(bt["status"], "completed", "{bt}");
+    assert_eq!(
+        bt["request_counts"],
+        json!({"total": 16, "completed": 16, "failed": 0})
+    );
+    ids_once(&bt, "two", 16);
+    let total: i64 = ok_rows().iter().map(|r| r.1).sum();
+    assert_eq!(
+        total,
+        24 + 16,
+        "each line of both batches ran to completion once"
+    );
+}
+
+/// A schedule that fires every 2 s on two nodes of one database creates one batch per tick: each node's cron fires,
+/// and only the node that takes the tick in the database creates the batch.
+#[test]
+fn a_schedule_fires_once_per_tick_across_nodes() {
+    let pg = PgDatabase::create();
+    let config = format!("database_url = \"{}\"\n{BASE_CONFIG}", pg.url);
+    let a = Daemon::start_with(&config, &[]);
+    a.member_key("cy", None);
+    let input = a.state.path().join("tick.jsonl");
+    std::fs::write(&input, line("t", "/v1/chat/completions", "Hi", 1)).unwrap();
+    ok_stdout(&a.cli(&[
+        "schedule",
+        "add",
+        "ticker",
+        "--cron",
+        "*/2 * * * * *",
+        "--user",
+        "cy",
+        "--input",
+        input.to_str().unwrap(),
+    ]));
+    // Nodes load schedules as they start (and every 30 s): restart the first, start the second; count only the
+    // ticks both nodes saw.
+    let mut a = a;
+    a.restart();
+    let b = Daemon::start_with(&config, &[]);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    std::thread::sleep(Duration::from_secs(9));
+    let ticks = pg_counts(
+        &pg.url,
+        &format!(
+            "SELECT CAST(created_at AS TEXT), COUNT(*) FROM batches \
+             WHERE schedule = 'ticker' AND created_at >= {since} GROUP BY created_at"
+        ),
+    );
+    assert!(ticks.len() >= 3, "ticks while both nodes ran: {ticks:?}");
+    assert!(
+        ticks.iter().all(|t| t.1 == 1),
+        "one batch per tick: {ticks:?}"
+    );
+    // Without the tick claim each tick made two batches here (one per node); which node takes a tick is a race.
+    drop(b);
+}

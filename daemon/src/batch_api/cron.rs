@@ -81,6 +81,26 @@ pub async fn checked(
 
 /// Creates the schedule's batch now (the cron job's action; also `POST /admin/schedules/{name}/run`).
 pub async fn run_now(batches: &Batches, name: &str) -> Result<BatchRecord, BatchError> {
+    run(batches, name, crate::store::now()).await
+}
+
+/// A schedule's cron tick on this node: with several nodes on one database each fires it, and only the node
+/// that takes the tick (`claim_schedule_tick`) creates the batch. The tick is the fire time rounded to the
+/// second, so nodes whose clocks agree within half a second name the same tick. None: another node took it.
+async fn fire_tick(batches: &Batches, name: &str) -> Option<Result<BatchRecord, BatchError>> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let tick = (ms + 500) / 1000;
+    match batches.store.claim_schedule_tick(name, tick).await {
+        Ok(true) => Some(run(batches, name, tick).await),
+        Ok(false) => None,
+        Err(e) => Some(Err(e.into())),
+    }
+}
+
+/// Creates a schedule's batch now, recording the run at `at`.
+async fn run(batches: &Batches, name: &str, at: i64) -> Result<BatchRecord, BatchError> {
     let s = batches
         .store
         .schedule(name)
@@ -99,10 +119,9 @@ pub async fn run_now(batches: &Batches, name: &str) -> Result<BatchRecord, Batch
             .await
     }
     .await;
-    let now = crate::store::now();
     batches
         .store
-        .schedule_ran(name, now, result.as_ref().ok().map(|b| b.id.as_str()))
+        .schedule_ran(name, at, result.as_ref().ok().map(|b| b.id.as_str()))
         .await?;
     if result.is_ok() {
         batches.signals.wake();
@@ -146,11 +165,14 @@ pub fn start(batches: Batches) {
     let firing = batches.clone();
     tokio::task::spawn_local(async move {
         while let Some(name) = fired.recv().await {
-            match run_now(&firing, &name).await {
-                Ok(b) => tracing::info!(schedule = %name, batch = %b.id, "scheduled batch created"),
-                Err(e) => {
+            match fire_tick(&firing, &name).await {
+                Some(Ok(b)) => {
+                    tracing::info!(schedule = %name, batch = %b.id, "scheduled batch created")
+                }
+                Some(Err(e)) => {
                     tracing::error!(schedule = %name, error = %e, "scheduled batch not created")
                 }
+                None => tracing::debug!(schedule = %name, "another node took this tick"),
             }
         }
     });

@@ -1,8 +1,9 @@
 //! Moves batches along: `validating` → `in_progress` → (`finalizing`) → `completed`, or `cancelling` →
-//! `cancelled`, or `expired` after 24 h. Each pass starts pending lines (up to the model's slots per batch, while
-//! the batch window is open) as tasks; a finished line's outcome is stored at once, so after a restart only the
-//! lines still pending run. A line ended by shutdown, or refused by a per-minute limit or a full queue, stays
-//! pending and is tried again.
+//! `cancelled`, or `expired` after 24 h. Each pass claims pending lines in the database (up to the model's slots
+//! per batch, while the batch window is open) with a lease this node renews, and runs them as tasks; a finished
+//! line's outcome is stored at once. So several nodes on one database run each line once, a dead node's lines
+//! are taken over when its leases run out, and after a restart a node gives back what it held. A line ended by
+//! shutdown, or refused by a per-minute limit or a full queue, is given back and tried again.
 
 use super::window::{Window, SETTING};
 use super::Batches;
@@ -30,24 +31,21 @@ pub struct Answer {
 /// this wing never reaches up into `api`).
 pub type RunLine = Arc<dyn Fn(Line) -> LocalBoxFuture<'static, Answer>>;
 
-/// The runner's loop state: the wing's services, the model slots a batch may fill, and how to run a line.
+/// The runner's loop state: the wing's services, the model slots a batch may fill, how to run a line, and the
+/// node its claims are made as.
 #[derive(Clone)]
 pub struct Runner {
     pub batches: Batches,
     pub slots: usize,
     pub run_line: RunLine,
+    /// This serving process's node name (claims and their leases carry it).
+    pub node: String,
+    /// How long a claim holds without renewal (renewed every third of it).
+    pub lease: Duration,
 }
 
-/// Per batch: the lines running now, and the lines this process has stored. A pass reads the pending lines from
-/// the store, then claims them; a line that finishes while that read is under way would still be in the list, so
-/// stored lines are remembered until the batch ends and never claimed again.
-#[derive(Default)]
-struct Claims {
-    running: HashSet<i64>,
-    stored: HashSet<i64>,
-}
-
-type Inflight = Arc<Mutex<HashMap<String, Claims>>>;
+/// Per batch, the lines this process is running now.
+type Inflight = Arc<Mutex<HashMap<String, HashSet<i64>>>>;
 
 enum Outcome {
     /// Stored (done or failed).
@@ -61,7 +59,32 @@ pub fn start(runner: Runner) {
     let inflight: Inflight = Arc::default();
     tokio::task::spawn_local(async move {
         let signals = runner.batches.signals.clone();
+        // What a previous process of this node held is nobody's now.
+        match runner
+            .batches
+            .store
+            .release_claims(&runner.node, None)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(lines = n, "gave back batch lines a previous process held"),
+            Err(e) => tracing::warn!(error = %e, "giving back earlier batch claims failed"),
+        }
+        let mut renewed = std::time::Instant::now();
         while !signals.is_stopped() {
+            if renewed.elapsed() >= runner.lease / 3 {
+                let now = crate::store::now();
+                let until = now + runner.lease.as_secs() as i64;
+                match runner
+                    .batches
+                    .store
+                    .renew_claims(&runner.node, now, until)
+                    .await
+                {
+                    Ok(_) => renewed = std::time::Instant::now(),
+                    Err(e) => tracing::warn!(error = %e, "renewing batch claims failed"),
+                }
+            }
             if let Err(e) = pass(&runner, &inflight).await {
                 tracing::warn!(error = %e, "batch runner pass failed; retrying");
             }
@@ -76,7 +99,7 @@ pub fn start(runner: Runner) {
 fn running(inflight: &Inflight, batch: &str) -> usize {
     inflight
         .lock()
-        .map(|m| m.get(batch).map_or(0, |c| c.running.len()))
+        .map(|m| m.get(batch).map_or(0, HashSet::len))
         .unwrap_or(0)
 }
 
@@ -97,7 +120,7 @@ async fn pass(runner: &Runner, inflight: &Inflight) -> Result<(), crate::store::
     let batches = wing.store.unfinished_batches().await?;
     // Forget ended batches (their claims are only there to stop a line running twice).
     if let Ok(mut m) = inflight.lock() {
-        m.retain(|id, c| !c.running.is_empty() || batches.iter().any(|b| &b.id == id));
+        m.retain(|id, c| !c.is_empty() || batches.iter().any(|b| &b.id == id));
     }
     for mut b in batches {
         let busy = running(inflight, &b.id);
@@ -141,45 +164,40 @@ async fn pass(runner: &Runner, inflight: &Inflight) -> Result<(), crate::store::
         }
         let lines = wing
             .store
-            .pending_lines(&b.id, (slots + busy) as i64, 0)
+            .claim_lines(
+                &b.id,
+                &runner.node,
+                (slots - busy) as i64,
+                now,
+                now + runner.lease.as_secs() as i64,
+            )
             .await?;
-        let mut started = 0;
         for line in lines {
-            if busy + started >= slots {
-                break;
+            if let Ok(mut m) = inflight.lock() {
+                m.entry(b.id.clone()).or_default().insert(line.line_no);
             }
-            let claimed = inflight
-                .lock()
-                .map(|mut m| {
-                    let c = m.entry(b.id.clone()).or_default();
-                    !c.stored.contains(&line.line_no) && c.running.insert(line.line_no)
-                })
-                .unwrap_or(false);
-            if !claimed {
-                continue;
-            }
-            started += 1;
             wing.signals.line_started();
             let (runner, inflight, b) = (runner.clone(), inflight.clone(), b.clone());
             tokio::task::spawn_local(async move {
                 let line_no = line.line_no;
                 let outcome = run_line(&runner, &b, line).await;
                 runner.batches.signals.line_ended();
-                let stored = match outcome {
-                    Outcome::Stored => true,
-                    Outcome::Retry(after) => {
-                        // Hold the claim: a per-minute limit or a full queue needs time to clear (and each refused
-                        // try is a `rejected` ledger row, so they are spaced out).
-                        tokio::time::sleep(after).await;
-                        false
+                if let Outcome::Retry(after) = outcome {
+                    // Hold the claim while a per-minute limit or a full queue clears (each refused try is a
+                    // `rejected` ledger row, so they are spaced out), then give the line back to any node.
+                    tokio::time::sleep(after).await;
+                    if let Err(e) = runner
+                        .batches
+                        .store
+                        .release_claims(&runner.node, Some((&b.id, line_no)))
+                        .await
+                    {
+                        tracing::warn!(batch = %b.id, line = line_no, error = %e, "giving back a batch line failed");
                     }
-                };
+                }
                 if let Ok(mut m) = inflight.lock() {
                     if let Some(c) = m.get_mut(&b.id) {
-                        c.running.remove(&line_no);
-                        if stored {
-                            c.stored.insert(line_no);
-                        }
+                        c.remove(&line_no);
                     }
                 }
                 runner.batches.signals.wake();
@@ -256,7 +274,8 @@ async fn finalize(
         "error",
         results.iter().filter(|r| !r.0).map(|r| &r.1).collect(),
     );
-    wing.store
+    let ended = wing
+        .store
         .finalize_batch(
             &b.id,
             status,
@@ -265,6 +284,8 @@ async fn finalize(
             now,
         )
         .await?;
-    tracing::info!(batch = %b.id, status, completed = b.completed, failed = b.failed, "batch ended");
+    if ended {
+        tracing::info!(batch = %b.id, status, completed = b.completed, failed = b.failed, "batch ended");
+    }
     Ok(())
 }

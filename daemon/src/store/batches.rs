@@ -334,6 +334,83 @@ impl Store {
             .collect()
     }
 
+    /// Claims up to `limit` pending lines of a batch for `node` until `lease_until` (unix seconds), in file
+    /// order: lines nobody holds, or whose lease ended before `now` (a dead node's). On PostgreSQL concurrent
+    /// claims skip each other's rows (`FOR UPDATE SKIP LOCKED`); SQLite runs one writer at a time.
+    pub async fn claim_lines(
+        &self,
+        batch_id: &str,
+        node: &str,
+        limit: i64,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<PendingLine>> {
+        let lock = match self.backend() {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(&format!(
+            "UPDATE batch_lines SET claimed_by = $2, lease_until = $3 \
+             WHERE batch_id = $1 AND line_no IN (\
+               SELECT line_no FROM batch_lines WHERE batch_id = $1 AND status = 'pending' \
+               AND (lease_until IS NULL OR lease_until < $4) ORDER BY line_no LIMIT $5{lock}) \
+             RETURNING line_no, custom_id, body"
+        ))
+        .bind(batch_id)
+        .bind(node)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut lines = rows
+            .iter()
+            .map(|r| {
+                Ok(PendingLine {
+                    line_no: r.try_get("line_no")?,
+                    custom_id: r.try_get("custom_id")?,
+                    body: r.try_get("body")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        lines.sort_by_key(|l| l.line_no);
+        Ok(lines)
+    }
+
+    /// Extends `node`'s unexpired claims on pending lines to `lease_until`; returns how many.
+    pub async fn renew_claims(&self, node: &str, now: i64, lease_until: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE batch_lines SET lease_until = $3 \
+             WHERE claimed_by = $1 AND status = 'pending' AND lease_until >= $2",
+        )
+        .bind(node)
+        .bind(now)
+        .bind(lease_until)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
+    /// Gives back `node`'s claim on a pending line (to be tried again, by any node); `None`: every claim of the
+    /// node (at start-up: what a previous process of the node held).
+    pub async fn release_claims(&self, node: &str, line: Option<(&str, i64)>) -> Result<u64> {
+        let q = match line {
+            Some((batch, no)) => sqlx::query(
+                "UPDATE batch_lines SET claimed_by = NULL, lease_until = NULL \
+                 WHERE claimed_by = $1 AND status = 'pending' AND batch_id = $2 AND line_no = $3",
+            )
+            .bind(node)
+            .bind(batch)
+            .bind(no),
+            None => sqlx::query(
+                "UPDATE batch_lines SET claimed_by = NULL, lease_until = NULL \
+                 WHERE claimed_by = $1 AND status = 'pending'",
+            )
+            .bind(node),
+        };
+        Ok(q.execute(self.pool()).await?.rows_affected())
+    }
+
     pub async fn count_pending_lines(&self, batch_id: &str) -> Result<i64> {
         let r = sqlx::query(
             "SELECT COUNT(*) AS n FROM batch_lines WHERE batch_id = $1 AND status = 'pending'",
@@ -402,14 +479,14 @@ impl Store {
         output: Option<(&FileRecord, &str)>,
         errors: Option<(&FileRecord, &str)>,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.pool().begin().await?;
-        for (f, content) in output.iter().chain(errors.iter()) {
-            file_insert(f, content).execute(&mut *tx).await?;
-        }
         let time_col = status_time_column(status).unwrap_or("completed_at");
-        sqlx::query(&format!(
-            "UPDATE batches SET status = $2, output_file_id = $3, error_file_id = $4, {time_col} = $5 WHERE id = $1"
+        // Once: with several nodes on one database, the first to end a batch writes its files; the others find
+        // it ended (the row lock makes a concurrent one wait, then see the new status).
+        let won = sqlx::query(&format!(
+            "UPDATE batches SET status = $2, output_file_id = $3, error_file_id = $4, {time_col} = $5 \
+             WHERE id = $1 AND status NOT IN ('completed', 'cancelled', 'expired', 'failed')"
         ))
         .bind(id)
         .bind(status)
@@ -417,9 +494,18 @@ impl Store {
         .bind(errors.map(|(f, _)| f.id.clone()))
         .bind(now)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        if !won {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (f, content) in output.iter().chain(errors.iter()) {
+            file_insert(f, content).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn setting(&self, name: &str) -> Result<Option<String>> {
@@ -514,6 +600,21 @@ impl Store {
             .execute(self.pool())
             .await?
             .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Takes a schedule's tick `at` (unix seconds) for this node: true for the one node that moves the
+    /// schedule's last run to it, false for every other node whose clock fired the same tick.
+    pub async fn claim_schedule_tick(&self, name: &str, at: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE schedules SET last_run_at = $2 \
+             WHERE name = $1 AND (last_run_at IS NULL OR last_run_at < $2)",
+        )
+        .bind(name)
+        .bind(at)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
         Ok(n == 1)
     }
 
