@@ -53,12 +53,26 @@ pub struct ClusterConfig {
     /// lines go to the others after at most this long.
     #[serde(deserialize_with = "de_duration")]
     pub lease: Duration,
+    /// This node's name in the registry, on its ledger rows and batch claims (default: host and state directory).
+    pub name: Option<String>,
+    /// Where other nodes and admins reach this node (`http(s)://host:port`), shown in `/admin/nodes`.
+    pub url: Option<String>,
+    /// How often the node records its heartbeat.
+    #[serde(deserialize_with = "de_duration")]
+    pub heartbeat: Duration,
+    /// A node whose last heartbeat is older than this is shown expired.
+    #[serde(deserialize_with = "de_duration")]
+    pub expire: Duration,
 }
 
 impl Default for ClusterConfig {
     fn default() -> ClusterConfig {
         ClusterConfig {
             lease: Duration::from_secs(60),
+            name: None,
+            url: None,
+            heartbeat: Duration::from_secs(10),
+            expire: Duration::from_secs(30),
         }
     }
 }
@@ -487,8 +501,26 @@ impl Config {
         if self.metrics.token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("metrics.token must be at least 16 characters");
         }
-        if self.cluster.lease < Duration::from_secs(3) {
+        let c = &self.cluster;
+        if c.lease < Duration::from_secs(3) {
             return bad("cluster.lease must be at least 3s (it is renewed every third of it)");
+        }
+        if c.heartbeat < Duration::from_secs(1) || c.expire < c.heartbeat * 2 {
+            return bad(
+                "cluster.heartbeat must be at least 1s and cluster.expire at least twice it",
+            );
+        }
+        if c.name
+            .as_deref()
+            .is_some_and(|n| n.is_empty() || n.len() > 128)
+        {
+            return bad("cluster.name must be 1 to 128 characters");
+        }
+        if c.url
+            .as_deref()
+            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return bad("cluster.url must start with http:// or https://");
         }
         for (name, c) in &self.catalog {
             if !crate::models::valid_name(name.strip_suffix(":latest").unwrap_or(name)) {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod batch_api;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod housekeeping;

@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::accounts::QuotaCommand,
     },
+    /// The nodes sharing this database (the cluster's registry).
+    Node {
+        #[command(subcommand)]
+        command: cli::node::NodeCommand,
+    },
     /// Batch window and recurring batches.
     Schedule {
         #[command(subcommand)]
@@ -233,6 +238,14 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Key { command } => cli::accounts::key(&db_url(), command),
         Command::Quota { command } => cli::accounts::quota(&db_url(), command),
         Command::Schedule { command } => cli::schedule::schedule(&db_url(), command),
+        Command::Node { command } => {
+            let me = cfg
+                .cluster
+                .name
+                .clone()
+                .unwrap_or_else(|| hearth::server::node_name(&state));
+            cli::node::node(&db_url(), &cfg, &me, command)
+        }
         Command::Usage { command } => cli::usage::usage(&db_url(), &cfg, command),
         Command::Doctor { json } => {
             let r = hearth::doctor::run(&cfg, &state, &store);

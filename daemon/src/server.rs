@@ -133,7 +133,11 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     let tz = cfg.time_zone();
     let quota = Quota::new(store.clone(), tz.clone(), cfg.quota.clone(), None);
     quota.export_to(metrics.clone());
-    let node = node_name(&state_dir);
+    let node = cfg
+        .cluster
+        .name
+        .clone()
+        .unwrap_or_else(|| node_name(&state_dir));
     match quota.serve_as(&node).await {
         Ok(0) => {}
         Ok(n) => {
@@ -169,6 +173,13 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         lease: cfg.cluster.lease,
     });
     batch_api::cron::start(batches.clone());
+    crate::cluster::start(
+        store.clone(),
+        sched.clone(),
+        node.clone(),
+        cfg.cluster.url.clone(),
+        cfg.cluster.heartbeat,
+    );
     let state = web::Data::new(AppState {
         config: cfg,
         state_dir,
@@ -182,6 +193,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         pulls: Arc::default(),
         metrics,
         batches,
+        node,
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || {
@@ -274,7 +286,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
 
 /// This serving process's node: host name and state directory (two daemons on one host keep two state
 /// directories), recorded with every request it admits so that a restart settles only its own dead requests.
-fn node_name(state_dir: &Path) -> String {
+pub fn node_name(state_dir: &Path) -> String {
     let host = sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_owned());
     let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
     format!("{host}:{}", dir.display())

@@ -605,7 +605,7 @@ fn pg_counts(url: &str, sql: &str) -> Vec<(String, i64)> {
 fn two_nodes_on_one_database_run_each_line_once() {
     let pg = PgDatabase::create();
     let config = format!(
-        "database_url = \"{}\"\n[cluster]\nlease = \"3s\"\n{BASE_CONFIG}",
+        "database_url = \"{}\"\n[cluster]\nlease = \"3s\"\nheartbeat = \"1s\"\nexpire = \"3s\"\n{BASE_CONFIG}",
         pg.url
     );
     let a = Daemon::start_with(&config, &[]);
@@ -657,6 +657,23 @@ fn two_nodes_on_one_database_run_each_line_once() {
     let total: i64 = by_node.iter().map(|r| r.1).sum();
     assert_eq!(total, 24, "each line ran once: {by_node:?}");
     assert_eq!(by_node.len(), 2, "both nodes took part: {by_node:?}");
+    // The registry: both nodes alive, with the model they served; the CLI reads the same.
+    std::thread::sleep(Duration::from_millis(1200));
+    let nodes = a.get("/admin/nodes", Some(&a.admin_key)).json();
+    let list = nodes.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{nodes}");
+    assert!(
+        list.iter()
+            .all(|n| n["state"] == "alive" && n["models"][0]["name"] == "smollm2"),
+        "{nodes}"
+    );
+    assert_eq!(
+        list.iter().filter(|n| n["this"] == true).count(),
+        1,
+        "{nodes}"
+    );
+    let cli: Value = serde_json::from_str(&ok_stdout(&a.cli(&["node", "list", "--json"]))).unwrap();
+    assert_eq!(cli.as_array().unwrap().len(), 2, "{cli}");
     let outputs = pg_counts(
         &pg.url,
         "SELECT purpose, COUNT(*) FROM files GROUP BY purpose",
@@ -699,6 +716,23 @@ fn two_nodes_on_one_database_run_each_line_once() {
         24 + 16,
         "each line of both batches ran to completion once"
     );
+    // The killed node's heartbeat stopped: it shows expired (after 3 s), the answering node alive.
+    let t = Instant::now();
+    loop {
+        let nodes = a.get("/admin/nodes", Some(&a.admin_key)).json();
+        let states: Vec<(bool, String)> = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["this"] == true, n["state"].as_str().unwrap().to_owned()))
+            .collect();
+        if states.contains(&(false, "expired".into())) {
+            assert!(states.contains(&(true, "alive".into())), "{nodes}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "{nodes}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// A schedule that fires every 2 s on two nodes of one database creates one batch per tick: each node's cron fires,

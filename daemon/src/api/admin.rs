@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(super::resource("/jobs").route(super::get_or_head().to(jobs)))
             .service(super::resource("/devices").route(super::get_or_head().to(devices)))
             .service(super::resource("/models").route(super::get_or_head().to(models)))
+            .service(super::resource("/nodes").route(super::get_or_head().to(nodes)))
             .service(super::resource("/models/import").route(web::post().to(import_model)))
             .service(super::resource("/models/pull").route(web::post().to(pull_model)))
             .service(super::resource("/models/pulls").route(super::get_or_head().to(pulls)))
@@ -371,6 +372,22 @@ pub async fn models(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<Htt
         }
     }
     Ok(HttpResponse::Ok().json(list))
+}
+
+/// Every node registered in the database (one for a single box): name, advertised URL, version, `alive` or
+/// `expired` (no heartbeat for `cluster.expire`), when it was last seen, its loaded models with their running and
+/// waiting requests, and which one is answering.
+#[utoipa::path(get, path = "/admin/nodes", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, description = "`[{name, url, version, state, started_at, last_seen, seconds_since_seen, this, models: [{name, running, waiting}]}]`"),
+        (status = 403, body = OpenAiErrorBody)))]
+pub async fn nodes(state: web::Data<AppState>, _a: Admin<OpenAi>) -> Result<HttpResponse> {
+    let list = state.store.nodes().await?;
+    Ok(HttpResponse::Ok().json(crate::cluster::view(
+        list,
+        crate::store::now(),
+        state.config.cluster.expire,
+        &state.node,
+    )))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -50,6 +50,8 @@ pub struct AppState {
     pub pulls: Arc<crate::pull::Pulls>,
     /// OpenAI's Batch API and recurring batches (with the signals that wake and stop their tasks).
     pub batches: Batches,
+    /// This serving process's node name (the cluster's registry, ledger rows, batch claims).
+    pub node: String,
 }
 
 /// A route for GET that answers HEAD too (actix sends a HEAD response's headers without its body).

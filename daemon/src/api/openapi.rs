@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
         session::login, session::logout, session::session, session::change_password, overview::overview,
         ollama::tags, ollama::version, ollama::show, ollama::ps, ollama_models::pull, ollama_models::create, ollama_models::delete, ollama_models::copy, ollama::chat, ollama::generate, embeddings::ollama_embed, embeddings::ollama_embeddings,
         admin::list_users, admin::create_user, admin::update_user, admin::get_quota, admin::put_quota, admin::user_usage,
-        admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::load_model, admin::unload_model, admin::import_model, admin::pull_model, admin::pulls,
+        admin::list_keys, admin::create_key, admin::revoke_key, admin::get_key_quota, admin::put_key_quota, admin::usage, admin::usage_export, admin::jobs, admin::devices, admin::models, admin::nodes, admin::load_model, admin::unload_model, admin::import_model, admin::pull_model, admin::pulls,
         metrics::metrics,
         batch_api::upload_file, batch_api::list_files, batch_api::get_file, batch_api::file_content, batch_api::delete_file,
         batch_api::create_batch, batch_api::list_batches, batch_api::get_batch, batch_api::cancel_batch,

@@ -2,6 +2,7 @@ pub mod accounts;
 pub mod bench;
 pub mod manpages;
 pub mod model_files;
+pub mod node;
 pub mod run;
 pub mod schedule;
 pub mod service_user;

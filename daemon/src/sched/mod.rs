@@ -173,6 +173,9 @@ pub struct LoadedInfo {
     pub context: usize,
     /// When it will be unloaded if nothing else arrives (None: busy, or kept forever).
     pub expires_at: Option<SystemTime>,
+    /// Sequences in its batch, and requests waiting for a slot.
+    pub running: usize,
+    pub waiting: usize,
 }
 
 /// Where an imported model goes — its `[models.NAME] device` pin or automatic placement (`engine::devices`) —
@@ -356,6 +359,8 @@ impl Scheduler {
                     size_bytes: s.size_bytes,
                     context: s.context,
                     expires_at: s.idle_until.and_then(wall_clock),
+                    running: s.running,
+                    waiting: s.waiting,
                 })
             })
             .collect();

@@ -7,6 +7,7 @@ mod batches;
 mod energy;
 mod ledger;
 mod limits;
+mod nodes;
 mod quota;
 mod sessions;
 mod sqlite_fast;
@@ -17,6 +18,7 @@ pub use batches::{BatchRecord, FileRecord, NewLine, PendingLine, ScheduleRecord}
 pub use energy::EnergyFigure;
 pub use ledger::RequestRecord;
 pub use limits::LimitsOf;
+pub use nodes::NodeRecord;
 pub use quota::{Admission, Completion, UsageSnapshot};
 pub use sessions::SessionRecord;
 pub use usage::{GroupBy, UsageFilter, UsageGroup, UsageRow};
