@@ -16,6 +16,7 @@ pub mod ollama;
 pub mod ollama_models;
 pub mod openai;
 pub mod openapi;
+pub mod options;
 pub mod overview;
 mod rate_headers;
 pub mod session;

@@ -5,7 +5,7 @@
 
 use super::error::{ApiError, Ollama, OllamaErrorBody, Rendered};
 use super::extract::{Admin, Body};
-use super::ollama::Options;
+use super::options::options_of;
 use super::AppState;
 use crate::models::{Derived, DerivedMessage};
 use crate::pull::PullEvent;
@@ -181,16 +181,6 @@ fn derivation(req: &CreateRequest) -> std::result::Result<Derived, ApiError> {
         parameters,
         license,
     })
-}
-
-/// Default options as a derived model stores them, checked as a request's `options` are.
-pub fn options_of(
-    parameters: &serde_json::Map<String, Value>,
-) -> std::result::Result<Options, String> {
-    let o: Options =
-        serde_json::from_value(Value::Object(parameters.clone())).map_err(|e| e.to_string())?;
-    o.check().map_err(|e| e.to_string())?;
-    Ok(o)
 }
 
 /// A chat template Hearth can render: Jinja that compiles and renders a short conversation.

@@ -4,7 +4,7 @@
 
 use super::error::{ApiError, OpenAi, OpenAiErrorBody, Rendered};
 use super::extract::{field_error, ApiJson, Body, Caller};
-use super::ollama::Options;
+use super::options::Options;
 use super::structured::OutputFormat;
 use super::{started_response, AppState};
 use crate::auth::Authenticator;
@@ -1050,7 +1050,7 @@ async fn batch_line(
         "/v1/chat/completions" => {
             let mut b: ChatCompletionRequest = super::extract::parse_json(body)?;
             one_choice(b.sampling.n)?;
-            let base = super::ollama::model_defaults(inference, &b.model)?;
+            let base = super::options::model_defaults(inference, &b.model)?;
             if let Some(o) = &base {
                 b.sampling = b.sampling.under(o);
             }
@@ -1062,7 +1062,7 @@ async fn batch_line(
         "/v1/completions" => {
             let mut b: CompletionRequest = super::extract::parse_json(body)?;
             one_choice(b.sampling.n)?;
-            let base = super::ollama::model_defaults(inference, &b.model)?;
+            let base = super::options::model_defaults(inference, &b.model)?;
             if let Some(o) = &base {
                 b.sampling = b.sampling.under(o);
             }
@@ -1106,7 +1106,7 @@ pub async fn chat_completions(
     body: ApiJson<ChatCompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let mut req = body.0;
-    let base = super::ollama::model_defaults(&state.inference, &req.model)?;
+    let base = super::options::model_defaults(&state.inference, &req.model)?;
     if let Some(o) = &base {
         req.sampling = req.sampling.under(o);
     }
@@ -1221,7 +1221,7 @@ pub async fn completions(
     body: ApiJson<CompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let mut req = body.0;
-    let base = super::ollama::model_defaults(&state.inference, &req.model)?;
+    let base = super::options::model_defaults(&state.inference, &req.model)?;
     if let Some(o) = &base {
         req.sampling = req.sampling.under(o);
     }
