@@ -130,6 +130,27 @@ mod tests {
                 format!(r#"{{"model":"m",{msgs},"top_logprobs":3}}"#),
                 "top_logprobs",
             ),
+            // `null` means "not given" only for members the body has.
+            (
+                BodyKind::OpenAiChat,
+                format!(r#"{{"model":"m",{msgs},"frobnicate":null}}"#),
+                "frobnicate",
+            ),
+            (
+                BodyKind::OpenAiChat,
+                r#"{"model":"m","messages":[{"role":"user","content":"hi","audio":null}]}"#.into(),
+                "messages[0].audio",
+            ),
+            (
+                BodyKind::OllamaGenerate,
+                r#"{"model":"m","prompt":"x","options":{"mirostat":null}}"#.into(),
+                "options.mirostat",
+            ),
+            (
+                BodyKind::OpenAiCompletion,
+                r#"{"model":"m","prompt":"x","":null}"#.into(),
+                "",
+            ),
             (
                 BodyKind::OpenAiChat,
                 format!(r#"{{"model":"m",{msgs},"logprobs":true,"top_logprobs":21}}"#),

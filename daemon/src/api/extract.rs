@@ -29,6 +29,10 @@ pub trait Body: DeserializeOwned {
     fn refine(_json: &serde_json::Value) -> Option<ApiError> {
         None
     }
+    /// A flattened body's members that no field took (refused by name later), where it keeps them.
+    fn unclaimed(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        None
+    }
 }
 
 /// Deserializes `T` from parsed JSON, returning the error that names the field, if `T` fails.
@@ -74,12 +78,66 @@ pub fn parse_json<T: Body>(body: &[u8]) -> Result<T, ApiError> {
     }
     let mut json: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}"), None))?;
-    strip_nulls(&mut json);
-    serde_path_to_error::deserialize(&json).map_err(|e| {
+    let mut nulls = Vec::new();
+    strip_nulls(&mut json, &mut Vec::new(), &mut nulls);
+    let body = deserialize::<T>(&json)?;
+    // A `null` member no field takes is refused like any unknown member: `null` means "not given" only for
+    // members the body has.
+    for at in &nulls {
+        if let Some(e) = unknown_null::<T>(&json, at) {
+            return Err(e);
+        }
+    }
+    Ok(body)
+}
+
+/// Where a stripped `null` member was: the keys and indices down to it.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The refusal of the `null` member at `at` if the body has no such member: put back with a value, it is an
+/// unknown field (or lands among a flattened body's unclaimed members).
+fn unknown_null<T: Body>(json: &serde_json::Value, at: &[Step]) -> Option<ApiError> {
+    let (Step::Key(name), parents) = at.split_last()? else {
+        return None;
+    };
+    let mut probe = json.clone();
+    let mut node = &mut probe;
+    for step in parents {
+        node = match step {
+            Step::Key(k) => node.get_mut(k.as_str())?,
+            Step::Index(i) => node.get_mut(*i)?,
+        };
+    }
+    node.as_object_mut()?
+        .insert(name.clone(), serde_json::json!({}));
+    let parent: String = parents
+        .iter()
+        .map(|s| match s {
+            Step::Key(k) => format!(".{k}"),
+            Step::Index(i) => format!("[{i}]"),
+        })
+        .collect();
+    match serde_path_to_error::deserialize::<_, T>(&probe) {
+        Err(e) if unknown_field(&e.inner().to_string()) == Some(name.as_str()) => {
+            Some(not_supported(&parent, name))
+        }
+        Ok(t) if parents.is_empty() && t.unclaimed().is_some_and(|u| u.contains_key(name)) => {
+            Some(not_supported(".", name))
+        }
+        _ => None,
+    }
+}
+
+fn deserialize<T: Body>(json: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // A flattened part loses the path: its own pass (`refine`) finds it again.
-        if let Some(refined) = (path == ".").then(|| T::refine(&json)).flatten() {
+        if let Some(refined) = (path == ".").then(|| T::refine(json)).flatten() {
             return refined;
         }
         if let Some(name) = unknown_field(&inner) {
@@ -96,13 +154,31 @@ pub fn parse_json<T: Body>(body: &[u8]) -> Result<T, ApiError> {
 
 /// `null` means "not given", for every member of every object: clients that serialise each optional field
 /// (generated SDKs do) send the same request as those that leave it out. Array elements are kept.
-fn strip_nulls(v: &mut serde_json::Value) {
+/// Records where each removed member was (`at` is the path so far).
+fn strip_nulls(v: &mut serde_json::Value, at: &mut Vec<Step>, removed: &mut Vec<Vec<Step>>) {
     match v {
         serde_json::Value::Object(o) => {
-            o.retain(|_, m| !m.is_null());
-            o.values_mut().for_each(strip_nulls);
+            o.retain(|k, m| {
+                if m.is_null() {
+                    let mut p = at.clone();
+                    p.push(Step::Key(k.clone()));
+                    removed.push(p);
+                }
+                !m.is_null()
+            });
+            for (k, m) in o.iter_mut() {
+                at.push(Step::Key(k.clone()));
+                strip_nulls(m, at, removed);
+                at.pop();
+            }
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        serde_json::Value::Array(a) => {
+            for (i, m) in a.iter_mut().enumerate() {
+                at.push(Step::Index(i));
+                strip_nulls(m, at, removed);
+                at.pop();
+            }
+        }
         _ => {}
     }
 }

@@ -1298,11 +1298,17 @@ impl Body for ChatCompletionRequest {
     fn refine(json: &serde_json::Value) -> Option<ApiError> {
         field_error::<SamplingFields>(json)
     }
+    fn unclaimed(&self) -> Option<&Unclaimed> {
+        Some(&self.unclaimed)
+    }
 }
 
 impl Body for CompletionRequest {
     fn refine(json: &serde_json::Value) -> Option<ApiError> {
         field_error::<SamplingFields>(json)
+    }
+    fn unclaimed(&self) -> Option<&Unclaimed> {
+        Some(&self.unclaimed)
     }
 }
 
