@@ -85,13 +85,15 @@ pub async fn run_now(batches: &Batches, name: &str) -> Result<BatchRecord, Batch
 }
 
 /// A schedule's cron tick on this node: with several nodes on one database each fires it, and only the node
-/// that takes the tick (`claim_schedule_tick`) creates the batch. The tick is the fire time rounded to the
-/// second, so nodes whose clocks agree within half a second name the same tick. None: another node took it.
+/// that takes the tick (`claim_schedule_tick`) creates the batch. The tick is the fire time cut to the second:
+/// each node fires just after the scheduled second of its own clock, so every node names that second unless its
+/// timer ran a whole second late (rounding instead named the next second for a node 0.5 s late, and a loaded CI
+/// run made two batches for one tick that way). None: another node took it.
 async fn fire_tick(batches: &Batches, name: &str) -> Option<Result<BatchRecord, BatchError>> {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let tick = (ms + 500) / 1000;
+    let tick = ms / 1000;
     match batches.store.claim_schedule_tick(name, tick).await {
         Ok(true) => Some(run(batches, name, tick).await),
         Ok(false) => None,
