@@ -994,6 +994,19 @@ fn completion_requests(
     Ok(out)
 }
 
+/// A derived model's default options under a body's own sampling fields; returns them for `with_model_window`.
+fn take_model_defaults(
+    inference: &Inference,
+    model: &str,
+    sampling: &mut SamplingFields,
+) -> std::result::Result<Option<Options>, ApiError> {
+    let base = super::options::model_defaults(inference, model)?;
+    if let Some(o) = &base {
+        *sampling = std::mem::take(sampling).under(o);
+    }
+    Ok(base)
+}
+
 /// A derived model's window (`num_ctx`) and penalty range (`repeat_last_n`), which OpenAI's bodies have no
 /// field for.
 fn with_model_window(r: Request, o: Option<&Options>) -> Request {
@@ -1050,10 +1063,7 @@ async fn batch_line(
         "/v1/chat/completions" => {
             let mut b: ChatCompletionRequest = super::extract::parse_json(body)?;
             one_choice(b.sampling.n)?;
-            let base = super::options::model_defaults(inference, &b.model)?;
-            if let Some(o) = &base {
-                b.sampling = b.sampling.under(o);
-            }
+            let base = take_model_defaults(inference, &b.model, &mut b.sampling)?;
             (
                 with_model_window(chat_request(&b, "batch")?, base.as_ref()),
                 true,
@@ -1062,10 +1072,7 @@ async fn batch_line(
         "/v1/completions" => {
             let mut b: CompletionRequest = super::extract::parse_json(body)?;
             one_choice(b.sampling.n)?;
-            let base = super::options::model_defaults(inference, &b.model)?;
-            if let Some(o) = &base {
-                b.sampling = b.sampling.under(o);
-            }
+            let base = take_model_defaults(inference, &b.model, &mut b.sampling)?;
             (
                 with_model_window(completion_request(&b, "batch")?, base.as_ref()),
                 false,
@@ -1106,10 +1113,7 @@ pub async fn chat_completions(
     body: ApiJson<ChatCompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let mut req = body.0;
-    let base = super::options::model_defaults(&state.inference, &req.model)?;
-    if let Some(o) = &base {
-        req.sampling = req.sampling.under(o);
-    }
+    let base = take_model_defaults(&state.inference, &req.model, &mut req.sampling)?;
     let n = req.sampling.n.unwrap_or(1) as usize;
     let one = with_model_window(chat_request(&req, "chat")?, base.as_ref());
     let mut jobs = start_all(&state, &who.0, copies(one, n)).await?;
@@ -1221,10 +1225,7 @@ pub async fn completions(
     body: ApiJson<CompletionRequest, OpenAi>,
 ) -> Result<HttpResponse> {
     let mut req = body.0;
-    let base = super::options::model_defaults(&state.inference, &req.model)?;
-    if let Some(o) = &base {
-        req.sampling = req.sampling.under(o);
-    }
+    let base = take_model_defaults(&state.inference, &req.model, &mut req.sampling)?;
     let n = req.sampling.n.unwrap_or(1) as usize;
     let reqs = completion_requests(&req, "completions", n)?
         .into_iter()
