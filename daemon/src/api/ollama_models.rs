@@ -236,6 +236,13 @@ pub async fn create(
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     // A replaced model's worker still renders the old template: the next request loads the new one.
     state.sched.unload(&m.name);
+    // The unload is asynchronous: wait (bounded) until the old worker is gone, so the next request loads anew.
+    for _ in 0..250 {
+        if !state.sched.loaded().iter().any(|l| l.name == m.name) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     tracing::info!(model = %m.name, from = %source.name, by = %admin.0.user_name, "model created");
     let lines = [
         json!({"status": format!("using model {}", source.name)}),
