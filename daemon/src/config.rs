@@ -46,7 +46,7 @@ pub struct Config {
 }
 
 /// What nodes sharing a database agree on.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// How long a node's claim on a batch line holds without renewal (renewed every third of it): a dead node's
@@ -63,6 +63,27 @@ pub struct ClusterConfig {
     /// A node whose last heartbeat is older than this is shown expired.
     #[serde(deserialize_with = "de_duration")]
     pub expire: Duration,
+    /// The credential nodes present to each other when one forwards a request (the same on every node). Without
+    /// it a node neither forwards nor accepts forwarded requests.
+    pub secret: Option<String>,
+    /// A PEM file of the certificate authorities that sign the other nodes' `https://` URLs, when those are not
+    /// signed by a public CA.
+    pub ca: Option<PathBuf>,
+}
+
+/// `hearth config show` prints settings with `{:?}`: the secret stays out of it.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("lease", &self.lease)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("heartbeat", &self.heartbeat)
+            .field("expire", &self.expire)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("ca", &self.ca)
+            .finish()
+    }
 }
 
 impl Default for ClusterConfig {
@@ -73,6 +94,8 @@ impl Default for ClusterConfig {
             url: None,
             heartbeat: Duration::from_secs(10),
             expire: Duration::from_secs(30),
+            secret: None,
+            ca: None,
         }
     }
 }
@@ -374,6 +397,7 @@ const ENV_OVERRIDES: &[(&str, &[&str], bool)] = &[
     ("HEARTH_METRICS_PUBLIC", &["metrics", "public"], false),
     ("HEARTH_METRICS_TOKEN", &["metrics", "token"], true),
     ("HEARTH_CLUSTER_LEASE", &["cluster", "lease"], true),
+    ("HEARTH_CLUSTER_SECRET", &["cluster", "secret"], true),
 ];
 
 impl Config {
@@ -522,6 +546,17 @@ impl Config {
         {
             return bad("cluster.url must start with http:// or https://");
         }
+        if c.secret.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("cluster.secret must be at least 16 characters");
+        }
+        if c.secret.is_some()
+            && self
+                .database_url
+                .as_deref()
+                .is_none_or(|u| !u.starts_with("postgres"))
+        {
+            return bad("cluster.secret is for nodes that share a PostgreSQL database_url");
+        }
         for (name, c) in &self.catalog {
             if !crate::models::valid_name(name.strip_suffix(":latest").unwrap_or(name)) {
                 return bad(&format!("catalog.\"{name}\": not a valid model name"));
@@ -573,6 +608,14 @@ impl Config {
                 if let Err(e) = std::fs::metadata(p) {
                     return Err(ConfigError::Invalid(format!("{what} {}: {e}", p.display())));
                 }
+            }
+        }
+        if let Some(p) = &self.cluster.ca {
+            if let Err(e) = std::fs::metadata(p) {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.ca {}: {e}",
+                    p.display()
+                )));
             }
         }
         Ok(())
@@ -794,7 +837,13 @@ mod tests {
         assert!(!c.power.sampling);
         assert_eq!(c.power.interval, Duration::from_millis(250));
         assert_eq!(c.power.cpu_watts_estimate, Some(45.5));
-        assert!(!format!("{c:?}").contains("secret"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef-secret"));
+        let clustered = Config::parse(
+            "database_url = \"postgres://h@db/h\"\n[cluster]\nsecret = \"a-cluster-secret-value\"\n",
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert!(!format!("{clustered:?}").contains("a-cluster-secret-value"));
         let p = Path::new("h.toml");
         for (text, why) in [
             ("[power]\ninterval = \"2s\"\n", "power.interval"),
@@ -803,6 +852,14 @@ mod tests {
                 "power.cpu_watts_estimate",
             ),
             ("[metrics]\ntoken = \"short\"\n", "metrics.token"),
+            (
+                "database_url = \"postgres://h@db/h\"\n[cluster]\nsecret = \"short\"\n",
+                "cluster.secret must be at least 16",
+            ),
+            (
+                "[cluster]\nsecret = \"long-enough-but-no-postgres\"\n",
+                "cluster.secret is for nodes that share a PostgreSQL",
+            ),
         ] {
             let e = Config::parse(text, p).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");

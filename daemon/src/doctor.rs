@@ -158,6 +158,105 @@ pub fn run(cfg: &Config, state_dir: &Path, models: &ModelStore) -> Report {
     }
 }
 
+/// The cluster lines (nodes sharing a PostgreSQL database): this node's clock against the database server's,
+/// whether this node is registered with a URL others can reach, and, from here, whether every live node answers
+/// at its advertised URL and accepts this node's `cluster.secret` (a signed `GET /health`).
+pub async fn cluster_checks(cfg: &Config, me: &str, store: &crate::store::Store) -> Vec<Check> {
+    use crate::cluster::{credential, forward};
+    let mut out = Vec::new();
+    let Ok(Some(db)) = store.database_clock().await else {
+        return out;
+    };
+    let now = crate::store::now();
+    let skew = now - db;
+    let allowed = (cfg.cluster.lease.as_secs() / 3).max(1) as i64;
+    out.push(check(
+        "cluster clock",
+        if skew.abs() <= allowed {
+            Ok(format!("{skew:+} s from PostgreSQL's clock"))
+        } else {
+            Err(format!(
+                "{skew:+} s from PostgreSQL's clock (more than a third of cluster.lease, {allowed} s): batch leases \
+                 and cron ticks misbehave; keep the clocks in step (NTP)"
+            ))
+        },
+    ));
+    let nodes = match store.nodes().await {
+        Ok(n) => n,
+        Err(e) => {
+            out.push(check("cluster registry", Err(e.to_string())));
+            return out;
+        }
+    };
+    out.push(check(
+        "cluster registration",
+        match nodes.iter().find(|n| n.name == me) {
+            None => Err(format!(
+                "no node '{me}' in the registry: this node's hearth serve is not running (or uses another cluster.name)"
+            )),
+            Some(n) if n.url.is_none() => Err(format!(
+                "node '{me}' has no advertised URL (it listens on every address): set cluster.url, or other nodes \
+                 cannot forward requests to it"
+            )),
+            Some(n) => Ok(format!(
+                "node '{me}' at {}; routing {}",
+                n.url.as_deref().unwrap_or_default(),
+                if cfg.cluster.secret.is_some() { "on (cluster.secret set)" } else { "off (no cluster.secret)" }
+            )),
+        },
+    ));
+    let client = match forward::Client::new(cfg.cluster.ca.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(check("cluster TLS", Err(e.to_string())));
+            return out;
+        }
+    };
+    let credential = cfg
+        .cluster
+        .secret
+        .as_deref()
+        .map(credential::Credential::new);
+    let expire = cfg.cluster.expire.as_secs() as i64;
+    for n in nodes.iter().filter(|n| now - n.last_seen <= expire) {
+        let Some(url) = n.url.as_deref() else {
+            continue;
+        };
+        let url = url.trim_end_matches('/');
+        let mut headers = Vec::new();
+        if let Some(c) = &credential {
+            headers.push((
+                credential::HEADER.to_owned(),
+                c.sign(me, now, "GET", "/health"),
+            ));
+        }
+        let t = std::time::Instant::now();
+        let sent = client
+            .send(forward::Outgoing {
+                node: n.name.clone(),
+                method: "GET".into(),
+                url: format!("{url}/health"),
+                headers,
+                body: Vec::new(),
+            })
+            .await;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let result = match sent {
+            Ok(r) if r.status == 200 => Ok(format!(
+                "{url} answers ({ms:.0} ms){}",
+                if credential.is_some() { " and accepts this node's cluster.secret" } else { "" }
+            )),
+            Ok(r) if r.status == 403 => Err(format!(
+                "{url} answers but refuses this node's cluster.secret: it must be the same on every node"
+            )),
+            Ok(r) => Err(format!("{url} answers {} to GET /health", r.status)),
+            Err(e) => Err(format!("{url} cannot be reached from here: {e}")),
+        };
+        out.push(check(&format!("cluster node {}", n.name), result));
+    }
+    out
+}
+
 fn gib(b: u64) -> String {
     format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
 }

@@ -1,6 +1,8 @@
 //! Scheduled maintenance (tokio-cron-scheduler): the daily roll-up of the request ledger into per-day totals and
 //! the pruning of raw rows older than `usage.retain_raw`. Registered at start, also run once then; listed by
-//! `GET /admin/jobs`; safe to run twice (the roll-up is recomputed from the raw rows, the prune is a range delete).
+//! `GET /admin/jobs`; safe to run twice (the roll-up is recomputed from the raw rows, the prune is a range delete),
+//! but on several nodes sharing a database it runs once: each run is claimed in the database (`job_runs`), and
+//! a node whose timer fires within `CLAIM_GAP` of another node's run skips it.
 
 use crate::store::{Store, StoreError};
 use jiff::tz::TimeZone;
@@ -12,6 +14,9 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 /// Daily at 03:15 UTC (quiet hours in most of Europe; the work itself is one short transaction).
 pub const ROLLUP_SCHEDULE: &str = "0 15 3 * * *";
+
+/// Runs of the roll-up closer together than this are the same run, taken by the first node.
+const CLAIM_GAP: i64 = 3600;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobInfo {
@@ -76,6 +81,7 @@ impl Housekeeping {
         store: Store,
         tz: TimeZone,
         retain: Duration,
+        node: String,
     ) -> Result<Housekeeping, String> {
         let info = Arc::new(Mutex::new(JobInfo {
             name: "usage-rollup",
@@ -87,9 +93,33 @@ impl Housekeeping {
         let run = {
             let info = info.clone();
             move || {
-                let (store, tz, info) = (store.clone(), tz.clone(), info.clone());
+                let (store, tz, info, node) =
+                    (store.clone(), tz.clone(), info.clone(), node.clone());
                 async move {
-                    let result = rollup_and_prune(&store, &tz, retain, Timestamp::now()).await;
+                    let now = Timestamp::now();
+                    match store
+                        .claim_job_run("usage-rollup", &node, now.as_second(), CLAIM_GAP)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let by = store.last_job_run("usage-rollup").await.ok().flatten();
+                            let text = match by {
+                                Some((n, at)) => format!("skipped: node {n} ran it at {at}"),
+                                None => "skipped: another node ran it".to_owned(),
+                            };
+                            tracing::debug!(job = "usage-rollup", result = %text, "job skipped");
+                            if let Ok(mut i) = info.lock() {
+                                i.last_run = Some(now.as_second());
+                                i.last_result = Some(text);
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claiming the roll-up failed; running it here")
+                        }
+                    }
+                    let result = rollup_and_prune(&store, &tz, retain, now).await;
                     let text = match &result {
                         Ok(outcome) => format!("ok: {outcome}"),
                         Err(e) => format!("error: {e}"),

@@ -248,7 +248,16 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Usage { command } => cli::usage::usage(&db_url(), &cfg, command),
         Command::Doctor { json } => {
-            let r = hearth::doctor::run(&cfg, &state, &store);
+            let mut r = hearth::doctor::run(&cfg, &state, &store);
+            if db_url().starts_with("postgres") {
+                let me = cfg
+                    .cluster
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| hearth::server::node_name(&state));
+                r.checks
+                    .extend(cli::node::doctor_checks(&db_url(), &cfg, &me)?);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -150,7 +150,7 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         }
     }
     let housekeeping = Arc::new(
-        Housekeeping::start(store.clone(), tz, cfg.usage.retain_raw)
+        Housekeeping::start(store.clone(), tz, cfg.usage.retain_raw, node.clone())
             .await
             .map_err(|e| anyhow::anyhow!("starting scheduled jobs: {e}"))?,
     );
@@ -173,13 +173,17 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         lease: cfg.cluster.lease,
     });
     batch_api::cron::start(batches.clone());
-    crate::cluster::start(
-        store.clone(),
-        sched.clone(),
-        node.clone(),
-        cfg.cluster.url.clone(),
-        cfg.cluster.heartbeat,
-    );
+    let router = match &cfg.cluster.secret {
+        None => None,
+        Some(secret) => Some(crate::cluster::Router::new(
+            node.clone(),
+            cfg.cluster.expire,
+            crate::cluster::credential::Credential::new(secret),
+            crate::cluster::forward::Client::new(cfg.cluster.ca.as_deref())?,
+            store.clone(),
+            sched.clone(),
+        )),
+    };
     let state = web::Data::new(AppState {
         config: cfg,
         state_dir,
@@ -193,12 +197,14 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
         pulls: Arc::default(),
         metrics,
         batches,
-        node,
+        node: node.clone(),
+        router,
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .wrap(actix_web::middleware::from_fn(api::forward::route))
             .wrap(actix_web::middleware::from_fn(log_request))
             .wrap(security_headers())
             .configure(api::configure)
@@ -217,6 +223,33 @@ async fn serve(cfg: Config, state_dir: PathBuf, bind: Option<SocketAddr>) -> Res
     } else {
         "http"
     };
+    // Other nodes reach this one at `cluster.url`, else at the address it listens on when that names one host.
+    let advertised = state.config.cluster.url.clone().or_else(|| {
+        let a = server.addrs().into_iter().next()?;
+        (!a.ip().is_unspecified()).then(|| format!("{scheme}://{a}"))
+    });
+    if state.router.is_some() && advertised.is_none() {
+        tracing::warn!(
+            "cluster.secret is set but this node listens on every address and has no cluster.url: \
+            other nodes cannot forward requests to it"
+        );
+    }
+    let c = &state.config.cluster;
+    let membership = crate::cluster::Membership {
+        name: node,
+        host: node_name(&state.state_dir),
+        url: advertised,
+        heartbeat: c.heartbeat,
+        expire: c.expire,
+        lease: c.lease,
+    };
+    crate::cluster::join(
+        store.clone(),
+        sched.clone(),
+        state.metrics.clone(),
+        membership,
+    )
+    .await?;
     for a in server.addrs() {
         tracing::info!(url = %format!("{scheme}://{a}"), "listening");
         // One line on stdout so scripts (and `make run`) can find the address, even with port 0.

@@ -569,35 +569,6 @@ fn three_kill_9s_during_streams_and_a_batch_lose_nothing() {
     );
 }
 
-/// Runs one query on a PostgreSQL database and returns its rows as (text, count) pairs.
-fn pg_counts(url: &str, sql: &str) -> Vec<(String, i64)> {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            use sqlx::{Connection, Row};
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query(&sql)
-                .fetch_all(&mut c)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<Option<String>, _>(0).unwrap_or_default(),
-                        r.get::<i64, _>(1),
-                    )
-                })
-                .collect()
-        })
-    })
-    .join()
-    .unwrap()
-}
-
 /// Two nodes on one PostgreSQL database share a batch: lines are claimed in the database, so each runs once
 /// (one `ok` ledger row per line), both nodes take part, and one writes the output. Then the node holding lines is
 /// killed mid-batch: its leases run out (3 s here) and the other node finishes them — each custom_id still once.

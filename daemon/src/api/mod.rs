@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod embeddings;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod logprobs;
 pub mod metrics;
 pub mod ollama;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub batches: Batches,
     /// This serving process's node name (the cluster's registry, ledger rows, batch claims).
     pub node: String,
+    /// Routing between nodes, with `cluster.secret` (`forward`).
+    pub router: Option<Arc<crate::cluster::Router>>,
 }
 
 /// A route for GET that answers HEAD too (actix sends a HEAD response's headers without its body).

@@ -65,3 +65,17 @@ pub fn node(db_url: &str, cfg: &hearth::config::Config, me: &str, cmd: NodeComma
         Ok(())
     })
 }
+
+/// `hearth doctor`'s cluster lines (`doctor::cluster_checks`).
+pub fn doctor_checks(
+    db_url: &str,
+    cfg: &hearth::config::Config,
+    me: &str,
+) -> Result<Vec<hearth::doctor::Check>> {
+    runtime()?.block_on(async {
+        let store = Store::connect(db_url)
+            .await
+            .context("opening the database")?;
+        Ok(hearth::doctor::cluster_checks(cfg, me, &store).await)
+    })
+}

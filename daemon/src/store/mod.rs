@@ -5,6 +5,7 @@
 mod accounts;
 mod batches;
 mod energy;
+mod job_runs;
 mod ledger;
 mod limits;
 mod nodes;
@@ -47,9 +48,43 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error(
+        "the database is at schema version {database}, and this hearth ({version}) knows versions up to {known}: \
+         another node runs a newer hearth; upgrade this node to the same version before it joins"
+    )]
+    NewerSchema {
+        database: i64,
+        known: i64,
+        version: &'static str,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A database migrated by a newer hearth (another node upgraded first) is refused with the fix, before sqlx's
+/// own "previously applied but missing" error.
+async fn refuse_newer_schema(
+    pool: &sqlx::AnyPool,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<()> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    // No table yet: a new database.
+    let Ok(row) = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+    else {
+        return Ok(());
+    };
+    let database: Option<i64> = sqlx::Row::try_get(&row, "v").unwrap_or(None);
+    match database {
+        Some(database) if database > known => Err(StoreError::NewerSchema {
+            database,
+            known,
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -135,6 +170,11 @@ impl Store {
             })
             .connect_with(opts)
             .await?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        refuse_newer_schema(&pool, migrator).await?;
         let fast = match backend {
             Backend::Sqlite => {
                 SQLITE_MIGRATIONS.run(&pool).await?;
@@ -156,6 +196,26 @@ impl Store {
             backend,
             fast,
         })
+    }
+
+    /// The database server's clock (unix seconds), where it has one of its own (PostgreSQL).
+    pub async fn database_clock(&self) -> Result<Option<i64>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) AS t")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(Some(sqlx::Row::try_get(&row, "t")?))
+    }
+
+    /// The newest schema version this binary knows.
+    pub fn known_schema(&self) -> i64 {
+        let m = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        m.iter().map(|m| m.version).max().unwrap_or(0)
     }
 
     pub fn backend(&self) -> Backend {

@@ -315,12 +315,22 @@ impl Store {
     /// concurrency. Rows without a node (admitted before nodes were recorded) are settled too. Run at start-up,
     /// before this node admits anything. Returns how many rows were settled.
     pub async fn settle_interrupted(&self, node: &str, now: i64) -> Result<u64> {
-        let rows = sqlx::query(
-            "SELECT id, started_at FROM requests WHERE status = 'running' AND (node = $1 OR node IS NULL)",
-        )
-        .bind(node)
-        .fetch_all(self.pool())
-        .await?;
+        self.settle_running(node, true, now).await
+    }
+
+    /// `settle_interrupted` for another node that stopped without coming back (its heartbeat long expired): its
+    /// rows only. Safe on every node at once: a row is settled once.
+    pub async fn settle_dead_node(&self, node: &str, now: i64) -> Result<u64> {
+        self.settle_running(node, false, now).await
+    }
+
+    async fn settle_running(&self, node: &str, unnamed_too: bool, now: i64) -> Result<u64> {
+        let sql = if unnamed_too {
+            "SELECT id, started_at FROM requests WHERE status = 'running' AND (node = $1 OR node IS NULL)"
+        } else {
+            "SELECT id, started_at FROM requests WHERE status = 'running' AND node = $1"
+        };
+        let rows = sqlx::query(sql).bind(node).fetch_all(self.pool()).await?;
         let mut settled = 0;
         for r in rows {
             let id: String = r.try_get("id")?;

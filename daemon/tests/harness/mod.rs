@@ -473,6 +473,53 @@ fn pg_admin(sql: String) {
     .unwrap();
 }
 
+/// Runs one query on a PostgreSQL database and returns its rows as (text, count) pairs.
+pub fn pg_counts(url: &str, sql: &str) -> Vec<(String, i64)> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::{Connection, Row};
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&sql)
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<Option<String>, _>(0).unwrap_or_default(),
+                        r.get::<i64, _>(1),
+                    )
+                })
+                .collect()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Runs one statement on a PostgreSQL database.
+pub fn pg_exec(url: &str, sql: &str) {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 impl PgDatabase {
     pub fn create() -> PgDatabase {
         let name = format!(
