@@ -8,6 +8,7 @@ import { JobsPage } from "./pages/Jobs";
 import { KeysPage } from "./pages/Keys";
 import { ChangePassword, Login } from "./pages/Login";
 import { ModelsPage } from "./pages/Models";
+import { NodesPage } from "./pages/Nodes";
 import { OverviewPage } from "./pages/Overview";
 import { PlaygroundPage } from "./pages/Playground";
 import { MyUsagePage, UsagePage } from "./pages/Usage";
@@ -22,6 +23,7 @@ const ROUTES: Route[] = [
   { path: "keys", label: "API keys", admin: true, member: true },
   { path: "models", label: "Models", admin: true, member: false },
   { path: "devices", label: "Devices", admin: true, member: false },
+  { path: "nodes", label: "Nodes", admin: true, member: false },
   { path: "jobs", label: "Jobs", admin: true, member: false },
   { path: "playground", label: "Playground", admin: true, member: true },
   { path: "password", label: "Password", admin: true, member: true },
@@ -88,6 +90,9 @@ function App() {
         break;
       case "devices":
         page = <DevicesPage />;
+        break;
+      case "nodes":
+        page = <NodesPage />;
         break;
       case "jobs":
         page = <JobsPage />;

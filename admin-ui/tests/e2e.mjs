@@ -205,6 +205,14 @@ try {
   await page.getByRole("link", { name: "Devices" }).click();
   await page.getByRole("heading", { name: "CPU" }).waitFor();
   await shot(page, "08-devices");
+  // Nodes: this one node (SQLite), alive, with the model loaded above and the imported ones.
+  await page.getByRole("link", { name: "Nodes" }).click();
+  const me = page.locator("tr[data-node]");
+  await me.locator(".badge.loaded", { hasText: "alive" }).waitFor();
+  await me.locator('[data-loaded="smollm2-copy"]').waitFor({ timeout: 30000 });
+  assert.equal(await me.count(), 1);
+  assert.match(await me.locator("td").nth(4).textContent(), /smollm2-pulled/);
+  await shot(page, "08b-nodes");
   await page.getByRole("link", { name: "Jobs" }).click();
   await page.getByRole("heading", { name: "Batches" }).waitFor();
   await shot(page, "09-jobs");
