@@ -569,38 +569,52 @@ fn three_kill_9s_during_streams_and_a_batch_lose_nothing() {
     );
 }
 
-/// Two nodes on one PostgreSQL database share a batch: lines are claimed in the database, so each runs once
-/// (one `ok` ledger row per line), both nodes take part, and one writes the output. Then the node holding lines is
-/// killed mid-batch: its leases run out (3 s here) and the other node finishes them — each custom_id still once.
+/// Three nodes on one PostgreSQL database share a batch of 60 lines: lines are claimed in the database, so each
+/// runs once (one `ok` ledger row per line), every node takes part, and one writes the output. Then the node
+/// holding the most lines is killed mid-batch: its leases run out (3 s here) and the others finish them — each
+/// custom_id still once.
 #[test]
-fn two_nodes_on_one_database_run_each_line_once() {
+fn three_nodes_on_one_database_run_each_line_once() {
     let pg = PgDatabase::create();
     let config = format!(
         "database_url = \"{}\"\n[cluster]\nlease = \"3s\"\nheartbeat = \"1s\"\nexpire = \"3s\"\n{BASE_CONFIG}",
         pg.url
     );
-    let a = Daemon::start_with(&config, &[]);
-    let mut b = Daemon::start_with(&config, &[]);
-    let key = a.member_key("cy", None);
-    let batch = |n: usize, tag: &str| {
+    let mut nodes: Vec<Daemon> = (0..3).map(|_| Daemon::start_with(&config, &[])).collect();
+    let key = nodes[0].member_key("cy", None);
+    let names: Vec<String> = nodes
+        .iter()
+        .map(|d| {
+            let v = d.get("/admin/nodes", Some(&d.admin_key)).json();
+            let me = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["this"] == true)
+                .unwrap()
+                .clone();
+            me["name"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let batch = |via: &Daemon, n: usize, tag: &str| {
         let lines: Vec<String> = (0..n)
             .map(|i| {
                 line(
                     &format!("{tag}-{i}"),
                     "/v1/chat/completions",
                     &format!("Say the number {i} in words."),
-                    16,
+                    8,
                 )
             })
             .collect();
-        let f = upload(&a, &key, "batch", lines.join("\n").as_bytes());
+        let f = upload(via, &key, "batch", lines.join("\n").as_bytes());
         assert_eq!(f.status, 200, "{}", f.text());
-        let r = create(&a, &key, f.json()["id"].as_str().unwrap());
+        let r = create(via, &key, f.json()["id"].as_str().unwrap());
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["id"].as_str().unwrap().to_owned()
     };
-    let ids_once = |bt: &Value, tag: &str, n: usize| {
-        let mut ids: Vec<String> = jsonl(&a, &key, &bt["output_file_id"])
+    let ids_once = |via: &Daemon, bt: &Value, tag: &str, n: usize| {
+        let mut ids: Vec<String> = jsonl(via, &key, &bt["output_file_id"])
             .iter()
             .map(|o| o["custom_id"].as_str().unwrap().to_owned())
             .collect();
@@ -616,35 +630,41 @@ fn two_nodes_on_one_database_run_each_line_once() {
         )
     };
 
-    let id = batch(24, "one");
-    let bt = wait_batch(&a, &key, &id, ended);
+    let t = Instant::now();
+    let id = batch(&nodes[0], 60, "one");
+    let bt = wait_batch(&nodes[0], &key, &id, ended);
     assert_eq!(bt["status"], "completed", "{bt}");
     assert_eq!(
         bt["request_counts"],
-        json!({"total": 24, "completed": 24, "failed": 0})
+        json!({"total": 60, "completed": 60, "failed": 0})
     );
-    ids_once(&bt, "one", 24);
+    ids_once(&nodes[0], &bt, "one", 60);
     let by_node = ok_rows();
+    eprintln!(
+        "60 lines on 3 nodes in {:.1} s: {by_node:?}",
+        t.elapsed().as_secs_f64()
+    );
     let total: i64 = by_node.iter().map(|r| r.1).sum();
-    assert_eq!(total, 24, "each line ran once: {by_node:?}");
-    assert_eq!(by_node.len(), 2, "both nodes took part: {by_node:?}");
-    // The registry: both nodes alive, with the model they served; the CLI reads the same.
+    assert_eq!(total, 60, "each line ran once: {by_node:?}");
+    assert_eq!(by_node.len(), 3, "every node took part: {by_node:?}");
+    // The registry: every node alive, with the model it served; the CLI reads the same.
     std::thread::sleep(Duration::from_millis(1200));
-    let nodes = a.get("/admin/nodes", Some(&a.admin_key)).json();
-    let list = nodes.as_array().unwrap();
-    assert_eq!(list.len(), 2, "{nodes}");
+    let a = &nodes[0];
+    let registry = a.get("/admin/nodes", Some(&a.admin_key)).json();
+    let list = registry.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{registry}");
     assert!(
         list.iter()
             .all(|n| n["state"] == "alive" && n["models"][0]["name"] == "smollm2"),
-        "{nodes}"
+        "{registry}"
     );
     assert_eq!(
         list.iter().filter(|n| n["this"] == true).count(),
         1,
-        "{nodes}"
+        "{registry}"
     );
     let cli: Value = serde_json::from_str(&ok_stdout(&a.cli(&["node", "list", "--json"]))).unwrap();
-    assert_eq!(cli.as_array().unwrap().len(), 2, "{cli}");
+    assert_eq!(cli.as_array().unwrap().len(), 3, "{cli}");
     let outputs = pg_counts(
         &pg.url,
         "SELECT purpose, COUNT(*) FROM files GROUP BY purpose",
@@ -654,59 +674,73 @@ fn two_nodes_on_one_database_run_each_line_once() {
         "one output file: {outputs:?}"
     );
 
-    // Kill the node while it holds lines: the other takes them over when the leases end.
-    let id = batch(16, "two");
+    // Kill the node holding the most lines mid-batch: the others take them over when the leases end.
+    let id = batch(&nodes[0], 30, "two");
     let t = Instant::now();
-    loop {
+    let holders = loop {
         let holders = pg_counts(
             &pg.url,
             "SELECT claimed_by, COUNT(*) FROM batch_lines WHERE status = 'pending' AND claimed_by IS NOT NULL \
              AND lease_until IS NOT NULL GROUP BY claimed_by",
         );
-        if holders.len() == 2 {
-            break;
+        if holders.len() >= 2 {
+            break holders;
         }
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "both nodes never held lines: {holders:?}"
+            "the nodes never held lines together: {holders:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-    b.signal("KILL");
-    assert!(b.wait_exit(Duration::from_secs(10)).is_some());
-    let bt = wait_batch(&a, &key, &id, ended);
+    };
+    let most = holders.iter().max_by_key(|h| h.1).unwrap().0.clone();
+    let victim = names.iter().position(|n| *n == most).unwrap();
+    nodes[victim].signal("KILL");
+    assert!(nodes[victim].wait_exit(Duration::from_secs(10)).is_some());
+    let survivor = &nodes[(victim + 1) % 3];
+    let bt = wait_batch(survivor, &key, &id, ended);
     assert_eq!(bt["status"], "completed", "{bt}");
     assert_eq!(
         bt["request_counts"],
-        json!({"total": 16, "completed": 16, "failed": 0})
+        json!({"total": 30, "completed": 30, "failed": 0})
     );
-    ids_once(&bt, "two", 16);
+    ids_once(survivor, &bt, "two", 30);
     let total: i64 = ok_rows().iter().map(|r| r.1).sum();
     assert_eq!(
         total,
-        24 + 16,
-        "each line of both batches ran to completion once"
+        60 + 30,
+        "each line of both batches ran to completion once: {holders:?}"
     );
     // The killed node's heartbeat stopped: it shows expired (after 3 s), the answering node alive.
     let t = Instant::now();
     loop {
-        let nodes = a.get("/admin/nodes", Some(&a.admin_key)).json();
-        let states: Vec<(bool, String)> = nodes
+        let registry = survivor
+            .get("/admin/nodes", Some(&survivor.admin_key))
+            .json();
+        let states: Vec<(String, String)> = registry
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| (n["this"] == true, n["state"].as_str().unwrap().to_owned()))
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap().to_owned(),
+                    n["state"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
-        if states.contains(&(false, "expired".into())) {
-            assert!(states.contains(&(true, "alive".into())), "{nodes}");
+        if states.contains(&(most.clone(), "expired".into())) {
+            assert_eq!(
+                states.iter().filter(|s| s.1 == "alive").count(),
+                2,
+                "{registry}"
+            );
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "{nodes}");
+        assert!(t.elapsed() < Duration::from_secs(15), "{registry}");
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
-/// A schedule that fires every 2 s on two nodes of one database creates one batch per tick: each node's cron fires,
+/// A schedule that fires every 2 s on three nodes of one database creates one batch per tick: each node's cron fires,
 /// and only the node that takes the tick in the database creates the batch.
 #[test]
 fn a_schedule_fires_once_per_tick_across_nodes() {
@@ -727,11 +761,12 @@ fn a_schedule_fires_once_per_tick_across_nodes() {
         "--input",
         input.to_str().unwrap(),
     ]));
-    // Nodes load schedules as they start (and every 30 s): restart the first, start the second; count only the
-    // ticks both nodes saw.
+    // Nodes load schedules as they start (and every 30 s): restart the first, start two more; count only the
+    // ticks all three saw.
     let mut a = a;
     a.restart();
     let b = Daemon::start_with(&config, &[]);
+    let c = Daemon::start_with(&config, &[]);
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -745,11 +780,14 @@ fn a_schedule_fires_once_per_tick_across_nodes() {
              WHERE schedule = 'ticker' AND created_at >= {since} GROUP BY created_at"
         ),
     );
-    assert!(ticks.len() >= 3, "ticks while both nodes ran: {ticks:?}");
+    assert!(
+        ticks.len() >= 3,
+        "ticks while the three nodes ran: {ticks:?}"
+    );
     assert!(
         ticks.iter().all(|t| t.1 == 1),
         "one batch per tick: {ticks:?}"
     );
-    // Without the tick claim each tick made two batches here (one per node); which node takes a tick is a race.
-    drop(b);
+    // Without the tick claim each tick made a batch per node; which node takes a tick is a race.
+    drop((b, c));
 }

@@ -459,3 +459,112 @@ fn a_name_held_by_a_live_node_or_a_newer_schema_is_refused_with_the_fix() {
     assert!(err.contains("schema version 9999"), "{err}");
     assert!(err.contains("upgrade this node"), "{err}");
 }
+
+/// Writes a CA and a certificate it signs for 127.0.0.1 (openssl): (ca.pem, node.pem, node.key).
+fn ca_and_node_cert(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=hearth test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "node.key",
+        "-out",
+        "node.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "node.pem",
+    ]);
+    (p("ca.pem"), p("node.pem"), p("node.key"))
+}
+
+#[test]
+fn forwarding_over_tls_trusts_the_configured_ca() {
+    let pg = PgDatabase::create();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key_file) = ca_and_node_cert(certs.path());
+    let tls_node = format!(
+        "{}[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        config(&pg, SECRET),
+        cert.display(),
+        key_file.display()
+    );
+    let trusting = config(&pg, SECRET).replace(
+        &format!("secret = \"{SECRET}\"\n"),
+        &format!("secret = \"{SECRET}\"\nca = \"{}\"\n", ca.display()),
+    );
+    let a = Daemon::start_with(&trusting, &[]);
+    let b = Daemon::start_with(&tls_node, &[]);
+    import_only_here(&b, "only-b");
+    let list = nodes_when(&a, |l| {
+        l.iter()
+            .any(|n| n["this"] == false && has_model(n, "only-b"))
+    });
+    let b_node = list.iter().find(|n| n["this"] == false).unwrap();
+    assert!(
+        b_node["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://127.0.0.1:"),
+        "{b_node}"
+    );
+    let key = a.member_key("cy", None);
+    let mut body = chat("Hi", json!({"max_tokens": 3, "stream": true}));
+    body["model"] = json!("only-b");
+    let r = a.post("/v1/chat/completions", Some(&key), &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-hearth-node"), b_node["name"].as_str());
+    assert_eq!(r.sse().last().map(String::as_str), Some("[DONE]"));
+}

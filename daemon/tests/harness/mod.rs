@@ -118,7 +118,12 @@ fn spawn_serve(state: &Path, cfg: &Path, env: &[(String, String)]) -> (Child, St
             let log = std::fs::read_to_string(state.join("daemon.log")).unwrap_or_default();
             panic!("hearth serve exited before listening:\n{log}");
         }
-        if let Some(url) = line.trim().strip_prefix("hearth: listening on http://") {
+        // With [tls] the line says https; the address is what the tests need either way.
+        let l = line.trim();
+        if let Some(url) = l
+            .strip_prefix("hearth: listening on http://")
+            .or_else(|| l.strip_prefix("hearth: listening on https://"))
+        {
             return (child, url.to_owned());
         }
     }
