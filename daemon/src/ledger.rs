@@ -49,15 +49,18 @@ impl Ledger {
                     energy_joules: e.energy.map(|s| s.joules),
                     energy_source: e.energy.map(|s| s.source.as_str()),
                 };
-                // Retry briefly: SQLite may be busy with the CLI; a reconciliation is worth a short wait.
+                // Retry briefly: SQLite may be busy with the CLI; a reconciliation is worth a short wait — and
+                // up to a minute while the database cannot be reached (PostgreSQL restarting), or the row would
+                // stay `running` and hold its reservation.
                 let mut tries = 0;
                 while let Err(e) = store.reconcile(&c).await {
                     tries += 1;
-                    if tries >= 5 {
+                    let limit = if e.is_unavailable() { 60 } else { 5 };
+                    if tries >= limit {
                         tracing::error!(error = %e, request = %d.request_id, "could not record request usage");
                         break;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * tries.min(10))).await;
                 }
             }
         });

@@ -327,6 +327,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => ApiError::Conflict(format!("{m} already exists")),
             StoreError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the database cannot be reached");
+                ApiError::Unavailable(format!("the database cannot be reached right now: {e}"))
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }
@@ -429,5 +433,22 @@ impl From<BatchError> for ApiError {
             BatchError::Quota(q) => q.into(),
             BatchError::Auth(a) => a.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database that cannot be reached (PostgreSQL restarting) is a transient 503 with Retry-After; any other
+    /// database failure stays a 500.
+    #[test]
+    fn an_unreachable_database_is_a_503() {
+        let e: ApiError = StoreError::Db(sqlx::Error::PoolTimedOut).into();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let r = OpenAi::render(&e);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let e: ApiError = StoreError::Db(sqlx::Error::RowNotFound).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

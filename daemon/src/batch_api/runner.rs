@@ -224,16 +224,25 @@ async fn run_line(runner: &Runner, b: &BatchRecord, line: PendingLine) -> Outcom
         return Outcome::Retry(Duration::from_secs(1));
     }
     let result = super::response_line(&line.custom_id, status, &body);
-    match runner
-        .batches
-        .store
-        .finish_line(&b.id, line.line_no, status == 200, &result)
-        .await
-    {
-        Ok(_) => Outcome::Stored,
-        Err(e) => {
-            tracing::error!(batch = %b.id, line = line.line_no, error = %e, "could not store a batch line's result");
-            Outcome::Retry(Duration::from_secs(1))
+    // The line ran and was charged: storing its result is retried while the database cannot be reached
+    // (PostgreSQL restarting) rather than running it again.
+    let mut tries = 0;
+    loop {
+        match runner
+            .batches
+            .store
+            .finish_line(&b.id, line.line_no, status == 200, &result)
+            .await
+        {
+            Ok(_) => return Outcome::Stored,
+            Err(e) if e.is_unavailable() && tries < 60 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::error!(batch = %b.id, line = line.line_no, error = %e, "could not store a batch line's result");
+                return Outcome::Retry(Duration::from_secs(1));
+            }
         }
     }
 }

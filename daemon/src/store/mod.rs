@@ -61,6 +61,30 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// The database cannot be reached right now (PostgreSQL restarting, a dropped connection, a full pool): worth
+    /// retrying, and a 503 rather than a 500 for a client.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutting down, starting
+            // up, terminated by an administrator).
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            _ => false,
+        }
+    }
+}
+
 /// A database migrated by a newer hearth (another node upgraded first) is refused with the fix, before sqlx's
 /// own "previously applied but missing" error.
 async fn refuse_newer_schema(

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 #![allow(dead_code)]
 
+pub mod batches;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
