@@ -64,7 +64,8 @@ check:
 	cargo clippy --all-targets -- -D warnings
 	cargo test --workspace --lib
 
-## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it), and root
+## make test: everything CI runs. Needs PostgreSQL on 127.0.0.1:5432 (the store tests fail without it; one test
+## restarts it with pg_ctlcluster, in a test binary of its own), and root
 ## for the package tests (debootstrap, chroot).
 test: models clients tools lint
 	HEARTH_REQUIRE_UI=1 scripts/build-ui

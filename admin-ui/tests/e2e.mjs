@@ -212,6 +212,7 @@ try {
   await me.locator('[data-loaded="smollm2-copy"]').waitFor({ timeout: 30000 });
   assert.equal(await me.count(), 1);
   assert.match(await me.locator("td").nth(4).textContent(), /smollm2-pulled/);
+  assert.match(await me.locator("td").nth(5).textContent(), /cpu: .+ of .+/);
   await shot(page, "08b-nodes");
   await page.getByRole("link", { name: "Jobs" }).click();
   await page.getByRole("heading", { name: "Batches" }).waitFor();

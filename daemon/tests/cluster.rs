@@ -94,6 +94,13 @@ fn a_request_for_a_model_on_another_node_is_served_there_once() {
             .any(|n| n["name"] == b_name.as_str() && has_model(n, "only-b"))
     });
     let key = a.member_key("ann", None);
+    // Each node reports its devices with their free memory.
+    let registry = nodes_when(&a, |l| l.iter().all(|n| n["devices"].is_array()));
+    for n in &registry {
+        let cpu = &n["devices"][0];
+        assert_eq!(cpu["id"], "cpu", "{n}");
+        assert!(cpu["memory_free_bytes"].as_u64().unwrap() > 0, "{n}");
+    }
     // `hearth doctor` on A: the clock agrees with PostgreSQL's, A is registered with its URL, and B answers at its
     // URL and accepts A's secret.
     let checks = doctor_checks(&a);

@@ -1,4 +1,4 @@
-import { when } from "../format";
+import { bytes, when } from "../format";
 import { Page, Problem, useData } from "../ui";
 
 interface LoadedModel {
@@ -18,6 +18,7 @@ interface Node {
   this: boolean;
   models: LoadedModel[] | null;
   installed: string[] | null;
+  devices: Array<{ id: string; name: string; memory_total_bytes: number; memory_free_bytes: number }> | null;
 }
 
 /** The cluster's registry (GET /admin/nodes), refreshed every few seconds: one node on SQLite, every node sharing
@@ -37,6 +38,7 @@ export function NodesPage() {
                 <th>last seen</th>
                 <th>loaded models (running / waiting)</th>
                 <th>imported models</th>
+                <th>devices (free memory)</th>
                 <th>version</th>
                 <th>started</th>
               </tr>
@@ -64,6 +66,13 @@ export function NodesPage() {
                       : "none"}
                   </td>
                   <td>{n.installed?.join(", ") || "none"}</td>
+                  <td>
+                    {(n.devices ?? []).map((d) => (
+                      <div key={d.id} title={d.name}>
+                        {d.id}: {bytes(d.memory_free_bytes)} of {bytes(d.memory_total_bytes)}
+                      </div>
+                    ))}
+                  </td>
                   <td>{n.version}</td>
                   <td>{when(n.started_at)}</td>
                 </tr>

@@ -16,6 +16,23 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// This node's devices as the registry shows them: the CPU's memory, and each GPU with its free memory.
+fn devices(inv: &hearth_engine::devices::Inventory) -> serde_json::Value {
+    let mut list = vec![json!({
+        "id": "cpu", "name": inv.cpu.brand, "kernels": inv.cpu.kernels,
+        "memory_total_bytes": inv.cpu.memory_total_bytes, "memory_free_bytes": inv.cpu.memory_available_bytes,
+    })];
+    list.extend(inv.gpus.iter().map(|g| {
+        json!({"id": g.id, "name": g.name, "memory_total_bytes": g.memory_total_bytes,
+               "memory_free_bytes": g.memory_free_bytes})
+    }));
+    if let Some(m) = &inv.metal {
+        list.push(json!({"id": "metal", "name": m.name, "memory_total_bytes": m.working_set_bytes,
+                         "memory_free_bytes": m.working_set_bytes.saturating_sub(m.allocated_bytes)}));
+    }
+    json!(list)
+}
+
 /// What this node reports: the models imported here, and the loaded ones with their running and waiting requests.
 fn report(sched: &Scheduler) -> serde_json::Value {
     let models: Vec<_> = sched
@@ -175,6 +192,13 @@ pub async fn join(
                 info: report(&sched),
             };
             async move {
+                let mut record = record;
+                // NVML and /proc are read off the runtime's threads.
+                if let Ok(inv) =
+                    tokio::task::spawn_blocking(hearth_engine::devices::Inventory::detect).await
+                {
+                    record.info["devices"] = devices(&inv);
+                }
                 let held_until = record.last_seen - expire;
                 store.heartbeat(&record, held_until).await
             }
@@ -266,7 +290,7 @@ pub fn view(nodes: Vec<NodeRecord>, now: i64, expire: Duration, me: &str) -> ser
             json!({
                 "name": n.name, "url": n.url, "version": n.version, "state": state,
                 "started_at": n.started_at, "last_seen": n.last_seen, "seconds_since_seen": age,
-                "this": n.name == me, "host": n.host, "models": n.info["models"], "installed": n.info["installed"],
+                "this": n.name == me, "host": n.host, "models": n.info["models"], "installed": n.info["installed"], "devices": n.info["devices"],
             })
         })
         .collect();
