@@ -460,8 +460,14 @@ fn pg_base() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-/// Runs one statement on the server's `postgres` database, on a thread of its own (no nested runtimes).
-fn pg_admin(sql: String) {
+/// Runs `work` on a connection to `url`, on a thread of its own with its own runtime (no nested runtimes), so it
+/// works from sync and async tests alike.
+fn on_pg<T: Send + 'static>(
+    url: String,
+    work: impl FnOnce(sqlx::PgConnection) -> futures_util::future::BoxFuture<'static, T>
+        + Send
+        + 'static,
+) -> T {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -469,28 +475,27 @@ fn pg_admin(sql: String) {
             .unwrap();
         rt.block_on(async {
             use sqlx::Connection;
-            let base = pg_base();
-            let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+            let c = sqlx::PgConnection::connect(&url)
                 .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
-            sqlx::query(&sql).execute(&mut c).await.unwrap();
+                .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for this test: {e}"));
+            work(c).await
         })
     })
     .join()
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs one statement on the server's `postgres` database.
+fn pg_admin(sql: String) {
+    pg_exec(&format!("{}/postgres", pg_base()), &sql);
 }
 
 /// Runs one query on a PostgreSQL database and returns its rows as (text, count) pairs.
 pub fn pg_counts(url: &str, sql: &str) -> Vec<(String, i64)> {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            use sqlx::{Connection, Row};
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let sql = sql.to_owned();
+    on_pg(url.to_owned(), move |mut c| {
+        Box::pin(async move {
+            use sqlx::Row;
             sqlx::query(&sql)
                 .fetch_all(&mut c)
                 .await
@@ -505,26 +510,16 @@ pub fn pg_counts(url: &str, sql: &str) -> Vec<(String, i64)> {
                 .collect()
         })
     })
-    .join()
-    .unwrap()
 }
 
 /// Runs one statement on a PostgreSQL database.
 pub fn pg_exec(url: &str, sql: &str) {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let sql = sql.to_owned();
+    on_pg(url.to_owned(), move |mut c| {
+        Box::pin(async move {
             sqlx::query(&sql).execute(&mut c).await.unwrap();
         })
     })
-    .join()
-    .unwrap()
 }
 
 impl PgDatabase {
