@@ -120,72 +120,19 @@ fn short_requests_finish_during_a_drain() {
 #[test]
 fn tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (ca, cert, key) = ca_and_node_cert(dir.path());
     let cfg = format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\n{BASE_CONFIG}",
         cert.display(),
         key.display()
     );
-    // The harness waits for the "listening on http://" line; with TLS it says https, so start by hand.
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(state.path().join("hearth.toml"), &cfg).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .arg("--config")
-        .arg(state.path().join("hearth.toml"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("hearth: listening on ")
-        .unwrap()
-        .to_owned();
-    assert!(url.starts_with("https://"), "{url}");
+    let d = Daemon::start_with(&cfg, &[]);
     let curl = std::process::Command::new("curl")
         .args(["-s", "--cacert"])
-        .arg(&cert)
-        .args([
-            "--resolve",
-            &format!("localhost:{}:127.0.0.1", url.rsplit(':').next().unwrap()),
-        ])
-        .arg(format!(
-            "https://localhost:{}/health",
-            url.rsplit(':').next().unwrap()
-        ))
+        .arg(&ca)
+        .arg(format!("https://{}/health", d.addr))
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(
         String::from_utf8_lossy(&curl.stdout),
         r#"{"status":"ok"}"#,
