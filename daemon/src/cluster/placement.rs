@@ -131,84 +131,34 @@ mod tests {
             loaded,
             queue,
         };
+        // The order this node ("me", at t = 100) would try for a model.
+        let rank = |model: &str, local: Local, sent: &HashMap<String, u64>| {
+            names(&place(model, local, &nodes, "me", 100, exp, sent))
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<String>>()
+        };
         // Not loaded here: the loaded peers by queue, then the nodes that would have to load it (this one first).
         assert_eq!(
-            names(&place(
-                "m",
-                here(true, false, 0),
-                &nodes,
-                "me",
-                100,
-                exp,
-                &none
-            )),
+            rank("m", here(true, false, 0), &none),
             ["c", "b", "here", "d"]
         );
         // Loaded here and idle: here (ties go to this node).
-        assert_eq!(
-            names(&place(
-                "m",
-                here(true, true, 0),
-                &nodes,
-                "me",
-                100,
-                exp,
-                &none
-            ))[0],
-            "here"
-        );
+        assert_eq!(rank("m", here(true, true, 0), &none)[0], "here");
         // Busy here: the idle loaded peer first.
         assert_eq!(
-            names(&place(
-                "m",
-                here(true, true, 3),
-                &nodes,
-                "me",
-                100,
-                exp,
-                &none
-            ))[..3],
+            rank("m", here(true, true, 3), &none)[..3],
             ["c", "b", "here"]
         );
         // What this node already sent to c counts against it.
         let sent = HashMap::from([("c".to_owned(), 5)]);
         assert_eq!(
-            names(&place(
-                "m",
-                here(true, true, 3),
-                &nodes,
-                "me",
-                100,
-                exp,
-                &sent
-            ))[..3],
+            rank("m", here(true, true, 3), &sent)[..3],
             ["b", "here", "c"]
         );
         // Only elsewhere, with its Ollama tag; a model nobody has stays here (for the 404).
-        assert_eq!(
-            names(&place(
-                "x:latest",
-                here(false, false, 0),
-                &nodes,
-                "me",
-                100,
-                exp,
-                &none
-            )),
-            ["b"]
-        );
-        assert_eq!(
-            names(&place(
-                "y",
-                here(false, false, 0),
-                &nodes,
-                "me",
-                100,
-                exp,
-                &none
-            )),
-            ["here"]
-        );
+        assert_eq!(rank("x:latest", here(false, false, 0), &none), ["b"]);
+        assert_eq!(rank("y", here(false, false, 0), &none), ["here"]);
         // Expired nodes and nodes without a URL are never chosen.
         let mut quiet = node("q", 100, &["z"], &[("z", 0)]);
         quiet.url = None;
@@ -224,15 +174,6 @@ mod tests {
             )),
             ["here"]
         );
-        assert!(!names(&place(
-            "m",
-            here(true, false, 0),
-            &nodes,
-            "me",
-            100,
-            exp,
-            &none
-        ))
-        .contains(&"dead"));
+        assert!(!rank("m", here(true, false, 0), &none).contains(&"dead".to_owned()));
     }
 }
