@@ -132,6 +132,32 @@ fn a_request_for_a_model_on_another_node_is_served_there_once() {
         v
     };
 
+    // A lists B's model as its own (OpenAI and Ollama), and /api/show reaches B.
+    let listed = a.get("/v1/models", Some(&key)).json();
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "only-b"),
+        "{listed}"
+    );
+    assert_eq!(
+        a.get("/v1/models/only-b", Some(&key)).json()["id"],
+        "only-b"
+    );
+    let tags = a.get("/api/tags", Some(&key)).json();
+    let tag = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "only-b")
+        .cloned();
+    assert!(tag.is_some_and(|t| t["size"].as_u64() > Some(0)), "{tags}");
+    let show = a.post("/api/show", Some(&key), &json!({"model": "only-b"}));
+    assert_eq!(show.status, 200, "{}", show.text());
+    assert_eq!(show.header("x-hearth-node"), Some(b_name.as_str()));
+
     // Served by B directly, then through A: the same greedy answer, and the answer says B served it.
     let direct = b.post(
         "/v1/chat/completions",
@@ -218,7 +244,8 @@ fn a_request_for_a_model_on_another_node_is_served_there_once() {
     );
     assert_eq!(rows, vec![(b_name.clone(), 5)], "{rows:?}");
     let forwarded = format!("hearth_forwarded_requests_total{{node=\"{b_name}\",outcome=\"ok\"}}");
-    assert_eq!(metric(&a, &forwarded), 5.0);
+    // The four served through A, B's 400 and the /api/show.
+    assert_eq!(metric(&a, &forwarded), 6.0);
 
     // The usage roll-up ran once for the two nodes (each ran it at start): one took it, the other skipped.
     let runs = pg_counts(&pg.url, "SELECT node, COUNT(*) FROM job_runs GROUP BY node");

@@ -19,7 +19,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 use futures_util::StreamExt;
 
-/// The requests that name a model and run it: these are routed.
+/// The requests that name a model in their body: these are routed.
 const ROUTED: &[&str] = &[
     "/v1/chat/completions",
     "/v1/completions",
@@ -28,7 +28,27 @@ const ROUTED: &[&str] = &[
     "/api/generate",
     "/api/embed",
     "/api/embeddings",
+    "/api/show",
 ];
+
+/// The models a caller can reach through this node: its own, then the ones only other live nodes have (with
+/// `cluster.secret`; their requests are forwarded).
+pub async fn reachable_models(state: &AppState) -> Result<Vec<crate::models::Manifest>, ApiError> {
+    let mut list = state
+        .sched
+        .models()
+        .list()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(router) = &state.router {
+        match router.peer_models().await {
+            Ok(more) => list.extend(more),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading other nodes' models failed; listing this node's")
+            }
+        }
+    }
+    Ok(list)
+}
 
 /// Request headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and ours.
 const HOP: &[&str] = &[

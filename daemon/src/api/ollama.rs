@@ -95,11 +95,7 @@ fn imported(m: &crate::models::Manifest) -> SystemTime {
 #[utoipa::path(get, path = "/api/tags", tag = "ollama", security(("api_key" = [])),
     responses((status = 200, description = "`{\"models\": [...]}`"), (status = 401, body = OllamaErrorBody)))]
 pub async fn tags(state: web::Data<AppState>, who: Caller<Ollama>) -> Result<HttpResponse> {
-    let list = state
-        .sched
-        .models()
-        .list()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let list = super::forward::reachable_models(&state).await?;
     let models: Vec<Value> = list
         .iter()
         .filter(|m| who.0.may_use(&m.name))

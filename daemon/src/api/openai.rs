@@ -75,11 +75,7 @@ fn model_object(m: &crate::models::Manifest) -> ModelObject {
 #[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])),
     responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorBody)))]
 pub async fn list_models(state: web::Data<AppState>, who: Caller<OpenAi>) -> Result<HttpResponse> {
-    let list = state
-        .sched
-        .models()
-        .list()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let list = super::forward::reachable_models(&state).await?;
     let data = list
         .iter()
         .filter(|m| who.0.may_use(&m.name))
@@ -100,15 +96,13 @@ pub async fn get_model(
     who: Caller<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let name = state.sched.resolve(&path)?;
-    if !who.0.may_use(&name) {
-        return Err(ApiError::ModelNotFound(name).into());
-    }
-    let m = state
-        .sched
-        .models()
-        .get(&name)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let asked = path.trim_end_matches(":latest");
+    let m = super::forward::reachable_models(&state)
+        .await?
+        .into_iter()
+        .find(|m| m.name == *path || m.name == asked)
+        .filter(|m| who.0.may_use(&m.name))
+        .ok_or_else(|| ApiError::ModelNotFound(path.to_string()))?;
     Ok(HttpResponse::Ok().json(model_object(&m)))
 }
 

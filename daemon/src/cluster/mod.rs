@@ -40,14 +40,13 @@ fn report(sched: &Scheduler) -> serde_json::Value {
         .into_iter()
         .map(|m| json!({"name": m.name, "running": m.running, "waiting": m.waiting}))
         .collect();
-    let installed: Vec<String> = match sched.models().list() {
-        Ok(list) => list.into_iter().map(|m| m.name).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "listing this node's models for the registry failed");
-            Vec::new()
-        }
-    };
-    json!({ "models": models, "installed": installed })
+    let manifests = sched.models().list().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing this node's models for the registry failed");
+        Vec::new()
+    });
+    let installed: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
+    // The manifests let other nodes list these models as their own (/v1/models, /api/tags).
+    json!({ "models": models, "installed": installed, "manifests": manifests })
 }
 
 /// Routing between nodes: present when `cluster.secret` is set (on a PostgreSQL database).
@@ -124,6 +123,30 @@ impl Router {
             self.expire,
             &inflight,
         ))
+    }
+
+    /// The models only other live nodes have (by their last heartbeat), so that every node lists every model the
+    /// cluster serves; the first node to report a name wins.
+    pub async fn peer_models(&self) -> Result<Vec<crate::models::Manifest>, StoreError> {
+        let now = crate::store::now();
+        let mut out: Vec<crate::models::Manifest> = Vec::new();
+        for n in self.store.nodes().await? {
+            let alive = (now - n.last_seen).max(0) as u64 <= self.expire.as_secs();
+            if !alive || n.name == self.me || n.url.is_none() {
+                continue;
+            }
+            let Ok(list) =
+                serde_json::from_value::<Vec<crate::models::Manifest>>(n.info["manifests"].clone())
+            else {
+                continue;
+            };
+            for m in list {
+                if self.sched.resolve(&m.name).is_err() && !out.iter().any(|o| o.name == m.name) {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Counts a request forwarded to `peer` until the returned guard is dropped.
