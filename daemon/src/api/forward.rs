@@ -40,7 +40,7 @@ pub async fn reachable_models(state: &AppState) -> Result<Vec<crate::models::Man
         .list()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(router) = &state.router {
-        match router.peer_models().await {
+        match router.peer_models(&list).await {
             Ok(more) => list.extend(more),
             Err(e) => {
                 tracing::warn!(error = %e, "reading other nodes' models failed; listing this node's")
@@ -202,10 +202,7 @@ fn refusal(
     req: &ServiceRequest,
     value: &HeaderValue,
 ) -> Option<HttpResponse> {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or(req.path(), |p| p.as_str());
+    let path = path_and_query(req);
     let checked = value
         .to_str()
         .map_err(|_| Refusal::Malformed)
@@ -248,6 +245,13 @@ fn refusal(
     }
 }
 
+/// What a credential signs and a forward requests: the path with its query.
+fn path_and_query(req: &ServiceRequest) -> &str {
+    req.uri()
+        .path_and_query()
+        .map_or(req.path(), |p| p.as_str())
+}
+
 /// The request body, up to the configured limit (413 past it, in the API's shape).
 async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<web::Bytes, ApiError> {
     let declared = req
@@ -277,11 +281,7 @@ fn outgoing(
     url: &str,
     body: Vec<u8>,
 ) -> Outgoing {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or(req.path(), |p| p.as_str())
-        .to_owned();
+    let path = path_and_query(req).to_owned();
     let method = req.method().as_str().to_owned();
     let mut headers: Vec<(String, String)> = req
         .headers()

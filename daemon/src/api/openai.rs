@@ -96,11 +96,18 @@ pub async fn get_model(
     who: Caller<OpenAi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let asked = path.trim_end_matches(":latest");
-    let m = super::forward::reachable_models(&state)
-        .await?
-        .into_iter()
-        .find(|m| m.name == *path || m.name == asked)
+    // This node's manifest when it has the model (one read); the cluster's listing only when it does not.
+    let m = match state.sched.resolve_model(&path) {
+        Ok(m) => Some(m),
+        Err(_) => {
+            let asked = path.trim_end_matches(":latest");
+            super::forward::reachable_models(&state)
+                .await?
+                .into_iter()
+                .find(|m| m.name == *path || m.name == asked)
+        }
+    };
+    let m = m
         .filter(|m| who.0.may_use(&m.name))
         .ok_or_else(|| ApiError::ModelNotFound(path.to_string()))?;
     Ok(HttpResponse::Ok().json(model_object(&m)))

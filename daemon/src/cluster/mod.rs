@@ -112,6 +112,10 @@ impl Router {
                 }
             }
         };
+        // Loaded here and idle ranks first whatever the peers report: no registry read on the common path.
+        if local.loaded && local.queue == 0 {
+            return Ok(vec![Target::Here]);
+        }
         let nodes = self.store.nodes().await?;
         let inflight = self.inflight.lock().map(|m| m.clone()).unwrap_or_default();
         Ok(placement::place(
@@ -125,9 +129,12 @@ impl Router {
         ))
     }
 
-    /// The models only other live nodes have (by their last heartbeat), so that every node lists every model the
-    /// cluster serves; the first node to report a name wins.
-    pub async fn peer_models(&self) -> Result<Vec<crate::models::Manifest>, StoreError> {
+    /// The models of other live nodes (by their last heartbeat) whose names are not in `here`, so that every node
+    /// lists every model the cluster serves; the first node to report a name wins.
+    pub async fn peer_models(
+        &self,
+        here: &[crate::models::Manifest],
+    ) -> Result<Vec<crate::models::Manifest>, StoreError> {
         let now = crate::store::now();
         let mut out: Vec<crate::models::Manifest> = Vec::new();
         for n in self.store.nodes().await? {
@@ -141,7 +148,8 @@ impl Router {
                 continue;
             };
             for m in list {
-                if self.sched.resolve(&m.name).is_err() && !out.iter().any(|o| o.name == m.name) {
+                let known = |o: &crate::models::Manifest| o.name == m.name;
+                if !here.iter().any(known) && !out.iter().any(known) {
                     out.push(m);
                 }
             }
