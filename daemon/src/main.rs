@@ -116,17 +116,23 @@ enum ModelCommand {
     /// Remove an imported model.
     Rm { name: String },
     /// Write a model with random weights at a real architecture's shape (tests and benchmarks without the real
-    /// weights), e.g. `hearth model synth bitnet --preset 2b4t --format i2_s --out bitnet.gguf`.
+    /// weights), e.g. `hearth model synth bitnet --preset 2b4t --format i2_s --out bitnet.gguf` or
+    /// `hearth model synth llama --preset 8b --type q4_k_m --out llama-8b.gguf`.
     Synth {
-        /// Architecture family (bitnet).
+        /// Architecture family: bitnet (BitNet b1.58, ternary) or llama (Llama 3).
         family: String,
-        /// tiny (a few MB), 2b4t (microsoft/bitnet-b1.58-2B-4T's shape) or 2b4t-draft (the same vocabulary, a tenth
-        /// of the width, 2 layers: a speculative draft for 2b4t).
+        /// bitnet: tiny (a few MB, the default), 2b4t (microsoft/bitnet-b1.58-2B-4T's shape) or 2b4t-draft (the
+        /// same vocabulary, a tenth of the width, 2 layers: a speculative draft for 2b4t). llama: 1b, 3b (Llama
+        /// 3.2), 8b (Llama 3.1) or tiny.
         #[arg(long, default_value = "tiny")]
         preset: String,
-        /// Ternary encoding: i2_s, tq2_0 or tq1_0.
-        #[arg(long, default_value = "i2_s")]
-        format: String,
+        /// bitnet: the ternary encoding, i2_s (default), tq2_0 or tq1_0.
+        #[arg(long)]
+        format: Option<String>,
+        /// llama: the file type as llama-quantize names it, q4_k_m (default), q4_0, q8_0 or q6_k (with its
+        /// per-tensor exceptions: Q6_K head, Q6_K attn_v/ffn_down on some layers in Q4_K_M).
+        #[arg(long = "type")]
+        file_type: Option<String>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 1)]
@@ -138,10 +144,10 @@ enum ModelCommand {
         /// full model's: a layer-truncated copy (a self-speculation draft).
         #[arg(long)]
         layers: Option<usize>,
-        /// The embedding's (tied head's) type: f16 as published, or q8_0 / q4_0 — a file for llama.cpp whose
-        /// head reads as many bytes as Hearth's `--head q8_0|q4_0` (like-for-like benchmarks).
-        #[arg(long, default_value = "f16")]
-        embed: String,
+        /// bitnet: the embedding's (tied head's) type: f16 as published, or q8_0 / q4_0 — a file for llama.cpp
+        /// whose head reads as many bytes as Hearth's `--head q8_0|q4_0` (like-for-like benchmarks).
+        #[arg(long)]
+        embed: Option<String>,
     },
     /// Convert to GGUF: a Hugging Face BitNet b1.58 checkpoint (config.json + model.safetensors), or a
     /// sentence-transformers BERT folder (an embedding model, written as llama.cpp's `bert` GGUF).
@@ -321,21 +327,23 @@ fn real_main(cli: Cli) -> Result<()> {
                 family,
                 preset,
                 format,
+                file_type,
                 out,
                 seed,
                 tokenizer,
                 layers,
                 embed,
-            } => cli::model_files::synth(
-                &family,
-                &preset,
-                &format,
-                &out,
+            } => cli::model_files::synth(&cli::model_files::SynthArgs {
+                family: &family,
+                preset: &preset,
+                format: format.as_deref(),
+                file_type: file_type.as_deref(),
+                out: &out,
                 seed,
-                tokenizer.as_ref(),
+                tokenizer: tokenizer.as_deref(),
                 layers,
-                &embed,
-            ),
+                embed: embed.as_deref(),
+            }),
             ModelCommand::Convert {
                 dir,
                 format,

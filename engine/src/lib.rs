@@ -25,6 +25,7 @@ pub mod sampling;
 pub mod schema;
 pub mod speculative;
 pub mod stream;
+pub mod synth;
 pub mod ternary;
 pub mod think;
 pub mod threadpool;

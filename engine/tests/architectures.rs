@@ -324,3 +324,85 @@ fn qwen3_qk_norms() {
         ..BASE
     });
 }
+
+/// `hearth model synth llama`: each file type writes the tensor types llama-quantize would, loads, tokenizes, and
+/// generates finite logits; the benchmarks' 1B/3B/8B files are the same code at larger shapes.
+#[test]
+fn synthetic_llama_files_load_and_generate_in_every_type() {
+    use hearth_engine::gguf::GgufFile;
+    use hearth_engine::quant::GgmlType;
+    use hearth_engine::synth::llama::{llama, FileType, Shape};
+    use hearth_engine::{GenerateRequest, LoadedModel, SamplingParams};
+    let mut shape = Shape::TINY;
+    shape.n_layers = 8; // enough layers for Q4_K_M's per-layer exceptions to show
+    for (ft, base, more) in [
+        (FileType::Q4KM, GgmlType::Q4K, GgmlType::Q6K),
+        (FileType::Q4_0, GgmlType::Q4_0, GgmlType::Q4_0),
+        (FileType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0),
+        (FileType::Q6K, GgmlType::Q6K, GgmlType::Q6K),
+    ] {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        llama(shape, ft, 3, None)
+            .expect("synth")
+            .write_to(file.path())
+            .expect("write");
+        let g = GgufFile::open(file.path()).expect("open");
+        let ty = |n: &str| g.tensor_info(n).map(|t| t.ty);
+        assert_eq!(ty("blk.1.attn_q.weight"), Some(base), "{ft:?}");
+        // use_more_bits(i, 8) picks layer 0 (the first n/8) and not layer 1.
+        assert_eq!(ty("blk.0.attn_v.weight"), Some(more), "{ft:?}");
+        assert_eq!(ty("blk.0.ffn_down.weight"), Some(more), "{ft:?}");
+        assert_eq!(ty("blk.1.ffn_down.weight"), Some(base), "{ft:?}");
+        let head = if ft == FileType::Q8_0 {
+            GgmlType::Q8_0
+        } else {
+            GgmlType::Q6K
+        };
+        assert_eq!(ty("token_embd.weight"), Some(head), "tied: the head's type");
+        assert!(ty("output.weight").is_none());
+
+        let lm = LoadedModel::load(file.path(), &LoadOptions::default(), 2).expect("load");
+        let text = "Hello, world! ½";
+        let ids = lm.tokenizer.encode(text, false).expect("encode");
+        assert_eq!(
+            lm.tokenizer.decode(&ids),
+            text,
+            "byte-level BPE round-trips"
+        );
+        let mut batch = lm.new_batch(1, 64);
+        batch
+            .add(GenerateRequest {
+                prompt: ids,
+                max_tokens: 8,
+                sampling: SamplingParams::greedy(),
+                stop: Vec::new(),
+                ignore_eos: true,
+                json_object: false,
+                schema: None,
+                no_speculation: true,
+                logprobs: None,
+            })
+            .expect("add");
+        let events = batch.run_to_completion();
+        let n = events
+            .iter()
+            .filter(|e| matches!(e, hearth_engine::Event::Token { .. }))
+            .count();
+        assert_eq!(n, 8, "{ft:?} generates");
+        let pool = ThreadPool::new(2).expect("threads");
+        let mut kv = KvCache::new(8, 64, 1);
+        kv.reserve(0, 4);
+        let mut scratch = Scratch::default();
+        lm.model.forward(
+            &pool,
+            &mut kv,
+            &common::positions(&[300, 301, 302, 303]),
+            &mut scratch,
+        );
+        assert!(
+            scratch.logits.iter().all(|v| v.is_finite())
+                && scratch.logits.iter().any(|&v| v != 0.0),
+            "{ft:?}: logits finite and not all zero"
+        );
+    }
+}

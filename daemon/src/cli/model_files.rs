@@ -1,4 +1,4 @@
-//! `hearth model synth` and `hearth model convert`: writing model files (synthetic BitNet models at real shapes,
+//! `hearth model synth` and `hearth model convert`: writing model files (synthetic BitNet and Llama 3 models at real shapes,
 //! Hugging Face BitNet checkpoints converted to GGUF).
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -29,39 +29,78 @@ fn write(w: &hearth_engine::gguf::writer::GgufWriter, out: &Path) -> Result<()> 
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)] // one per flag of `hearth model synth`
-pub fn synth(
-    family: &str,
-    preset: &str,
-    fmt: &str,
-    out: &Path,
-    seed: u64,
-    tokenizer: Option<&PathBuf>,
-    layers: Option<usize>,
-    embed: &str,
-) -> Result<()> {
-    if family != "bitnet" {
-        bail!("unknown model family '{family}' (available: bitnet)");
-    }
-    let mut shape = synth::Shape::preset(preset)
-        .ok_or_else(|| anyhow!("unknown preset '{preset}' (use 2b4t, 2b4t-draft or tiny)"))?;
+/// The flags of `hearth model synth`.
+pub struct SynthArgs<'a> {
+    pub family: &'a str,
+    pub preset: &'a str,
+    pub format: Option<&'a str>,
+    pub file_type: Option<&'a str>,
+    pub out: &'a Path,
+    pub seed: u64,
+    pub tokenizer: Option<&'a Path>,
+    pub layers: Option<usize>,
+    pub embed: Option<&'a str>,
+}
+
+pub fn synth(a: &SynthArgs<'_>) -> Result<()> {
+    let w = match a.family {
+        "bitnet" => synth_bitnet(a)?,
+        "llama" => synth_llama(a)?,
+        other => bail!("unknown model family '{other}' (available: bitnet, llama)"),
+    };
+    write(&w, a.out)
+}
+
+fn layers(shape_layers: &mut usize, layers: Option<usize>) -> Result<()> {
     if let Some(n) = layers {
         if n == 0 {
             bail!("--layers must be at least 1");
         }
-        shape.n_layers = n;
+        *shape_layers = n;
     }
-    let ty = format(fmt)?;
-    let tok = tokenizer_source(tokenizer.map(PathBuf::as_path))?;
-    let embed = match embed {
+    Ok(())
+}
+
+fn synth_bitnet(a: &SynthArgs<'_>) -> Result<hearth_engine::gguf::writer::GgufWriter> {
+    if a.file_type.is_some() {
+        bail!("--type is for llama files; a bitnet file takes --format i2_s|tq2_0|tq1_0");
+    }
+    let mut shape = synth::Shape::preset(a.preset).ok_or_else(|| {
+        anyhow!(
+            "unknown preset '{}' (use 2b4t, 2b4t-draft or tiny)",
+            a.preset
+        )
+    })?;
+    layers(&mut shape.n_layers, a.layers)?;
+    let ty = format(a.format.unwrap_or("i2_s"))?;
+    let tok = tokenizer_source(a.tokenizer)?;
+    let embed = match a.embed.unwrap_or("f16") {
         "f16" => GgmlType::F16,
         "q8_0" => GgmlType::Q8_0,
         "q4_0" => GgmlType::Q4_0,
         other => bail!("unknown embedding type '{other}' (use f16, q8_0 or q4_0)"),
     };
-    let w = synth::bitnet_with_embedding(shape, ty, embed, seed, tok.as_ref())
-        .map_err(|e| anyhow!(e))?;
-    write(&w, out)
+    synth::bitnet_with_embedding(shape, ty, embed, a.seed, tok.as_ref()).map_err(|e| anyhow!(e))
+}
+
+fn synth_llama(a: &SynthArgs<'_>) -> Result<hearth_engine::gguf::writer::GgufWriter> {
+    use hearth_engine::synth::llama::{FileType, Shape};
+    if a.format.is_some() || a.embed.is_some() {
+        bail!("--format and --embed are for bitnet files; a llama file takes --type q4_k_m|q4_0|q8_0|q6_k");
+    }
+    let mut shape = Shape::preset(a.preset).ok_or_else(|| {
+        anyhow!(
+            "unknown preset '{}' for llama (use {})",
+            a.preset,
+            Shape::PRESETS
+        )
+    })?;
+    layers(&mut shape.n_layers, a.layers)?;
+    let name = a.file_type.unwrap_or("q4_k_m");
+    let ft = FileType::parse(name)
+        .ok_or_else(|| anyhow!("unknown type '{name}' (use {})", FileType::NAMES))?;
+    let tok = tokenizer_source(a.tokenizer)?;
+    hearth_engine::synth::llama::llama(shape, ft, a.seed, tok.as_ref()).map_err(|e| anyhow!(e))
 }
 
 pub fn convert(

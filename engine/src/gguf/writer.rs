@@ -146,42 +146,55 @@ impl GgufWriter {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.extend_from_slice(super::GGUF_MAGIC);
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        self.write_into(&mut out)
+            .expect("writing into a Vec<u8> cannot fail");
+        out
+    }
+
+    /// Streams the file: the header, then each tensor's data at its aligned offset. Nothing is copied whole, so a
+    /// multi-gigabyte synthetic model needs its tensors' memory once, not twice.
+    pub fn write_into(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut head = Vec::new();
+        head.extend_from_slice(super::GGUF_MAGIC);
+        head.extend_from_slice(&3u32.to_le_bytes());
+        head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
-            put_str(&mut out, k);
-            out.extend_from_slice(&value_type(v).to_le_bytes());
-            put_value(&mut out, v);
+            put_str(&mut head, k);
+            head.extend_from_slice(&value_type(v).to_le_bytes());
+            put_value(&mut head, v);
         }
         let align = self.alignment;
         let mut offset = 0u64;
         let mut offsets = Vec::new();
         for (name, dims, ty, data) in &self.tensors {
-            put_str(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            put_str(&mut head, name);
+            head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
             for d in dims {
-                out.extend_from_slice(&d.to_le_bytes());
+                head.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&ty.id().to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
+            head.extend_from_slice(&ty.id().to_le_bytes());
+            head.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
             offset = (offset + data.len() as u64).div_ceil(align) * align;
         }
-        let data_start = (out.len() as u64).div_ceil(align) * align;
-        out.resize(data_start as usize, 0);
+        let data_start = (head.len() as u64).div_ceil(align) * align;
+        head.resize(data_start as usize, 0);
+        out.write_all(&head)?;
+        let mut at = 0u64;
+        let zeros = vec![0u8; align as usize];
         for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            out.resize((data_start + off) as usize, 0);
-            out.extend_from_slice(data);
+            out.write_all(&zeros[..(off - at) as usize])?;
+            out.write_all(data)?;
+            at = off + data.len() as u64;
         }
-        let end = (out.len() as u64).div_ceil(align) * align;
-        out.resize(end as usize, 0);
-        out
+        let end = at.div_ceil(align) * align;
+        out.write_all(&zeros[..(end - at) as usize])
     }
 
     pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let mut f = std::fs::File::create(path)?;
-        f.write_all(&self.to_bytes())
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        self.write_into(&mut f)?;
+        f.flush()
     }
 }

@@ -373,7 +373,7 @@ pub fn convert(
         eps,
     );
     match tokenizer {
-        Some(src) => super::synth::copy_tokenizer(&mut w, src, vocab)?,
+        Some(src) => crate::synth::tokenizer::copy_tokenizer(&mut w, src, vocab)?,
         None => tokenizer_from_json(&mut w, dir, vocab)?,
     }
 
