@@ -220,3 +220,83 @@ fn bench_reports_json() {
     assert!(v["tg_tokens_per_s"].as_f64().expect("tg") > 0.0);
     assert_eq!(v["batches"].as_array().expect("batches").len(), 2);
 }
+
+#[test]
+fn synth_llama_writes_a_file_bench_reads_at_depth_and_wrong_flags_are_named() {
+    let state = tempfile::tempdir().expect("tmp");
+    let out = state.path().join("tiny-llama.gguf");
+    let o = out.to_str().expect("path");
+    let w = hearth(
+        state.path(),
+        &[
+            "model", "synth", "llama", "--preset", "tiny", "--type", "q4_k_m", "--out", o,
+        ],
+    );
+    assert!(w.status.success(), "{}", text(&w.stderr));
+    assert!(text(&w.stdout).contains("wrote"), "{}", text(&w.stdout));
+    assert!(
+        !state.path().join("tiny-llama.gguf.partial").exists(),
+        "no partial file left"
+    );
+
+    // Generation measured behind a 40-token prompt (llama-bench's -d), reported as such.
+    let b = hearth(
+        state.path(),
+        &[
+            "bench",
+            o,
+            "--prompt-tokens",
+            "16",
+            "--gen-tokens",
+            "4",
+            "--depth",
+            "40",
+            "--batch",
+            "1",
+            "--repetitions",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(b.status.success(), "{}", text(&b.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&b.stdout).expect("JSON");
+    assert_eq!(v["depth"], 40);
+    assert_eq!(v["architecture"], "llama");
+    assert!(v["tg_tokens_per_s"].as_f64().expect("tg") > 0.0);
+
+    for (args, says) in [
+        (
+            vec!["--type", "q5_k_m"],
+            "unknown type 'q5_k_m' (use q4_k_m, q4_0, q8_0 or q6_k)",
+        ),
+        (
+            vec!["--format", "i2_s"],
+            "--format and --embed are for bitnet files",
+        ),
+        (
+            vec!["--preset", "70b"],
+            "unknown preset '70b' for llama (use 1b, 3b, 8b or tiny)",
+        ),
+    ] {
+        let mut a = vec!["model", "synth", "llama", "--out", o];
+        a.extend(args);
+        let r = hearth(state.path(), &a);
+        assert!(!r.status.success());
+        assert!(text(&r.stderr).contains(says), "{}", text(&r.stderr));
+    }
+    let r = hearth(
+        state.path(),
+        &["model", "synth", "bitnet", "--type", "q4_0", "--out", o],
+    );
+    assert!(
+        text(&r.stderr).contains("--type is for llama files"),
+        "{}",
+        text(&r.stderr)
+    );
+    let r = hearth(state.path(), &["model", "synth", "gpt2", "--out", o]);
+    assert!(
+        text(&r.stderr).contains("unknown model family 'gpt2' (available: bitnet, llama)"),
+        "{}",
+        text(&r.stderr)
+    );
+}

@@ -17,6 +17,11 @@ pub struct BenchArgs {
     pub prompt_tokens: usize,
     #[arg(long, default_value_t = 128)]
     pub gen_tokens: usize,
+    /// Generation at depth: each generating sequence first reads a prompt of this many tokens, so tg is measured
+    /// with that much KV cache behind it (llama-bench's `-d`). Applies to every batch size; `--batch 1` keeps a
+    /// deep run short.
+    #[arg(long, default_value_t = 0)]
+    pub depth: usize,
     /// Batch sizes for aggregate generation throughput.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
     pub batch: Vec<usize>,
@@ -53,6 +58,7 @@ struct Report {
     threads: usize,
     prompt_tokens: usize,
     gen_tokens: usize,
+    depth: usize,
     pp_tokens_per_s: f64,
     tg_tokens_per_s: f64,
     batches: Vec<BatchResult>,
@@ -71,15 +77,18 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Deterministic ids away from the special tokens at the start of most vocabularies.
+/// Deterministic ids away from the special tokens at the start of most vocabularies (id 1000 on, or the upper half
+/// of a small test vocabulary).
 fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let vocab = vocab as u64;
+    let first = if vocab > 2000 { 1000 } else { vocab / 2 };
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            (1000 + s % (vocab as u64 - 1000).max(1)) as u32
+            (first + s % (vocab - first).max(1)) as u32
         })
         .collect()
 }
@@ -95,6 +104,18 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         schema: None,
         no_speculation: true,
         logprobs: None,
+    }
+}
+
+/// Steps until `n` sequences have each sampled their first token (their prompts read).
+fn prefill(batch: &mut hearth_engine::Batch, n: usize) {
+    let mut first = 0;
+    while first < n && !batch.is_empty() {
+        first += batch
+            .step()
+            .iter()
+            .filter(|ev| matches!(ev, Event::Token { .. }))
+            .count();
     }
 }
 
@@ -120,10 +141,20 @@ pub fn load(store: &ModelStore, a: &BenchArgs) -> Result<LoadedModel> {
 pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
     let lm = load(store, &a)?;
     let vocab = lm.model.config.vocab_size;
-    let ctx = (a.prompt_tokens + a.gen_tokens + 8).min(lm.model.config.context_length);
+    let ctx = (a.prompt_tokens.max(a.depth) + a.gen_tokens + 8).min(lm.model.config.context_length);
+    if a.depth + a.gen_tokens + 1 > ctx {
+        bail!(
+            "--depth {} + --gen-tokens {} exceed the model's context of {}",
+            a.depth,
+            a.gen_tokens,
+            lm.model.config.context_length
+        );
+    }
     let max_batch = a.batch.iter().copied().max().unwrap_or(1).max(1);
     let mut batch = lm.new_batch(max_batch, ctx);
-    batch.max_step_tokens = a.prompt_tokens.max(max_batch);
+    batch.max_step_tokens = a.prompt_tokens.max(a.depth).max(max_batch);
+    // The prompt each generating sequence reads first: one token, or `--depth` of them.
+    let tg_prompt = |seed: u64| tokens(a.depth.max(1), vocab, seed);
 
     // Warm-up: touches every weight page and sizes the buffers.
     batch.add(request(tokens(16, vocab, 99), 2))?;
@@ -143,12 +174,13 @@ pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
             let b = b.max(1);
             for i in 0..b {
                 batch.add(request(
-                    tokens(1, vocab, 1000 + (rep * 64 + i) as u64),
+                    tg_prompt(1000 + (rep * 64 + i) as u64),
                     a.gen_tokens + 1,
                 ))?;
             }
-            // The first step samples token 1 from the one-token prompt; time the next gen_tokens steps.
-            batch.step();
+            // Read the prompts (one step unless deep prompts exceed a step's tokens) and sample each sequence's
+            // token 1; time the next gen_tokens steps.
+            prefill(&mut batch, b);
             let t = Instant::now();
             let mut generated = 0usize;
             while !batch.is_empty() {
@@ -166,8 +198,8 @@ pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         }
         if tg.len() <= rep {
             // No batch size 1 requested: measure tg on its own.
-            batch.add(request(tokens(1, vocab, 7), a.gen_tokens + 1))?;
-            batch.step();
+            batch.add(request(tg_prompt(7), a.gen_tokens + 1))?;
+            prefill(&mut batch, 1);
             let t = Instant::now();
             batch.run_to_completion();
             tg.push(a.gen_tokens as f64 / t.elapsed().as_secs_f64());
@@ -180,6 +212,7 @@ pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         threads: a.threads,
         prompt_tokens: a.prompt_tokens,
         gen_tokens: a.gen_tokens,
+        depth: a.depth,
         pp_tokens_per_s: median(pp),
         tg_tokens_per_s: median(tg),
         batches: a
@@ -204,8 +237,13 @@ pub fn bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
             "pp{:<5} {:>9.1} tok/s",
             report.prompt_tokens, report.pp_tokens_per_s
         );
+        let at = if report.depth > 0 {
+            format!(" @ d{}", report.depth)
+        } else {
+            String::new()
+        };
         println!(
-            "tg{:<5} {:>9.1} tok/s",
+            "tg{:<5} {:>9.1} tok/s{at}",
             report.gen_tokens, report.tg_tokens_per_s
         );
         for b in &report.batches {
