@@ -387,7 +387,12 @@ impl Batch {
         context: usize,
     ) -> Batch {
         let context = context.min(model.config.context_length).max(1);
-        let kv = KvCache::new(model.config.n_layers, model.kv_dim(), n_slots.max(1));
+        let kv = KvCache::with_heads(
+            model.config.n_layers,
+            model.config.n_kv_heads,
+            model.config.head_dim,
+            n_slots.max(1),
+        );
         Batch {
             model,
             tokenizer,

@@ -54,6 +54,29 @@ fn fill_rope(rope: &Rope, entries: &[Entry], out: &mut Vec<(f32, f32)>) {
     }
 }
 
+/// Floats of queries a prompt tile holds (rows × the group's heads × head width): 32 KiB, beside the key pair
+/// and the value block in L1/L2.
+const TILE_FLOATS: usize = 8192;
+
+/// Entries split into tiles: runs of consecutive positions of one sequence (a prompt chunk), at most `max` long;
+/// a generating sequence's lone entry is a tile of one.
+fn prompt_tiles(entries: &[Entry], max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut tiles: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        match tiles.last_mut() {
+            Some(t)
+                if t.len() < max
+                    && entries[t.end - 1].slot == e.slot
+                    && entries[t.end - 1].pos + 1 == e.pos =>
+            {
+                t.end = i + 1
+            }
+            _ => tiles.push(i..i + 1),
+        }
+    }
+    tiles
+}
+
 /// Runs `f` over `0..n` split across the pool.
 fn par_for(pool: &ThreadPool, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
     if n < 2 {
@@ -252,10 +275,46 @@ impl Model {
             );
         }
 
-        // Attention: one task per (entry, KV head, run of its query heads) — each key and value row is read once
-        // for all the heads of a task. A run is the whole group unless that leaves the threads short of work
-        // (one sequence generating: one task per head then).
         let window = if swa { c.sliding_window } else { None };
+        let tiles = prompt_tiles(entries, (TILE_FLOATS / (nh / nkv * hd)).clamp(2, 16));
+        if tiles.len() < n {
+            self.attend_tiles(pool, kv, entries, &tiles, l, window, s);
+        } else {
+            self.attend_entries(pool, kv, entries, l, window, s);
+        }
+
+        if let Some(w) = &layer.attn_sub_norm {
+            s.att
+                .chunks_exact_mut(q_dim)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+        self.quantize(&s.att, q_dim, &mut s.xq);
+        matmul(pool, &mut [(&layer.wo, &mut s.tmp[..])], &s.att, &s.xq, n);
+        if let Some(w) = &layer.post_attn_norm {
+            s.tmp
+                .chunks_exact_mut(d)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+        s.x.iter_mut().zip(&s.tmp).for_each(|(x, t)| *x += t);
+    }
+
+    /// Attention for entries one at a time (generation): one task per (entry, KV head, run of its query heads) —
+    /// each key and value row is read once for all the heads of a task. A run is the whole group unless that
+    /// leaves the threads short of work (one sequence generating: one task per head then).
+    #[allow(clippy::too_many_arguments)] // the layer's state, as attention_block holds it
+    fn attend_entries(
+        &self,
+        pool: &ThreadPool,
+        kv: &KvCache,
+        entries: &[Entry],
+        l: usize,
+        window: Option<usize>,
+        s: &mut Scratch,
+    ) {
+        let c = &self.config;
+        let n = entries.len();
+        let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
+        let q_dim = nh * hd;
         let max_pos = entries.iter().map(|e| e.pos + 1).max().unwrap_or(0);
         let group = nh / nkv;
         let mut run_len = group;
@@ -272,7 +331,6 @@ impl Model {
         let scores = SharedMut(s.scores.as_mut_ptr());
         let att = SharedMut(s.att.as_mut_ptr());
         let q = &s.q;
-        let kv_ref = &*kv;
         let scale = c.attn_scale;
         let task = |ti: usize, range: std::iter::StepBy<std::ops::Range<usize>>| {
             // SAFETY: thread `ti` owns scores[ti]; each task writes only its own heads' slice of `att`.
@@ -282,14 +340,14 @@ impl Model {
                 let e = entries[i];
                 let n_pos = e.pos + 1;
                 let lo = window.map_or(0, |w| n_pos.saturating_sub(w));
-                let (keys, vals) = kv_ref.layer(e.slot, l, n_pos);
+                let head = kv.head(e.slot, l, g, hd, n_pos);
                 let h0 = g * group + r * run_len;
                 let h1 = (h0 + run_len).min((g + 1) * group);
                 let span = KvSpan {
-                    keys,
-                    vals,
-                    stride: kv_dim,
-                    offset: g * hd,
+                    keys: head.keys,
+                    vals: head.vals,
+                    stride: head.stride,
+                    offset: head.offset,
                     hd,
                 };
                 let qs = &q[i * q_dim + h0 * hd..i * q_dim + h1 * hd];
@@ -310,20 +368,79 @@ impl Model {
             // triangle), so contiguous ranges would leave one thread with most of the work.
             pool.run(&|ti, nt| task(ti, (ti..n_tasks).step_by(nt)));
         }
+    }
 
-        if let Some(w) = &layer.attn_sub_norm {
-            s.att
-                .chunks_exact_mut(q_dim)
-                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+    /// Attention for prompt chunks: one task per (tile of consecutive positions of one sequence, KV head), every
+    /// query head of the group and every row of the tile read each key and value row once
+    /// (`attention::attend_rows`); the result is bit-identical to `attend_entries`.
+    #[allow(clippy::too_many_arguments)] // the layer's state, as attention_block holds it
+    fn attend_tiles(
+        &self,
+        pool: &ThreadPool,
+        kv: &KvCache,
+        entries: &[Entry],
+        tiles: &[std::ops::Range<usize>],
+        l: usize,
+        window: Option<usize>,
+        s: &mut Scratch,
+    ) {
+        let c = &self.config;
+        let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
+        let (q_dim, group) = (nh * hd, nh / nkv);
+        let need = tiles
+            .iter()
+            .map(|t| t.len() * group * (entries[t.end - 1].pos + 1))
+            .max()
+            .unwrap_or(0);
+        s.scores.resize_with(pool.n_threads(), Vec::new);
+        for sc in &mut s.scores {
+            if sc.len() < need {
+                sc.resize(need, 0.0);
+            }
         }
-        self.quantize(&s.att, q_dim, &mut s.xq);
-        matmul(pool, &mut [(&layer.wo, &mut s.tmp[..])], &s.att, &s.xq, n);
-        if let Some(w) = &layer.post_attn_norm {
-            s.tmp
-                .chunks_exact_mut(d)
-                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        let scores = SharedMut(s.scores.as_mut_ptr());
+        let att = SharedMut(s.att.as_mut_ptr());
+        let q = &s.q;
+        let scale = c.attn_scale;
+        let task = |ti: usize, range: std::iter::StepBy<std::ops::Range<usize>>| {
+            // SAFETY: thread `ti` owns scores[ti]; each task writes only its own rows' heads of `att`.
+            let sc_buf = unsafe { &mut *scores.ptr().add(ti) };
+            for t in range {
+                let (tile, g) = (&tiles[t / nkv], t % nkv);
+                let last = entries[tile.end - 1];
+                let head = kv.head(last.slot, l, g, hd, last.pos + 1);
+                let span = KvSpan {
+                    keys: head.keys,
+                    vals: head.vals,
+                    stride: head.stride,
+                    offset: head.offset,
+                    hd,
+                };
+                let mut rows: Vec<attention::Row<'_>> = tile
+                    .clone()
+                    .map(|i| {
+                        let n_pos = entries[i].pos + 1;
+                        let at = i * q_dim + g * group * hd;
+                        attention::Row {
+                            q: &q[at..at + group * hd],
+                            span: (window.map_or(0, |w| n_pos.saturating_sub(w)), n_pos),
+                            out: unsafe {
+                                std::slice::from_raw_parts_mut(att.ptr().add(at), group * hd)
+                            },
+                        }
+                    })
+                    .collect();
+                attention::attend_rows(&mut rows, span, scale, sc_buf);
+            }
+        };
+        let n_tasks = tiles.len() * nkv;
+        let max_pos = entries.iter().map(|e| e.pos + 1).max().unwrap_or(0);
+        if n_tasks < 2 || n_tasks * max_pos < 512 {
+            task(0, (0..n_tasks).step_by(1));
+        } else {
+            // Strided: later tiles of a prompt attend to more positions (causal triangle).
+            pool.run(&|ti, nt| task(ti, (ti..n_tasks).step_by(nt)));
         }
-        s.x.iter_mut().zip(&s.tmp).for_each(|(x, t)| *x += t);
     }
 
     fn ffn_block(&self, pool: &ThreadPool, n: usize, layer: &Layer, s: &mut Scratch) {

@@ -44,7 +44,12 @@ const COSTED_PASS: usize = 64;
 
 impl Drafter {
     pub fn new(model: Arc<Model>, n_slots: usize) -> Drafter {
-        let kv = KvCache::new(model.config.n_layers, model.kv_dim(), n_slots.max(1));
+        let kv = KvCache::with_heads(
+            model.config.n_layers,
+            model.config.n_kv_heads,
+            model.config.head_dim,
+            n_slots.max(1),
+        );
         Drafter {
             model,
             kv,
