@@ -9,8 +9,10 @@
 //!
 //! **Invariant: every kernel equals its scalar reference, and the tests prove it.** Kernels that sum in
 //! integers — the ternary groups, the int8 and int4 rows, each 32-weight block of the GGUF formats — are
-//! bit-identical to the reference. Kernels that accumulate the blocks' products in floats (the GGUF formats)
-//! equal it to float rounding (tested to 1e-3 relative), and every shape of such a kernel — four rows, many
+//! bit-identical to the reference. Kernels that accumulate the blocks' products in floats (the GGUF formats;
+//! the K-quants add a 256-weight super-block's eight scaled sub-block sums as one tree, so the one-token kernel
+//! reduces them with one transpose rather than eight horizontal sums) equal it to float rounding (tested to 1e-3
+//! relative), and every shape of such a kernel — four rows, many
 //! tokens, the F16 tile — is bit-identical to its own one-token kernel, so a token's result never depends on
 //! the batch it ran in. Each module's tests compare every path this CPU can run (`Isa::runnable`) with the
 //! reference; `scripts/test-aarch64` runs them for the NEON paths under QEMU.

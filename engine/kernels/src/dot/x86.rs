@@ -331,6 +331,10 @@ macro_rules! isa_kernels {
                 /// Whether the offset multiplies d·Σx rounded to f16 (llama.cpp's Q8_1 activations, which its Q4_1
                 /// and Q5_1 kernels read) rather than as it is.
                 const SUM_F16: bool = false;
+                /// K-quants: a super-block's eight scaled sub-block sums are added to each other first, as the
+                /// tree `hsum` adds eight lanes, and then to the accumulator — so the one-token kernel reduces a
+                /// super-block's integer sums in one transpose and one horizontal sum instead of eight.
+                const SUPER: bool = false;
                 type Hdr: Copy;
                 unsafe fn header(blk: *const u8) -> Self::Hdr;
                 unsafe fn sub(blk: *const u8, hdr: Self::Hdr, j: usize) -> Sub;
@@ -412,6 +416,7 @@ macro_rules! isa_kernels {
             impl Format for Q4K {
                 const BYTES: usize = Q4_K_BYTES;
                 const SUBS: usize = 8;
+                const SUPER: bool = true;
                 /// (d, dmin, scales[8], mins[8])
                 type Hdr = (f32, f32, [u8; 8], [u8; 8]);
                 #[inline(always)]
@@ -450,6 +455,7 @@ macro_rules! isa_kernels {
             impl Format for Q6K {
                 const BYTES: usize = Q6_K_BYTES;
                 const SUBS: usize = 8;
+                const SUPER: bool = true;
                 const OFFSET: bool = false;
                 type Hdr = f32;
                 #[inline(always)]
@@ -509,12 +515,18 @@ macro_rules! isa_kernels {
             // The three shapes below — one row × one token, one row × N tokens, four rows × one token — give
             // every (row, token) exactly the same result: each sub-block's integer dot product is exact, then
             //   acc = fma(Σ, dw · dx, acc)   and   off = off + cw · (dx · Σx)   sub-block by sub-block,
-            // and the result is acc + off. Only the lanes differ (scalar; one token per lane; one row per lane),
+            // and the result is acc + off. K-quants (`SUPER`) instead add per super-block
+            //   acc = acc + tree_j(Σ_j · (dw_j · dx_j))   and   off = off + tree_j(cw_j · (dx · Σx)_j)
+            // with the tree of `hsum`: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)). Only the lanes differ (scalar; one token per lane; one row per lane),
             // so batching and speculative verification never change a token's logits.
 
             /// w · x for one row and one token.
             #[target_feature(enable = $features)]
             unsafe fn one_impl<F: Format>(w: &[u8], xq: QRow<'_>) -> f32 {
+                if F::SUPER {
+                    // SAFETY: as for this function.
+                    return unsafe { one_super::<F>(w, xq) };
+                }
                 unsafe {
                     let nb = w.len() / F::BYTES;
                     let (mut acc, mut off) = (0f32, 0f32);
@@ -537,10 +549,50 @@ macro_rules! isa_kernels {
                 }
             }
 
+            /// `one_impl` for a K-quant: sub-block j of a super-block in lane j, its eight integer sums
+            /// transposed into one vector (`lane_sums`), scaled there, and added by `hsum`'s tree.
+            #[target_feature(enable = $features)]
+            unsafe fn one_super<F: Format>(w: &[u8], xq: QRow<'_>) -> f32 {
+                debug_assert_eq!(F::SUBS, 8);
+                unsafe {
+                    let nb = w.len() / F::BYTES;
+                    let (mut acc, mut off) = (0f32, 0f32);
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * F::BYTES);
+                        let hdr = F::header(blk);
+                        let subs: [Sub; 8] = std::array::from_fn(|j| F::sub(blk, hdr, j));
+                        let mut p = [_mm256_setzero_si256(); 8];
+                        for (j, pj) in p.iter_mut().enumerate() {
+                            *pj = int_dot(&subs[j], load_x(&xq, b * 8 + j));
+                        }
+                        let sums = _mm256_cvtepi32_ps(lane_sums(&p));
+                        let dw = _mm256_setr_ps(
+                            subs[0].dw, subs[1].dw, subs[2].dw, subs[3].dw, subs[4].dw, subs[5].dw,
+                            subs[6].dw, subs[7].dw,
+                        );
+                        let dx = _mm256_loadu_ps(xq.d.as_ptr().add(b * 8));
+                        acc += hsum(_mm256_mul_ps(sums, _mm256_mul_ps(dw, dx)));
+                        if F::OFFSET {
+                            let cw = _mm256_setr_ps(
+                                subs[0].cw, subs[1].cw, subs[2].cw, subs[3].cw, subs[4].cw, subs[5].cw,
+                                subs[6].cw, subs[7].cw,
+                            );
+                            let dxs = _mm256_loadu_ps(xq.dsum.as_ptr().add(b * 8));
+                            off += hsum(_mm256_mul_ps(cw, dxs));
+                        }
+                    }
+                    acc + off
+                }
+            }
+
             /// out[t] = w · x[t] for N ≤ 8 tokens, token t in lane t: each weight sub-block is decoded once for
             /// all of them, and one block's N sums are scaled with one multiply and one FMA.
             #[target_feature(enable = $features)]
             unsafe fn many_impl<F: Format, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
+                if F::SUPER {
+                    // SAFETY: as for this function.
+                    return unsafe { many_super::<F, N>(w, g) };
+                }
                 unsafe {
                     let nb = w.len() / F::BYTES;
                     let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -577,6 +629,70 @@ macro_rules! isa_kernels {
                     let mut lanes = [0f32; GROUP];
                     _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc, off));
                     std::array::from_fn(|t| lanes[t])
+                }
+            }
+
+            /// `many_impl` for a K-quant: token t in lane t, each sub-block's N sums scaled as `one_super` scales
+            /// them, and a super-block's eight products added by the same tree.
+            #[target_feature(enable = $features)]
+            unsafe fn many_super<F: Format, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
+                debug_assert_eq!(F::SUBS, 8);
+                unsafe {
+                    let nb = w.len() / F::BYTES;
+                    let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    for b in 0..nb {
+                        let blk = w.as_ptr().add(b * F::BYTES);
+                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(8 * F::BYTES) as *const i8);
+                        let hdr = F::header(blk);
+                        // hsum's tree, ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)), built in that order so at
+                        // most three partial sums are live.
+                        let sub = |j: usize| super_sub::<F, N>(blk, hdr, b * 8 + j, j, g);
+                        let add2 = |(a, b): (__m256, __m256), (c, d): (__m256, __m256)| {
+                            (_mm256_add_ps(a, c), _mm256_add_ps(b, d))
+                        };
+                        let lo = add2(add2(sub(0), sub(4)), add2(sub(2), sub(6)));
+                        let hi = add2(add2(sub(1), sub(5)), add2(sub(3), sub(7)));
+                        let (p1, o1) = add2(lo, hi);
+                        acc = _mm256_add_ps(acc, p1);
+                        if F::OFFSET {
+                            off = _mm256_add_ps(off, o1);
+                        }
+                    }
+                    let mut lanes = [0f32; GROUP];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc, off));
+                    std::array::from_fn(|t| lanes[t])
+                }
+            }
+
+            /// Sub-block `j` (activation block `xb`) of `many_super`: its N tokens' sums scaled, and its offsets.
+            #[inline(always)]
+            unsafe fn super_sub<F: Format, const N: usize>(
+                blk: *const u8,
+                hdr: F::Hdr,
+                xb: usize,
+                j: usize,
+                g: &QGroup<'_>,
+            ) -> (__m256, __m256) {
+                unsafe {
+                    let s = F::sub(blk, hdr, j);
+                    let mut p = [_mm256_setzero_si256(); N];
+                    for (t, pt) in p.iter_mut().enumerate() {
+                        *pt = int_dot(&s, load_x(g.rows.get_unchecked(t), xb));
+                    }
+                    let dx = _mm256_loadu_ps(g.d.as_ptr().add(xb * GROUP));
+                    let prod = _mm256_mul_ps(
+                        _mm256_cvtepi32_ps(lane_sums(&p)),
+                        _mm256_mul_ps(_mm256_set1_ps(s.dw), dx),
+                    );
+                    let off = if F::OFFSET {
+                        _mm256_mul_ps(
+                            _mm256_set1_ps(s.cw),
+                            _mm256_loadu_ps(g.dsum.as_ptr().add(xb * GROUP)),
+                        )
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    (prod, off)
                 }
             }
 
