@@ -77,6 +77,35 @@ fn prompt_tiles(entries: &[Entry], max: usize) -> Vec<std::ops::Range<usize>> {
     tiles
 }
 
+/// One scores buffer per thread, each at least `need` floats.
+fn score_buffers(s: &mut Scratch, threads: usize, need: usize) {
+    s.scores.resize_with(threads, Vec::new);
+    for sc in &mut s.scores {
+        if sc.len() < need {
+            sc.resize(need, 0.0);
+        }
+    }
+}
+
+/// KV head `g`'s cache in `layer` for positions 0..n_pos, as attention reads it.
+fn kv_span(
+    kv: &KvCache,
+    slot: usize,
+    layer: usize,
+    g: usize,
+    hd: usize,
+    n_pos: usize,
+) -> KvSpan<'_> {
+    let head = kv.head(slot, layer, g, hd, n_pos);
+    KvSpan {
+        keys: head.keys,
+        vals: head.vals,
+        stride: head.stride,
+        offset: head.offset,
+        hd,
+    }
+}
+
 /// Runs `f` over `0..n` split across the pool.
 fn par_for(pool: &ThreadPool, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
     if n < 2 {
@@ -322,12 +351,7 @@ impl Model {
             run_len = run_len.div_ceil(2);
         }
         let runs = group.div_ceil(run_len);
-        s.scores.resize_with(pool.n_threads(), Vec::new);
-        for sc in &mut s.scores {
-            if sc.len() < run_len * max_pos {
-                sc.resize(run_len * max_pos, 0.0);
-            }
-        }
+        score_buffers(s, pool.n_threads(), run_len * max_pos);
         let scores = SharedMut(s.scores.as_mut_ptr());
         let att = SharedMut(s.att.as_mut_ptr());
         let q = &s.q;
@@ -340,16 +364,9 @@ impl Model {
                 let e = entries[i];
                 let n_pos = e.pos + 1;
                 let lo = window.map_or(0, |w| n_pos.saturating_sub(w));
-                let head = kv.head(e.slot, l, g, hd, n_pos);
+                let span = kv_span(kv, e.slot, l, g, hd, n_pos);
                 let h0 = g * group + r * run_len;
                 let h1 = (h0 + run_len).min((g + 1) * group);
-                let span = KvSpan {
-                    keys: head.keys,
-                    vals: head.vals,
-                    stride: head.stride,
-                    offset: head.offset,
-                    hd,
-                };
                 let qs = &q[i * q_dim + h0 * hd..i * q_dim + h1 * hd];
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(
@@ -392,12 +409,7 @@ impl Model {
             .map(|t| t.len() * group * (entries[t.end - 1].pos + 1))
             .max()
             .unwrap_or(0);
-        s.scores.resize_with(pool.n_threads(), Vec::new);
-        for sc in &mut s.scores {
-            if sc.len() < need {
-                sc.resize(need, 0.0);
-            }
-        }
+        score_buffers(s, pool.n_threads(), need);
         let scores = SharedMut(s.scores.as_mut_ptr());
         let att = SharedMut(s.att.as_mut_ptr());
         let q = &s.q;
@@ -408,14 +420,7 @@ impl Model {
             for t in range {
                 let (tile, g) = (&tiles[t / nkv], t % nkv);
                 let last = entries[tile.end - 1];
-                let head = kv.head(last.slot, l, g, hd, last.pos + 1);
-                let span = KvSpan {
-                    keys: head.keys,
-                    vals: head.vals,
-                    stride: head.stride,
-                    offset: head.offset,
-                    hd,
-                };
+                let span = kv_span(kv, last.slot, l, g, hd, last.pos + 1);
                 let mut rows: Vec<attention::Row<'_>> = tile
                     .clone()
                     .map(|i| {
