@@ -36,6 +36,8 @@ pub struct Scratch {
     cs_global: Vec<(f32, f32)>,
     cs_local: Vec<(f32, f32)>,
     scores: Vec<Vec<f32>>,
+    /// The step's prompt tiles (`prompt_tiles`), the same for every layer.
+    tiles: Vec<std::ops::Range<usize>>,
     xo: Vec<f32>,
     outs: Vec<usize>,
     /// Logits of the entries that asked for them, in entry order: [n_out × vocab].
@@ -60,8 +62,8 @@ const TILE_FLOATS: usize = 8192;
 
 /// Entries split into tiles: runs of consecutive positions of one sequence (a prompt chunk), at most `max` long;
 /// a generating sequence's lone entry is a tile of one.
-fn prompt_tiles(entries: &[Entry], max: usize) -> Vec<std::ops::Range<usize>> {
-    let mut tiles: Vec<std::ops::Range<usize>> = Vec::new();
+fn prompt_tiles(entries: &[Entry], max: usize, tiles: &mut Vec<std::ops::Range<usize>>) {
+    tiles.clear();
     for (i, e) in entries.iter().enumerate() {
         match tiles.last_mut() {
             Some(t)
@@ -74,7 +76,6 @@ fn prompt_tiles(entries: &[Entry], max: usize) -> Vec<std::ops::Range<usize>> {
             _ => tiles.push(i..i + 1),
         }
     }
-    tiles
 }
 
 /// One scores buffer per thread, each at least `need` floats.
@@ -142,6 +143,11 @@ impl Model {
         }
         fill_rope(&c.rope_global, entries, &mut s.cs_global);
         fill_rope(&c.rope_local, entries, &mut s.cs_local);
+        prompt_tiles(
+            entries,
+            (TILE_FLOATS / (nh / nkv * hd)).clamp(2, 16),
+            &mut s.tiles,
+        );
 
         for (l, layer) in self.layers.iter().enumerate() {
             self.attention_block(pool, kv, entries, l, layer, s);
@@ -305,9 +311,11 @@ impl Model {
         }
 
         let window = if swa { c.sliding_window } else { None };
-        let tiles = prompt_tiles(entries, (TILE_FLOATS / (nh / nkv * hd)).clamp(2, 16));
-        if tiles.len() < n {
+        if s.tiles.len() < n {
+            // Taken out for the call (it reads them while writing the rest of the scratch), then put back.
+            let tiles = std::mem::take(&mut s.tiles);
             self.attend_tiles(pool, kv, entries, &tiles, l, window, s);
+            s.tiles = tiles;
         } else {
             self.attend_entries(pool, kv, entries, l, window, s);
         }
