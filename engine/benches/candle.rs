@@ -12,7 +12,7 @@ use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use hearth_engine::gguf::GgufFile;
 use hearth_engine::quant::dot::Isa;
-use hearth_engine::quant::{quantize_acts, GgmlType, QActs};
+use hearth_engine::quant::{quantize_acts_as, GgmlType, QActs};
 use hearth_engine::sampling::Rng;
 use hearth_engine::threadpool::ThreadPool;
 use hearth_engine::weights::{matmul, Weight};
@@ -176,7 +176,7 @@ fn compare(
             let w = &ours[i];
             // Quantizing the activations is part of our product (candle's matmul does it inside).
             if w.uses_int8_acts() {
-                quantize_acts(x, w.cols, &mut xq);
+                quantize_acts_as(w.act_format(), x, w.cols, &mut xq);
             }
             matmul(pool, &mut [(w, &mut out[..])], x, &xq, n_tok);
         }

@@ -4,7 +4,7 @@
 //! matrices,long,copies,t1,layers,head` picks sections (default all).
 
 use hearth_engine::quant::dot::Isa;
-use hearth_engine::quant::{quantize_acts, GgmlType, QActs};
+use hearth_engine::quant::{quantize_acts_as, GgmlType, QActs};
 use hearth_engine::ternary::kernels::Group1Fn;
 use hearth_engine::ternary::{quantize_per_token, Packed};
 use hearth_engine::threadpool::ThreadPool;
@@ -279,7 +279,7 @@ fn main() {
         if head.wants_per_token() {
             quantize_per_token(&x, k, &mut xq);
         } else {
-            quantize_acts(&x, k, &mut xq);
+            quantize_acts_as(head.act_format(), &x, k, &mut xq);
         }
         let mut out = vec![0f32; t * n];
         let s = time(|| matmul(&pool, &mut [(head, &mut out)], &x, &xq, t), 1.0);

@@ -5,7 +5,9 @@ use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dot::{self, DotFn, DotManyFn, DotNFFn, DotR4Fn, FloatTileFn, Isa, TILE_ROWS};
 use crate::quant::rows_i8::{matmul_rows_i8, RowsI8};
-use crate::quant::{balanced_groups, dequantize_row, token_groups, GgmlType, QActs, QGroup, GROUP};
+use crate::quant::{
+    balanced_groups, dequantize_row, token_groups, ActFormat, GgmlType, QActs, GROUP,
+};
 use crate::ternary::kernels::Kernels;
 use crate::ternary::{formats, matmul_packed, Packed};
 use crate::threadpool::{SharedMut, ThreadPool};
@@ -280,6 +282,21 @@ impl Weight {
     pub fn uses_int8_acts(&self) -> bool {
         dot::uses_int8_acts(self.ty)
     }
+
+    /// The activation form this weight's kernels read (per-token weights aside: `wants_per_token`).
+    pub fn act_format(&self) -> ActFormat {
+        dot::act_format(self.ty)
+    }
+}
+
+/// The activation form for weights that share one input: Q8_K as soon as one of them is a K-quant (its kernels
+/// need it; the others then read it as 32-blocks that share a scale), else Q8.
+pub fn act_format(ws: &[&Weight]) -> ActFormat {
+    if ws.iter().any(|w| w.act_format() == ActFormat::Q8K) {
+        ActFormat::Q8K
+    } else {
+        ActFormat::Q8
+    }
 }
 
 /// The most weights one `matmul` call multiplies with the same input (q, k and v).
@@ -366,12 +383,7 @@ pub fn matmul(
                             for (k, row) in rows[..m].iter_mut().enumerate() {
                                 *row = xq.row(first + k);
                             }
-                            let (d, dsum) = xq.group_scales(g);
-                            let group = QGroup {
-                                rows: &rows[..m],
-                                d,
-                                dsum,
-                            };
+                            let group = xq.group(g, &rows[..m]);
                             for r in r0..r1 {
                                 km(
                                     &data[r * w.row_bytes..(r + 1) * w.row_bytes],

@@ -7,7 +7,7 @@
 use hearth_engine::gguf::writer::GgufWriter;
 use hearth_engine::gguf::GgufFile;
 use hearth_engine::quant::dot::Isa;
-use hearth_engine::quant::{quantize_acts, quantize_q8_0, GgmlType, QActs};
+use hearth_engine::quant::{quantize_acts_as, quantize_q8_0, GgmlType, QActs};
 use hearth_engine::threadpool::ThreadPool;
 use hearth_engine::weights::{matmul, Weight};
 use std::sync::Arc;
@@ -71,7 +71,7 @@ fn reference(w: &Weight, x: &[f32], xq: &QActs, n_tok: usize) -> Vec<f32> {
 fn product(pool: &ThreadPool, w: &Weight, x: &[f32], n_tok: usize) -> Vec<f32> {
     let mut xq = QActs::default();
     if w.uses_int8_acts() {
-        quantize_acts(x, COLS, &mut xq);
+        quantize_acts_as(w.act_format(), x, COLS, &mut xq);
     }
     let mut out = vec![0f32; n_tok * ROWS];
     matmul(pool, &mut [(w, &mut out[..])], x, &xq, n_tok);
@@ -95,7 +95,7 @@ fn matmul_equals_the_reference_for_every_token_count_and_thread_count() {
                 let x = values(n_tok * COLS, 100 + n_tok as u64);
                 for w in &ws {
                     let mut xq = QActs::default();
-                    quantize_acts(&x, COLS, &mut xq);
+                    quantize_acts_as(w.act_format(), &x, COLS, &mut xq);
                     let want = reference(w, &x, &xq, n_tok);
                     let got = product(&pool, w, &x, n_tok);
                     for (i, (g, r)) in got.iter().zip(&want).enumerate() {

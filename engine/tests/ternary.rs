@@ -179,6 +179,7 @@ fn tq2_0_multi_row_and_multi_token_kernels() {
             rows: &toks[..m],
             d: &d,
             dsum: &dsum,
+            sum: &[],
         };
         k4(rows[0], &group, &mut got);
         for (t, v) in got[..m].iter().enumerate() {

@@ -8,12 +8,12 @@
 //! ISA-specific entry points are private.
 //!
 //! **Invariant: every kernel equals its scalar reference, and the tests prove it.** Kernels that sum in
-//! integers — the ternary groups, the int8 and int4 rows, each 32-weight block of the GGUF formats — are
-//! bit-identical to the reference. Kernels that accumulate the blocks' products in floats (the GGUF formats;
-//! the K-quants add a 256-weight super-block's eight scaled sub-block sums as one tree, so the one-token kernel
-//! reduces them with one transpose rather than eight horizontal sums) equal it to float rounding (tested to 1e-3
-//! relative), and every shape of such a kernel — four rows, many
-//! tokens, the F16 tile — is bit-identical to its own one-token kernel, so a token's result never depends on
+//! integers — the ternary groups, the int8 and int4 rows, each 32-weight block of the GGUF formats, each
+//! 256-weight super-block of the K-quants — are bit-identical to the reference there. The K-quants then scale
+//! each super-block with the reference's two FMAs (`dot::scalar::k_accumulate`), so every K-quant kernel is
+//! bit-identical to the reference outright. The other GGUF formats accumulate their blocks' products in floats
+//! and equal the reference to float rounding (tested to 1e-3 relative); every shape of such a kernel — four rows,
+//! many tokens, the F16 tile — is bit-identical to its own one-token kernel, so a token's result never depends on
 //! the batch it ran in. Each module's tests compare every path this CPU can run (`Isa::runnable`) with the
 //! reference; `scripts/test-aarch64` runs them for the NEON paths under QEMU.
 
@@ -27,7 +27,8 @@ pub mod ternary;
 mod types;
 
 pub use acts::{
-    balanced_groups, interleave_scales, quantize_acts, token_groups, QActs, QGroup, QRow, GROUP, QK,
+    balanced_groups, interleave_scales, interleave_sums, quantize_acts, quantize_acts_as,
+    quantize_acts_q8k, token_groups, ActFormat, QActs, QGroup, QRow, GROUP, QK,
 };
 pub use dequant::dequantize_row;
 pub use dot::Isa;

@@ -6,10 +6,10 @@ use super::{Layer, Model};
 use crate::attention::{self, KvSpan};
 use crate::kv::KvCache;
 use crate::ops;
-use crate::quant::{quantize_acts, QActs};
+use crate::quant::{quantize_acts_as, QActs};
 use crate::ternary::{quantize_per_token, rms_norm_quantize};
 use crate::threadpool::{split_range, SharedMut, ThreadPool};
-use crate::weights::matmul;
+use crate::weights::{act_format, matmul, Weight};
 
 /// One token to run: sequence slot, its position, and whether its logits are needed.
 #[derive(Debug, Clone, Copy)]
@@ -175,7 +175,7 @@ impl Model {
                 // The file's head rescores with the activations its own matmul would get.
                 let int8 = crate::quant::dot::uses_int8_acts(self.output.ty);
                 if int8 {
-                    quantize_acts(&s.xo, d, &mut s.xq);
+                    quantize_acts_as(self.output.act_format(), &s.xo, d, &mut s.xq);
                 }
                 let v = c.vocab_size;
                 for j in 0..n_out {
@@ -196,7 +196,7 @@ impl Model {
                 if self.output.wants_per_token() {
                     quantize_per_token(&s.xo, d, &mut s.xq);
                 } else {
-                    quantize_acts(&s.xo, d, &mut s.xq);
+                    quantize_acts_as(self.output.act_format(), &s.xo, d, &mut s.xq);
                 }
                 matmul(
                     pool,
@@ -214,18 +214,19 @@ impl Model {
         }
     }
 
-    /// Activations entering a matrix: per token (BitNet's reference) or per 32-block.
-    fn quantize(&self, x: &[f32], cols: usize, xq: &mut QActs) {
+    /// Activations entering the matrices `ws`: per token (BitNet's reference), or in the form their kernels read
+    /// (`act_format`).
+    fn quantize(&self, ws: &[&Weight], x: &[f32], cols: usize, xq: &mut QActs) {
         if self.config.per_token_acts {
             quantize_per_token(x, cols, xq);
         } else {
-            quantize_acts(x, cols, xq);
+            quantize_acts_as(act_format(ws), x, cols, xq);
         }
     }
 
-    /// RMSNorm of each row of `x` into `xb` and its quantized form into `xq` (one fused pass per token when
-    /// quantizing per token).
-    fn norm_quantize(&self, x: &[f32], w: &[f32], xb: &mut [f32], xq: &mut QActs) {
+    /// RMSNorm of each row of `x` into `xb` and its quantized form for `ws` into `xq` (one fused pass per token
+    /// when quantizing per token).
+    fn norm_quantize(&self, ws: &[&Weight], x: &[f32], w: &[f32], xb: &mut [f32], xq: &mut QActs) {
         let c = &self.config;
         if c.per_token_acts {
             rms_norm_quantize(x, w, c.rms_eps, xb, xq);
@@ -236,7 +237,7 @@ impl Model {
             {
                 ops::rms_norm(x, w, c.rms_eps, xb);
             }
-            quantize_acts(xb, c.d_model, xq);
+            quantize_acts_as(act_format(ws), xb, c.d_model, xq);
         }
     }
 
@@ -255,7 +256,8 @@ impl Model {
         let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
         let (q_dim, kv_dim) = (nh * hd, nkv * hd);
 
-        self.norm_quantize(&s.x, &layer.attn_norm, &mut s.xb, &mut s.xq);
+        let qkv = [&layer.wq, &layer.wk, &layer.wv];
+        self.norm_quantize(&qkv, &s.x, &layer.attn_norm, &mut s.xb, &mut s.xq);
         matmul(
             pool,
             &mut [
@@ -325,7 +327,7 @@ impl Model {
                 .chunks_exact_mut(q_dim)
                 .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
         }
-        self.quantize(&s.att, q_dim, &mut s.xq);
+        self.quantize(&[&layer.wo], &s.att, q_dim, &mut s.xq);
         matmul(pool, &mut [(&layer.wo, &mut s.tmp[..])], &s.att, &s.xq, n);
         if let Some(w) = &layer.post_attn_norm {
             s.tmp
@@ -460,7 +462,8 @@ impl Model {
         let c = &self.config;
         let d = c.d_model;
         let f = c.ffn_dim;
-        self.norm_quantize(&s.x, &layer.ffn_norm, &mut s.xb, &mut s.xq);
+        let gate_up = [&layer.w_gate, &layer.w_up];
+        self.norm_quantize(&gate_up, &s.x, &layer.ffn_norm, &mut s.xb, &mut s.xq);
         matmul(
             pool,
             &mut [
@@ -500,7 +503,7 @@ impl Model {
                 .chunks_exact_mut(f)
                 .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
         }
-        self.quantize(&s.gate, f, &mut s.xq);
+        self.quantize(&[&layer.w_down], &s.gate, f, &mut s.xq);
         matmul(
             pool,
             &mut [(&layer.w_down, &mut s.tmp[..])],

@@ -10,7 +10,8 @@ pub mod rows_i8;
 pub(crate) use hearth_kernels::dequant;
 pub use hearth_kernels::dequantize_row;
 pub use hearth_kernels::{
-    balanced_groups, blocks, dot, interleave_scales, quantize_acts, token_groups, GgmlType, QActs,
-    QGroup, QRow, GROUP, QK,
+    balanced_groups, blocks, dot, interleave_scales, interleave_sums, quantize_acts,
+    quantize_acts_as, quantize_acts_q8k, token_groups, ActFormat, GgmlType, QActs, QGroup, QRow,
+    GROUP, QK,
 };
 pub use quantize::{quantize_q4_0, quantize_q8_0, quantize_tq1_0, quantize_tq2_0};

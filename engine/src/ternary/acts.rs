@@ -22,6 +22,8 @@ fn prepare(out: &mut QActs, rows: usize, cols: usize) {
     let nb = rows * cols / QK;
     out.cols = cols;
     out.per_token = true;
+    out.format = hearth_kernels::acts::ActFormat::Q8;
+    out.sum.clear();
     out.q.resize(rows * cols, 0);
     out.d.resize(nb, 0.0);
     out.dsum.resize(nb, 0.0);

@@ -172,11 +172,7 @@ mod tests {
                 })
                 .collect();
             let w: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| &rows[r][..]);
-            let empty = QRow {
-                q: &[],
-                d: &[],
-                dsum: &[],
-            };
+            let empty = QRow::EMPTY;
             for m in 1..=4 {
                 let x: Vec<&[f32]> = xs[..m].iter().map(|v| &v[..]).collect();
                 let mut got = [[f32::NAN; 4]; TILE_ROWS];

@@ -1,10 +1,13 @@
 //! Row · activation dot products. `scalar` is the reference; `x86` holds AVX2 and AVX-512 VNNI versions that are
-//! selected once at run time (`Isa::detect`). Every SIMD kernel is tested against the scalar one. On AArch64 the
+//! selected once at run time (`Isa::detect`), `kquant` the K-quants' AVX2 kernels on Q8_K activations (one
+//! scale per 256, as llama.cpp pairs them). Every SIMD kernel is tested against the scalar one. On AArch64 the
 //! `NeonDot` path has SIMD kernels for the ternary back end (packed ternary matrices and int8 rows); the GGUF
 //! block formats use the scalar kernels there.
 
 #[cfg(target_arch = "x86_64")]
 mod float_tile;
+#[cfg(target_arch = "x86_64")]
+mod kquant;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
@@ -200,6 +203,15 @@ pub fn kernel(ty: GgmlType, isa: Isa) -> Option<DotFn> {
     }
     let _ = isa;
     scalar::kernel(ty)
+}
+
+/// The activation form a type's integer kernel reads: Q8_K (one scale per 256) for the K-quants, as llama.cpp's
+/// `vec_dot_type` has it, Q8 (one per 32) for the rest.
+pub fn act_format(ty: GgmlType) -> crate::ActFormat {
+    match ty {
+        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => crate::ActFormat::Q8K,
+        _ => crate::ActFormat::Q8,
+    }
 }
 
 /// Whether a type's kernel reads the int8 activations (then callers must quantize them first).

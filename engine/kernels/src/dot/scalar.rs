@@ -151,56 +151,58 @@ pub fn dot_q8_0(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
     s
 }
 
-pub fn dot_q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-    let mut s = 0f32;
-    for (sb, blk) in w.chunks_exact(Q4_K_BYTES).enumerate() {
-        let d = read_f16(blk, 0);
-        let dmin = read_f16(blk, 2);
-        let scales = &blk[4..16];
-        let qs = &blk[16..144];
-        for j in 0..8 {
-            let b = sb * 8 + j;
-            let (sc, m) = scale_min_k4(j, scales);
-            let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
-            let shift = if j % 2 == 0 { 0 } else { 4 };
-            let dot = idot(
-                q.iter().map(|&v| ((v >> shift) & 0xF) as i32),
-                &xq.q[b * QK..],
-            );
-            s += xq.d[b] * d * sc as f32 * dot as f32 - dmin * m as f32 * xq.dsum[b];
+/// One K-quant super-block's share, on Q8_K activations (`ActFormat::Q8K`): the exact integer sums `isum` (sub-block
+/// products times their sub-scales) and `msum` (mins times the activations' block sums) scaled once each by the
+/// super-block's d·dx and dmin·dx. Every K-quant kernel accumulates with exactly these two FMAs, super-block by
+/// super-block, so they all equal this reference bit for bit.
+#[inline]
+pub fn k_accumulate(acc: &mut (f32, f32), isum: i32, msum: i32, d: f32, dmin: f32, dx: f32) {
+    acc.0 = (isum as f32).mul_add(d * dx, acc.0);
+    acc.1 = (msum as f32).mul_add(dmin * dx, acc.1);
+}
+
+/// Q4_K and Q5_K: codes `code(j, l)` of sub-block j, element l.
+fn dot_k_min<const BYTES: usize>(
+    w: &[u8],
+    xq: QRow<'_>,
+    code: impl Fn(&[u8], usize, usize) -> i32,
+) -> f32 {
+    assert!(xq.is_q8k(), "K-quant kernels read Q8_K activations");
+    let mut acc = (0f32, 0f32);
+    for (sb, blk) in w.chunks_exact(BYTES).enumerate() {
+        let (mut isum, mut msum) = (0i32, 0i32);
+        // The activations' integer block sums of this super-block, exact in f32.
+        for (j, &sum) in xq.sum[sb * 8..sb * 8 + 8].iter().enumerate() {
+            let (sc, m) = scale_min_k4(j, &blk[4..16]);
+            let x = &xq.q[(sb * 8 + j) * QK..];
+            isum += sc as i32 * idot((0..32).map(|l| code(blk, j, l)), x);
+            msum += m as i32 * sum as i32;
         }
+        let dx = xq.d[sb * 8];
+        k_accumulate(&mut acc, isum, msum, read_f16(blk, 0), read_f16(blk, 2), dx);
     }
-    s
+    acc.0 - acc.1
+}
+
+pub fn dot_q4k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
+    dot_k_min::<Q4_K_BYTES>(w, xq, |blk, j, l| {
+        ((blk[16 + (j / 2) * 32 + l] >> (4 * (j % 2))) & 0xF) as i32
+    })
 }
 
 pub fn dot_q5k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-    let mut s = 0f32;
-    for (sb, blk) in w.chunks_exact(Q5_K_BYTES).enumerate() {
-        let d = read_f16(blk, 0);
-        let dmin = read_f16(blk, 2);
-        let scales = &blk[4..16];
-        let qh = &blk[16..48];
-        let qs = &blk[48..176];
-        for j in 0..8 {
-            let b = sb * 8 + j;
-            let (sc, m) = scale_min_k4(j, scales);
-            let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
-            let shift = if j % 2 == 0 { 0 } else { 4 };
-            let vals = q
-                .iter()
-                .zip(qh)
-                .map(|(&v, &h)| (((v >> shift) & 0xF) as i32) | ((((h >> j) & 1) as i32) << 4));
-            let dot = idot(vals, &xq.q[b * QK..]);
-            s += xq.d[b] * d * sc as f32 * dot as f32 - dmin * m as f32 * xq.dsum[b];
-        }
-    }
-    s
+    dot_k_min::<Q5_K_BYTES>(w, xq, |blk, j, l| {
+        let lo = (blk[48 + (j / 2) * 32 + l] >> (4 * (j % 2))) & 0xF;
+        let hi = (blk[16 + l] >> j) & 1;
+        (lo | (hi << 4)) as i32
+    })
 }
 
 pub fn dot_q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
-    let mut s = 0f32;
+    assert!(xq.is_q8k(), "K-quant kernels read Q8_K activations");
+    let mut acc = (0f32, 0f32);
     for (sb, blk) in w.chunks_exact(Q6_K_BYTES).enumerate() {
-        let d = read_f16(blk, 208);
+        let mut isum = 0i32;
         for n in 0..2 {
             let ql = &blk[n * 64..n * 64 + 64];
             let qh = &blk[128 + n * 32..128 + n * 32 + 32];
@@ -208,7 +210,6 @@ pub fn dot_q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
             for part in 0..4 {
                 let b = sb * 8 + n * 4 + part;
                 let x = &xq.q[b * QK..b * QK + QK];
-                let mut acc = 0i32;
                 for half in 0..2 {
                     let mut dot = 0i32;
                     for l in half * 16..half * 16 + 16 {
@@ -221,11 +222,11 @@ pub fn dot_q6k(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
                         let q = (lo_byte | (((qh[l] >> hi_shift) & 3) << 4)) as i32 - 32;
                         dot += q * x[l] as i32;
                     }
-                    acc += dot * (sc[part * 2 + half] as i8) as i32;
+                    isum += dot * (sc[part * 2 + half] as i8) as i32;
                 }
-                s += d * xq.d[b] * acc as f32;
             }
         }
+        k_accumulate(&mut acc, isum, 0, read_f16(blk, 208), 0.0, xq.d[sb * 8]);
     }
-    s
+    acc.0 - acc.1
 }

@@ -23,8 +23,9 @@ pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
         GgmlType::Q4_1 => pick!(vnni, DotFn, q4_1),
         GgmlType::Q5_0 => pick!(vnni, DotFn, q5_0),
         GgmlType::Q8_0 => pick!(vnni, DotFn, q8_0),
-        GgmlType::Q4K => pick!(vnni, DotFn, q4k),
-        GgmlType::Q6K => pick!(vnni, DotFn, q6k),
+        GgmlType::Q4K => super::kquant::q4k,
+        GgmlType::Q5K => super::kquant::q5k,
+        GgmlType::Q6K => super::kquant::q6k,
         GgmlType::TQ2_0 => pick!(vnni, DotFn, tq2_0),
         _ => return None,
     })
@@ -38,8 +39,9 @@ pub fn kernel_many(ty: GgmlType, vnni: bool) -> Option<DotManyFn> {
         GgmlType::Q4_1 => pick!(vnni, DotManyFn, q4_1_n),
         GgmlType::Q5_0 => pick!(vnni, DotManyFn, q5_0_n),
         GgmlType::Q8_0 => pick!(vnni, DotManyFn, q8_0_n),
-        GgmlType::Q4K => pick!(vnni, DotManyFn, q4k_n),
-        GgmlType::Q6K => pick!(vnni, DotManyFn, q6k_n),
+        GgmlType::Q4K => super::kquant::q4k_n,
+        GgmlType::Q5K => super::kquant::q5k_n,
+        GgmlType::Q6K => super::kquant::q6k_n,
         GgmlType::TQ2_0 => pick!(vnni, DotManyFn, tq2_0_n),
         _ => return None,
     })
@@ -55,10 +57,12 @@ pub fn kernel_float_n(ty: GgmlType, vnni: bool) -> Option<DotNFFn> {
     })
 }
 
-/// Four-row kernels for one token (generation), where they exist. Q4_K and Q6_K have none: four rows' headers
-/// and sub-scales spill AVX2's registers, and measured slower than one row at a time in Gemma 3 generation.
+/// Four-row kernels for one token (generation), where they exist.
 pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
     Some(match ty {
+        GgmlType::Q4K => super::kquant::q4k_r4,
+        GgmlType::Q5K => super::kquant::q5k_r4,
+        GgmlType::Q6K => super::kquant::q6k_r4,
         GgmlType::Q4_0 => pick!(vnni, DotR4Fn, q4_0_r4),
         GgmlType::Q4_1 => pick!(vnni, DotR4Fn, q4_1_r4),
         GgmlType::Q5_0 => pick!(vnni, DotR4Fn, q5_0_r4),
@@ -145,6 +149,28 @@ pub(crate) mod lanes {
         }
     }
 
+    /// Lane t = the sum of p[t]'s eight lanes (t < N ≤ 8; later lanes 0): N block sums transposed into
+    /// one vector by a tree of horizontal adds.
+    #[inline(always)]
+    pub unsafe fn lane_sums<const N: usize>(p: &[__m256i; N]) -> __m256i {
+        unsafe {
+            let z = _mm256_setzero_si256();
+            let g = |i: usize| if i < N { p[i] } else { z };
+            let q0 =
+                _mm256_hadd_epi32(_mm256_hadd_epi32(g(0), g(1)), _mm256_hadd_epi32(g(2), g(3)));
+            let q1 = if N > 4 {
+                _mm256_hadd_epi32(_mm256_hadd_epi32(g(4), g(5)), _mm256_hadd_epi32(g(6), g(7)))
+            } else {
+                z
+            };
+            // q0 = [Σlo p0..p3 | Σhi p0..p3], q1 the same for p4..p7.
+            _mm256_add_epi32(
+                _mm256_permute2x128_si256(q0, q1, 0x20),
+                _mm256_permute2x128_si256(q0, q1, 0x31),
+            )
+        }
+    }
+
     /// The F16 value at `p`.
     #[inline(always)]
     pub unsafe fn f16_at(p: *const u8) -> f32 {
@@ -182,7 +208,7 @@ pub(crate) mod lanes {
 macro_rules! isa_kernels {
     ($modname:ident, $features:literal, $vnni:expr) => {
         pub mod $modname {
-            use super::lanes::{f16_at, hsum, hsum_i32, load1, load8};
+            use super::lanes::{f16_at, hsum, hsum_i32, lane_sums, load1, load8};
             use crate::blocks::*;
             use crate::{QGroup, QRow, GROUP, QK};
             use std::arch::x86_64::*;
@@ -239,13 +265,12 @@ macro_rules! isa_kernels {
             }
 
             /// One 32-weight sub-block, decoded: unsigned 8-bit codes (or |w| for signed formats, with the signs to
-            /// move onto x), the scale and the offset that multiplies the block's activation sum. Q6_K also
-            /// carries its two 16-weight sub-scales (`s16`) and offsets its codes by −32 in the integer product.
+            /// move onto x), the scale and the offset that multiplies the block's activation sum. (The K-quants
+            /// have kernels of their own, `kquant`.)
             #[derive(Clone, Copy)]
             struct Sub {
                 q: __m256i,
                 sign: Option<__m256i>,
-                s16: Option<__m256i>,
                 dw: f32,
                 cw: f32,
             }
@@ -256,7 +281,6 @@ macro_rules! isa_kernels {
                     Sub {
                         q,
                         sign: None,
-                        s16: None,
                         dw,
                         cw,
                     }
@@ -271,17 +295,7 @@ macro_rules! isa_kernels {
                         Some(sg) => _mm256_sign_epi8(x, sg),
                         None => x,
                     };
-                    match s.s16 {
-                        // Q6_K: (q − 32)·x per 16-bit pair, times the pair's sub-scale.
-                        Some(s16) => _mm256_madd_epi16(
-                            _mm256_sub_epi16(
-                                _mm256_maddubs_epi16(s.q, x),
-                                _mm256_maddubs_epi16(_mm256_set1_epi8(32), x),
-                            ),
-                            s16,
-                        ),
-                        None => mul_sum_us8(_mm256_setzero_si256(), s.q, x),
-                    }
+                    mul_sum_us8(_mm256_setzero_si256(), s.q, x)
                 }
             }
 
@@ -295,33 +309,6 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// Lane t = the sum of p[t]'s eight lanes (t < N ≤ 8; later lanes 0): N block sums transposed into
-            /// one vector by a tree of horizontal adds.
-            #[inline(always)]
-            unsafe fn lane_sums<const N: usize>(p: &[__m256i; N]) -> __m256i {
-                unsafe {
-                    let z = _mm256_setzero_si256();
-                    let g = |i: usize| if i < N { p[i] } else { z };
-                    let q0 = _mm256_hadd_epi32(
-                        _mm256_hadd_epi32(g(0), g(1)),
-                        _mm256_hadd_epi32(g(2), g(3)),
-                    );
-                    let q1 = if N > 4 {
-                        _mm256_hadd_epi32(
-                            _mm256_hadd_epi32(g(4), g(5)),
-                            _mm256_hadd_epi32(g(6), g(7)),
-                        )
-                    } else {
-                        z
-                    };
-                    // q0 = [Σlo p0..p3 | Σhi p0..p3], q1 the same for p4..p7.
-                    _mm256_add_epi32(
-                        _mm256_permute2x128_si256(q0, q1, 0x20),
-                        _mm256_permute2x128_si256(q0, q1, 0x31),
-                    )
-                }
-            }
-
             /// A weight format read as a stream of 32-wide sub-blocks.
             trait Format {
                 const BYTES: usize;
@@ -331,10 +318,6 @@ macro_rules! isa_kernels {
                 /// Whether the offset multiplies d·Σx rounded to f16 (llama.cpp's Q8_1 activations, which its Q4_1
                 /// and Q5_1 kernels read) rather than as it is.
                 const SUM_F16: bool = false;
-                /// K-quants: a super-block's eight scaled sub-block sums are added to each other first, as the
-                /// tree `hsum` adds eight lanes, and then to the accumulator — so the one-token kernel reduces a
-                /// super-block's integer sums in one transpose and one horizontal sum instead of eight.
-                const SUPER: bool = false;
                 type Hdr: Copy;
                 unsafe fn header(blk: *const u8) -> Self::Hdr;
                 unsafe fn sub(blk: *const u8, hdr: Self::Hdr, j: usize) -> Sub;
@@ -412,86 +395,6 @@ macro_rules! isa_kernels {
                 }
             }
 
-            struct Q4K;
-            impl Format for Q4K {
-                const BYTES: usize = Q4_K_BYTES;
-                const SUBS: usize = 8;
-                const SUPER: bool = true;
-                /// (d, dmin, scales[8], mins[8])
-                type Hdr = (f32, f32, [u8; 8], [u8; 8]);
-                #[inline(always)]
-                unsafe fn header(blk: *const u8) -> Self::Hdr {
-                    unsafe {
-                        let scales = std::slice::from_raw_parts(blk.add(4), 12);
-                        let mut sc = [0u8; 8];
-                        let mut mn = [0u8; 8];
-                        for j in 0..8 {
-                            (sc[j], mn[j]) = scale_min_k4(j, scales);
-                        }
-                        (f16_at(blk), f16_at(blk.add(2)), sc, mn)
-                    }
-                }
-                #[inline(always)]
-                unsafe fn sub(blk: *const u8, h: Self::Hdr, j: usize) -> Sub {
-                    unsafe {
-                        let q = _mm256_loadu_si256(blk.add(16 + 32 * (j / 2)) as *const __m256i);
-                        let q = if j % 2 == 0 {
-                            q
-                        } else {
-                            _mm256_srli_epi16(q, 4)
-                        };
-                        Sub::plain(
-                            _mm256_and_si256(q, _mm256_set1_epi8(0xF)),
-                            h.0 * h.2[j] as f32,
-                            -h.1 * h.3[j] as f32,
-                        )
-                    }
-                }
-            }
-
-            /// Q6_K: sub-block j = 4n + p of the super-block is part p of its half n (128 weights: low nibbles
-            /// of 64 bytes, two high bits from 32 more), with a sub-scale per 16 weights.
-            struct Q6K;
-            impl Format for Q6K {
-                const BYTES: usize = Q6_K_BYTES;
-                const SUBS: usize = 8;
-                const SUPER: bool = true;
-                const OFFSET: bool = false;
-                type Hdr = f32;
-                #[inline(always)]
-                unsafe fn header(blk: *const u8) -> f32 {
-                    unsafe { f16_at(blk.add(208)) }
-                }
-                #[inline(always)]
-                unsafe fn sub(blk: *const u8, d: f32, j: usize) -> Sub {
-                    unsafe {
-                        let (n, p) = (j / 4, j % 4);
-                        let m4 = _mm256_set1_epi8(0xF);
-                        let m2 = _mm256_set1_epi8(0x30);
-                        let ql =
-                            _mm256_loadu_si256(blk.add(n * 64 + 32 * (p % 2)) as *const __m256i);
-                        let ql = if p < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
-                        let qh = _mm256_loadu_si256(blk.add(128 + n * 32) as *const __m256i);
-                        let qh = match p {
-                            0 => _mm256_slli_epi16(qh, 4),
-                            1 => _mm256_slli_epi16(qh, 2),
-                            2 => qh,
-                            _ => _mm256_srli_epi16(qh, 2),
-                        };
-                        let q = _mm256_or_si256(_mm256_and_si256(ql, m4), _mm256_and_si256(qh, m2));
-                        let sc = blk.add(192 + n * 8 + 2 * p) as *const i8;
-                        let s16 = _mm256_set_m128i(
-                            _mm_set1_epi16(*sc.add(1) as i16),
-                            _mm_set1_epi16(*sc as i16),
-                        );
-                        Sub {
-                            s16: Some(s16),
-                            ..Sub::plain(q, d, 0.0)
-                        }
-                    }
-                }
-            }
-
             /// TQ2_0: sub-block j = 4g + l is bits 2l..2l+2 of bytes 32g..32g+32 (codes c, weight c − 1).
             struct TQ2_0;
             impl Format for TQ2_0 {
@@ -515,18 +418,12 @@ macro_rules! isa_kernels {
             // The three shapes below — one row × one token, one row × N tokens, four rows × one token — give
             // every (row, token) exactly the same result: each sub-block's integer dot product is exact, then
             //   acc = fma(Σ, dw · dx, acc)   and   off = off + cw · (dx · Σx)   sub-block by sub-block,
-            // and the result is acc + off. K-quants (`SUPER`) instead add per super-block
-            //   acc = acc + tree_j(Σ_j · (dw_j · dx_j))   and   off = off + tree_j(cw_j · (dx · Σx)_j)
-            // with the tree of `hsum`: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)). Only the lanes differ (scalar; one token per lane; one row per lane),
-            // so batching and speculative verification never change a token's logits.
+            // and the result is acc + off. Only the lanes differ (scalar; one token per lane; one row per lane), so
+            // batching and speculative verification never change a token's logits.
 
             /// w · x for one row and one token.
             #[target_feature(enable = $features)]
             unsafe fn one_impl<F: Format>(w: &[u8], xq: QRow<'_>) -> f32 {
-                if F::SUPER {
-                    // SAFETY: as for this function.
-                    return unsafe { one_super::<F>(w, xq) };
-                }
                 unsafe {
                     let nb = w.len() / F::BYTES;
                     let (mut acc, mut off) = (0f32, 0f32);
@@ -549,50 +446,10 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// `one_impl` for a K-quant: sub-block j of a super-block in lane j, its eight integer sums
-            /// transposed into one vector (`lane_sums`), scaled there, and added by `hsum`'s tree.
-            #[target_feature(enable = $features)]
-            unsafe fn one_super<F: Format>(w: &[u8], xq: QRow<'_>) -> f32 {
-                debug_assert_eq!(F::SUBS, 8);
-                unsafe {
-                    let nb = w.len() / F::BYTES;
-                    let (mut acc, mut off) = (0f32, 0f32);
-                    for b in 0..nb {
-                        let blk = w.as_ptr().add(b * F::BYTES);
-                        let hdr = F::header(blk);
-                        let subs: [Sub; 8] = std::array::from_fn(|j| F::sub(blk, hdr, j));
-                        let mut p = [_mm256_setzero_si256(); 8];
-                        for (j, pj) in p.iter_mut().enumerate() {
-                            *pj = int_dot(&subs[j], load_x(&xq, b * 8 + j));
-                        }
-                        let sums = _mm256_cvtepi32_ps(lane_sums(&p));
-                        let dw = _mm256_setr_ps(
-                            subs[0].dw, subs[1].dw, subs[2].dw, subs[3].dw, subs[4].dw, subs[5].dw,
-                            subs[6].dw, subs[7].dw,
-                        );
-                        let dx = _mm256_loadu_ps(xq.d.as_ptr().add(b * 8));
-                        acc += hsum(_mm256_mul_ps(sums, _mm256_mul_ps(dw, dx)));
-                        if F::OFFSET {
-                            let cw = _mm256_setr_ps(
-                                subs[0].cw, subs[1].cw, subs[2].cw, subs[3].cw, subs[4].cw, subs[5].cw,
-                                subs[6].cw, subs[7].cw,
-                            );
-                            let dxs = _mm256_loadu_ps(xq.dsum.as_ptr().add(b * 8));
-                            off += hsum(_mm256_mul_ps(cw, dxs));
-                        }
-                    }
-                    acc + off
-                }
-            }
-
             /// out[t] = w · x[t] for N ≤ 8 tokens, token t in lane t: each weight sub-block is decoded once for
             /// all of them, and one block's N sums are scaled with one multiply and one FMA.
             #[target_feature(enable = $features)]
             unsafe fn many_impl<F: Format, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
-                if F::SUPER {
-                    // SAFETY: as for this function.
-                    return unsafe { many_super::<F, N>(w, g) };
-                }
                 unsafe {
                     let nb = w.len() / F::BYTES;
                     let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -629,70 +486,6 @@ macro_rules! isa_kernels {
                     let mut lanes = [0f32; GROUP];
                     _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc, off));
                     std::array::from_fn(|t| lanes[t])
-                }
-            }
-
-            /// `many_impl` for a K-quant: token t in lane t, each sub-block's N sums scaled as `one_super` scales
-            /// them, and a super-block's eight products added by the same tree.
-            #[target_feature(enable = $features)]
-            unsafe fn many_super<F: Format, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
-                debug_assert_eq!(F::SUBS, 8);
-                unsafe {
-                    let nb = w.len() / F::BYTES;
-                    let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                    for b in 0..nb {
-                        let blk = w.as_ptr().add(b * F::BYTES);
-                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(8 * F::BYTES) as *const i8);
-                        let hdr = F::header(blk);
-                        // hsum's tree, ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)), built in that order so at
-                        // most three partial sums are live.
-                        let sub = |j: usize| super_sub::<F, N>(blk, hdr, b * 8 + j, j, g);
-                        let add2 = |(a, b): (__m256, __m256), (c, d): (__m256, __m256)| {
-                            (_mm256_add_ps(a, c), _mm256_add_ps(b, d))
-                        };
-                        let lo = add2(add2(sub(0), sub(4)), add2(sub(2), sub(6)));
-                        let hi = add2(add2(sub(1), sub(5)), add2(sub(3), sub(7)));
-                        let (p1, o1) = add2(lo, hi);
-                        acc = _mm256_add_ps(acc, p1);
-                        if F::OFFSET {
-                            off = _mm256_add_ps(off, o1);
-                        }
-                    }
-                    let mut lanes = [0f32; GROUP];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc, off));
-                    std::array::from_fn(|t| lanes[t])
-                }
-            }
-
-            /// Sub-block `j` (activation block `xb`) of `many_super`: its N tokens' sums scaled, and its offsets.
-            #[inline(always)]
-            unsafe fn super_sub<F: Format, const N: usize>(
-                blk: *const u8,
-                hdr: F::Hdr,
-                xb: usize,
-                j: usize,
-                g: &QGroup<'_>,
-            ) -> (__m256, __m256) {
-                unsafe {
-                    let s = F::sub(blk, hdr, j);
-                    let mut p = [_mm256_setzero_si256(); N];
-                    for (t, pt) in p.iter_mut().enumerate() {
-                        *pt = int_dot(&s, load_x(g.rows.get_unchecked(t), xb));
-                    }
-                    let dx = _mm256_loadu_ps(g.d.as_ptr().add(xb * GROUP));
-                    let prod = _mm256_mul_ps(
-                        _mm256_cvtepi32_ps(lane_sums(&p)),
-                        _mm256_mul_ps(_mm256_set1_ps(s.dw), dx),
-                    );
-                    let off = if F::OFFSET {
-                        _mm256_mul_ps(
-                            _mm256_set1_ps(s.cw),
-                            _mm256_loadu_ps(g.dsum.as_ptr().add(xb * GROUP)),
-                        )
-                    } else {
-                        _mm256_setzero_ps()
-                    };
-                    (prod, off)
                 }
             }
 
@@ -812,8 +605,6 @@ macro_rules! isa_kernels {
             int_entries!(Q4_1: q4_1, q4_1_n, q4_1_r4);
             int_entries!(Q5_0: q5_0, q5_0_n, q5_0_r4);
             int_entries!(Q8_0: q8_0, q8_0_n, q8_0_r4);
-            int_entries!(Q4K: q4k, q4k_n);
-            int_entries!(Q6K: q6k, q6k_n);
             int_entries!(TQ2_0: tq2_0, tq2_0_n, tq2_0_r4);
             pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
                 assert!(w.len() >= 4 * xf.len());
@@ -860,20 +651,26 @@ isa_kernels!(vnni_k, "avx2,fma,f16c,avx512vnni,avx512vl", true);
 
 #[cfg(test)]
 mod tests {
+    use super::super::act_format;
     use super::super::{kernel, scalar, Isa};
-    use crate::{dequantize_row, interleave_scales, quantize_acts, GgmlType, QActs, QGroup, QRow};
+    use crate::{
+        dequantize_row, interleave_scales, interleave_sums, quantize_acts_as, GgmlType, QActs,
+        QGroup, QRow,
+    };
 
     /// `many(w, rows)` with the rows' scales interleaved as `quantize_acts` lays them out.
     fn run_many(many: super::super::DotManyFn, w: &[u8], rows: &[QRow<'_>], out: &mut [f32]) {
         let n = rows[0].d.len() * crate::GROUP;
-        let (mut d, mut dsum) = (vec![0f32; n], vec![0f32; n]);
+        let (mut d, mut dsum, mut sum) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         interleave_scales(rows, &mut d, &mut dsum);
+        interleave_sums(rows, &mut sum);
         many(
             w,
             &QGroup {
                 rows,
                 d: &d,
                 dsum: &dsum,
+                sum: if rows[0].is_q8k() { &sum } else { &[] },
             },
             out,
         );
@@ -929,15 +726,9 @@ mod tests {
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
             .collect();
-        let mut xq = QActs::default();
-        quantize_acts(&x, n, &mut xq);
-        // The f32 view of the int8 activations: the exact input the integer kernels see.
-        let xdq: Vec<f32> = (0..n).map(|i| xq.q[i] as f32 * xq.d[i / 32]).collect();
         let x4: Vec<f32> = (0..4 * n)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / (5.0 + (i / n) as f32))
             .collect();
-        let mut xq4 = QActs::default();
-        quantize_acts(&x4, n, &mut xq4);
         for ty in [
             GgmlType::F32,
             GgmlType::F16,
@@ -952,6 +743,12 @@ mod tests {
             GgmlType::Q5K,
             GgmlType::Q6K,
         ] {
+            // Each type gets the activation form its kernel reads.
+            let (mut xq, mut xq4) = (QActs::default(), QActs::default());
+            quantize_acts_as(act_format(ty), &x, n, &mut xq);
+            quantize_acts_as(act_format(ty), &x4, n, &mut xq4);
+            // The f32 view of the int8 activations: the exact input the integer kernels see.
+            let xdq: Vec<f32> = (0..n).map(|i| xq.q[i] as f32 * xq.d[i / 32]).collect();
             let w = random_row(ty, n, ty.id() as u64 + 7);
             let mut wf = vec![0f32; n];
             assert!(dequantize_row(ty, &w, &mut wf));
@@ -972,6 +769,10 @@ mod tests {
                 }
                 let v = kernel(ty, isa).expect("kernel")(&w, xq.row(0), &x);
                 assert!((v - s).abs() < tol, "{ty} {isa:?}: {v} vs scalar {s}");
+                if act_format(ty) == crate::ActFormat::Q8K {
+                    // The K-quant kernels scale each super-block exactly as the reference does.
+                    assert_eq!(v.to_bits(), s.to_bits(), "{ty} {isa:?}: {v} vs scalar {s}");
+                }
                 if let Some(r4) = super::super::kernel_r4(ty, isa) {
                     let w2 = random_row(ty, n, 99);
                     let got = r4(&[&w, &w2, &w, &w2], xq.row(0));
@@ -1025,11 +826,7 @@ mod tests {
                 }
                 let one = kernel(ty, isa).expect("kernel");
                 let many = super::super::kernel_float_n(ty, isa).expect("xn");
-                let empty = crate::QRow {
-                    q: &[],
-                    d: &[],
-                    dsum: &[],
-                };
+                let empty = crate::QRow::EMPTY;
                 for m in 1..=4 {
                     let mut got = [0f32; 4];
                     many(w, &rows[..m], &mut got);
@@ -1052,18 +849,19 @@ mod tests {
         let x: Vec<f32> = (0..8 * n)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / (5.0 + (i / n) as f32))
             .collect();
-        let mut xq = QActs::default();
-        quantize_acts(&x, n, &mut xq);
-        let rows: Vec<_> = (0..8).map(|t| xq.row(t)).collect();
         for ty in [
             GgmlType::Q4_0,
             GgmlType::Q4_1,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::Q4K,
+            GgmlType::Q5K,
             GgmlType::Q6K,
             GgmlType::TQ2_0,
         ] {
+            let mut xq = QActs::default();
+            quantize_acts_as(act_format(ty), &x, n, &mut xq);
+            let rows: Vec<_> = (0..8).map(|t| xq.row(t)).collect();
             let w = random_row(ty, n, ty.id() as u64 + 3);
             for isa in [Isa::Avx2, Isa::Avx512Vnni] {
                 if Isa::best_supported() == Isa::Scalar
