@@ -6,7 +6,7 @@
 //! reference bit for bit. One instantiation serves AVX2 and AVX-512 VNNI CPUs alike: `vpdpbusd` would save the
 //! `vpmaddwd` only to need a 32-bit multiply for the scale.
 
-use super::x86::lanes::{f16_at, hsum, hsum_i32, lane_sums};
+use super::x86::lanes::{f16_at, hsum, hsum_i32, lane_sums, prefetch_next_rows};
 use crate::blocks::*;
 use crate::{QGroup, QRow, GROUP, QK};
 use std::arch::x86_64::*;
@@ -263,9 +263,7 @@ unsafe fn rows4<F: KFormat>(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
         let (mut acc, mut off) = (_mm_setzero_ps(), _mm_setzero_ps());
         for sb in 0..w[0].len() / F::BYTES {
             let blk: [*const u8; 4] = std::array::from_fn(|r| w[r].as_ptr().add(sb * F::BYTES));
-            for p in blk {
-                prefetch::<F>(p);
-            }
+            prefetch_next_rows(w, sb, F::BYTES);
             let h: [Hdr; 4] = std::array::from_fn(|r| F::header(blk[r]));
             let mut ai = [_mm256_setzero_si256(); 4];
             for j in 0..8 {
