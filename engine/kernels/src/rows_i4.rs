@@ -67,7 +67,7 @@ unsafe fn dot4_avx2(w: [(&[u8], &[u8]); 4], x: &[i8], xsum: &[i16]) -> [i32; 4] 
                 );
             }
         }
-        let hs = crate::dot::x86::lanes::hsum_i32;
+        let hs = crate::dot::lanes::hsum_i32;
         let mut out = [0i32; 4];
         for ((o, a), (_, scales)) in out.iter_mut().zip(acc).zip(&w) {
             *o = hs(a) - 8 * scale_offset_avx2(scales, xsum);
@@ -93,7 +93,7 @@ unsafe fn scale_offset_avx2(scales: &[u8], xsum: &[i16]) -> i32 {
             b += 16;
         }
         let tail: i32 = (b..nb).map(|i| scales[i] as i32 * xsum[i] as i32).sum();
-        crate::dot::x86::lanes::hsum_i32(off) + tail
+        crate::dot::lanes::hsum_i32(off) + tail
     }
 }
 

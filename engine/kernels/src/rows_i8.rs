@@ -30,7 +30,7 @@ unsafe fn dot4_avx2(w: [&[i8]; 4], x: &[i8]) -> [i32; 4] {
         }
         let mut out = [0i32; 4];
         for (o, a) in out.iter_mut().zip(acc) {
-            *o = crate::dot::x86::lanes::hsum_i32(a);
+            *o = crate::dot::lanes::hsum_i32(a);
         }
         // Columns past the last multiple of 32 (none for real heads).
         for (o, wr) in out.iter_mut().zip(&w) {

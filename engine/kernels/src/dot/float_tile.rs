@@ -11,7 +11,7 @@
 //! chains are split apart again before the tail and the reduction, which then run exactly as there. Greedy
 //! speculative decoding and batching rely on a token's result not depending on how many tokens shared the pass.
 
-use super::x86::lanes::{hsum, load1, load8};
+use super::lanes::{hsum, load1, load8};
 use super::{FloatTileFn, TILE_ROWS};
 use std::arch::x86_64::*;
 

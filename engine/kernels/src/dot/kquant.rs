@@ -6,8 +6,10 @@
 //! reference bit for bit. One instantiation serves AVX2 and AVX-512 VNNI CPUs alike: `vpdpbusd` would save the
 //! `vpmaddwd` only to need a 32-bit multiply for the scale.
 
-use super::x86::lanes::{f16_at, hsum, hsum_i32, lane_sums, prefetch_next_rows};
+use super::lanes::{f16_at, hsum, hsum_i32, lane_sums, prefetch_next_rows};
+use super::{DotFn, DotManyFn, DotR4Fn};
 use crate::blocks::*;
+use crate::GgmlType;
 use crate::{QGroup, QRow, GROUP, QK};
 use std::arch::x86_64::*;
 
@@ -390,6 +392,16 @@ macro_rules! entries {
 entries!(Q4K: q4k, q4k_r4, q4k_n);
 entries!(Q5K: q5k, q5k_r4, q5k_n);
 entries!(Q6K: q6k, q6k_r4, q6k_n);
+
+/// The one-token, four-row and multi-token kernels of a K-quant (AVX2, FMA and F16C detected by the caller).
+pub fn kernels(ty: GgmlType) -> Option<(DotFn, DotR4Fn, DotManyFn)> {
+    Some(match ty {
+        GgmlType::Q4K => (q4k as DotFn, q4k_r4 as DotR4Fn, q4k_n as DotManyFn),
+        GgmlType::Q5K => (q5k, q5k_r4, q5k_n),
+        GgmlType::Q6K => (q6k, q6k_r4, q6k_n),
+        _ => return None,
+    })
+}
 
 #[cfg(test)]
 mod tests {

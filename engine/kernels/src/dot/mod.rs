@@ -8,6 +8,8 @@
 mod float_tile;
 #[cfg(target_arch = "x86_64")]
 mod kquant;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lanes;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
@@ -153,6 +155,9 @@ pub fn kernel_r4(ty: GgmlType, isa: Isa) -> Option<DotR4Fn> {
     let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
+        if let Some((_, r4, _)) = kquant::kernels(ty) {
+            return Some(r4);
+        }
         return x86::kernel_r4(ty, isa == Isa::Avx512Vnni);
     }
     let _ = (ty, isa);
@@ -164,6 +169,9 @@ pub fn kernel_many(ty: GgmlType, isa: Isa) -> Option<DotManyFn> {
     let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
+        if let Some((_, _, many)) = kquant::kernels(ty) {
+            return Some(many);
+        }
         return x86::kernel_many(ty, isa == Isa::Avx512Vnni);
     }
     let _ = (ty, isa);
@@ -197,6 +205,9 @@ pub fn kernel(ty: GgmlType, isa: Isa) -> Option<DotFn> {
     let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
+        if let Some((one, _, _)) = kquant::kernels(ty) {
+            return Some(one);
+        }
         if let Some(k) = x86::kernel(ty, isa == Isa::Avx512Vnni) {
             return Some(k);
         }

@@ -23,9 +23,6 @@ pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
         GgmlType::Q4_1 => pick!(vnni, DotFn, q4_1),
         GgmlType::Q5_0 => pick!(vnni, DotFn, q5_0),
         GgmlType::Q8_0 => pick!(vnni, DotFn, q8_0),
-        GgmlType::Q4K => super::kquant::q4k,
-        GgmlType::Q5K => super::kquant::q5k,
-        GgmlType::Q6K => super::kquant::q6k,
         GgmlType::TQ2_0 => pick!(vnni, DotFn, tq2_0),
         _ => return None,
     })
@@ -39,9 +36,6 @@ pub fn kernel_many(ty: GgmlType, vnni: bool) -> Option<DotManyFn> {
         GgmlType::Q4_1 => pick!(vnni, DotManyFn, q4_1_n),
         GgmlType::Q5_0 => pick!(vnni, DotManyFn, q5_0_n),
         GgmlType::Q8_0 => pick!(vnni, DotManyFn, q8_0_n),
-        GgmlType::Q4K => super::kquant::q4k_n,
-        GgmlType::Q5K => super::kquant::q5k_n,
-        GgmlType::Q6K => super::kquant::q6k_n,
         GgmlType::TQ2_0 => pick!(vnni, DotManyFn, tq2_0_n),
         _ => return None,
     })
@@ -60,9 +54,6 @@ pub fn kernel_float_n(ty: GgmlType, vnni: bool) -> Option<DotNFFn> {
 /// Four-row kernels for one token (generation), where they exist.
 pub fn kernel_r4(ty: GgmlType, vnni: bool) -> Option<DotR4Fn> {
     Some(match ty {
-        GgmlType::Q4K => super::kquant::q4k_r4,
-        GgmlType::Q5K => super::kquant::q5k_r4,
-        GgmlType::Q6K => super::kquant::q6k_r4,
         GgmlType::Q4_0 => pick!(vnni, DotR4Fn, q4_0_r4),
         GgmlType::Q4_1 => pick!(vnni, DotR4Fn, q4_1_r4),
         GgmlType::Q5_0 => pick!(vnni, DotR4Fn, q5_0_r4),
@@ -118,107 +109,10 @@ macro_rules! int_entries {
 /// 2 KiB beat 1 KiB and 4 KiB; none at all left four-token passes ~25% slower).
 const F16_PREFETCH_BYTES: usize = 2048;
 
-/// Horizontal sums and float loads shared by both instantiations below and by the row tile (`float_tile`): plain
-/// SSE/AVX/F16C, inlined into callers compiled with those features.
-pub(crate) mod lanes {
-    use std::arch::x86_64::*;
-
-    /// The sum of the eight lanes: low half + high half, then pairs, then the last two.
-    #[inline(always)]
-    pub unsafe fn hsum(v: __m256) -> f32 {
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
-    }
-
-    /// The sum of the eight i32 lanes.
-    #[inline(always)]
-    pub unsafe fn hsum_i32(v: __m256i) -> i32 {
-        unsafe {
-            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-            _mm_cvtsi128_si32(s)
-        }
-    }
-
-    /// Lane t = the sum of p[t]'s eight lanes (t < N ≤ 8; later lanes 0): N block sums transposed into
-    /// one vector by a tree of horizontal adds.
-    #[inline(always)]
-    pub unsafe fn lane_sums<const N: usize>(p: &[__m256i; N]) -> __m256i {
-        unsafe {
-            let z = _mm256_setzero_si256();
-            let g = |i: usize| if i < N { p[i] } else { z };
-            let q0 =
-                _mm256_hadd_epi32(_mm256_hadd_epi32(g(0), g(1)), _mm256_hadd_epi32(g(2), g(3)));
-            let q1 = if N > 4 {
-                _mm256_hadd_epi32(_mm256_hadd_epi32(g(4), g(5)), _mm256_hadd_epi32(g(6), g(7)))
-            } else {
-                z
-            };
-            // q0 = [Σlo p0..p3 | Σhi p0..p3], q1 the same for p4..p7.
-            _mm256_add_epi32(
-                _mm256_permute2x128_si256(q0, q1, 0x20),
-                _mm256_permute2x128_si256(q0, q1, 0x31),
-            )
-        }
-    }
-
-    /// Prefetches the part of the next four rows that step `b` of a four-row kernel (each step reading `bytes` of
-    /// each row) answers for: rows are contiguous, so the next call's four rows follow `w[3]`, and spreading
-    /// their lines over this call's steps asks for each one a whole call ahead. Four interleaved row streams
-    /// defeat the hardware prefetcher (1B Q4_0 generation on a 2-vCPU Zen 3 ran at 5 GB/s per core without
-    /// this); a prefetch past the mapping never faults.
-    #[inline(always)]
-    pub unsafe fn prefetch_next_rows(w: &[&[u8]; 4], b: usize, bytes: usize) {
-        let next = w[3].as_ptr().wrapping_add(w[3].len() + 4 * b * bytes);
-        for line in (0..4 * bytes).step_by(64) {
-            // SAFETY: a prefetch never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line) as *const i8) };
-        }
-    }
-
-    /// The F16 value at `p`.
-    #[inline(always)]
-    pub unsafe fn f16_at(p: *const u8) -> f32 {
-        unsafe {
-            let h = std::ptr::read_unaligned(p as *const u16);
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-        }
-    }
-
-    /// Eight weights from `wp` at element `i`: F16 converted, or F32 as they are.
-    #[inline(always)]
-    pub unsafe fn load8<const F16: bool>(wp: *const u8, i: usize) -> __m256 {
-        unsafe {
-            if F16 {
-                _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i))
-            } else {
-                _mm256_loadu_ps((wp as *const f32).add(i))
-            }
-        }
-    }
-
-    /// The weight at element `i`.
-    #[inline(always)]
-    pub unsafe fn load1<const F16: bool>(wp: *const u8, i: usize) -> f32 {
-        unsafe {
-            if F16 {
-                f16_at(wp.add(2 * i))
-            } else {
-                std::ptr::read_unaligned((wp as *const f32).add(i))
-            }
-        }
-    }
-}
-
 macro_rules! isa_kernels {
     ($modname:ident, $features:literal, $vnni:expr) => {
         pub mod $modname {
-            use super::lanes::{f16_at, hsum, hsum_i32, lane_sums, load1, load8};
+            use crate::dot::lanes::{f16_at, hsum, hsum_i32, lane_sums, load1, load8};
             use crate::blocks::*;
             use crate::{QGroup, QRow, GROUP, QK};
             use std::arch::x86_64::*;
@@ -509,7 +403,7 @@ macro_rules! isa_kernels {
                     for b in 0..nb {
                         let blk: [*const u8; 4] =
                             std::array::from_fn(|r| w[r].as_ptr().add(b * F::BYTES));
-                        super::lanes::prefetch_next_rows(w, b, F::BYTES);
+                        crate::dot::lanes::prefetch_next_rows(w, b, F::BYTES);
                         let hdr: [F::Hdr; 4] = std::array::from_fn(|r| F::header(blk[r]));
                         for j in 0..F::SUBS {
                             let xb = b * F::SUBS + j;

@@ -11,7 +11,7 @@ use super::Kernels;
 macro_rules! ternary_isa {
     ($modname:ident, $features:literal, $vnni:expr, $dpbusd:ident) => {
         pub mod $modname {
-            use crate::dot::x86::lanes::hsum_i32;
+            use crate::dot::lanes::hsum_i32;
             use crate::ternary::{CHUNK, GROUP};
             use std::arch::x86_64::*;
 
@@ -133,7 +133,7 @@ ternary_isa!(
 /// byte) and summed in its own accumulator, divided by 4^l at the end (exact: every lane is a multiple of it).
 /// Eight independent `vpdpbusd` chains a chunk keep the multiply pipes busy at one token.
 pub mod vnni512 {
-    use crate::dot::x86::lanes::hsum_i32;
+    use crate::dot::lanes::hsum_i32;
     use crate::ternary::{CHUNK, GROUP};
     use std::arch::x86_64::*;
 
@@ -199,7 +199,7 @@ pub mod vnni512 {
 /// after one 16-bit shift, 4c for 1 and 3 by mask); the 4c·x pair sums are multiples of 4, so they are divided
 /// in 16 bits (exact) and one 16-bit accumulator a row takes all four quarters.
 pub mod avx2_chunk {
-    use crate::dot::x86::lanes::hsum_i32;
+    use crate::dot::lanes::hsum_i32;
     use crate::ternary::{CHUNK, GROUP};
     use std::arch::x86_64::*;
 
