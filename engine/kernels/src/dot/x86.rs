@@ -213,6 +213,35 @@ macro_rules! isa_kernels {
                 }
             }
 
+            /// Lane t = the exact sum of p[t]'s sixteen i16 lanes (t < N ≤ 8; later lanes 0), for `NARROW`
+            /// formats' `vpmaddubsw` outputs: three levels of 16-bit horizontal adds leave each 128-bit half
+            /// holding one sum per token (|each| ≤ 8 × 3 810 < 2^15), and the two halves are widened and added.
+            /// The same integers `lane_sums` gives after `vpmaddwd`, one `vpmaddwd` per token cheaper.
+            #[inline(always)]
+            unsafe fn token_sums16<const N: usize>(p: &[__m256i; N]) -> __m256i {
+                unsafe {
+                    let z = _mm256_setzero_si256();
+                    let g = |i: usize| if i < N { p[i] } else { z };
+                    let lo = _mm256_hadd_epi16(
+                        _mm256_hadd_epi16(g(0), g(1)),
+                        _mm256_hadd_epi16(g(2), g(3)),
+                    );
+                    let hi = if N > 4 {
+                        _mm256_hadd_epi16(
+                            _mm256_hadd_epi16(g(4), g(5)),
+                            _mm256_hadd_epi16(g(6), g(7)),
+                        )
+                    } else {
+                        z
+                    };
+                    let c = _mm256_hadd_epi16(lo, hi);
+                    _mm256_add_epi32(
+                        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(c)),
+                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(c, 1)),
+                    )
+                }
+            }
+
             /// A weight format read as a stream of 32-wide sub-blocks.
             trait Format {
                 const BYTES: usize;
@@ -222,6 +251,10 @@ macro_rules! isa_kernels {
                 /// Whether the offset multiplies d·Σx rounded to f16 (llama.cpp's Q8_1 activations, which its Q4_1
                 /// and Q5_1 kernels read) rather than as it is.
                 const SUM_F16: bool = false;
+                /// Whether codes are below 16 with no signs to move (Q4_0, Q4_1, TQ2_0): then eight tokens'
+                /// `vpmaddubsw` pair sums, added up, still fit 16 bits (8 × 2 × 15 × 127 < 2^15), so the
+                /// multi-token kernel can sum them across tokens before widening (`token_sums16`).
+                const NARROW: bool = false;
                 type Hdr: Copy;
                 unsafe fn header(blk: *const u8) -> Self::Hdr;
                 unsafe fn sub(blk: *const u8, hdr: Self::Hdr, j: usize) -> Sub;
@@ -230,6 +263,7 @@ macro_rules! isa_kernels {
             struct Q4_0;
             impl Format for Q4_0 {
                 const BYTES: usize = Q4_0_BYTES;
+                const NARROW: bool = true;
                 const SUBS: usize = 1;
                 type Hdr = ();
                 #[inline(always)]
@@ -246,6 +280,7 @@ macro_rules! isa_kernels {
             struct Q4_1;
             impl Format for Q4_1 {
                 const BYTES: usize = Q4_1_BYTES;
+                const NARROW: bool = true;
                 const SUBS: usize = 1;
                 const SUM_F16: bool = true;
                 type Hdr = ();
@@ -303,6 +338,7 @@ macro_rules! isa_kernels {
             struct TQ2_0;
             impl Format for TQ2_0 {
                 const BYTES: usize = TQ2_0_BYTES;
+                const NARROW: bool = true;
                 const SUBS: usize = 8;
                 type Hdr = f32;
                 #[inline(always)]
@@ -365,12 +401,18 @@ macro_rules! isa_kernels {
                         for j in 0..F::SUBS {
                             let s = F::sub(blk, hdr, j);
                             let xb = b * F::SUBS + j;
-                            let p: [__m256i; N] = std::array::from_fn(|t| {
-                                int_dot(&s, load_x(g.rows.get_unchecked(t), xb))
-                            });
+                            let sums = if F::NARROW && !$vnni {
+                                token_sums16::<N>(&std::array::from_fn(|t| {
+                                    _mm256_maddubs_epi16(s.q, load_x(g.rows.get_unchecked(t), xb))
+                                }))
+                            } else {
+                                lane_sums::<N>(&std::array::from_fn(|t| {
+                                    int_dot(&s, load_x(g.rows.get_unchecked(t), xb))
+                                }))
+                            };
                             let dx = _mm256_loadu_ps(gd.add(xb * GROUP));
                             acc = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(lane_sums(&p)),
+                                _mm256_cvtepi32_ps(sums),
                                 _mm256_mul_ps(_mm256_set1_ps(s.dw), dx),
                                 acc,
                             );
