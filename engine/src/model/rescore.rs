@@ -1,11 +1,16 @@
-//! The two-pass output head (`head = "i4-rescored"`). An int4 copy of the head (`quant::rows_i4`, 8-bit block
-//! scales) scores every vocabulary row — 4.25 bits per weight, 27 % of an F16 head's bytes, which is what a
-//! generated token then reads — and the rows that can hold the maximum are scored again with the file's own
-//! head: the `CANDIDATES` best coarse rows, then every row whose coarse logit is within twice the largest coarse
-//! error seen among them of the best exact logit, until no such row is left. Those rows carry the file's head's
-//! logits bit for bit (the one-row kernel is the one `matmul` uses); the rest keep int4 approximations — the far
-//! tail of the distribution. On SmolLM2 and Gemma 3 (engine/tests/reference.rs) 71 rows a token are rescored on
-//! average (at most 901 of 49 152 / 262 144), and the top-1 and top-8 logits equal the file's head's.
+//! Scoring the output head's best rows again. Two users:
+//! - the two-pass head (`head = "i4-rescored"`): an int4 copy of the head (`quant::rows_i4`, 8-bit block scales)
+//!   scores every vocabulary row — 4.25 bits per weight, 27 % of an F16 head's bytes, which is what a generated
+//!   token then reads — and the rows that can hold the maximum are scored again with the file's own head;
+//! - any head that reads quantized activations (Q8_0, the K-quants, int8 rows): its own matmul scores every row,
+//!   and the rows that can hold the maximum are scored again from the f32 activations (`Scoring::Exact`), so the
+//!   top of the distribution carries no activation rounding.
+//!
+//! The rows scored again: the `CANDIDATES` best first-pass rows, then every row whose first-pass logit is within
+//! twice the largest first-pass error seen among them of the best rescored logit, until no such row is left. The
+//! rest keep the first pass's values — the far tail of the distribution. On SmolLM2 and Gemma 3
+//! (engine/tests/reference.rs) the int4 pass rescores 71 rows a token on average (at most 901 of 49 152 /
+//! 262 144), and the top-1 and top-8 logits equal those of the single pass.
 
 use crate::quant::dot::Isa;
 use crate::quant::rows_i4::{self, I4Path, RowsI4};
@@ -57,13 +62,31 @@ pub struct RescoreScratch {
     more: Vec<u32>,
     /// The coarse pass's per-token block sums.
     sums: Vec<i16>,
+    /// A dequantized head row (`Scoring::Exact`).
+    row: Vec<f32>,
 }
 
-/// Rescores one token's `logits` (from the coarse head) in place with `exact`; `xq`/`xf` are the token's
-/// activations as `matmul` received them.
+/// How the candidate rows are scored again: with the head's own one-row kernel on the activations its matmul
+/// read, or from f32 activations (`Exact`) when those were quantized.
+#[derive(Clone, Copy)]
+pub enum Scoring<'a> {
+    Kernel(QRow<'a>),
+    Exact,
+}
+
+/// Row `r` of `head` · `xf` in f32: the row dequantized (exact for the 8-bit and K formats' codes × scales), so only
+/// the activations' own rounding is gone. `buf` holds the row.
+fn exact_logit(head: &Weight, r: usize, xf: &[f32], buf: &mut Vec<f32>) -> f32 {
+    buf.resize(head.cols, 0.0);
+    head.dequantize_row(r, buf);
+    crate::ops::dot(buf, xf)
+}
+
+/// Rescores one token's `logits` (from a cheaper pass: the int4 copy, or the head's own matmul on int8
+/// activations) in place with `head`, scored as `how` says; `xf` is the token's f32 activations.
 pub fn rescore(
-    exact: &Weight,
-    xq: QRow<'_>,
+    head: &Weight,
+    how: Scoring<'_>,
     xf: &[f32],
     logits: &mut [f32],
     s: &mut RescoreScratch,
@@ -76,15 +99,18 @@ pub fn rescore(
     while !s.more.is_empty() {
         for &r in &s.more {
             let r = r as usize;
-            // Load checked that the exact head has a one-row kernel; without one the coarse value stays.
-            let v = exact.dot_row(r, xq, xf).unwrap_or(logits[r]);
+            let v = match how {
+                // Load checked that the head has a one-row kernel; without one the first value stays.
+                Scoring::Kernel(xq) => head.dot_row(r, xq, xf).unwrap_or(logits[r]),
+                Scoring::Exact => exact_logit(head, r, xf, &mut s.row),
+            };
             err = err.max((v - logits[r]).abs());
             best = best.max(v);
             logits[r] = v;
             s.done[r] = true;
             s.rescored.push(r as u32);
         }
-        // A row below this cannot overtake `best` unless its coarse error is over twice the largest seen.
+        // A row below this cannot overtake `best` unless its first error is over twice the largest seen.
         let floor = best - 2.0 * err;
         s.more.clear();
         s.more.extend(
