@@ -3,8 +3,10 @@
 //! against the scale instead of against ones), so a super-block of 256 weights costs each token one horizontal sum
 //! — or, for eight tokens, one transpose — and the two FMAs of `scalar::k_accumulate`. The integer sums are exact
 //! and the FMAs are the reference's, so every shape here (one row, four rows, many tokens) equals the scalar
-//! reference bit for bit. One instantiation serves AVX2 and AVX-512 VNNI CPUs alike: `vpdpbusd` would save the
-//! `vpmaddwd` only to need a 32-bit multiply for the scale.
+//! reference bit for bit. `vpdpbusd` (VNNI) would save the `vpmaddwd` only to need a 32-bit multiply for the
+//! scale, so VNNI brings nothing here; AVX-512BW does, to prompts: `many_wide` multiplies two sub-blocks per
+//! instruction (the same integers, so the same bits), which doubles the work per instruction on CPUs with full-width
+//! 512-bit units (AMD Zen 5, Intel server cores).
 
 use super::lanes::{f16_at, hsum, hsum_i32, lane_sums, prefetch_next_rows};
 use super::{DotFn, DotManyFn, DotR4Fn};
@@ -337,6 +339,80 @@ unsafe fn many<F: KFormat, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N]
     }
 }
 
+/// Sub-blocks 2k (low half) and 2k + 1 (high half) of a super-block: codes and `vpmaddwd` multipliers.
+#[inline(always)]
+unsafe fn codes_pair<F: KFormat>(blk: *const u8, h: &Hdr, k: usize) -> (__m512i, __m512i) {
+    unsafe {
+        let (a, b) = (F::codes(blk, h, 2 * k), F::codes(blk, h, 2 * k + 1));
+        let join =
+            |lo: __m256i, hi: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        (join(a.q, b.q), join(a.scale, b.scale))
+    }
+}
+
+/// `product` for two sub-blocks at once.
+#[inline(always)]
+unsafe fn product_pair<F: KFormat>(q: __m512i, scale: __m512i, x: __m512i) -> __m512i {
+    unsafe {
+        let p = _mm512_maddubs_epi16(q, x);
+        let p = if F::MINUS_32 {
+            _mm512_sub_epi16(p, _mm512_maddubs_epi16(_mm512_set1_epi8(32), x))
+        } else {
+            p
+        };
+        _mm512_madd_epi16(p, scale)
+    }
+}
+
+/// `many` on 512-bit registers: each instruction multiplies two sub-blocks (64 weights) of one token. The i32
+/// partial sums are folded to 256 bits before the transpose, so every integer sum — and so every float — is `many`'s.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn many_wide<F: KFormat, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
+    unsafe {
+        let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for sb in 0..w.len() / F::BYTES {
+            let blk = w.as_ptr().add(sb * F::BYTES);
+            prefetch::<F>(blk);
+            let h = F::header(blk);
+            let mut ai = [_mm512_setzero_si512(); N];
+            for k in 0..4 {
+                let (q, scale) = codes_pair::<F>(blk, &h, k);
+                for (t, a) in ai.iter_mut().enumerate() {
+                    let xq = g.rows.get_unchecked(t);
+                    debug_assert!((sb * 8 + 2 * k + 2) * QK <= xq.q.len());
+                    let x = _mm512_loadu_si512(
+                        xq.q.as_ptr().add((sb * 8 + 2 * k) * QK) as *const __m512i
+                    );
+                    *a = _mm512_add_epi32(*a, product_pair::<F>(q, scale, x));
+                }
+            }
+            let halves: [__m256i; N] = std::array::from_fn(|t| {
+                _mm256_add_epi32(
+                    _mm512_castsi512_si256(ai[t]),
+                    _mm512_extracti64x4_epi64::<1>(ai[t]),
+                )
+            });
+            let dx = _mm256_loadu_ps(g.d.as_ptr().add(sb * 8 * GROUP));
+            let isum = _mm256_cvtepi32_ps(lane_sums(&halves));
+            acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(_mm256_set1_ps(h.d), dx), acc);
+            if F::MINS {
+                let mut m = _mm256_setzero_ps();
+                for j in 0..8 {
+                    m = _mm256_fmadd_ps(
+                        _mm256_set1_ps(h.scales[8 + j] as f32),
+                        _mm256_loadu_ps(g.sum.as_ptr().add((sb * 8 + j) * GROUP)),
+                        m,
+                    );
+                }
+                off = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(h.dmin), dx), off);
+            }
+        }
+        let mut lanes = [0f32; GROUP];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_sub_ps(acc, off));
+        std::array::from_fn(|t| lanes[t])
+    }
+}
+
 /// Whether `xq` is a Q8_K row long enough for `w`.
 fn fits<F: KFormat>(w: &[u8], xq: &QRow<'_>) -> bool {
     let blocks = w.len() / F::BYTES * 8;
@@ -347,7 +423,7 @@ fn fits<F: KFormat>(w: &[u8], xq: &QRow<'_>) -> bool {
 /// tokens. `dot::kernel` and its siblings hand them out only after detecting AVX2, FMA and F16C; the lengths they
 /// read are checked here.
 macro_rules! entries {
-    ($F:ty: $one:ident, $r4:ident, $many:ident) => {
+    ($F:ty: $one:ident, $r4:ident, $many:ident, $many_wide:ident) => {
         pub fn $one(w: &[u8], xq: QRow<'_>, _xf: &[f32]) -> f32 {
             assert!(fits::<$F>(w, &xq), "K-quant kernels read Q8_K activations");
             // SAFETY: lengths checked above; features detected before this kernel was handed out.
@@ -363,44 +439,64 @@ macro_rules! entries {
             unsafe { rows4::<$F>(w, xq) }
         }
         pub fn $many(w: &[u8], g: &QGroup<'_>, out: &mut [f32]) {
-            let n = g.rows.len();
-            let blocks = w.len() / <$F>::BYTES * 8;
-            assert!(
-                (2..=GROUP).contains(&n)
-                    && out.len() >= n
-                    && g.d.len() >= blocks * GROUP
-                    && g.sum.len() >= blocks * GROUP
-                    && g.rows.iter().all(|r| fits::<$F>(w, r)),
-                "K-quant kernels read Q8_K activations"
-            );
+            let n = many_fits::<$F>(w, g, out);
             // SAFETY: as above.
-            unsafe {
-                match n {
-                    2 => out[..2].copy_from_slice(&many::<$F, 2>(w, g)),
-                    3 => out[..3].copy_from_slice(&many::<$F, 3>(w, g)),
-                    4 => out[..4].copy_from_slice(&many::<$F, 4>(w, g)),
-                    5 => out[..5].copy_from_slice(&many::<$F, 5>(w, g)),
-                    6 => out[..6].copy_from_slice(&many::<$F, 6>(w, g)),
-                    7 => out[..7].copy_from_slice(&many::<$F, 7>(w, g)),
-                    _ => out[..8].copy_from_slice(&many::<$F, 8>(w, g)),
-                }
-            }
+            unsafe { tokens!(n, out, many::<$F, _>(w, g)) }
+        }
+        /// `$many` on 512-bit registers; handed out only after detecting AVX-512F and AVX-512BW.
+        pub fn $many_wide(w: &[u8], g: &QGroup<'_>, out: &mut [f32]) {
+            let n = many_fits::<$F>(w, g, out);
+            // SAFETY: as above.
+            unsafe { tokens!(n, out, many_wide::<$F, _>(w, g)) }
         }
     };
 }
 
-entries!(Q4K: q4k, q4k_r4, q4k_n);
-entries!(Q5K: q5k, q5k_r4, q5k_n);
-entries!(Q6K: q6k, q6k_r4, q6k_n);
+/// `out[..n] = $call` with the token count `n` (2..=8) as the const generic the call's `_` stands for.
+macro_rules! tokens {
+    ($n:expr, $out:expr, $f:ident::<$F:ty, _>($($arg:expr),*)) => {
+        match $n {
+            2 => $out[..2].copy_from_slice(&$f::<$F, 2>($($arg),*)),
+            3 => $out[..3].copy_from_slice(&$f::<$F, 3>($($arg),*)),
+            4 => $out[..4].copy_from_slice(&$f::<$F, 4>($($arg),*)),
+            5 => $out[..5].copy_from_slice(&$f::<$F, 5>($($arg),*)),
+            6 => $out[..6].copy_from_slice(&$f::<$F, 6>($($arg),*)),
+            7 => $out[..7].copy_from_slice(&$f::<$F, 7>($($arg),*)),
+            _ => $out[..8].copy_from_slice(&$f::<$F, 8>($($arg),*)),
+        }
+    };
+}
 
-/// The one-token, four-row and multi-token kernels of a K-quant (AVX2, FMA and F16C detected by the caller).
-pub fn kernels(ty: GgmlType) -> Option<(DotFn, DotR4Fn, DotManyFn)> {
-    Some(match ty {
-        GgmlType::Q4K => (q4k as DotFn, q4k_r4 as DotR4Fn, q4k_n as DotManyFn),
-        GgmlType::Q5K => (q5k, q5k_r4, q5k_n),
-        GgmlType::Q6K => (q6k, q6k_r4, q6k_n),
+/// The token count of a multi-token call, after checking every length the kernels read.
+fn many_fits<F: KFormat>(w: &[u8], g: &QGroup<'_>, out: &[f32]) -> usize {
+    let n = g.rows.len();
+    let blocks = w.len() / F::BYTES * 8;
+    assert!(
+        (2..=GROUP).contains(&n)
+            && out.len() >= n
+            && g.d.len() >= blocks * GROUP
+            && g.sum.len() >= blocks * GROUP
+            && g.rows.iter().all(|r| fits::<F>(w, r)),
+        "K-quant kernels read Q8_K activations"
+    );
+    n
+}
+
+entries!(Q4K: q4k, q4k_r4, q4k_n, q4k_n_wide);
+entries!(Q5K: q5k, q5k_r4, q5k_n, q5k_n_wide);
+entries!(Q6K: q6k, q6k_r4, q6k_n, q6k_n_wide);
+
+/// The one-token, four-row and multi-token kernels of a K-quant (AVX2, FMA and F16C detected by the caller;
+/// `wide`: AVX-512F and AVX-512BW too, for the 512-bit multi-token kernel). Generation keeps 256 bits: it waits
+/// on memory, not on multiplies.
+pub fn kernels(ty: GgmlType, wide: bool) -> Option<(DotFn, DotR4Fn, DotManyFn)> {
+    let (one, r4, many, many_wide): (DotFn, DotR4Fn, DotManyFn, DotManyFn) = match ty {
+        GgmlType::Q4K => (q4k, q4k_r4, q4k_n, q4k_n_wide),
+        GgmlType::Q5K => (q5k, q5k_r4, q5k_n, q5k_n_wide),
+        GgmlType::Q6K => (q6k, q6k_r4, q6k_n, q6k_n_wide),
         _ => return None,
-    })
+    };
+    Some((one, r4, if wide { many_wide } else { many }))
 }
 
 #[cfg(test)]

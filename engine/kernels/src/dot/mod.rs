@@ -150,12 +150,18 @@ pub type FloatTileFn =
 /// Four weight rows against one activation row: `out[r] = w_rows[r] · xq`, bit-identical to `DotFn` on each row.
 pub type DotR4Fn = fn(w_rows: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4];
 
+/// Whether the 512-bit integer kernels may run: the AVX-512 path on a CPU with AVX-512BW (every VNNI CPU has it).
+#[cfg(target_arch = "x86_64")]
+fn wide_ints(isa: Isa) -> bool {
+    isa == Isa::Avx512Vnni && std::is_x86_feature_detected!("avx512bw")
+}
+
 /// The four-row kernel for a weight type, where one exists (generation: one token, many rows).
 pub fn kernel_r4(ty: GgmlType, isa: Isa) -> Option<DotR4Fn> {
     let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        if let Some((_, r4, _)) = kquant::kernels(ty) {
+        if let Some((_, r4, _)) = kquant::kernels(ty, wide_ints(isa)) {
             return Some(r4);
         }
         return x86::kernel_r4(ty, isa == Isa::Avx512Vnni);
@@ -169,7 +175,7 @@ pub fn kernel_many(ty: GgmlType, isa: Isa) -> Option<DotManyFn> {
     let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        if let Some((_, _, many)) = kquant::kernels(ty) {
+        if let Some((_, _, many)) = kquant::kernels(ty, wide_ints(isa)) {
             return Some(many);
         }
         return x86::kernel_many(ty, isa == Isa::Avx512Vnni);
@@ -205,7 +211,7 @@ pub fn kernel(ty: GgmlType, isa: Isa) -> Option<DotFn> {
     let isa = isa.or_scalar();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        if let Some((one, _, _)) = kquant::kernels(ty) {
+        if let Some((one, _, _)) = kquant::kernels(ty, wide_ints(isa)) {
             return Some(one);
         }
         if let Some(k) = x86::kernel(ty, isa == Isa::Avx512Vnni) {
