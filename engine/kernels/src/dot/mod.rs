@@ -178,7 +178,7 @@ pub fn kernel_many(ty: GgmlType, isa: Isa) -> Option<DotManyFn> {
         if let Some((_, _, many)) = kquant::kernels(ty, wide_ints(isa)) {
             return Some(many);
         }
-        return x86::kernel_many(ty, isa == Isa::Avx512Vnni);
+        return x86::kernel_many(ty, isa == Isa::Avx512Vnni, wide_ints(isa));
     }
     let _ = (ty, isa);
     None

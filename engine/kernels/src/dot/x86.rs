@@ -30,7 +30,19 @@ pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
 
 /// Two-to-eight-token kernels (prompts, batches, speculative verification): each weight block is decoded once for
 /// all the tokens; bit-identical per token to the one-token kernel.
-pub fn kernel_many(ty: GgmlType, vnni: bool) -> Option<DotManyFn> {
+///
+/// `wide` (AVX-512F/BW/VNNI/VL detected): the unsigned-code formats multiply two sub-blocks per 512-bit
+/// `vpdpbusd` (Q8_0's signed codes would need a sign flip per token that AVX-512 lacks).
+pub fn kernel_many(ty: GgmlType, vnni: bool, wide: bool) -> Option<DotManyFn> {
+    if wide {
+        match ty {
+            GgmlType::Q4_0 => return Some(vnni_k::q4_0_n_wide),
+            GgmlType::Q4_1 => return Some(vnni_k::q4_1_n_wide),
+            GgmlType::Q5_0 => return Some(vnni_k::q5_0_n_wide),
+            GgmlType::TQ2_0 => return Some(vnni_k::tq2_0_n_wide),
+            _ => {}
+        }
+    }
     Some(match ty {
         GgmlType::Q4_0 => pick!(vnni, DotManyFn, q4_0_n),
         GgmlType::Q4_1 => pick!(vnni, DotManyFn, q4_1_n),
@@ -80,29 +92,55 @@ macro_rules! int_entries {
             }
         )?
         pub fn $many(w: &[u8], g: &QGroup<'_>, out: &mut [f32]) {
-            let n = g.rows.len();
-            let nb = g.rows.first().map_or(0, |r| r.d.len());
-            assert!(
-                (2..=GROUP).contains(&n)
-                    && out.len() >= n
-                    && g.d.len() >= nb * GROUP
-                    && g.dsum.len() >= nb * GROUP
-                    && g.rows.iter().all(|r| r.d.len() == nb && r.q.len() >= nb * QK)
-            );
+            let n = super::many_fits(g, out);
             // SAFETY: lengths checked above; features as above.
-            unsafe {
-                match n {
-                    2 => out[..2].copy_from_slice(&many_impl::<$F, 2>(w, g)),
-                    3 => out[..3].copy_from_slice(&many_impl::<$F, 3>(w, g)),
-                    4 => out[..4].copy_from_slice(&many_impl::<$F, 4>(w, g)),
-                    5 => out[..5].copy_from_slice(&many_impl::<$F, 5>(w, g)),
-                    6 => out[..6].copy_from_slice(&many_impl::<$F, 6>(w, g)),
-                    7 => out[..7].copy_from_slice(&many_impl::<$F, 7>(w, g)),
-                    _ => out[..8].copy_from_slice(&many_impl::<$F, 8>(w, g)),
-                }
-            }
+            unsafe { tokens!(n, out, many_impl::<$F, _>(w, g)) }
         }
     };
+}
+
+/// The 512-bit multi-token entry of an unsigned-code format (`many_wide_impl`); `kernel_many` hands it out only
+/// after detecting AVX-512F, BW, VNNI and VL.
+macro_rules! wide_entries {
+    ($F:ty: $many_wide:ident) => {
+        #[allow(dead_code)] // As `pair_sums`.
+        pub fn $many_wide(w: &[u8], g: &QGroup<'_>, out: &mut [f32]) {
+            let n = super::many_fits(g, out);
+            // SAFETY: lengths checked; features as above.
+            unsafe { tokens!(n, out, many_wide_impl::<$F, _>(w, g)) }
+        }
+    };
+}
+
+/// `out[..n] = $call` with the token count `n` (2..=8) as the const generic the call's `_` stands for.
+macro_rules! tokens {
+    ($n:expr, $out:expr, $f:ident::<$F:ty, _>($($arg:expr),*)) => {
+        match $n {
+            2 => $out[..2].copy_from_slice(&$f::<$F, 2>($($arg),*)),
+            3 => $out[..3].copy_from_slice(&$f::<$F, 3>($($arg),*)),
+            4 => $out[..4].copy_from_slice(&$f::<$F, 4>($($arg),*)),
+            5 => $out[..5].copy_from_slice(&$f::<$F, 5>($($arg),*)),
+            6 => $out[..6].copy_from_slice(&$f::<$F, 6>($($arg),*)),
+            7 => $out[..7].copy_from_slice(&$f::<$F, 7>($($arg),*)),
+            _ => $out[..8].copy_from_slice(&$f::<$F, 8>($($arg),*)),
+        }
+    };
+}
+
+/// The token count of a multi-token call, after checking every length its kernel reads.
+fn many_fits(g: &crate::QGroup<'_>, out: &[f32]) -> usize {
+    let n = g.rows.len();
+    let nb = g.rows.first().map_or(0, |r| r.d.len());
+    assert!(
+        (2..=crate::GROUP).contains(&n)
+            && out.len() >= n
+            && g.d.len() >= nb * crate::GROUP
+            && g.dsum.len() >= nb * crate::GROUP
+            && g.rows
+                .iter()
+                .all(|r| r.d.len() == nb && r.q.len() >= nb * crate::QK)
+    );
+    n
 }
 
 /// How far ahead of the float weight stream the multi-token kernel prefetches (measured on SmolLM2 F16, 2 threads:
@@ -410,24 +448,116 @@ macro_rules! isa_kernels {
                                     int_dot(&s, load_x(g.rows.get_unchecked(t), xb))
                                 }))
                             };
-                            let dx = _mm256_loadu_ps(gd.add(xb * GROUP));
-                            acc = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(sums),
-                                _mm256_mul_ps(_mm256_set1_ps(s.dw), dx),
-                                acc,
-                            );
-                            if F::OFFSET {
-                                let dxs = _mm256_loadu_ps(gs.add(xb * GROUP));
-                                let dxs = if F::SUM_F16 {
-                                    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
-                                        dxs,
-                                    ))
-                                } else {
-                                    dxs
-                                };
-                                off = _mm256_add_ps(off, _mm256_mul_ps(_mm256_set1_ps(s.cw), dxs));
-                            }
+                            scale_step::<F>(&s, sums, gd.add(xb * GROUP), gs.add(xb * GROUP), &mut acc, &mut off);
                         }
+                    }
+                    let mut lanes = [0f32; GROUP];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc, off));
+                    std::array::from_fn(|t| lanes[t])
+                }
+            }
+
+            /// One sub-block's share of the multi-token kernels, token t in lane t: `sums` its integer dot
+            /// products, `dx`/`dxs` the tokens' scales and scaled sums for it (`QGroup`'s block-major rows).
+            #[inline(always)]
+            unsafe fn scale_step<F: Format>(
+                s: &Sub,
+                sums: __m256i,
+                dx: *const f32,
+                dxs: *const f32,
+                acc: &mut __m256,
+                off: &mut __m256,
+            ) {
+                unsafe {
+                    *acc = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(sums),
+                        _mm256_mul_ps(_mm256_set1_ps(s.dw), _mm256_loadu_ps(dx)),
+                        *acc,
+                    );
+                    if F::OFFSET {
+                        let dxs = _mm256_loadu_ps(dxs);
+                        let dxs = if F::SUM_F16 {
+                            _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(dxs))
+                        } else {
+                            dxs
+                        };
+                        *off = _mm256_add_ps(*off, _mm256_mul_ps(_mm256_set1_ps(s.cw), dxs));
+                    }
+                }
+            }
+
+            /// Lane t of the first (second) result = the sum of the low (high) 256 bits of p[t] (t < N ≤ 8; later
+            /// lanes 0): two sub-blocks' sums for N tokens, transposed with in-lane unpacks and two cross-lane
+            /// shuffles (AVX-512 has no horizontal adds).
+            #[inline(always)]
+            #[allow(dead_code)] // Compiled in both instantiations; only `vnni_k`'s wide kernels are handed out.
+            unsafe fn pair_sums<const N: usize>(p: &[__m512i; N]) -> (__m256i, __m256i) {
+                unsafe {
+                    let z = _mm512_setzero_si512();
+                    let g = |i: usize| if i < N { p[i] } else { z };
+                    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] for tokens a, b.
+                    let two = |a: __m512i, b: __m512i| {
+                        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+                    };
+                    // Per 128-bit lane: the lane's sum for each of four tokens.
+                    let four = |u: __m512i, v: __m512i| {
+                        _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v))
+                    };
+                    let lo = four(two(g(0), g(1)), two(g(2), g(3)));
+                    let hi = if N > 4 {
+                        four(two(g(4), g(5)), two(g(6), g(7)))
+                    } else {
+                        z
+                    };
+                    // Lanes 0, 1 are the first sub-block, 2, 3 the second: add lane pairs, tokens 0..4 from `lo`
+                    // and 4..8 from `hi`, then order them [first 0..4, first 4..8, second 0..4, second 4..8].
+                    let s = _mm512_add_epi32(
+                        _mm512_shuffle_i32x4::<0x88>(lo, hi),
+                        _mm512_shuffle_i32x4::<0xDD>(lo, hi),
+                    );
+                    let s = _mm512_shuffle_i32x4::<0xD8>(s, s);
+                    (_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+                }
+            }
+
+            /// `many_impl` for unsigned-code formats with 512-bit VNNI: two sub-blocks of a token per `vpdpbusd`,
+            /// then the same integers, scaled in the same order — bit-identical to `many_impl`.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
+            #[allow(dead_code)] // As `pair_sums`.
+            unsafe fn many_wide_impl<F: Format, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
+                unsafe {
+                    let nsub = w.len() / F::BYTES * F::SUBS;
+                    let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    let (gd, gs) = (g.d.as_ptr(), g.dsum.as_ptr());
+                    let sub = |xb: usize| {
+                        let blk = w.as_ptr().add(xb / F::SUBS * F::BYTES);
+                        _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(8 * F::BYTES) as *const i8);
+                        let s = F::sub(blk, F::header(blk), xb % F::SUBS);
+                        debug_assert!(s.sign.is_none());
+                        s
+                    };
+                    let mut xb = 0;
+                    while xb + 1 < nsub {
+                        let (s0, s1) = (sub(xb), sub(xb + 1));
+                        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(s0.q), s1.q);
+                        let p: [__m512i; N] = std::array::from_fn(|t| {
+                            let xq = g.rows.get_unchecked(t);
+                            debug_assert!((xb + 2) * QK <= xq.q.len());
+                            let x = _mm512_loadu_si512(xq.q.as_ptr().add(xb * QK) as *const __m512i);
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, x)
+                        });
+                        let (a, b) = pair_sums(&p);
+                        scale_step::<F>(&s0, a, gd.add(xb * GROUP), gs.add(xb * GROUP), &mut acc, &mut off);
+                        let xb1 = xb + 1;
+                        scale_step::<F>(&s1, b, gd.add(xb1 * GROUP), gs.add(xb1 * GROUP), &mut acc, &mut off);
+                        xb += 2;
+                    }
+                    if xb < nsub {
+                        let s = sub(xb);
+                        let sums = lane_sums::<N>(&std::array::from_fn(|t| {
+                            int_dot(&s, load_x(g.rows.get_unchecked(t), xb))
+                        }));
+                        scale_step::<F>(&s, sums, gd.add(xb * GROUP), gs.add(xb * GROUP), &mut acc, &mut off);
                     }
                     let mut lanes = [0f32; GROUP];
                     _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc, off));
@@ -547,6 +677,10 @@ macro_rules! isa_kernels {
             int_entries!(Q5_0: q5_0, q5_0_n, q5_0_r4);
             int_entries!(Q8_0: q8_0, q8_0_n, q8_0_r4);
             int_entries!(TQ2_0: tq2_0, tq2_0_n, tq2_0_r4);
+            wide_entries!(Q4_0: q4_0_n_wide);
+            wide_entries!(Q4_1: q4_1_n_wide);
+            wide_entries!(Q5_0: q5_0_n_wide);
+            wide_entries!(TQ2_0: tq2_0_n_wide);
             pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
                 assert!(w.len() >= 4 * xf.len());
                 // SAFETY: length checked; features detected before this kernel was handed out.
@@ -786,7 +920,13 @@ mod tests {
 
     #[test]
     fn multi_token_kernels_equal_the_one_token_kernel_bit_for_bit() {
-        let n = 512;
+        // 512: whole K-quant super-blocks; 544: 17 blocks of 32, an odd count the 512-bit kernels end alone.
+        for n in [512, 544] {
+            multi_token_case(n);
+        }
+    }
+
+    fn multi_token_case(n: usize) {
         let x: Vec<f32> = (0..8 * n)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / (5.0 + (i / n) as f32))
             .collect();
@@ -800,6 +940,9 @@ mod tests {
             GgmlType::Q6K,
             GgmlType::TQ2_0,
         ] {
+            if !n.is_multiple_of(ty.block_geometry().expect("sized").0) {
+                continue;
+            }
             let mut xq = QActs::default();
             quantize_acts_as(act_format(ty), &x, n, &mut xq);
             let rows: Vec<_> = (0..8).map(|t| xq.row(t)).collect();
