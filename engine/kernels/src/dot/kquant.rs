@@ -298,6 +298,35 @@ unsafe fn rows4<F: KFormat>(w: &[&[u8]; 4], xq: QRow<'_>) -> [f32; 4] {
     }
 }
 
+/// One super-block's share of the multi-token kernels, token t in lane t: `isums` its exact integer sums, scaled
+/// with `k_accumulate`'s two FMAs (the mins through the tokens' block sums).
+#[inline(always)]
+unsafe fn super_step<F: KFormat>(
+    h: &Hdr,
+    isums: __m256i,
+    g: &QGroup<'_>,
+    sb: usize,
+    acc: &mut __m256,
+    off: &mut __m256,
+) {
+    unsafe {
+        let dx = _mm256_loadu_ps(g.d.as_ptr().add(sb * 8 * GROUP));
+        let isum = _mm256_cvtepi32_ps(isums);
+        *acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(_mm256_set1_ps(h.d), dx), *acc);
+        if F::MINS {
+            let mut m = _mm256_setzero_ps();
+            for j in 0..8 {
+                m = _mm256_fmadd_ps(
+                    _mm256_set1_ps(h.scales[8 + j] as f32),
+                    _mm256_loadu_ps(g.sum.as_ptr().add((sb * 8 + j) * GROUP)),
+                    m,
+                );
+            }
+            *off = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(h.dmin), dx), *off);
+        }
+    }
+}
+
 /// out[t] = w · x[t] for N ≤ 8 tokens, token t in lane t: each sub-block is decoded once for all of them, and a
 /// super-block's N integer sums are transposed into one vector and scaled there.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -318,20 +347,7 @@ unsafe fn many<F: KFormat, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N]
                     );
                 }
             }
-            let dx = _mm256_loadu_ps(g.d.as_ptr().add(sb * 8 * GROUP));
-            let isum = _mm256_cvtepi32_ps(lane_sums(&ai));
-            acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(_mm256_set1_ps(h.d), dx), acc);
-            if F::MINS {
-                let mut m = _mm256_setzero_ps();
-                for j in 0..8 {
-                    m = _mm256_fmadd_ps(
-                        _mm256_set1_ps(h.scales[8 + j] as f32),
-                        _mm256_loadu_ps(g.sum.as_ptr().add((sb * 8 + j) * GROUP)),
-                        m,
-                    );
-                }
-                off = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(h.dmin), dx), off);
-            }
+            super_step::<F>(&h, lane_sums(&ai), g, sb, &mut acc, &mut off);
         }
         let mut lanes = [0f32; GROUP];
         _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_sub_ps(acc, off));
@@ -392,20 +408,7 @@ unsafe fn many_wide<F: KFormat, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f3
                     _mm512_extracti64x4_epi64::<1>(ai[t]),
                 )
             });
-            let dx = _mm256_loadu_ps(g.d.as_ptr().add(sb * 8 * GROUP));
-            let isum = _mm256_cvtepi32_ps(lane_sums(&halves));
-            acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(_mm256_set1_ps(h.d), dx), acc);
-            if F::MINS {
-                let mut m = _mm256_setzero_ps();
-                for j in 0..8 {
-                    m = _mm256_fmadd_ps(
-                        _mm256_set1_ps(h.scales[8 + j] as f32),
-                        _mm256_loadu_ps(g.sum.as_ptr().add((sb * 8 + j) * GROUP)),
-                        m,
-                    );
-                }
-                off = _mm256_fmadd_ps(m, _mm256_mul_ps(_mm256_set1_ps(h.dmin), dx), off);
-            }
+            super_step::<F>(&h, lane_sums(&halves), g, sb, &mut acc, &mut off);
         }
         let mut lanes = [0f32; GROUP];
         _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_sub_ps(acc, off));
@@ -448,21 +451,6 @@ macro_rules! entries {
             let n = many_fits::<$F>(w, g, out);
             // SAFETY: as above.
             unsafe { tokens!(n, out, many_wide::<$F, _>(w, g)) }
-        }
-    };
-}
-
-/// `out[..n] = $call` with the token count `n` (2..=8) as the const generic the call's `_` stands for.
-macro_rules! tokens {
-    ($n:expr, $out:expr, $f:ident::<$F:ty, _>($($arg:expr),*)) => {
-        match $n {
-            2 => $out[..2].copy_from_slice(&$f::<$F, 2>($($arg),*)),
-            3 => $out[..3].copy_from_slice(&$f::<$F, 3>($($arg),*)),
-            4 => $out[..4].copy_from_slice(&$f::<$F, 4>($($arg),*)),
-            5 => $out[..5].copy_from_slice(&$f::<$F, 5>($($arg),*)),
-            6 => $out[..6].copy_from_slice(&$f::<$F, 6>($($arg),*)),
-            7 => $out[..7].copy_from_slice(&$f::<$F, 7>($($arg),*)),
-            _ => $out[..8].copy_from_slice(&$f::<$F, 8>($($arg),*)),
         }
     };
 }

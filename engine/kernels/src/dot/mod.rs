@@ -4,6 +4,23 @@
 //! `NeonDot` path has SIMD kernels for the ternary back end (packed ternary matrices and int8 rows); the GGUF
 //! block formats use the scalar kernels there.
 
+/// The x86 multi-token entries' dispatch: `out[..n] = $call` with the token count `n` (2..=8) as the const
+/// generic the call's `_` stands for.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tokens {
+    ($n:expr, $out:expr, $f:ident::<$F:ty, _>($($arg:expr),*)) => {
+        match $n {
+            2 => $out[..2].copy_from_slice(&$f::<$F, 2>($($arg),*)),
+            3 => $out[..3].copy_from_slice(&$f::<$F, 3>($($arg),*)),
+            4 => $out[..4].copy_from_slice(&$f::<$F, 4>($($arg),*)),
+            5 => $out[..5].copy_from_slice(&$f::<$F, 5>($($arg),*)),
+            6 => $out[..6].copy_from_slice(&$f::<$F, 6>($($arg),*)),
+            7 => $out[..7].copy_from_slice(&$f::<$F, 7>($($arg),*)),
+            _ => $out[..8].copy_from_slice(&$f::<$F, 8>($($arg),*)),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod float_tile;
 #[cfg(target_arch = "x86_64")]
