@@ -31,14 +31,14 @@ pub fn kernel(ty: GgmlType, vnni: bool) -> Option<DotFn> {
 /// Two-to-eight-token kernels (prompts, batches, speculative verification): each weight block is decoded once for
 /// all the tokens; bit-identical per token to the one-token kernel.
 ///
-/// `wide` (AVX-512F/BW/VNNI/VL detected): the unsigned-code formats multiply two sub-blocks per 512-bit
-/// `vpdpbusd` (Q8_0's signed codes would need a sign flip per token that AVX-512 lacks).
+/// `wide` (AVX-512F/BW/VNNI/VL detected): two sub-blocks per 512-bit `vpdpbusd`.
 pub fn kernel_many(ty: GgmlType, vnni: bool, wide: bool) -> Option<DotManyFn> {
     if wide {
         match ty {
             GgmlType::Q4_0 => return Some(vnni_k::q4_0_n_wide),
             GgmlType::Q4_1 => return Some(vnni_k::q4_1_n_wide),
             GgmlType::Q5_0 => return Some(vnni_k::q5_0_n_wide),
+            GgmlType::Q8_0 => return Some(vnni_k::q8_0_n_wide),
             GgmlType::TQ2_0 => return Some(vnni_k::tq2_0_n_wide),
             _ => {}
         }
@@ -505,8 +505,8 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// `many_impl` for unsigned-code formats with 512-bit VNNI: two sub-blocks of a token per `vpdpbusd`,
-            /// then the same integers, scaled in the same order — bit-identical to `many_impl`.
+            /// `many_impl` with 512-bit VNNI: two sub-blocks of a token per `vpdpbusd`, then the same integers,
+            /// scaled in the same order — bit-identical to `many_impl`.
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2,fma,f16c")]
             #[allow(dead_code)] // As `pair_sums`.
             unsafe fn many_wide_impl<F: Format, const N: usize>(w: &[u8], g: &QGroup<'_>) -> [f32; N] {
@@ -517,19 +517,31 @@ macro_rules! isa_kernels {
                     let sub = |xb: usize| {
                         let blk = w.as_ptr().add(xb / F::SUBS * F::BYTES);
                         _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(8 * F::BYTES) as *const i8);
-                        let s = F::sub(blk, F::header(blk), xb % F::SUBS);
-                        debug_assert!(s.sign.is_none());
-                        s
+                        F::sub(blk, F::header(blk), xb % F::SUBS)
                     };
+                    let join = |a: __m256i, b: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
                     let mut xb = 0;
                     while xb + 1 < nsub {
                         let (s0, s1) = (sub(xb), sub(xb + 1));
-                        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(s0.q), s1.q);
+                        // Unsigned codes: codes × x. Signed codes (Q8_0; AVX-512 has no `vpsignb` to move their
+                        // signs onto x): (x + 128) × w, started from −128 · Σw — the same lane sums.
+                        let (q, start, flip) = match (s0.sign, s1.sign) {
+                            (Some(w0), Some(w1)) => {
+                                let w = join(w0, w1);
+                                let sum_w = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), w);
+                                (w, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sum_w)), true)
+                            }
+                            _ => (join(s0.q, s1.q), _mm512_setzero_si512(), false),
+                        };
                         let p: [__m512i; N] = std::array::from_fn(|t| {
                             let xq = g.rows.get_unchecked(t);
                             debug_assert!((xb + 2) * QK <= xq.q.len());
                             let x = _mm512_loadu_si512(xq.q.as_ptr().add(xb * QK) as *const __m512i);
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, x)
+                            if flip {
+                                _mm512_dpbusd_epi32(start, _mm512_xor_si512(x, _mm512_set1_epi8(-128)), q)
+                            } else {
+                                _mm512_dpbusd_epi32(start, q, x)
+                            }
                         });
                         let (a, b) = pair_sums(&p);
                         scale_step::<F>(&s0, a, gd.add(xb * GROUP), gs.add(xb * GROUP), &mut acc, &mut off);
@@ -665,6 +677,7 @@ macro_rules! isa_kernels {
             wide_entries!(Q4_0: q4_0_n_wide);
             wide_entries!(Q4_1: q4_1_n_wide);
             wide_entries!(Q5_0: q5_0_n_wide);
+            wide_entries!(Q8_0: q8_0_n_wide);
             wide_entries!(TQ2_0: tq2_0_n_wide);
             pub fn f32_(w: &[u8], _xq: QRow<'_>, xf: &[f32]) -> f32 {
                 assert!(w.len() >= 4 * xf.len());
