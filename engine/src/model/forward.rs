@@ -173,27 +173,17 @@ impl Model {
             // A head that reads quantized activations has the rows that can hold the maximum scored again from
             // the f32 activations: the top of the distribution (what greedy decoding, `top_logprobs` and
             // speculative verification look at) without the activations' rounding, for a few dozen rows a token
-            // (Gemma 3: top-1 agreement with llama.cpp's f32 reference 94.4 % -> 95.8 %).
+            // (Gemma 3: top-1 agreement with llama.cpp's f32 reference 94.4 % -> 95.8 %). After the int4 pass of
+            // a head that does not, its own kernel rescores them, bit for bit.
             let quantized = self.output.uses_int8_acts() || self.output.wants_per_token();
+            let again = if quantized {
+                Some(Scoring::Exact)
+            } else {
+                self.coarse_head.as_ref().map(|_| Scoring::Kernel)
+            };
             if let Some(coarse) = &self.coarse_head {
                 quantize_per_token(&s.xo, d, &mut s.xq);
                 coarse.matmul(pool, &s.xq, n_out, &mut s.rescore, &mut s.logits);
-                // Without quantized activations the file's head rescores with its own kernel, bit for bit.
-                let v = c.vocab_size;
-                for j in 0..n_out {
-                    let how = if quantized {
-                        Scoring::Exact
-                    } else {
-                        Scoring::Kernel(crate::quant::QRow::EMPTY)
-                    };
-                    rescore(
-                        &self.output,
-                        how,
-                        &s.xo[j * d..(j + 1) * d],
-                        &mut s.logits[j * v..(j + 1) * v],
-                        &mut s.rescore,
-                    );
-                }
             } else {
                 if self.output.wants_per_token() {
                     quantize_per_token(&s.xo, d, &mut s.xq);
@@ -207,17 +197,17 @@ impl Model {
                     &s.xq,
                     n_out,
                 );
-                if quantized {
-                    let v = c.vocab_size;
-                    for j in 0..n_out {
-                        rescore(
-                            &self.output,
-                            Scoring::Exact,
-                            &s.xo[j * d..(j + 1) * d],
-                            &mut s.logits[j * v..(j + 1) * v],
-                            &mut s.rescore,
-                        );
-                    }
+            }
+            if let Some(how) = again {
+                let v = c.vocab_size;
+                for j in 0..n_out {
+                    rescore(
+                        &self.output,
+                        how,
+                        &s.xo[j * d..(j + 1) * d],
+                        &mut s.logits[j * v..(j + 1) * v],
+                        &mut s.rescore,
+                    );
                 }
             }
             if let Some(cap) = c.final_logit_softcap {

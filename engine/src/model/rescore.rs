@@ -66,11 +66,11 @@ pub struct RescoreScratch {
     row: Vec<f32>,
 }
 
-/// How the candidate rows are scored again: with the head's own one-row kernel on the activations its matmul
-/// read, or from f32 activations (`Exact`) when those were quantized.
+/// How the candidate rows are scored again: with the head's own one-row kernel on f32 activations (a head that
+/// reads them), or from the dequantized row and the f32 activations (`Exact`, a head that reads quantized ones).
 #[derive(Clone, Copy)]
-pub enum Scoring<'a> {
-    Kernel(QRow<'a>),
+pub enum Scoring {
+    Kernel,
     Exact,
 }
 
@@ -86,7 +86,7 @@ fn exact_logit(head: &Weight, r: usize, xf: &[f32], buf: &mut Vec<f32>) -> f32 {
 /// activations) in place with `head`, scored as `how` says; `xf` is the token's f32 activations.
 pub fn rescore(
     head: &Weight,
-    how: Scoring<'_>,
+    how: Scoring,
     xf: &[f32],
     logits: &mut [f32],
     s: &mut RescoreScratch,
@@ -101,7 +101,7 @@ pub fn rescore(
             let r = r as usize;
             let v = match how {
                 // Load checked that the head has a one-row kernel; without one the first value stays.
-                Scoring::Kernel(xq) => head.dot_row(r, xq, xf).unwrap_or(logits[r]),
+                Scoring::Kernel => head.dot_row(r, QRow::EMPTY, xf).unwrap_or(logits[r]),
                 Scoring::Exact => exact_logit(head, r, xf, &mut s.row),
             };
             err = err.max((v - logits[r]).abs());
